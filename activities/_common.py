@@ -1,0 +1,30 @@
+"""Small pieces every service's activities share."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio.exceptions import ApplicationError
+
+from db.unit_of_work import EVENT_NAMESPACE, StepContext
+from domain.activities import StepInput
+from domain.errors import ErrorType
+
+
+def context(service: str, step: StepInput) -> StepContext:
+    return StepContext(
+        service=service,
+        idempotency_key=step.idempotency_key,
+        correlation_id=step.correlation_id,
+    )
+
+
+def stable_id(*parts: str) -> str:
+    """An id that a retry of the same step derives again, instead of a fresh random one."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, ":".join(parts)))
+
+
+def refusal(error: ErrorType, message: str, **details: object) -> ApplicationError:
+    # non_retryable here as well as in the workflow's RetryPolicy: a refusal is
+    # final whoever calls the activity.
+    return ApplicationError(message, details or None, type=error.value, non_retryable=True)

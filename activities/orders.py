@@ -1,0 +1,115 @@
+"""Orders service: create the order, then confirm it or cancel it."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from temporalio import activity
+
+from activities._common import context, refusal
+from db.engine import SessionFactory
+from db.tables import order_lines, orders, products
+from db.unit_of_work import Step, apply_once
+from domain.activities import Act, CloseOrder, CreateOrder, OrderClosed, PricedOrder
+from domain.errors import ErrorType
+from domain.orders import OrderStatus, PricedLine, workflow_id_for
+
+SERVICE = "orders"
+AGGREGATE = "order"
+
+
+class OrderActivities:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name=Act.CREATE_ORDER)
+    async def create_order(self, cmd: CreateOrder) -> PricedOrder:
+        async def change(step: Step) -> PricedOrder:
+            priced = await _price(step, cmd)
+            await step.session.execute(
+                orders.insert().values(
+                    order_id=cmd.order_id,
+                    customer_id=cmd.customer_id,
+                    status=OrderStatus.PENDING.value,
+                    total=priced.total,
+                    currency=priced.currency,
+                    workflow_id=workflow_id_for(cmd.order_id),
+                    request_hash=cmd.request_hash,
+                )
+            )
+            await step.session.execute(
+                order_lines.insert(),
+                [
+                    {"order_id": cmd.order_id, "line_no": n, **line.model_dump()}
+                    for n, line in enumerate(priced.items, start=1)
+                ],
+            )
+            step.record(AGGREGATE, cmd.order_id, "OrderCreated", priced.model_dump(mode="json"))
+            return priced
+
+        return await apply_once(self._sessions, context(SERVICE, cmd), change, PricedOrder)
+
+    @activity.defn(name=Act.CONFIRM_ORDER)
+    async def confirm_order(self, cmd: CloseOrder) -> OrderClosed:
+        return await self._close(cmd, OrderStatus.CONFIRMED, "OrderConfirmed")
+
+    @activity.defn(name=Act.CANCEL_ORDER)
+    async def cancel_order(self, cmd: CloseOrder) -> OrderClosed:
+        return await self._close(cmd, OrderStatus.CANCELLED, "OrderCancelled")
+
+    async def _close(self, cmd: CloseOrder, status: OrderStatus, event: str) -> OrderClosed:
+        async def change(step: Step) -> OrderClosed:
+            closed = await step.session.execute(
+                update(orders)
+                .where(orders.c.order_id == cmd.order_id, orders.c.status == "PENDING")
+                .values(
+                    status=status.value,
+                    steps=cmd.steps,
+                    compensations=cmd.compensations,
+                    failure_reason=cmd.failure_reason,
+                    updated_at=func.now(),
+                )
+                .returning(orders.c.order_id)
+            )
+            if closed.first() is None:
+                # No pending order: create_order never committed, or this order is
+                # already closed. Either way there is nothing left to change.
+                current = await step.session.scalar(
+                    select(orders.c.status).where(orders.c.order_id == cmd.order_id)
+                )
+                return OrderClosed(order_id=cmd.order_id, status=current or "ABSENT")
+            payload = {"order_id": cmd.order_id, "reason": cmd.failure_reason}
+            step.record(AGGREGATE, cmd.order_id, event, payload)
+            return OrderClosed(order_id=cmd.order_id, status=status.value)
+
+        return await apply_once(self._sessions, context(SERVICE, cmd), change, OrderClosed)
+
+
+async def _price(step: Step, cmd: CreateOrder) -> PricedOrder:
+    skus = sorted({line.sku for line in cmd.items})
+    rows = await step.session.execute(
+        select(products.c.sku, products.c.price, products.c.currency).where(
+            products.c.sku.in_(skus)
+        )
+    )
+    catalog = {row.sku: row for row in rows}
+    missing = [sku for sku in skus if sku not in catalog]
+    if missing:
+        raise refusal(ErrorType.UNKNOWN_PRODUCT, f"unknown sku: {', '.join(missing)}", skus=missing)
+    lines = [
+        PricedLine(
+            sku=line.sku,
+            quantity=line.quantity,
+            unit_price=catalog[line.sku].price,
+            currency=catalog[line.sku].currency,
+        )
+        for line in cmd.items
+    ]
+    currencies = {line.currency for line in lines}
+    if len(currencies) != 1:
+        raise refusal(ErrorType.INVALID_ORDER, "items are priced in different currencies")
+    return PricedOrder(
+        order_id=cmd.order_id,
+        items=lines,
+        total=sum(line.unit_price * line.quantity for line in lines),
+        currency=currencies.pop(),
+    )

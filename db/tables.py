@@ -1,0 +1,180 @@
+"""The schema as SQLAlchemy Core tables: one PostgreSQL schema per service.
+
+Each service owns its business tables, an outbox (the events the relay
+publishes) and an idempotency table (the keys of the steps it has applied).
+Migrations create these; this module only describes them for queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+SERVICES = ("orders", "inventory", "payments", "shipping")
+
+metadata = MetaData()
+
+
+def _now() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+@dataclass(frozen=True)
+class ServiceTables:
+    outbox: Table
+    idempotency: Table
+
+
+def _service_tables(schema: str) -> ServiceTables:
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("event_id", UUID(as_uuid=False), primary_key=True),
+        # Commit order within one aggregate; the relay publishes by it.
+        Column("seq", BigInteger, Identity(always=True), nullable=False, unique=True),
+        Column("aggregate_type", String(100), nullable=False),
+        Column("aggregate_id", String(255), nullable=False),
+        Column("event_type", String(100), nullable=False),
+        Column("payload", JSONB, nullable=False),
+        Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("status", String(20), nullable=False, server_default="PENDING"),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        _now(),
+        Column("published_at", DateTime(timezone=True)),
+        CheckConstraint("status IN ('PENDING', 'PUBLISHED', 'FAILED')", name="outbox_status"),
+        schema=schema,
+    )
+    Index(
+        f"ix_{schema}_outbox_pending",
+        outbox.c.seq,
+        postgresql_where=outbox.c.status == "PENDING",
+    )
+    Index(f"ix_{schema}_outbox_aggregate", outbox.c.aggregate_id, outbox.c.seq)
+    idempotency = Table(
+        "idempotency_keys",
+        metadata,
+        Column("key", String(255), primary_key=True),
+        Column("result", JSONB),
+        _now(),
+        schema=schema,
+    )
+    return ServiceTables(outbox=outbox, idempotency=idempotency)
+
+
+service_tables: dict[str, ServiceTables] = {s: _service_tables(s) for s in SERVICES}
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("workflow_id", String(255), nullable=False, unique=True),
+    Column("request_hash", String(64), nullable=False, server_default=""),
+    # The saga's own record, written when it closes, so reads survive the workflow.
+    Column("steps", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("compensations", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("failure_reason", Text),
+    _now(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("status IN ('PENDING', 'CONFIRMED', 'CANCELLED')", name="order_status"),
+    CheckConstraint("total >= 0", name="order_total_non_negative"),
+    schema="orders",
+)
+Index("ix_orders_created", orders.c.created_at.desc())
+Index("ix_orders_customer_created", orders.c.customer_id, orders.c.created_at.desc())
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("order_id", String(64), ForeignKey("orders.orders.order_id"), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    CheckConstraint("quantity > 0", name="line_quantity_positive"),
+    schema="orders",
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # Units free to sell: a reservation takes them out, a release puts them back.
+    Column("stock", Integer, nullable=False),
+    CheckConstraint("stock >= 0", name="stock_non_negative"),
+    CheckConstraint("price >= 0", name="price_non_negative"),
+    schema="inventory",
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("reservation_id", UUID(as_uuid=False), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("sku", String(64), ForeignKey("inventory.products.sku"), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("status", String(20), nullable=False),
+    _now(),
+    Column("released_at", DateTime(timezone=True)),
+    UniqueConstraint("order_id", "sku", name="reservation_order_sku"),
+    CheckConstraint("quantity > 0", name="reservation_quantity_positive"),
+    CheckConstraint("status IN ('RESERVED', 'RELEASED')", name="reservation_status"),
+    schema="inventory",
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", UUID(as_uuid=False), primary_key=True),
+    Column("order_id", String(64), nullable=False, unique=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
+    _now(),
+    Column("refunded_at", DateTime(timezone=True)),
+    CheckConstraint("amount >= 0", name="payment_amount_non_negative"),
+    CheckConstraint("refunded_amount BETWEEN 0 AND amount", name="payment_refund_bounded"),
+    CheckConstraint("status IN ('CAPTURED', 'REFUNDED')", name="payment_status"),
+    schema="payments",
+)
+
+shipments = Table(
+    "shipments",
+    metadata,
+    Column("shipment_id", UUID(as_uuid=False), primary_key=True),
+    Column("order_id", String(64), nullable=False, unique=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("tracking_number", String(64), nullable=False, unique=True),
+    Column("status", String(20), nullable=False),
+    _now(),
+    Column("cancelled_at", DateTime(timezone=True)),
+    CheckConstraint("status IN ('CREATED', 'CANCELLED')", name="shipment_status"),
+    schema="shipping",
+)

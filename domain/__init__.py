@@ -1,0 +1,1 @@
+"""Types shared by the API, the workflows and the activities; imports nothing of ours."""

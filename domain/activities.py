@@ -1,0 +1,112 @@
+"""Activity names and their one-model inputs and results.
+
+Workflows call activities by these names, so they never import the modules
+that do database I/O.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from domain.orders import OrderLine, PricedLine
+
+
+class Act:
+    CREATE_ORDER = "create_order"
+    CONFIRM_ORDER = "confirm_order"
+    CANCEL_ORDER = "cancel_order"
+    RESERVE_STOCK = "reserve_stock"
+    RELEASE_STOCK = "release_stock"
+    CHARGE_PAYMENT = "charge_payment"
+    REFUND_PAYMENT = "refund_payment"
+    CREATE_SHIPMENT = "create_shipment"
+    CANCEL_SHIPMENT = "cancel_shipment"
+
+
+class StepInput(BaseModel):
+    """Every step carries the key that makes a retry of it a no-op."""
+
+    idempotency_key: str
+    order_id: str
+    correlation_id: str
+
+
+class CreateOrder(StepInput):
+    customer_id: str
+    items: list[OrderLine]
+    request_hash: str = ""
+
+
+class PricedOrder(BaseModel):
+    order_id: str
+    items: list[PricedLine]
+    total: int
+    currency: str
+
+
+class CloseOrder(StepInput):
+    """Confirm or cancel; a cancel carries the saga's record of what happened."""
+
+    steps: list[str] = []
+    compensations: list[str] = []
+    failure_reason: str | None = None
+
+
+class OrderClosed(BaseModel):
+    order_id: str
+    status: str
+
+
+class ReserveStock(StepInput):
+    items: list[OrderLine]
+
+
+class StockReserved(BaseModel):
+    reservation_id: str
+    lines: int
+
+
+class ReleaseStock(StepInput):
+    pass
+
+
+class StockReleased(BaseModel):
+    released_units: int
+
+
+class ChargePayment(StepInput):
+    customer_id: str
+    amount: int
+    currency: str
+    payment_token: str
+
+
+class PaymentCharged(BaseModel):
+    payment_id: str
+    amount: int
+
+
+class RefundPayment(StepInput):
+    pass
+
+
+class PaymentRefunded(BaseModel):
+    refunded_amount: int
+
+
+class CreateShipment(StepInput):
+    customer_id: str
+    items: list[OrderLine]
+
+
+class ShipmentCreated(BaseModel):
+    shipment_id: str
+    tracking_number: str
+
+
+class CancelShipment(StepInput):
+    pass
+
+
+class ShipmentCancelled(BaseModel):
+    cancelled: bool

@@ -1,0 +1,19 @@
+"""Business refusal types: the `type` of a non-retryable ApplicationError.
+
+Workflows and the API branch on these, never on message text.
+"""
+
+from enum import StrEnum
+
+
+class ErrorType(StrEnum):
+    UNKNOWN_PRODUCT = "UnknownProduct"
+    OUT_OF_STOCK = "OutOfStock"
+    PAYMENT_DECLINED = "PaymentDeclined"
+    SHIPPING_REFUSED = "ShippingRefused"
+    INVALID_ORDER = "InvalidOrder"
+    ORDER_NOT_CANCELLABLE = "OrderNotCancellable"
+
+
+# Business refusals are final: retrying cannot turn a declined card into a paid one.
+NON_RETRYABLE_ERROR_TYPES: tuple[str, ...] = tuple(e.value for e in ErrorType)

@@ -1,0 +1,40 @@
+"""What a saga reports about itself: to the query, to the API, in its result."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from domain.orders import OrderStatus, PricedLine
+
+
+class StepName:
+    """Saga steps; with the workflow id they make the idempotency keys, so never rename one."""
+
+    CREATE_ORDER = "create_order"
+    RESERVE_STOCK = "reserve_stock"
+    CHARGE_PAYMENT = "charge_payment"
+    CREATE_SHIPMENT = "create_shipment"
+    CONFIRM_ORDER = "confirm_order"
+
+
+class SagaState(BaseModel):
+    order_id: str
+    customer_id: str
+    status: OrderStatus = OrderStatus.PENDING
+    current_step: str | None = None
+    items: list[PricedLine] = Field(default_factory=list)
+    total: int = 0
+    currency: str | None = None
+    steps: list[str] = Field(default_factory=list)
+    compensations: list[str] = Field(default_factory=list)
+    failure_reason: str | None = None
+    compensating: bool = False
+
+
+class CancelRequest(BaseModel):
+    reason: str = "cancelled by request"
+
+
+class CancelAccepted(BaseModel):
+    order_id: str
+    accepted: bool = True

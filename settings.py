@@ -1,0 +1,78 @@
+"""The one settings class. Entrypoints build it once and pass it down.
+
+Every field reads ``SAGA_<FIELD>`` from the environment. The three server
+addresses also read the conventional unprefixed names (``TEMPORAL_ADDRESS``,
+``DATABASE_URL``, ``NATS_URL``): when one is set, that server is used and
+``make run`` starts no embedded one in its place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK = "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore", populate_by_name=True)
+
+    # Where the embedded servers keep their data; a second `make run` reuses it.
+    data_dir: Path = Path(".data")
+
+    temporal_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("SAGA_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS")
+    )
+    temporal_namespace: str = "default"
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    task_queue: str = "orders"
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SAGA_DATABASE_URL", "DATABASE_URL")
+    )
+    pg_port: int = 5433
+    pg_database: str = "saga"
+    # Headroom for 2PC participants (PREPARE TRANSACTION); 0 would disable them.
+    pg_max_prepared_transactions: int = 64
+    db_pool_size: int = 10
+
+    nats_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SAGA_NATS_URL", "NATS_URL")
+    )
+    nats_port: int = 4222
+
+    api_host: str = LOOPBACK
+    api_port: int = 8000
+
+    worker_max_concurrent_activities: int = 100
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str | None) -> str | None:
+        # Operators paste plain libpq URLs; the activities need the asyncpg dialect.
+        if url is not None and url.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or f"{LOOPBACK}:{self.temporal_port}"
+
+    @property
+    def database_target(self) -> str:
+        return self.database_url or (
+            f"postgresql+asyncpg://postgres@{LOOPBACK}:{self.pg_port}/{self.pg_database}"
+        )
+
+    @property
+    def nats_target(self) -> str:
+        return self.nats_url or f"nats://{LOOPBACK}:{self.nats_port}"
+
+    @property
+    def temporal_ui_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.temporal_ui_port}"
