@@ -1,0 +1,1 @@
+"""The HTTP gateway: starts, queries and cancels order sagas."""

@@ -1,0 +1,38 @@
+"""The FastAPI application; `create_app(settings)` builds it, nothing happens at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.routes import health, orders, products
+from db.engine import create_engine
+from settings import Settings
+from temporal_client import connect
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.client = await connect(settings, wait_seconds=60)
+        app.state.engine = create_engine(settings.database_target, settings.db_pool_size)
+        try:
+            yield
+        finally:
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Saga orchestrator",
+        summary="Orders carried through inventory, payments and shipping by Temporal sagas.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(orders.router)
+    app.include_router(products.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,86 @@
+"""The API's read side: plain queries on the services' tables, never a write.
+
+Reads go straight to PostgreSQL because a finished saga's record lives there,
+and because listing by status or customer is a database question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.schemas import OrderSummary, OrderView, Product
+from db.tables import order_lines, orders, products
+from domain.orders import OrderStatus, PricedLine
+
+
+async def list_products(engine: AsyncEngine) -> list[Product]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(products).order_by(products.c.sku))
+        return [
+            Product(sku=r.sku, name=r.name, price=r.price, currency=r.currency, available=r.stock)
+            for r in rows
+        ]
+
+
+async def known_skus(engine: AsyncEngine, skus: Sequence[str]) -> set[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(products.c.sku).where(products.c.sku.in_(set(skus))))
+        return {r.sku for r in rows}
+
+
+async def order_record(engine: AsyncEngine, order_id: str) -> OrderView | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(orders).where(orders.c.order_id == order_id))).first()
+        if row is None:
+            return None
+        lines = await conn.execute(
+            select(order_lines)
+            .where(order_lines.c.order_id == order_id)
+            .order_by(order_lines.c.line_no)
+        )
+        return OrderView(
+            order_id=row.order_id,
+            customer_id=row.customer_id,
+            status=OrderStatus(row.status),
+            items=[
+                PricedLine(
+                    sku=r.sku, quantity=r.quantity, unit_price=r.unit_price, currency=r.currency
+                )
+                for r in lines
+            ],
+            total=row.total,
+            currency=row.currency,
+            steps=list(row.steps),
+            compensations=list(row.compensations),
+            failure_reason=row.failure_reason,
+        )
+
+
+async def request_fingerprint(engine: AsyncEngine, order_id: str) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.scalar(select(orders.c.request_hash).where(orders.c.order_id == order_id))
+
+
+async def list_orders(
+    engine: AsyncEngine, status: OrderStatus | None, customer_id: str | None, limit: int
+) -> list[OrderSummary]:
+    query = select(orders).order_by(orders.c.created_at.desc(), orders.c.order_id).limit(limit)
+    if status is not None:
+        query = query.where(orders.c.status == status.value)
+    if customer_id is not None:
+        query = query.where(orders.c.customer_id == customer_id)
+    async with engine.connect() as conn:
+        return [
+            OrderSummary(
+                order_id=r.order_id,
+                customer_id=r.customer_id,
+                status=OrderStatus(r.status),
+                total=r.total,
+                currency=r.currency,
+                created_at=r.created_at,
+            )
+            for r in await conn.execute(query)
+        ]

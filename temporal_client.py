@@ -1,0 +1,70 @@
+"""Connecting to Temporal the same way from the worker, the API and the tools."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The saga's search attributes; the embedded dev server registers them at start.
+SEARCH_ATTRIBUTES: dict[str, IndexedValueType.ValueType] = {
+    "OrderStatus": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "CustomerId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "OrderTotal": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+}
+
+
+async def connect(settings: Settings, wait_seconds: float = 0.0) -> Client:
+    """Connect with the pydantic converter, retrying for up to `wait_seconds`."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.2
+    while True:
+        try:
+            return await Client.connect(
+                settings.temporal_target,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
+            )
+        except RuntimeError as err:  # the SDK's bridge reports connection failures so
+            if time.monotonic() >= deadline:
+                raise
+            log.info(
+                "Temporal at %s not reachable yet (%s); retrying", settings.temporal_target, err
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register the saga's search attributes on a cluster that lacks them (idempotent)."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        name: kind
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name not in existing.custom_attributes
+    }
+    if not missing:
+        return
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+        log.info("registered search attributes %s", sorted(missing))
+    except RPCError as err:
+        # A concurrent worker may have won the race; anything else is the operator's to fix.
+        log.warning("could not register search attributes %s: %s", sorted(missing), err)
