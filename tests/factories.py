@@ -1,0 +1,89 @@
+"""Test data with unique ids, and readers of what the system wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.tables import SERVICES, payments, products, reservations, service_tables, shipments
+
+T = TypeVar("T")
+
+
+def customer() -> str:
+    return f"cust-{uuid.uuid4().hex[:10]}"
+
+
+async def insert_product(engine: AsyncEngine, stock: int, price: int) -> str:
+    sku = f"T-{uuid.uuid4().hex[:10].upper()}"
+    async with engine.begin() as conn:
+        await conn.execute(
+            products.insert().values(
+                sku=sku, name=f"test product {sku}", price=price, currency="EUR", stock=stock
+            )
+        )
+    return sku
+
+
+async def stock_of(engine: AsyncEngine, sku: str) -> int:
+    async with engine.connect() as conn:
+        value = await conn.scalar(select(products.c.stock).where(products.c.sku == sku))
+    assert value is not None
+    return int(value)
+
+
+async def rows(engine: AsyncEngine, table: Any, order_id: str) -> list[Any]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(table).where(table.c.order_id == order_id))).all())
+
+
+async def payments_of(engine: AsyncEngine, order_id: str) -> list[Any]:
+    return await rows(engine, payments, order_id)
+
+
+async def shipments_of(engine: AsyncEngine, order_id: str) -> list[Any]:
+    return await rows(engine, shipments, order_id)
+
+
+async def reservations_of(engine: AsyncEngine, order_id: str) -> list[Any]:
+    return await rows(engine, reservations, order_id)
+
+
+async def events_of(engine: AsyncEngine, order_id: str) -> list[str]:
+    """Every outbox event about one order, across all services, in commit order."""
+    found: list[tuple[Any, int, str]] = []
+    async with engine.connect() as conn:
+        for service in SERVICES:
+            outbox = service_tables[service].outbox
+            result = await conn.execute(
+                select(outbox.c.created_at, outbox.c.seq, outbox.c.event_type).where(
+                    outbox.c.aggregate_id == order_id
+                )
+            )
+            found.extend((r.created_at, r.seq, r.event_type) for r in result)
+    return [event for _, _, event in sorted(found)]
+
+
+async def count(engine: AsyncEngine, sql: str, **params: Any) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text(sql), params) or 0)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], timeout: float = 20.0
+) -> T:
+    """Poll `probe` until `until(value)` holds; fail with the last value at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.05)

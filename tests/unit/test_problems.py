@@ -1,0 +1,32 @@
+"""How validation errors name the field a client got wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.problems import _field
+from api.schemas import PlaceOrderRequest
+from domain.orders import OrderLine
+
+
+@pytest.mark.parametrize(
+    ("loc", "field"),
+    [
+        (("body", "items", 2, "sku"), "items[2].sku"),
+        (("body", "customer_id"), "customer_id"),
+        (("body",), "body"),
+        (("header", "Idempotency-Key"), "header.Idempotency-Key"),
+        (("query", "limit"), "query.limit"),
+    ],
+)
+def test_field_names_read_like_the_json_path(loc, field):
+    assert _field(loc) == field
+
+
+def test_fingerprint_is_stable_and_sensitive_to_the_body():
+    a = PlaceOrderRequest(customer_id="c", items=[OrderLine(sku="A", quantity=1)], payment_token="t")
+    same = PlaceOrderRequest(customer_id="c", items=[OrderLine(sku="A", quantity=1)], payment_token="t")
+    other = PlaceOrderRequest(customer_id="c", items=[OrderLine(sku="A", quantity=2)], payment_token="t")
+
+    assert a.fingerprint() == same.fingerprint()
+    assert a.fingerprint() != other.fingerprint()
