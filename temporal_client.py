@@ -15,16 +15,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from domain.search_attributes import SAGA_SEARCH_ATTRIBUTES
 from settings import Settings
 
 log = logging.getLogger(__name__)
-
-# The saga's search attributes; the embedded dev server registers them at start.
-SEARCH_ATTRIBUTES: dict[str, IndexedValueType.ValueType] = {
-    "OrderStatus": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "CustomerId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "OrderTotal": IndexedValueType.INDEXED_VALUE_TYPE_INT,
-}
 
 
 async def connect(settings: Settings, wait_seconds: float = 0.0) -> Client:
@@ -54,9 +48,9 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         ListSearchAttributesRequest(namespace=namespace)
     )
     missing = {
-        name: kind
-        for name, kind in SEARCH_ATTRIBUTES.items()
-        if name not in existing.custom_attributes
+        key.name: IndexedValueType.ValueType(key.indexed_value_type)
+        for key in SAGA_SEARCH_ATTRIBUTES
+        if key.name not in existing.custom_attributes
     }
     if not missing:
         return

@@ -15,7 +15,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
@@ -26,12 +25,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from domain.errors import ErrorType
 from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
 from domain.saga import CancelAccepted, CancelRequest, SagaState
+from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS
 
 SAGA_WORKFLOW = "OrderSaga"
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0c8e2f4a-58a3-4b8e-a7c4-9f1d6e3b2a10")
-
-ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
-CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 
 
 def order_id_for_key(idempotency_key: str | None) -> str:

@@ -128,7 +128,9 @@ def sessions(engine: AsyncEngine) -> SessionFactory:
 
 
 @pytest.fixture(scope="session")
-async def worker(client: Client, settings: Settings, sessions: SessionFactory) -> AsyncIterator[Worker]:
+async def worker(
+    client: Client, settings: Settings, sessions: SessionFactory
+) -> AsyncIterator[Worker]:
     """The production worker: every real activity on the session's task queue."""
     worker = build_worker(client, settings.task_queue, all_activities(sessions).values())
     async with worker:
@@ -204,9 +206,10 @@ def saga(client: Client, settings: Settings, worker: Worker) -> Callable[..., An
     """Start an order saga on the production worker (or on `task_queue` if given)."""
 
     async def start(
-        items: Sequence[tuple[str, int]], payment_token: str = "tok_visa", task_queue: str | None = None
+        items: Sequence[tuple[str, int]],
+        payment_token: str = "tok_visa",
+        task_queue: str | None = None,
     ) -> WorkflowHandle[Any, Any]:
         return await start_saga(client, task_queue or settings.task_queue, items, payment_token)
 
     return start
-

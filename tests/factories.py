@@ -76,14 +76,14 @@ async def count(engine: AsyncEngine, sql: str, **params: Any) -> int:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], timeout: float = 20.0
+    probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], deadline_s: float = 20.0
 ) -> T:
     """Poll `probe` until `until(value)` holds; fail with the last value at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + deadline_s
     while True:
         value = await probe()
         if until(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+            raise AssertionError(f"condition not met within {deadline_s}s; last value: {value!r}")
         await asyncio.sleep(0.05)

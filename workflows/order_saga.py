@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
@@ -49,13 +49,10 @@ with workflow.unsafe.imports_passed_through():
     from domain.errors import NON_RETRYABLE_ERROR_TYPES, ErrorType
     from domain.orders import OrderStatus, PlaceOrder
     from domain.saga import CancelAccepted, CancelRequest, SagaState, StepName
+    from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS, ORDER_TOTAL
     from workflows.compensation import UNDO_RETRY, Compensations, refusal_type
 
 R = TypeVar("R", bound=BaseModel)
-
-ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
-CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
-ORDER_TOTAL = SearchAttributeKey.for_int("OrderTotal")
 
 STEP_TIMEOUT = timedelta(seconds=30)
 # Transient faults: exponential backoff, bounded so a dead dependency ends in

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from tests import factories
@@ -90,7 +89,10 @@ async def test_same_idempotency_key_twenty_times_makes_one_order_and_one_charge(
     assert len(await factories.payments_of(engine, order_id)) == 1
     assert await factories.stock_of(engine, sku) == 49
     replay = await api.post("/orders", json=body, headers={"Idempotency-Key": key})
-    assert (replay.status_code, replay.json()) == (200, {"order_id": order_id, "status": "CONFIRMED"})
+    assert (replay.status_code, replay.json()) == (
+        200,
+        {"order_id": order_id, "status": "CONFIRMED"},
+    )
 
 
 async def test_idempotency_key_with_another_body_is_a_conflict(api, product, engine):
@@ -117,8 +119,14 @@ async def test_idempotency_key_with_another_body_is_a_conflict(api, product, eng
     ("mutate", "field"),
     [
         (lambda b: b.update(items=[]), "items"),
-        (lambda b: b.update(items=[{"sku": b["items"][0]["sku"], "quantity": 0}]), "items[0].quantity"),
-        (lambda b: b.update(items=[{"sku": b["items"][0]["sku"], "quantity": 1001}]), "items[0].quantity"),
+        (
+            lambda b: b.update(items=[{"sku": b["items"][0]["sku"], "quantity": 0}]),
+            "items[0].quantity",
+        ),
+        (
+            lambda b: b.update(items=[{"sku": b["items"][0]["sku"], "quantity": 1001}]),
+            "items[0].quantity",
+        ),
         (lambda b: b["items"].append({"sku": "NO-SUCH-SKU", "quantity": 1}), "items[1].sku"),
         (lambda b: b.update(items=[{"sku": b["items"][0]["sku"], "quantity": 1}] * 101), "items"),
         (lambda b: b.pop("payment_token"), "payment_token"),
@@ -143,9 +151,12 @@ async def test_bad_order_is_refused_naming_the_field_and_leaves_nothing(
     assert field in [e["field"] for e in problem["errors"]]
     assert "Traceback" not in response.text
     if isinstance(customer_id, str):
-        assert await factories.count(
-            engine, "SELECT count(*) FROM orders.orders WHERE customer_id = :c", c=customer_id
-        ) == 0
+        assert (
+            await factories.count(
+                engine, "SELECT count(*) FROM orders.orders WHERE customer_id = :c", c=customer_id
+            )
+            == 0
+        )
         assert await workflows_for(client, f"CustomerId = '{customer_id}'") == []
 
 
@@ -184,8 +195,13 @@ async def test_products_list_the_catalog_with_free_units(api, product):
 
     products = (await api.get("/products")).json()
 
-    assert {"sku": sku, "name": f"test product {sku}", "price": 4200, "currency": "EUR",
-            "available": 33} in products
+    assert {
+        "sku": sku,
+        "name": f"test product {sku}",
+        "price": 4200,
+        "currency": "EUR",
+        "available": 33,
+    } in products
 
 
 async def test_orders_listed_newest_first_by_customer_and_status(api, product):
@@ -197,7 +213,9 @@ async def test_orders_listed_newest_first_by_customer_and_status(api, product):
         await final_order(api, accepted["order_id"])
         ids.append(accepted["order_id"])
 
-    listed = (await api.get("/orders", params={"customer_id": customer_id, "status": "CONFIRMED"})).json()
+    listed = (
+        await api.get("/orders", params={"customer_id": customer_id, "status": "CONFIRMED"})
+    ).json()
 
     assert [o["order_id"] for o in listed] == list(reversed(ids))
     assert (await api.get("/orders", params={"status": "BOGUS"})).status_code == 422

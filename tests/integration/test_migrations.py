@@ -13,12 +13,13 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_migrated_schema_matches_the_table_definitions(engine):
-    def diff(sync_conn):  # type: ignore[no-untyped-def]
+    def diff(sync_conn):
         context = MigrationContext.configure(
             sync_conn, opts={"include_schemas": True, "compare_type": True}
         )
         return [
-            d for d in compare_metadata(context, metadata)
+            d
+            for d in compare_metadata(context, metadata)
             if not (d[0] == "remove_table" and d[1].name == "alembic_version")
         ]
 

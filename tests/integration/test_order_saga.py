@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
-from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.inventory import InventoryActivities
@@ -56,7 +56,11 @@ async def test_happy_path_confirms_and_applies_every_effect_once(saga, product, 
     assert state.status == "CONFIRMED"
     assert state.total == 2 * 1250 + 5 * 300
     assert state.steps == [
-        "create_order", "reserve_stock", "charge_payment", "create_shipment", "confirm_order",
+        "create_order",
+        "reserve_stock",
+        "charge_payment",
+        "create_shipment",
+        "confirm_order",
     ]
     assert state.compensations == []
     row = await order_row(engine, order_id)
@@ -68,7 +72,11 @@ async def test_happy_path_confirms_and_applies_every_effect_once(saga, product, 
     [shipment] = await factories.shipments_of(engine, order_id)
     assert shipment.status == "CREATED"
     assert await factories.events_of(engine, order_id) == [
-        "OrderCreated", "StockReserved", "PaymentCaptured", "ShipmentCreated", "OrderConfirmed",
+        "OrderCreated",
+        "StockReserved",
+        "PaymentCaptured",
+        "ShipmentCreated",
+        "OrderConfirmed",
     ]
 
 
@@ -108,7 +116,10 @@ async def test_declined_payment_releases_stock_and_charges_nothing(saga, product
     assert reservation.status == "RELEASED"
     assert await factories.payments_of(engine, state.order_id) == []
     assert await factories.events_of(engine, state.order_id) == [
-        "OrderCreated", "StockReserved", "StockReleased", "OrderCancelled",
+        "OrderCreated",
+        "StockReserved",
+        "StockReleased",
+        "OrderCancelled",
     ]
 
 
@@ -174,7 +185,10 @@ async def test_cancel_mid_saga_compensates_what_was_done(
     assert error.type == "OrderCancelled"
     state: SagaState = await handle.query("state", result_type=SagaState)
     assert state.compensations == [
-        "cancel_shipment", "refund_payment", "release_stock", "cancel_order",
+        "cancel_shipment",
+        "refund_payment",
+        "release_stock",
+        "cancel_order",
     ]
     row = await order_row(engine, state.order_id)
     assert (row.status, row.failure_reason) == ("CANCELLED", "customer changed their mind")
@@ -291,14 +305,19 @@ async def test_thirty_orders_for_ten_units_confirm_exactly_ten(saga, product, en
     refused = [o for o in outcomes if isinstance(o, WorkflowFailureError)]
     assert len(confirmed) == 10
     assert len(refused) == 20
-    assert all(isinstance(r.cause, ApplicationError) and r.cause.type == "OutOfStock" for r in refused)
+    assert all(
+        isinstance(r.cause, ApplicationError) and r.cause.type == "OutOfStock" for r in refused
+    )
     assert await factories.stock_of(engine, sku) == 0
-    assert await factories.count(
-        engine,
-        "SELECT count(*) FROM payments.payments p JOIN inventory.reservations r "
-        "ON r.order_id = p.order_id WHERE r.sku = :sku AND p.status = 'CAPTURED'",
-        sku=sku,
-    ) == 10
+    assert (
+        await factories.count(
+            engine,
+            "SELECT count(*) FROM payments.payments p JOIN inventory.reservations r "
+            "ON r.order_id = p.order_id WHERE r.sku = :sku AND p.status = 'CAPTURED'",
+            sku=sku,
+        )
+        == 10
+    )
 
 
 async def test_query_reports_progress_while_running(saga, product, custom_worker, sessions):

@@ -24,9 +24,15 @@ def test_field_names_read_like_the_json_path(loc, field):
 
 
 def test_fingerprint_is_stable_and_sensitive_to_the_body():
-    a = PlaceOrderRequest(customer_id="c", items=[OrderLine(sku="A", quantity=1)], payment_token="t")
-    same = PlaceOrderRequest(customer_id="c", items=[OrderLine(sku="A", quantity=1)], payment_token="t")
-    other = PlaceOrderRequest(customer_id="c", items=[OrderLine(sku="A", quantity=2)], payment_token="t")
+    a = PlaceOrderRequest(
+        customer_id="c", items=[OrderLine(sku="A", quantity=1)], payment_token="t"
+    )
+    same = PlaceOrderRequest(
+        customer_id="c", items=[OrderLine(sku="A", quantity=1)], payment_token="t"
+    )
+    other = PlaceOrderRequest(
+        customer_id="c", items=[OrderLine(sku="A", quantity=2)], payment_token="t"
+    )
 
     assert a.fingerprint() == same.fingerprint()
     assert a.fingerprint() != other.fingerprint()

@@ -1,0 +1,19 @@
+# One image for the api, the worker and the one-shot migration; the command picks the role.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY settings.py worker.py temporal_client.py alembic.ini ./
+COPY domain ./domain
+COPY workflows ./workflows
+COPY activities ./activities
+COPY api ./api
+COPY db ./db
+COPY migrations ./migrations
+COPY stack ./stack
+RUN pip install . && useradd --create-home --uid 10001 saga
+USER saga
+
+CMD ["python", "worker.py"]

@@ -1,0 +1,1 @@
+"""The embedded dev stack: Temporal, PostgreSQL and NATS as child processes, plus `sagactl`."""

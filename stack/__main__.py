@@ -1,0 +1,5 @@
+"""`python -m stack` is `sagactl`."""
+
+from stack.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""`sagactl` (also `python -m stack`): run the whole system, migrate, seed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from settings import Settings
+from stack.errors import StackError
+
+logger = logging.getLogger(__name__)
+
+_ERROR_EXIT = 2  # argparse uses 2 for usage errors too: "could not do what you asked"
+
+
+def _run(settings: Settings) -> int:
+    from stack.run import run
+
+    return asyncio.run(run(settings))
+
+
+def _migrate(settings: Settings) -> int:
+    from db.migrate import upgrade
+    from stack.run import redact_url
+
+    upgrade(settings.database_target)
+    print(f"migrated {redact_url(settings.database_target)} to head")
+    return 0
+
+
+def _seed(settings: Settings) -> int:
+    from db.seed import seed_demo_catalog
+
+    added = asyncio.run(seed_demo_catalog(settings.database_target))
+    print(f"demo catalog: {added} products added")
+    return 0
+
+
+_COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
+    "run": (
+        _run,
+        "start Temporal, PostgreSQL and NATS (unless TEMPORAL_ADDRESS, DATABASE_URL or "
+        "NATS_URL name them), migrate, seed, then the worker and the API; Ctrl-C stops all",
+    ),
+    "migrate": (_migrate, "apply the database migrations (DATABASE_URL or SAGA_PG_*)"),
+    "seed": (_seed, "load the demo catalog; products already there are left alone"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sagactl",
+        description="Saga orchestrator tools. Settings come from SAGA_* environment variables.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in _COMMANDS.items():
+        commands.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, StackError):
+        return exc.summary  # written for people already; details are in the log files
+    text = " ".join(str(exc).split())  # e.g. pydantic's multi-line validation errors
+    name = type(exc).__name__
+    return f"{name}: {text[:400]}" if text else name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler, _ = _COMMANDS[args.command]
+    try:
+        settings = Settings()
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        # httpx logs every readiness poll of the API at INFO.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+        return handler(settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # The traceback is for whoever asks for it; the terminal gets one line.
+        logger.debug("sagactl %s failed", args.command, exc_info=True)
+        print(f"sagactl {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return _ERROR_EXIT

@@ -1,0 +1,80 @@
+"""nats-server with JetStream as a child process."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nats
+
+from stack import binaries
+from stack.errors import StackError
+from stack.ports import LOOPBACK
+from stack.process import ManagedProcess
+
+logger = logging.getLogger(__name__)
+
+_READY_DEADLINE_S = 30.0
+
+
+class NatsServer:
+    """`nats-server -js` on 127.0.0.1, streams stored under `store_dir`."""
+
+    def __init__(self, port: int, store_dir: Path, log_dir: Path) -> None:
+        self.port = port
+        self.store_dir = store_dir.resolve()
+        argv = [str(binaries.nats_server()), "-js", "-a", LOOPBACK, "-p", str(port)]
+        argv += ["-sd", str(self.store_dir)]
+        self.process = ManagedProcess("nats", argv, log_dir=log_dir.resolve())
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.port}"
+
+    async def start(self) -> None:
+        """Start the server and wait until JetStream answers."""
+        if self.process.alive:
+            raise StackError(f"nats on port {self.port} is already running")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        try:
+            await self.process.wait_ready(self._jetstream_answers, _READY_DEADLINE_S)
+        except BaseException:
+            await self.process.stop(timeout=10)
+            raise
+        logger.info("nats ready on %s (%s)", self.url, self.store_dir)
+
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Graceful SIGTERM; SIGKILL after `timeout` seconds."""
+        await self.process.stop(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    async def restart(self, *, hard: bool = False) -> None:
+        """Stop (or kill, when `hard`) and start again on the same port and store."""
+        if hard:
+            self.kill()
+        else:
+            await self.stop()
+        await self.start()
+
+    async def _jetstream_answers(self) -> None:
+        client = await nats.connect(
+            self.url,
+            allow_reconnect=False,
+            connect_timeout=2,
+            # nats-py retries a refused first connect by itself, 2 s apart and up
+            # to 60 times; we poll on our own schedule instead.
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.05,
+            error_cb=_ignore,  # the default logs a traceback for every refused attempt
+        )
+        try:
+            await client.jetstream().account_info()
+        finally:
+            await client.close()
+
+
+async def _ignore(_error: Exception) -> None:
+    """Readiness polling expects refused connections until the server is up."""

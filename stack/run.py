@@ -1,0 +1,264 @@
+"""`make run`: embedded servers where settings name none, then migrate, seed, worker and API.
+
+Children run in their own sessions, so Ctrl-C reaches only this supervisor; it
+then stops them in reverse start order: API, worker, NATS, Temporal, PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from settings import Settings
+from stack.errors import StackError
+from stack.nats import NatsServer
+from stack.ports import LOOPBACK, port_in_use
+from stack.postgres import EmbeddedPostgres
+from stack.process import ManagedProcess
+from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
+
+logger = logging.getLogger(__name__)
+
+_API_READY_S = 60.0  # imports alone take seconds on 2 busy cores
+
+
+class _Server(Protocol):
+    process: ManagedProcess
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Unit:
+    process: ManagedProcess
+    stop: Callable[[], Awaitable[object]]  # with the right signal and grace period
+
+
+def project_root() -> Path:
+    """The directory holding settings.py; children run there."""
+    return Path(inspect.getfile(Settings)).resolve().parent
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for banners and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Supervisor:
+    """Owns every child `run` starts; stop() is safe whatever start() got through."""
+
+    def __init__(self, settings: Settings, root: Path) -> None:
+        self._settings = settings
+        self._root = root
+        data = settings.data_dir
+        self.data_dir = data if data.is_absolute() else root / data
+        self.log_dir = self.data_dir / "logs"
+        self._units: list[_Unit] = []
+        self.temporal_address = settings.temporal_target
+        self.temporal_ui: str | None = None
+        self.database_url = settings.database_target
+        self.nats_url = settings.nats_target
+        host = settings.api_host
+        host = LOOPBACK if host in ("0.0.0.0", "::", "") else host
+        self.api_base = f"http://{f'[{host}]' if ':' in host else host}:{settings.api_port}"
+
+    async def start(self) -> None:
+        """Servers, then database migrations and seed, then worker and API."""
+        servers = self._plan_servers()
+        await self._start_servers(servers)
+        await _prepare_database(self.database_url)
+        self._start_app("worker", [sys.executable, "worker.py"])
+        api = self._start_app("api", [sys.executable, "-m", "api"])
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
+
+            async def healthy() -> bool:
+                return (await http.get(f"{self.api_base}/healthz")).status_code == 200
+
+            await api.wait_ready(healthy, _API_READY_S)
+
+    async def wait_for_exit(self) -> ManagedProcess:
+        """Block until some child exits on its own; returns it."""
+        waits = {
+            asyncio.ensure_future(unit.process.wait()): unit.process
+            for unit in self._units
+            if unit.process.pid is not None
+        }
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            return waits[done.pop()]
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def stop(self) -> None:
+        """Stop every child in reverse start order, each with its own timeout."""
+        for unit in reversed(self._units):
+            name = unit.process.name
+            try:
+                await unit.stop()
+            except Exception:
+                # Keep going: the servers behind it must not be left running.
+                logger.exception("stopping %s failed", name)
+                continue
+            if unit.process.returncode is not None:
+                logger.info("%s stopped (exit code %s)", name, unit.process.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL everything at once (a second Ctrl-C)."""
+        for unit in reversed(self._units):
+            unit.process.kill()
+
+    def banner(self) -> str:
+        temporal = (
+            f"  Temporal UI  {self.temporal_ui}"
+            if self.temporal_ui
+            else f"  Temporal     {self.temporal_address} (not started here)"
+        )
+        lines = [
+            "",
+            "The saga orchestrator is running.",
+            f"  API docs     {self.api_base}/docs",
+            temporal,
+            f"  PostgreSQL   {redact_url(self.database_url)}",
+            f"  NATS         {redact_url(self.nats_url)}",
+            f"  Server logs  {self.log_dir}",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def _plan_servers(self) -> list[_Server]:
+        s, data, logs = self._settings, self.data_dir, self.log_dir
+        _check_ports(s)
+        servers: list[_Server] = []
+        if s.database_url is None:
+            pg = EmbeddedPostgres(
+                data / "postgres", s.pg_port, s.pg_database, s.pg_max_prepared_transactions, logs
+            )
+            servers.append(pg)
+            self.database_url = pg.url
+        if s.temporal_address is None:
+            temporal = TemporalDevServer(
+                s.temporal_port,
+                s.temporal_ui_port,
+                data / "temporal.db",
+                logs,
+                SEARCH_ATTRIBUTES,
+                namespace=s.temporal_namespace,
+            )
+            servers.append(temporal)
+            self.temporal_address, self.temporal_ui = temporal.address, temporal.ui_url
+        if s.nats_url is None:
+            nats = NatsServer(s.nats_port, data / "nats", logs)
+            servers.append(nats)
+            self.nats_url = nats.url
+        return servers
+
+    async def _start_servers(self, servers: list[_Server]) -> None:
+        # Registered before starting, so stop() also covers a start cut short.
+        self._units += [_Unit(server.process, server.stop) for server in servers]
+        # Concurrently: they don't depend on each other, and startup is mostly waiting.
+        results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _start_app(self, name: str, argv: list[str]) -> ManagedProcess:
+        env = {
+            **os.environ,
+            # The children then start nothing themselves and all use the same servers.
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "DATABASE_URL": self.database_url,
+            "NATS_URL": self.nats_url,
+        }
+        env.setdefault("PYTHONUNBUFFERED", "1")  # uvicorn logs to stdout, maybe a pipe
+        process = ManagedProcess(name, argv, log_dir=None, cwd=self._root, env=env)
+        # The worker may be finishing activities; uvicorn bounds its own shutdown.
+        grace_s = 15.0 if name == "api" else 30.0
+        self._units.append(_Unit(process, functools.partial(process.stop, grace_s)))
+        process.start()
+        return process
+
+
+def _check_ports(s: Settings) -> None:
+    """One clear line instead of a server's bind error buried in its log."""
+    wanted: list[tuple[str, int, str]] = [(s.api_host, s.api_port, "SAGA_API_PORT")]
+    if s.database_url is None:
+        wanted.append((LOOPBACK, s.pg_port, "SAGA_PG_PORT or DATABASE_URL"))
+    if s.temporal_address is None:
+        wanted.append((LOOPBACK, s.temporal_port, "SAGA_TEMPORAL_PORT or TEMPORAL_ADDRESS"))
+        wanted.append((LOOPBACK, s.temporal_ui_port, "SAGA_TEMPORAL_UI_PORT"))
+    if s.nats_url is None:
+        wanted.append((LOOPBACK, s.nats_port, "SAGA_NATS_PORT or NATS_URL"))
+    taken = [
+        f"port {port} is in use: set {hint}"
+        for host, port, hint in wanted
+        if port_in_use(port, host)
+    ]
+    if taken:
+        raise StackError("; ".join(taken))
+
+
+async def _prepare_database(url: str) -> None:
+    from db.migrate import upgrade
+    from db.seed import seed_demo_catalog
+
+    await asyncio.to_thread(upgrade, url)  # alembic is blocking
+    added = await seed_demo_catalog(url)
+    logger.info("database migrated; demo catalog: %d products added", added)
+
+
+async def _serve(supervisor: Supervisor) -> int:
+    await supervisor.start()
+    print(supervisor.banner(), flush=True)
+    gone = await supervisor.wait_for_exit()
+    logger.error("%s exited on its own (code %s); stopping the rest", gone.name, gone.returncode)
+    return 1
+
+
+async def run(settings: Settings, *, root: Path | None = None) -> int:
+    """Run everything until Ctrl-C/SIGTERM (exit 0) or until a child dies (exit 1)."""
+    supervisor = Supervisor(settings, root or project_root())
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stopping.is_set():
+            logger.warning("%s again: killing everything now", sig.name)
+            supervisor.kill()
+        else:
+            logger.info("%s: stopping (again to kill)", sig.name)
+            stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    serving = asyncio.ensure_future(_serve(supervisor))
+    stop_requested = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({serving, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        return serving.result() if serving.done() else 0
+    finally:
+        for task in (serving, stop_requested):
+            task.cancel()
+        await asyncio.gather(serving, stop_requested, return_exceptions=True)
+        await supervisor.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,73 @@
+"""docker-compose.yml is checked by parsing it: no Docker engine runs here."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_SERVICES = ("api", "worker", "migrate")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+
+
+def settings_env_names() -> set[str]:
+    names = set()
+    for name, field in Settings.model_fields.items():
+        names.add(f"SAGA_{name.upper()}")
+        alias = field.validation_alias
+        if alias is not None and hasattr(alias, "choices"):
+            names.update(str(choice) for choice in alias.choices)
+    return names
+
+
+def test_compose_has_the_whole_stack(compose):
+    assert {"postgres", "temporal", "temporal-ui", "nats", *APP_SERVICES} <= set(
+        compose["services"]
+    )
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_every_app_variable_is_a_setting(compose, service):
+    env = compose["services"][service]["environment"]
+    unknown = set(env) - settings_env_names()
+    assert not unknown, f"{service} sets variables no setting reads: {sorted(unknown)}"
+    assert {"TEMPORAL_ADDRESS", "DATABASE_URL", "NATS_URL"} <= set(env)
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_settings_parse_from_the_compose_environment(compose, service, monkeypatch):
+    for key, value in compose["services"][service]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    settings = Settings()
+    assert settings.temporal_target == "temporal:7233"
+    assert settings.database_target.startswith("postgresql+asyncpg://saga:saga@postgres:5432/")
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_commands_name_real_entrypoints(compose, service):
+    command = compose["services"][service]["command"]
+    if command[:2] == ["python", "-m"]:
+        assert importlib.util.find_spec(f"{command[2]}.__main__") is not None
+    elif command[0] == "python":
+        assert (ROOT / command[1]).is_file()
+    else:
+        from stack.cli import build_parser
+
+        assert command[0] == "sagactl"
+        build_parser().parse_args(command[1:])
+
+
+def test_postgres_allows_prepared_transactions(compose):
+    command = " ".join(compose["services"]["postgres"]["command"])
+    assert "max_prepared_transactions=" in command
+    assert "max_prepared_transactions=0" not in command
