@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -34,6 +35,9 @@ def build_worker(
         workflows=list(WORKFLOWS),
         activities=list(activities),
         max_concurrent_activities=max_concurrent_activities,
+        # Activities are short transactions: let in-flight ones commit on SIGTERM
+        # rather than be cancelled and retried by the next worker.
+        graceful_shutdown_timeout=timedelta(seconds=10),
     )
 
 

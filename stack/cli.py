@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         # httpx logs every readiness poll of the API at INFO.
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         return handler(settings)
     except KeyboardInterrupt:
         return 130
