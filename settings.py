@@ -76,3 +76,12 @@ class Settings(BaseSettings):
     @property
     def temporal_ui_url(self) -> str:
         return f"http://{LOOPBACK}:{self.temporal_ui_port}"
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variables that set a field, for error messages that name them."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [f"SAGA_{field.upper()}"]

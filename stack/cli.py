@@ -8,7 +8,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from settings import Settings
+from pydantic import ValidationError
+
+from settings import Settings, env_names
 from stack.errors import StackError
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, StackError):
         return exc.summary  # written for people already; details are in the log files
+    if isinstance(exc, ValidationError):
+        # Name the variable the person set, not the field behind it.
+        return "; ".join(
+            f"{' or '.join(env_names(str(e['loc'][0])))}: {e['msg']} (got {e['input']!r})"
+            for e in exc.errors()
+        )
     text = " ".join(str(exc).split())  # e.g. pydantic's multi-line validation errors
     name = type(exc).__name__
     return f"{name}: {text[:400]}" if text else name
