@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     api_port: int = 8000
 
     worker_max_concurrent_activities: int = 100
+
+    # Two-phase commit (orders paid with store credit).
+    two_phase_prepare_timeout_s: float = 10.0
+    # A prepare waits this long for rows another branch holds, then votes no.
+    xa_lock_timeout_ms: int = 5000
+    card_hold_ttl_s: int = 7 * 24 * 3600
+    # The worker's sweep for branches and holds whose coordinator is gone.
+    recovery_interval_s: float = 30.0
+    recovery_grace_s: float = 60.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import all_activities
-from db.engine import create_engine, create_session_factory
+from db.engine import create_engine
 from settings import Settings
 from temporal_client import connect, ensure_search_attributes
 from workflows import WORKFLOWS
@@ -45,7 +45,7 @@ async def serve(settings: Settings) -> None:
     client = await connect(settings, wait_seconds=60)
     await ensure_search_attributes(client, settings.temporal_namespace)
     engine = create_engine(settings.database_target, pool_size=settings.db_pool_size)
-    activities = list(all_activities(create_session_factory(engine)).values())
+    activities = list(all_activities(engine, settings).values())
     worker = build_worker(
         client, settings.task_queue, activities, settings.worker_max_concurrent_activities
     )

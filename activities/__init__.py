@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from activities.card_hold import CardHoldParticipant
+from activities.coordinator_log import CoordinatorLog
 from activities.inventory import InventoryActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.shipping import ShippingActivities
-from db.engine import SessionFactory
-from domain.activities import Act
+from activities.stock_branch import StockParticipant
+from activities.store_credit import StoreCreditParticipant, StoreCreditRefunds
+from db.engine import create_session_factory
+from domain.activities import Act, TwoPhaseAct
+from settings import Settings
 
 
-def all_activities(sessions: SessionFactory) -> dict[str, Callable[..., Any]]:
-    """Every activity the order saga calls by name, bound to one session factory.
+def all_activities(engine: AsyncEngine, settings: Settings) -> dict[str, Callable[..., Any]]:
+    """Every activity the sagas and the 2PC coordinator call, by name, on one engine.
 
     Keyed by activity name so a test can swap one for a stand-in of the same name.
     """
+    sessions = create_session_factory(engine)
     orders = OrderActivities(sessions)
     inventory = InventoryActivities(sessions)
     payments = PaymentActivities(sessions)
     shipping = ShippingActivities(sessions)
+    stock = StockParticipant(engine, settings.xa_lock_timeout_ms)
+    credit = StoreCreditParticipant(engine, settings.xa_lock_timeout_ms)
+    card = CardHoldParticipant(sessions, timedelta(seconds=settings.card_hold_ttl_s))
+    log = CoordinatorLog(sessions)
     return {
         Act.CREATE_ORDER: orders.create_order,
         Act.CONFIRM_ORDER: orders.confirm_order,
@@ -32,4 +45,16 @@ def all_activities(sessions: SessionFactory) -> dict[str, Callable[..., Any]]:
         Act.REFUND_PAYMENT: payments.refund_payment,
         Act.CREATE_SHIPMENT: shipping.create_shipment,
         Act.CANCEL_SHIPMENT: shipping.cancel_shipment,
+        TwoPhaseAct.PREPARE_STOCK: stock.prepare_stock,
+        TwoPhaseAct.COMMIT_STOCK: stock.commit_stock,
+        TwoPhaseAct.ABORT_STOCK: stock.abort_stock,
+        TwoPhaseAct.PREPARE_STORE_CREDIT: credit.prepare_store_credit,
+        TwoPhaseAct.COMMIT_STORE_CREDIT: credit.commit_store_credit,
+        TwoPhaseAct.ABORT_STORE_CREDIT: credit.abort_store_credit,
+        TwoPhaseAct.REFUND_STORE_CREDIT: StoreCreditRefunds(sessions).refund_store_credit,
+        TwoPhaseAct.TRY_CARD_HOLD: card.try_card_hold,
+        TwoPhaseAct.CONFIRM_CARD_HOLD: card.confirm_card_hold,
+        TwoPhaseAct.CANCEL_CARD_HOLD: card.cancel_card_hold,
+        TwoPhaseAct.RECORD_DECISION: log.record_decision,
+        TwoPhaseAct.COMPLETE_TRANSACTION: log.complete_transaction,
     }

@@ -88,7 +88,9 @@ class InventoryActivities:
                 )
             return StockReleased(released_units=sum(row.quantity for row in held))
 
-        return await apply_once(self._sessions, context(SERVICE, cmd), change, StockReleased)
+        return await apply_once(
+            self._sessions, context(SERVICE, cmd), change, StockReleased, fence=cmd.fences
+        )
 
 
 async def _take(step: Step, sku: str, quantity: int) -> None:

@@ -76,12 +76,14 @@ class OrderActivities:
                 current = await step.session.scalar(
                     select(orders.c.status).where(orders.c.order_id == cmd.order_id)
                 )
-                return OrderClosed(order_id=cmd.order_id, status=current or "ABSENT")
+                return OrderClosed(order_id=cmd.order_id, status=current or "ABSENT", changed=False)
             payload = {"order_id": cmd.order_id, "reason": cmd.failure_reason}
             step.record(AGGREGATE, cmd.order_id, event, payload)
             return OrderClosed(order_id=cmd.order_id, status=status.value)
 
-        return await apply_once(self._sessions, context(SERVICE, cmd), change, OrderClosed)
+        return await apply_once(
+            self._sessions, context(SERVICE, cmd), change, OrderClosed, fence=cmd.fences
+        )
 
 
 async def _price(step: Step, cmd: CreateOrder) -> PricedOrder:

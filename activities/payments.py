@@ -76,4 +76,6 @@ class PaymentActivities:
             step.record(AGGREGATE, cmd.order_id, "PaymentRefunded", payload)
             return PaymentRefunded(refunded_amount=refunded.amount)
 
-        return await apply_once(self._sessions, context(SERVICE, cmd), change, PaymentRefunded)
+        return await apply_once(
+            self._sessions, context(SERVICE, cmd), change, PaymentRefunded, fence=cmd.fences
+        )

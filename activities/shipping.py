@@ -24,7 +24,8 @@ AGGREGATE = "shipment"
 
 
 def tracking_number_for(order_id: str) -> str:
-    return "TRK" + hashlib.sha256(order_id.encode()).hexdigest()[:12].upper()
+    # 80 bits: a collision under the UNIQUE constraint would fail every retry.
+    return "TRK" + hashlib.sha256(order_id.encode()).hexdigest()[:20].upper()
 
 
 class ShippingActivities:
@@ -69,4 +70,6 @@ class ShippingActivities:
                 step.record(AGGREGATE, cmd.order_id, "ShipmentCancelled", payload)
             return ShipmentCancelled(cancelled=cancelled is not None)
 
-        return await apply_once(self._sessions, context(SERVICE, cmd), change, ShipmentCancelled)
+        return await apply_once(
+            self._sessions, context(SERVICE, cmd), change, ShipmentCancelled, fence=cmd.fences
+        )

@@ -48,7 +48,8 @@ def _service_tables(schema: str) -> ServiceTables:
         "outbox",
         metadata,
         Column("event_id", UUID(as_uuid=False), primary_key=True),
-        # Commit order within one aggregate; the relay publishes by it.
+        # Insert order, not commit order: a later-numbered row can commit
+        # first, so a relay must not treat the highest seq seen as a watermark.
         Column("seq", BigInteger, Identity(always=True), nullable=False, unique=True),
         Column("aggregate_type", String(100), nullable=False),
         Column("aggregate_id", String(255), nullable=False),
@@ -177,4 +178,94 @@ shipments = Table(
     Column("cancelled_at", DateTime(timezone=True)),
     CheckConstraint("status IN ('CREATED', 'CANCELLED')", name="shipment_status"),
     schema="shipping",
+)
+
+# --- store credit and card holds (payments) -----------------------------------
+
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("balance >= 0", name="wallet_balance_non_negative"),
+    schema="payments",
+)
+
+wallet_entries = Table(
+    "wallet_entries",
+    metadata,
+    Column("entry_id", UUID(as_uuid=False), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    # Signed: credits and refunds positive, debits negative; the balance is their sum.
+    Column("amount", BigInteger, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("order_id", String(64)),
+    _now(),
+    CheckConstraint("kind IN ('CREDIT', 'DEBIT', 'REFUND')", name="wallet_entry_kind"),
+    schema="payments",
+)
+Index("ix_wallet_entries_customer", wallet_entries.c.customer_id, wallet_entries.c.created_at)
+Index("ix_wallet_entries_order", wallet_entries.c.order_id)
+
+card_holds = Table(
+    "card_holds",
+    metadata,
+    Column("tx_id", String(255), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # HELD after try; CAPTURED after confirm; VOIDED after cancel (or as a
+    # tombstone when cancel came first); REFUSED when try was declined.
+    Column("status", String(20), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    _now(),
+    Column("resolved_at", DateTime(timezone=True)),
+    CheckConstraint("amount >= 0", name="card_hold_amount_non_negative"),
+    CheckConstraint("status IN ('HELD', 'CAPTURED', 'VOIDED', 'REFUSED')", name="card_hold_status"),
+    schema="payments",
+)
+Index(
+    "ix_card_holds_held",
+    card_holds.c.created_at,
+    postgresql_where=card_holds.c.status == "HELD",
+)
+
+
+def _xa_branches(schema: str) -> Table:
+    """Outcome of each XA branch this schema took part in.
+
+    A branch's row is written inside its prepared transaction, so it exists once
+    COMMIT PREPARED has run; an abort writes an ABORTED tombstone, so a prepare
+    that arrives late finds it and votes no.
+    """
+    return Table(
+        "xa_branches",
+        metadata,
+        Column("gid", String(200), primary_key=True),
+        Column("tx_id", String(255), nullable=False),
+        Column("outcome", String(20), nullable=False),
+        _now(),
+        CheckConstraint("outcome IN ('COMMITTED', 'ABORTED')", name="xa_branch_outcome"),
+        schema=schema,
+    )
+
+
+xa_branches = {schema: _xa_branches(schema) for schema in ("inventory", "payments")}
+
+# --- the 2PC coordinator's log --------------------------------------------------
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("tx_id", String(255), primary_key=True),
+    Column("decision", String(10), nullable=False),
+    Column("participants", JSONB, nullable=False),
+    Column("votes", JSONB, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True)),
+    CheckConstraint("decision IN ('COMMIT', 'ABORT')", name="decision_value"),
+    schema="coordinator",
 )

@@ -19,9 +19,11 @@ from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.exceptions import ApplicationError
 
 from db.engine import SessionFactory
 from db.tables import service_tables
+from domain.errors import ErrorType
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -47,20 +49,46 @@ class Step:
     def record(
         self, aggregate_type: str, aggregate_id: str, event_type: str, payload: dict[str, Any]
     ) -> None:
-        ordinal = len(self.events)
-        key = f"{self.context.service}:{self.context.idempotency_key}:{event_type}:{ordinal}"
         self.events.append(
-            {
-                "event_id": str(uuid.uuid5(EVENT_NAMESPACE, key)),
-                "aggregate_type": aggregate_type,
-                "aggregate_id": aggregate_id,
-                "event_type": event_type,
-                "payload": payload,
-                "headers": {
-                    "correlation_id": self.context.correlation_id,
-                    "idempotency_key": self.context.idempotency_key,
-                },
-            }
+            event_row(
+                self.context, aggregate_type, aggregate_id, event_type, payload, len(self.events)
+            )
+        )
+
+
+def event_row(
+    context: StepContext,
+    aggregate_type: str,
+    aggregate_id: str,
+    event_type: str,
+    payload: dict[str, Any],
+    ordinal: int = 0,
+) -> dict[str, Any]:
+    """An outbox row whose id the same step derives again on every attempt."""
+    key = f"{context.service}:{context.idempotency_key}:{event_type}:{ordinal}"
+    return {
+        "event_id": str(uuid.uuid5(EVENT_NAMESPACE, key)),
+        "aggregate_type": aggregate_type,
+        "aggregate_id": aggregate_id,
+        "event_type": event_type,
+        "payload": payload,
+        "headers": {
+            "correlation_id": context.correlation_id,
+            "idempotency_key": context.idempotency_key,
+        },
+    }
+
+
+# Stored under a forward step's key by its undo: the step must never apply after.
+FENCED: dict[str, Any] = {"__fenced__": True}
+
+
+class StepFenced(ApplicationError):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"step {key} was already undone; it will not apply",
+            type=ErrorType.STEP_FENCED,
+            non_retryable=True,
         )
 
 
@@ -69,10 +97,24 @@ async def apply_once(
     context: StepContext,
     change: Callable[[Step], Awaitable[R]],
     result_type: type[R],
+    fence: str | None = None,
 ) -> R:
+    """Apply `change` once under the context's key.
+
+    `fence` is for undos: the key of the step being undone. Claiming it first
+    waits for any attempt of that step still in flight (it holds the key's row
+    until it commits or rolls back), so the undo sees its effect; and it stops
+    any later attempt of the step from applying at all.
+    """
     tables = service_tables[context.service]
     idem = tables.idempotency
     async with sessions() as session, session.begin():
+        if fence is not None:
+            await session.execute(
+                insert(idem)
+                .values(key=fence, result=FENCED)
+                .on_conflict_do_nothing(index_elements=[idem.c.key])
+            )
         # Inserting the key first serialises concurrent attempts of one step: the
         # second blocks on the key until the first commits, then sees its result.
         claimed = await session.execute(
@@ -85,6 +127,8 @@ async def apply_once(
             stored = await session.scalar(
                 select(idem.c.result).where(idem.c.key == context.idempotency_key)
             )
+            if stored == FENCED:
+                raise StepFenced(context.idempotency_key)
             return result_type.model_validate(stored)
         step = Step(session=session, context=context)
         result = await change(step)

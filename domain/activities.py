@@ -29,6 +29,8 @@ class StepInput(BaseModel):
     idempotency_key: str
     order_id: str
     correlation_id: str
+    # Undos only: the key of the step they undo, fenced off (db.unit_of_work).
+    fences: str | None = None
 
 
 class CreateOrder(StepInput):
@@ -55,6 +57,12 @@ class CloseOrder(StepInput):
 class OrderClosed(BaseModel):
     order_id: str
     status: str
+    # This call closed the order (rather than finding it closed or absent).
+    changed: bool = True
+
+    @property
+    def undid(self) -> bool:
+        return self.changed and self.status == "CANCELLED"
 
 
 class ReserveStock(StepInput):
@@ -72,6 +80,10 @@ class ReleaseStock(StepInput):
 
 class StockReleased(BaseModel):
     released_units: int
+
+    @property
+    def undid(self) -> bool:
+        return self.released_units > 0
 
 
 class ChargePayment(StepInput):
@@ -93,6 +105,10 @@ class RefundPayment(StepInput):
 class PaymentRefunded(BaseModel):
     refunded_amount: int
 
+    @property
+    def undid(self) -> bool:
+        return self.refunded_amount > 0
+
 
 class CreateShipment(StepInput):
     customer_id: str
@@ -110,3 +126,36 @@ class CancelShipment(StepInput):
 
 class ShipmentCancelled(BaseModel):
     cancelled: bool
+
+    @property
+    def undid(self) -> bool:
+        return self.cancelled
+
+
+class TwoPhaseAct:
+    """The 2PC participants' and coordinator's activities."""
+
+    PREPARE_STOCK = "prepare_stock"
+    COMMIT_STOCK = "commit_stock"
+    ABORT_STOCK = "abort_stock"
+    PREPARE_STORE_CREDIT = "prepare_store_credit"
+    COMMIT_STORE_CREDIT = "commit_store_credit"
+    ABORT_STORE_CREDIT = "abort_store_credit"
+    TRY_CARD_HOLD = "try_card_hold"
+    CONFIRM_CARD_HOLD = "confirm_card_hold"
+    CANCEL_CARD_HOLD = "cancel_card_hold"
+    RECORD_DECISION = "record_decision"
+    COMPLETE_TRANSACTION = "complete_transaction"
+    REFUND_STORE_CREDIT = "refund_store_credit"
+
+
+class RefundStoreCredit(StepInput):
+    pass
+
+
+class StoreCreditRefunded(BaseModel):
+    refunded_amount: int
+
+    @property
+    def undid(self) -> bool:
+        return self.refunded_amount > 0

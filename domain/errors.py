@@ -12,7 +12,11 @@ class ErrorType(StrEnum):
     PAYMENT_DECLINED = "PaymentDeclined"
     SHIPPING_REFUSED = "ShippingRefused"
     INVALID_ORDER = "InvalidOrder"
+    INSUFFICIENT_CREDIT = "InsufficientCredit"
     ORDER_NOT_CANCELLABLE = "OrderNotCancellable"
+    ORDER_CLOSED = "OrderClosed"
+    # A late attempt of a step whose undo already ran (see db.unit_of_work).
+    STEP_FENCED = "StepFenced"
 
 
 # Business refusals are final: retrying cannot turn a declined card into a paid one.

@@ -30,14 +30,33 @@ class PricedLine(BaseModel):
     currency: str
 
 
+class Settlement(StrEnum):
+    """How money and stock change: compensating saga steps, or atomically by 2PC."""
+
+    SAGA = "saga"
+    TWO_PHASE = "two_phase"
+
+
 class PlaceOrder(BaseModel):
     """Everything the saga needs to run one order; its workflow id is `order-{order_id}`."""
 
     order_id: str
     customer_id: str
     items: list[OrderLine]
-    payment_token: str
+    payment_token: str = ""
     request_hash: str = ""
+    # Minor units paid from the customer's wallet; the rest goes to the card.
+    store_credit: int = 0
+    # None: 2PC when store credit is used (money from two places must move
+    # together), the plain saga otherwise.
+    settlement: Settlement | None = None
+    prepare_timeout_s: float = 10.0
+
+    @property
+    def settles_atomically(self) -> bool:
+        if self.settlement is not None:
+            return self.settlement is Settlement.TWO_PHASE
+        return self.store_credit > 0
 
 
 def workflow_id_for(order_id: str) -> str:

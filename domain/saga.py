@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from domain.orders import OrderStatus, PricedLine
+from domain.two_phase import Decision, Vote
 
 
 class StepName:
@@ -13,8 +14,15 @@ class StepName:
     CREATE_ORDER = "create_order"
     RESERVE_STOCK = "reserve_stock"
     CHARGE_PAYMENT = "charge_payment"
+    SETTLE_TWO_PHASE = "settle_two_phase"
     CREATE_SHIPMENT = "create_shipment"
     CONFIRM_ORDER = "confirm_order"
+
+
+class TwoPhaseView(BaseModel):
+    tx_id: str
+    decision: Decision | None = None
+    votes: dict[str, Vote] = Field(default_factory=dict)
 
 
 class SagaState(BaseModel):
@@ -29,6 +37,7 @@ class SagaState(BaseModel):
     compensations: list[str] = Field(default_factory=list)
     failure_reason: str | None = None
     compensating: bool = False
+    two_phase: TwoPhaseView | None = None
 
 
 class CancelRequest(BaseModel):

@@ -128,18 +128,16 @@ def sessions(engine: AsyncEngine) -> SessionFactory:
 
 
 @pytest.fixture(scope="session")
-async def worker(
-    client: Client, settings: Settings, sessions: SessionFactory
-) -> AsyncIterator[Worker]:
+async def worker(client: Client, settings: Settings, engine: AsyncEngine) -> AsyncIterator[Worker]:
     """The production worker: every real activity on the session's task queue."""
-    worker = build_worker(client, settings.task_queue, all_activities(sessions).values())
+    worker = build_worker(client, settings.task_queue, all_activities(engine, settings).values())
     async with worker:
         yield worker
 
 
 @pytest.fixture
 async def custom_worker(
-    client: Client, sessions: SessionFactory
+    client: Client, settings: Settings, engine: AsyncEngine
 ) -> AsyncIterator[Callable[[dict[str, Callable[..., Any]]], Any]]:
     """Start a worker on a fresh task queue with some activities swapped for stand-ins.
 
@@ -150,7 +148,9 @@ async def custom_worker(
 
     async def start(stand_ins: dict[str, Callable[..., Any]]) -> str:
         queue = f"custom-{uuid.uuid4().hex[:8]}"
-        worker = build_worker(client, queue, {**all_activities(sessions), **stand_ins}.values())
+        worker = build_worker(
+            client, queue, {**all_activities(engine, settings), **stand_ins}.values()
+        )
         await worker.__aenter__()
         workers.append(worker)
         return queue
@@ -185,12 +185,15 @@ async def start_saga(
     items: Sequence[tuple[str, int]],
     payment_token: str = "tok_visa",
     customer_id: str | None = None,
+    **options: Any,
 ) -> WorkflowHandle[Any, Any]:
+    """Start an OrderSaga; `options` are further PlaceOrder fields (store_credit, ...)."""
     order = PlaceOrder(
         order_id=str(uuid.uuid4()),
         customer_id=customer_id or factories.customer(),
         items=[OrderLine(sku=sku, quantity=qty) for sku, qty in items],
         payment_token=payment_token,
+        **options,
     )
     return await client.start_workflow(
         "OrderSaga",
@@ -209,7 +212,9 @@ def saga(client: Client, settings: Settings, worker: Worker) -> Callable[..., An
         items: Sequence[tuple[str, int]],
         payment_token: str = "tok_visa",
         task_queue: str | None = None,
+        **options: Any,
     ) -> WorkflowHandle[Any, Any]:
-        return await start_saga(client, task_queue or settings.task_queue, items, payment_token)
+        queue = task_queue or settings.task_queue
+        return await start_saga(client, queue, items, payment_token, **options)
 
     return start

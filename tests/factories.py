@@ -11,7 +11,17 @@ from typing import Any, TypeVar
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.tables import SERVICES, payments, products, reservations, service_tables, shipments
+from db.tables import (
+    SERVICES,
+    card_holds,
+    decisions,
+    payments,
+    products,
+    reservations,
+    service_tables,
+    shipments,
+    wallets,
+)
 
 T = TypeVar("T")
 
@@ -87,3 +97,40 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {deadline_s}s; last value: {value!r}")
         await asyncio.sleep(0.05)
+
+
+async def insert_wallet(engine: AsyncEngine, balance: int, customer_id: str | None = None) -> str:
+    customer_id = customer_id or customer()
+    async with engine.begin() as conn:
+        await conn.execute(
+            wallets.insert().values(customer_id=customer_id, balance=balance, currency="EUR")
+        )
+    return customer_id
+
+
+async def balance_of(engine: AsyncEngine, customer_id: str) -> int:
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            select(wallets.c.balance).where(wallets.c.customer_id == customer_id)
+        )
+    assert value is not None
+    return int(value)
+
+
+async def prepared_branches(engine: AsyncEngine, tx_id: str) -> list[str]:
+    """Our prepared transactions still open for one 2PC transaction."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE :p"), {"p": f"tpc:{tx_id}:%"}
+        )
+        return sorted(r.gid for r in rows)
+
+
+async def decision_of(engine: AsyncEngine, tx_id: str) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(decisions).where(decisions.c.tx_id == tx_id))).first()
+
+
+async def hold_of(engine: AsyncEngine, tx_id: str) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(card_holds).where(card_holds.c.tx_id == tx_id))).first()

@@ -1,9 +1,10 @@
 """A reusable compensation stack for sagas.
 
-Each step registers its undo *before* it runs: an activity that timed out or
-was cancelled may still have committed, so its undo must run anyway (undos are
-idempotent and do nothing when there is nothing to undo). Only a business
-refusal proves the step changed nothing, so only then is its undo dropped.
+Each step registers its undo *before* it runs, and every registered undo runs
+on failure: an attempt that timed out, or an earlier attempt of a step whose
+last attempt was refused, may still commit after the saga moved on. Undos are
+idempotent, fence off the step they undo (db.unit_of_work), and report whether
+they undid anything; only those that did are listed as compensations.
 
 On failure or cancellation `compensate()` runs the undos in reverse order,
 shielded from cancellation, each retried until it succeeds.
@@ -60,35 +61,49 @@ class Compensations:
     ) -> T:
         if undo is not None:
             self._undos.append(undo)
-        try:
-            result = await run()
-        except ActivityError as err:
-            if undo is not None and refusal_type(err) is not None:
-                self._undos.remove(undo)
-            raise
+        result = await run()
         self.completed.append(name)
         self.on_progress()
         if self.cancel_requested():
             raise asyncio.CancelledError(f"cancelled after {name}")
         return result
 
+    def register(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:
+        """An undo for an effect already known to have happened."""
+        self._undos.append((name, undo))
+
     @property
     def pending_undos(self) -> list[str]:
         return [name for name, _ in reversed(self._undos)]
 
     async def compensate(self) -> None:
-        task = asyncio.create_task(self._undo_all())
-        # A second cancellation must not interrupt the undos: keep waiting.
-        while not task.done():
-            try:
-                await workflow.wait([task])
-            except asyncio.CancelledError:
-                workflow.logger.info("cancellation ignored while compensating")
-        task.result()
+        # A second cancellation must not interrupt the undos.
+        await shielded(self._undo_all(), "compensating")
 
     async def _undo_all(self) -> None:
+        # One undo failing for good must not keep the others from running.
+        failures: list[BaseException] = []
         while self._undos:
             name, undo = self._undos.pop()
-            await undo()
-            self.compensated.append(name)
+            try:
+                result = await undo()
+            except ActivityError as err:
+                workflow.logger.error("undo %s failed for good: %s", name, err)
+                failures.append(err)
+                continue
+            if getattr(result, "undid", True):
+                self.compensated.append(name)
             self.on_progress()
+        if failures:
+            raise failures[0]
+
+
+async def shielded(work: Awaitable[T], doing: str) -> T:
+    """Run `work` to its end whatever cancellations arrive meanwhile."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        try:
+            await workflow.wait([task])
+        except asyncio.CancelledError:
+            workflow.logger.info("cancellation deferred while %s", doing)
+    return task.result()

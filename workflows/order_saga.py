@@ -1,32 +1,41 @@
 """The order saga.
 
 Steps, and the undo each registers:
-  1. create_order     — cancel_order
-  2. reserve_stock    — release_stock
-  3. charge_payment   — refund_payment
-  4. create_shipment  — cancel_shipment
-  5. confirm_order    — none: the point of no return, shielded from cancellation
+  1. create_order       — cancel_order
+  2. reserve_stock      — release_stock          } card-only orders: saga steps
+  3. charge_payment     — refund_payment         }
+  2'. settle_two_phase  — refund_payment, refund_store_credit, release_stock
+                          } orders using store credit: one 2PC across stock,
+                          } wallet and card (child workflow TwoPhaseCommit)
+  4. create_shipment    — cancel_shipment
+  5. confirm_order      — none: the point of no return, shielded from cancellation
 
-A business refusal (unknown product, out of stock, card declined) or a step that
-runs out of retries undoes what was done in reverse order and fails the
-workflow with the refusal's type. Cancellation (the `cancel` update, or a
-Temporal cancel request) undoes the same way until confirm_order begins; after
-that it is refused.
+A business refusal (unknown product, out of stock, card declined, a 2PC that
+aborted) or a step that runs out of retries undoes what was done in reverse
+order and fails the workflow with the refusal's type. Cancellation (the
+`cancel` update, or a Temporal cancel request) undoes the same way until
+confirm_order begins; after that it is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.workflow import ActivityCancellationType
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import (
+    ActivityCancellationType,
+    ChildWorkflowCancellationType,
+    ParentClosePolicy,
+)
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
     from domain.activities import (
         Act,
         CancelShipment,
@@ -39,20 +48,31 @@ with workflow.unsafe.imports_passed_through():
         PaymentRefunded,
         PricedOrder,
         RefundPayment,
+        RefundStoreCredit,
         ReleaseStock,
         ReserveStock,
         ShipmentCancelled,
         ShipmentCreated,
         StockReleased,
         StockReserved,
+        StoreCreditRefunded,
+        TwoPhaseAct,
     )
     from domain.errors import NON_RETRYABLE_ERROR_TYPES, ErrorType
     from domain.orders import OrderStatus, PlaceOrder
-    from domain.saga import CancelAccepted, CancelRequest, SagaState, StepName
+    from domain.saga import CancelAccepted, CancelRequest, SagaState, StepName, TwoPhaseView
     from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS, ORDER_TOTAL
-    from workflows.compensation import UNDO_RETRY, Compensations, refusal_type
+    from domain.two_phase import (
+        Decision,
+        TwoPhaseInput,
+        TwoPhaseOutcome,
+        coordinator_workflow_id,
+    )
+    from workflows.compensation import UNDO_RETRY, Compensations, refusal_type, shielded
+    from workflows.settlement import CARD, STORE_CREDIT, participants_for
 
 R = TypeVar("R", bound=BaseModel)
+Undo = tuple[str, Callable[[], Awaitable[Any]]]
 
 STEP_TIMEOUT = timedelta(seconds=30)
 # Transient faults: exponential backoff, bounded so a dead dependency ends in
@@ -68,8 +88,11 @@ STEP_RETRY = RetryPolicy(
 
 @workflow.defn(name="OrderSaga")
 class OrderSaga:
-    def __init__(self) -> None:
-        self._state: SagaState | None = None
+    @workflow.init
+    def __init__(self, order: PlaceOrder) -> None:
+        # Built before any handler runs: a cancel update can arrive in the
+        # very first workflow task, before run() has started.
+        self._state = SagaState(order_id=order.order_id, customer_id=order.customer_id)
         self._saga = Compensations(
             on_progress=self._progress, cancel_requested=self._cancel_requested
         )
@@ -79,20 +102,20 @@ class OrderSaga:
 
     @workflow.run
     async def run(self, order: PlaceOrder) -> SagaState:
-        self._state = SagaState(order_id=order.order_id, customer_id=order.customer_id)
         workflow.upsert_search_attributes(
             [ORDER_STATUS.value_set(OrderStatus.PENDING), CUSTOMER_ID.value_set(order.customer_id)]
         )
         self._steps = asyncio.create_task(self._forward(order))
         try:
             await self._steps
-        except (ActivityError, asyncio.CancelledError) as err:
-            # Only step failures and cancellation compensate. A bug in this code
-            # fails the workflow task instead, so a fixed worker can resume it.
+        except (ActivityError, ApplicationError, asyncio.CancelledError) as err:
+            # Only step failures, refusals and cancellation compensate. A bug in
+            # this code fails the workflow task instead, so a fixed worker can
+            # resume it.
             await self._undo(order, self._reason_for(err))
             await workflow.wait_condition(workflow.all_handlers_finished)
-            if isinstance(err, asyncio.CancelledError) and self._cancel_reason is None:
-                raise  # a Temporal cancel request: end as Canceled
+            if self._cancel_reason is None and self._temporal_cancel(err):
+                raise asyncio.CancelledError("workflow cancelled") from err  # ends Canceled
             raise ApplicationError(
                 f"order {order.order_id} cancelled: {self._state.failure_reason}",
                 type=refusal_type(err)
@@ -104,15 +127,16 @@ class OrderSaga:
 
     @workflow.query(name="state")
     def state(self) -> SagaState:
-        assert self._state is not None
         return self._state
 
     @workflow.update(name="cancel")
     async def cancel(self, request: CancelRequest) -> CancelAccepted:
-        self._cancel_reason = request.reason
-        if self._steps is not None:
-            self._steps.cancel()
-        return CancelAccepted(order_id=self.state().order_id)
+        # A repeated cancel is accepted and changes nothing.
+        if self._cancel_reason is None and not self._state.compensating:
+            self._cancel_reason = request.reason
+            if self._steps is not None:
+                self._steps.cancel()
+        return CancelAccepted(order_id=self._state.order_id)
 
     @cancel.validator
     def _validate_cancel(self, request: CancelRequest) -> None:
@@ -122,129 +146,151 @@ class OrderSaga:
                 f"order {state.order_id} can no longer be cancelled ({state.status})",
                 type=ErrorType.ORDER_NOT_CANCELLABLE,
             )
-        if state.compensating or self._cancel_reason is not None:
-            raise ApplicationError(
-                f"order {state.order_id} is already being cancelled",
-                type=ErrorType.ORDER_NOT_CANCELLABLE,
-            )
 
     async def _forward(self, order: PlaceOrder) -> None:
-        state = self.state()
+        priced = await self._create_order(order)
+        if order.settles_atomically:
+            await self._settle_two_phase(order, priced)
+        else:
+            await self._reserve_stock(order)
+            await self._charge_payment(order, priced)
+        await self._create_shipment(order)
+        await self._confirm(order)
+
+    async def _create_order(self, order: PlaceOrder) -> PricedOrder:
+        command = CreateOrder(
+            **self._keys(StepName.CREATE_ORDER, order.order_id),
+            customer_id=order.customer_id,
+            items=order.items,
+            request_hash=order.request_hash,
+        )
+        summary = f"Create order with {len(order.items)} line(s)"
         priced = await self._saga.step(
             StepName.CREATE_ORDER,
-            lambda: self._call(
-                Act.CREATE_ORDER,
-                CreateOrder(
-                    **self._keys(StepName.CREATE_ORDER, order.order_id),
-                    customer_id=order.customer_id,
-                    items=order.items,
-                    request_hash=order.request_hash,
-                ),
-                PricedOrder,
-                f"Create order with {len(order.items)} line(s)",
-            ),
+            lambda: self._call(Act.CREATE_ORDER, command, PricedOrder, summary),
             undo=(Act.CANCEL_ORDER, lambda: self._cancel_order(order)),
         )
+        state = self.state()
         state.items, state.total, state.currency = priced.items, priced.total, priced.currency
         workflow.upsert_search_attributes([ORDER_TOTAL.value_set(priced.total)])
-        units = sum(line.quantity for line in order.items)
+        return priced
+
+    async def _reserve_stock(self, order: PlaceOrder) -> None:
+        command = ReserveStock(
+            **self._keys(StepName.RESERVE_STOCK, order.order_id), items=order.items
+        )
+        summary = f"Reserve {sum(line.quantity for line in order.items)} unit(s)"
         await self._saga.step(
             StepName.RESERVE_STOCK,
-            lambda: self._call(
-                Act.RESERVE_STOCK,
-                ReserveStock(
-                    **self._keys(StepName.RESERVE_STOCK, order.order_id),
-                    items=order.items,
-                ),
-                StockReserved,
-                f"Reserve {units} unit(s)",
-            ),
-            undo=(
-                Act.RELEASE_STOCK,
-                lambda: self._undo_call(
-                    Act.RELEASE_STOCK,
-                    ReleaseStock,
-                    StockReleased,
-                    order.order_id,
-                    "Release reserved stock",
-                ),
-            ),
+            lambda: self._call(Act.RESERVE_STOCK, command, StockReserved, summary),
+            undo=self._release_stock(order),
         )
+
+    async def _charge_payment(self, order: PlaceOrder, priced: PricedOrder) -> None:
+        command = ChargePayment(
+            **self._keys(StepName.CHARGE_PAYMENT, order.order_id),
+            customer_id=order.customer_id,
+            amount=priced.total,
+            currency=priced.currency,
+            payment_token=order.payment_token,
+        )
+        summary = f"Charge {priced.total} {priced.currency}"
         await self._saga.step(
             StepName.CHARGE_PAYMENT,
-            lambda: self._call(
-                Act.CHARGE_PAYMENT,
-                ChargePayment(
-                    **self._keys(StepName.CHARGE_PAYMENT, order.order_id),
-                    customer_id=order.customer_id,
-                    amount=priced.total,
-                    currency=priced.currency,
-                    payment_token=order.payment_token,
-                ),
-                PaymentCharged,
-                f"Charge {priced.total} {priced.currency}",
+            lambda: self._call(Act.CHARGE_PAYMENT, command, PaymentCharged, summary),
+            undo=self._refund_payment(order),
+        )
+
+    async def _settle_two_phase(self, order: PlaceOrder, priced: PricedOrder) -> None:
+        """Stock, store credit and card change together or not at all."""
+        if not 0 <= order.store_credit <= priced.total:
+            raise ApplicationError(
+                f"store credit {order.store_credit} exceeds the total {priced.total}",
+                type=ErrorType.INVALID_ORDER,
+                non_retryable=True,
+            )
+        specs = participants_for(order, priced)
+        state = self.state()
+        state.two_phase = TwoPhaseView(tx_id=order.order_id)
+        state.current_step = StepName.SETTLE_TWO_PHASE
+        workflow.set_current_details(
+            f"**{StepName.SETTLE_TWO_PHASE}**: 2PC across {', '.join(p.name for p in specs)}"
+        )
+        # The coordinator outlives this saga (ABANDON): a decided transaction is
+        # carried out even if the saga is terminated. A cancel of the saga waits
+        # for the decision, then undoes a commit like any other step.
+        child = workflow.execute_child_workflow(
+            "TwoPhaseCommit",
+            TwoPhaseInput(
+                tx_id=order.order_id, participants=specs, prepare_timeout_s=order.prepare_timeout_s
             ),
-            undo=(
-                Act.REFUND_PAYMENT,
-                lambda: self._undo_call(
-                    Act.REFUND_PAYMENT,
-                    RefundPayment,
-                    PaymentRefunded,
-                    order.order_id,
-                    "Refund payment",
-                ),
-            ),
+            id=coordinator_workflow_id(order.order_id),
+            result_type=TwoPhaseOutcome,
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            cancellation_type=ChildWorkflowCancellationType.ABANDON,
+            static_summary=f"2PC for order {order.order_id}",
+        )
+        outcome: TwoPhaseOutcome = await shielded(child, "settling by two-phase commit")
+        state.two_phase = TwoPhaseView(
+            tx_id=outcome.tx_id, decision=outcome.decision, votes=outcome.votes
+        )
+        if outcome.decision is not Decision.COMMIT:
+            refusal = next(iter(outcome.refusals.values()), "TwoPhaseAborted")
+            reason = "; ".join(f"{k}: {v}" for k, v in outcome.reasons.items()) or "aborted"
+            raise ApplicationError(reason, type=refusal, non_retryable=True)
+        # Committed, but shipping may still fail: each effect gets its undo.
+        self._saga.register(*self._release_stock(order))
+        names = {p.name for p in specs}
+        if STORE_CREDIT in names:
+            self._saga.register(*self._refund_store_credit(order))
+        if CARD in names:
+            self._saga.register(*self._refund_payment(order))
+        await self._saga.step(StepName.SETTLE_TWO_PHASE, _already_done)
+
+    async def _create_shipment(self, order: PlaceOrder) -> None:
+        command = CreateShipment(
+            **self._keys(StepName.CREATE_SHIPMENT, order.order_id),
+            customer_id=order.customer_id,
+            items=order.items,
         )
         await self._saga.step(
             StepName.CREATE_SHIPMENT,
-            lambda: self._call(
-                Act.CREATE_SHIPMENT,
-                CreateShipment(
-                    **self._keys(StepName.CREATE_SHIPMENT, order.order_id),
-                    customer_id=order.customer_id,
-                    items=order.items,
-                ),
-                ShipmentCreated,
-                "Create shipment",
-            ),
-            undo=(
+            lambda: self._call(Act.CREATE_SHIPMENT, command, ShipmentCreated, "Create shipment"),
+            undo=self._undo_of(
                 Act.CANCEL_SHIPMENT,
-                lambda: self._undo_call(
-                    Act.CANCEL_SHIPMENT,
-                    CancelShipment,
-                    ShipmentCancelled,
-                    order.order_id,
-                    "Cancel shipment",
-                ),
+                CancelShipment,
+                ShipmentCancelled,
+                order,
+                StepName.CREATE_SHIPMENT,
             ),
         )
-        await self._confirm(order)
 
     async def _confirm(self, order: PlaceOrder) -> None:
         # Past this point the customer is told "confirmed": a cancellation
         # arriving now must neither interrupt the step nor undo the others.
         self._past_no_return = True
-        state = self.state()
         command = CloseOrder(
             **self._keys(StepName.CONFIRM_ORDER, order.order_id),
             steps=[*self._saga.completed, StepName.CONFIRM_ORDER],
         )
-        confirm = asyncio.create_task(
+        closed: OrderClosed = await shielded(
             self._saga.step(
                 StepName.CONFIRM_ORDER,
                 lambda: self._call(
                     Act.CONFIRM_ORDER, command, OrderClosed, "Confirm order", retry=UNDO_RETRY
                 ),
-            )
+            ),
+            f"confirming order {order.order_id}",
         )
-        while not confirm.done():
-            try:
-                await workflow.wait([confirm])
-            except asyncio.CancelledError:
-                workflow.logger.info("cancellation ignored: order %s is confirming", order.order_id)
-        confirm.result()
-        state.status = OrderStatus.CONFIRMED
-        state.current_step = None
+        if closed.status != OrderStatus.CONFIRMED:
+            # e.g. a reset replayed the steps of an order already cancelled.
+            raise ApplicationError(
+                f"order {order.order_id} could not be confirmed: it is {closed.status}",
+                type=ErrorType.ORDER_CLOSED,
+                non_retryable=True,
+            )
+        state = self.state()
+        state.status, state.current_step = OrderStatus.CONFIRMED, None
         workflow.upsert_search_attributes([ORDER_STATUS.value_set(OrderStatus.CONFIRMED)])
         workflow.set_current_details(f"Order {order.order_id} confirmed")
 
@@ -263,6 +309,7 @@ class OrderSaga:
     async def _cancel_order(self, order: PlaceOrder) -> OrderClosed:
         command = CloseOrder(
             **self._keys(Act.CANCEL_ORDER, order.order_id),
+            fences=self._key(StepName.CREATE_ORDER),
             steps=list(self._saga.completed),
             compensations=[*self._saga.compensated, Act.CANCEL_ORDER],
             failure_reason=self.state().failure_reason,
@@ -271,11 +318,39 @@ class OrderSaga:
             Act.CANCEL_ORDER, command, OrderClosed, "Cancel order", retry=UNDO_RETRY
         )
 
-    async def _undo_call(
-        self, activity: str, model: type[BaseModel], result: type[R], order_id: str, summary: str
-    ) -> R:
-        command = model(**self._keys(activity, order_id))
-        return await self._call(activity, command, result, summary, retry=UNDO_RETRY)
+    def _release_stock(self, order: PlaceOrder) -> Undo:
+        return self._undo_of(
+            Act.RELEASE_STOCK, ReleaseStock, StockReleased, order, StepName.RESERVE_STOCK
+        )
+
+    def _refund_payment(self, order: PlaceOrder) -> Undo:
+        return self._undo_of(
+            Act.REFUND_PAYMENT, RefundPayment, PaymentRefunded, order, StepName.CHARGE_PAYMENT
+        )
+
+    def _refund_store_credit(self, order: PlaceOrder) -> Undo:
+        return self._undo_of(
+            TwoPhaseAct.REFUND_STORE_CREDIT,
+            RefundStoreCredit,
+            StoreCreditRefunded,
+            order,
+            StepName.SETTLE_TWO_PHASE,
+        )
+
+    def _undo_of(
+        self,
+        activity: str,
+        model: type[BaseModel],
+        result: type[BaseModel],
+        order: PlaceOrder,
+        undoes: str,
+    ) -> Undo:
+        def undo() -> Awaitable[Any]:
+            command = model(**self._keys(activity, order.order_id), fences=self._key(undoes))
+            summary = f"Undo {undoes}: {activity}"
+            return self._call(activity, command, result, summary, retry=UNDO_RETRY)
+
+        return activity, undo
 
     async def _call(
         self,
@@ -300,13 +375,21 @@ class OrderSaga:
         )
         return outcome
 
+    def _key(self, step: str) -> str:
+        return f"{workflow.info().workflow_id}:{step}"
+
     def _keys(self, step: str, order_id: str) -> dict[str, Any]:
-        workflow_id = workflow.info().workflow_id
         return {
-            "idempotency_key": f"{workflow_id}:{step}",
+            "idempotency_key": self._key(step),
             "order_id": order_id,
-            "correlation_id": workflow_id,
+            "correlation_id": workflow.info().workflow_id,
         }
+
+    def _temporal_cancel(self, err: BaseException) -> bool:
+        """A Temporal cancel request, whether it hit an await or a step's retry."""
+        return workflow.cancellation_reason() is not None and (
+            isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err)
+        )
 
     def _cancel_requested(self) -> bool:
         if self._past_no_return:
@@ -318,13 +401,17 @@ class OrderSaga:
         state.steps = list(self._saga.completed)
         state.compensations = list(self._saga.compensated)
 
-    def _reason_for(self, err: ActivityError | asyncio.CancelledError) -> str:
+    def _reason_for(self, err: ActivityError | ApplicationError | asyncio.CancelledError) -> str:
         # A cancel update wins over what the interrupted step then reported.
         if self._cancel_reason is not None:
             return self._cancel_reason
-        if isinstance(err, asyncio.CancelledError):
+        if isinstance(err, asyncio.CancelledError) or self._temporal_cancel(err):
             return "workflow cancelled"
-        cause = err.cause
+        cause = err.cause if isinstance(err, ActivityError) else err
         if isinstance(cause, ApplicationError):
             return cause.message
-        return f"{err.activity_type} failed: {cause or err}"
+        return f"{getattr(err, 'activity_type', 'step')} failed: {cause or err}"
+
+
+async def _already_done() -> None:
+    """The 2PC step as the saga records it: the work was the coordinator's."""

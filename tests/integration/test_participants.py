@@ -1,0 +1,193 @@
+"""The 2PC participants on real PostgreSQL: every protocol call idempotent, in any order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from activities.card_hold import CardHoldParticipant
+from activities.stock_branch import StockParticipant
+from activities.store_credit import StoreCreditParticipant
+from db.xa import ProtocolViolation
+from domain.two_phase import BranchCall, Vote, branch_gid
+from tests import factories
+
+pytestmark = pytest.mark.asyncio
+
+
+def stock_call(sku: str, quantity: int) -> BranchCall:
+    tx_id = str(uuid.uuid4())
+    return BranchCall(
+        tx_id=tx_id,
+        gid=branch_gid(tx_id, "stock"),
+        payload={"order_id": tx_id, "lines": {sku: quantity}},
+    )
+
+
+def credit_call(customer_id: str, amount: int) -> BranchCall:
+    tx_id = str(uuid.uuid4())
+    return BranchCall(
+        tx_id=tx_id,
+        gid=branch_gid(tx_id, "store_credit"),
+        payload={"order_id": tx_id, "customer_id": customer_id, "amount": amount},
+    )
+
+
+def card_call(amount: int, token: str = "tok_ok") -> BranchCall:
+    tx_id = str(uuid.uuid4())
+    return BranchCall(
+        tx_id=tx_id,
+        gid=branch_gid(tx_id, "card"),
+        payload={
+            "order_id": tx_id,
+            "customer_id": factories.customer(),
+            "amount": amount,
+            "currency": "EUR",
+            "payment_token": token,
+        },
+    )
+
+
+@pytest.fixture
+def stock(engine):
+    return StockParticipant(engine, lock_timeout_ms=500)
+
+
+@pytest.fixture
+def credit(engine):
+    return StoreCreditParticipant(engine, lock_timeout_ms=500)
+
+
+@pytest.fixture
+def card(sessions):
+    return CardHoldParticipant(sessions, timedelta(days=7))
+
+
+async def test_prepare_twice_holds_one_prepared_transaction(stock, engine, product):
+    sku = await product(stock=5)
+    call = stock_call(sku, 2)
+
+    first, second = await stock.prepare_stock(call), await stock.prepare_stock(call)
+
+    assert (first.vote, second.vote) == (Vote.YES, Vote.YES)
+    assert await factories.prepared_branches(engine, call.tx_id) == [call.gid]
+    # Prepared but not committed: nobody else sees the units gone yet.
+    assert await factories.stock_of(engine, sku) == 5
+    await stock.abort_stock(call)
+
+
+async def test_commit_twice_applies_once(stock, engine, product):
+    sku = await product(stock=5)
+    call = stock_call(sku, 2)
+    await stock.prepare_stock(call)
+
+    await stock.commit_stock(call)
+    ack = await stock.commit_stock(call)
+
+    assert ack.outcome == "COMMITTED"
+    assert await factories.stock_of(engine, sku) == 3
+    assert await factories.prepared_branches(engine, call.tx_id) == []
+    assert len(await factories.reservations_of(engine, call.tx_id)) == 1
+    with pytest.raises(ProtocolViolation):
+        await stock.abort_stock(call)
+
+
+async def test_abort_before_prepare_makes_the_late_prepare_vote_no(stock, engine, product):
+    sku = await product(stock=5)
+    call = stock_call(sku, 2)
+
+    await stock.abort_stock(call)
+    late = await stock.prepare_stock(call)
+
+    assert late.vote is Vote.NO
+    assert await factories.prepared_branches(engine, call.tx_id) == []
+    assert await factories.stock_of(engine, sku) == 5
+    with pytest.raises(ProtocolViolation):
+        await stock.commit_stock(call)
+
+
+async def test_abort_twice_after_prepare_rolls_back_once(stock, engine, product):
+    sku = await product(stock=5)
+    call = stock_call(sku, 5)
+    await stock.prepare_stock(call)
+
+    await stock.abort_stock(call)
+    await stock.abort_stock(call)
+
+    assert await factories.prepared_branches(engine, call.tx_id) == []
+    assert await factories.stock_of(engine, sku) == 5
+    assert await factories.reservations_of(engine, call.tx_id) == []
+
+
+async def test_out_of_stock_votes_no_with_the_refusal(stock, engine, product):
+    sku = await product(stock=1)
+    call = stock_call(sku, 2)
+
+    reply = await stock.prepare_stock(call)
+
+    assert (reply.vote, reply.refusal) == (Vote.NO, "OutOfStock")
+    assert await factories.prepared_branches(engine, call.tx_id) == []
+
+
+async def test_prepared_branch_holds_its_rows_until_resolved(stock, engine, product):
+    sku = await product(stock=1)
+    first, second = stock_call(sku, 1), stock_call(sku, 1)
+    await stock.prepare_stock(first)
+
+    # The second waits for the row past its lock timeout and votes no.
+    blocked = await stock.prepare_stock(second)
+    await stock.commit_stock(first)
+
+    assert blocked.vote is Vote.NO
+    assert await factories.stock_of(engine, sku) == 0
+
+
+async def test_store_credit_never_goes_negative(credit, engine):
+    customer_id = await factories.insert_wallet(engine, balance=1000)
+    big, small = credit_call(customer_id, 1500), credit_call(customer_id, 600)
+
+    refused = await credit.prepare_store_credit(big)
+    accepted = await credit.prepare_store_credit(small)
+    await credit.commit_store_credit(small)
+
+    assert (refused.vote, refused.refusal) == (Vote.NO, "InsufficientCredit")
+    assert accepted.vote is Vote.YES
+    assert await factories.balance_of(engine, customer_id) == 400
+
+
+async def test_card_try_twice_confirm_twice_captures_once(card, engine):
+    call = card_call(2500)
+
+    votes = [(await card.try_card_hold(call)).vote for _ in range(2)]
+    await card.confirm_card_hold(call)
+    await card.confirm_card_hold(call)
+
+    assert votes == [Vote.YES, Vote.YES]
+    assert (await factories.hold_of(engine, call.tx_id)).status == "CAPTURED"
+    [payment] = await factories.payments_of(engine, call.tx_id)
+    assert (payment.status, payment.amount) == ("CAPTURED", 2500)
+    with pytest.raises(ProtocolViolation):
+        await card.cancel_card_hold(call)
+
+
+async def test_card_cancel_before_try_makes_the_late_try_vote_no(card, engine):
+    call = card_call(900)
+
+    await card.cancel_card_hold(call)
+    late = await card.try_card_hold(call)
+
+    assert late.vote is Vote.NO
+    assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
+    with pytest.raises(ProtocolViolation):
+        await card.confirm_card_hold(call)
+
+
+async def test_declined_card_votes_no(card, engine):
+    call = card_call(900, token="tok_decline")
+
+    reply = await card.try_card_hold(call)
+
+    assert (reply.vote, reply.refusal) == (Vote.NO, "PaymentDeclined")
+    assert (await factories.hold_of(engine, call.tx_id)).status == "REFUSED"

@@ -1,0 +1,243 @@
+"""Orders paid with store credit: stock, wallet and card settle by 2PC, all or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from activities.store_credit import StoreCreditParticipant
+from domain.activities import Act, CreateShipment, ShipmentCreated, TwoPhaseAct
+from domain.saga import SagaState
+from domain.two_phase import BranchAck, BranchCall
+from tests import factories
+from tests.factories import eventually
+
+pytestmark = pytest.mark.asyncio
+
+
+async def refusal_of(handle: Any) -> ApplicationError:
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert isinstance(failed.value.cause, ApplicationError)
+    return failed.value.cause
+
+
+async def state_of(handle: Any) -> SagaState:
+    state: SagaState = await handle.query("state", result_type=SagaState)
+    return state
+
+
+async def test_all_yes_commits_stock_credit_and_card_together(saga, product, engine):
+    sku = await product(stock=10, price=3000)
+    customer = await factories.insert_wallet(engine, balance=5000)
+
+    handle = await saga([(sku, 2)], customer_id=customer, store_credit=4000)
+    state: SagaState = await handle.result()
+
+    assert state.status == "CONFIRMED"
+    assert state.steps == ["create_order", "settle_two_phase", "create_shipment", "confirm_order"]
+    assert state.two_phase is not None
+    assert state.two_phase.decision == "COMMIT"
+    assert state.two_phase.votes == {"stock": "YES", "store_credit": "YES", "card": "YES"}
+    assert await factories.stock_of(engine, sku) == 8
+    assert await factories.balance_of(engine, customer) == 1000
+    assert (await factories.hold_of(engine, state.order_id)).status == "CAPTURED"
+    [payment] = await factories.payments_of(engine, state.order_id)
+    assert (payment.status, payment.amount) == ("CAPTURED", 2000)
+    decision = await factories.decision_of(engine, state.order_id)
+    assert (decision.decision, decision.completed_at is not None) == ("COMMIT", True)
+    assert await factories.prepared_branches(engine, state.order_id) == []
+    events = await factories.events_of(engine, state.order_id)
+    assert {"StockReserved", "PaymentCaptured", "OrderConfirmed"} <= set(events)
+
+
+async def test_order_paid_fully_with_store_credit_has_no_card(saga, product, engine):
+    sku = await product(stock=3, price=1000)
+    customer = await factories.insert_wallet(engine, balance=1000)
+
+    state: SagaState = await (
+        await saga([(sku, 1)], customer_id=customer, store_credit=1000, payment_token="")
+    ).result()
+
+    assert state.two_phase is not None
+    assert set(state.two_phase.votes) == {"stock", "store_credit"}
+    assert await factories.balance_of(engine, customer) == 0
+    assert await factories.hold_of(engine, state.order_id) is None
+
+
+async def test_one_no_aborts_everywhere_and_the_saga_compensates(saga, product, engine):
+    sku = await product(stock=10, price=3000)
+    customer = await factories.insert_wallet(engine, balance=100)
+    handle = await saga([(sku, 1)], customer_id=customer, store_credit=2000)
+
+    error = await refusal_of(handle)
+
+    assert error.type == "InsufficientCredit"
+    state = await state_of(handle)
+    assert state.status == "CANCELLED"
+    assert state.two_phase is not None
+    assert state.two_phase.decision == "ABORT"
+    assert state.two_phase.votes["store_credit"] == "NO"
+    assert state.compensations == ["cancel_order"]
+    assert await factories.stock_of(engine, sku) == 10
+    assert await factories.balance_of(engine, customer) == 100
+    assert (await factories.hold_of(engine, state.order_id)).status == "VOIDED"
+    assert await factories.payments_of(engine, state.order_id) == []
+    assert (await factories.decision_of(engine, state.order_id)).decision == "ABORT"
+    assert await factories.prepared_branches(engine, state.order_id) == []
+
+
+async def test_declined_card_aborts_the_stock_and_credit_branches(saga, product, engine):
+    sku = await product(stock=4, price=1000)
+    customer = await factories.insert_wallet(engine, balance=500)
+    handle = await saga(
+        [(sku, 2)], customer_id=customer, store_credit=500, payment_token="tok_decline"
+    )
+
+    error = await refusal_of(handle)
+
+    assert error.type == "PaymentDeclined"
+    assert await factories.stock_of(engine, sku) == 4
+    assert await factories.balance_of(engine, customer) == 500
+    assert await factories.reservations_of(engine, (await state_of(handle)).order_id) == []
+
+
+async def test_participant_silent_past_the_deadline_aborts(saga, product, engine):
+    sku = await product(stock=5, price=1000)
+    customer = await factories.insert_wallet(engine, balance=5000)
+    # Hold the wallet row so the store-credit prepare cannot answer in time.
+    async with engine.connect() as blocker:
+        await blocker.begin()
+        await blocker.execute(
+            text("SELECT 1 FROM payments.wallets WHERE customer_id = :c FOR UPDATE"),
+            {"c": customer},
+        )
+        handle = await saga(
+            [(sku, 1)], customer_id=customer, store_credit=500, prepare_timeout_s=1.0
+        )
+        state = await eventually(
+            lambda: state_of(handle), lambda s: s.status != "PENDING", deadline_s=30
+        )
+        await blocker.rollback()
+
+    assert state.status == "CANCELLED"
+    assert state.two_phase is not None
+    assert state.two_phase.votes["store_credit"] == "TIMEOUT"
+    assert state.two_phase.decision == "ABORT"
+    # The late prepare finds its branch aborted and leaves nothing behind.
+    assert (
+        await eventually(
+            lambda: factories.prepared_branches(engine, state.order_id), lambda b: b == []
+        )
+        == []
+    )
+    assert await factories.balance_of(engine, customer) == 5000
+    assert await factories.stock_of(engine, sku) == 5
+
+
+def commit_failing_twice(engine: Any) -> Any:
+    real = StoreCreditParticipant(engine)
+
+    @activity.defn(name=TwoPhaseAct.COMMIT_STORE_CREDIT)
+    async def flaky(call: BranchCall) -> BranchAck:
+        if activity.info().attempt <= 2:
+            raise RuntimeError("wallet database briefly unreachable")
+        return await real.commit_store_credit(call)
+
+    return flaky
+
+
+async def test_commit_failing_then_recovering_is_retried_never_reverted(
+    saga, product, engine, custom_worker, client
+):
+    queue = await custom_worker({TwoPhaseAct.COMMIT_STORE_CREDIT: commit_failing_twice(engine)})
+    sku = await product(stock=5, price=1000)
+    customer = await factories.insert_wallet(engine, balance=800)
+
+    state: SagaState = await (
+        await saga([(sku, 1)], customer_id=customer, store_credit=800, task_queue=queue)
+    ).result()
+
+    assert state.status == "CONFIRMED"
+    assert await factories.balance_of(engine, customer) == 0
+    assert await factories.stock_of(engine, sku) == 4
+    coordinator = client.get_workflow_handle(f"tpc-{state.order_id}")
+    history = await coordinator.fetch_history()
+    commit_attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert max(commit_attempts) == 3
+
+
+@activity.defn(name=Act.CREATE_SHIPMENT)
+async def shipping_refuses(cmd: CreateShipment) -> ShipmentCreated:
+    raise ApplicationError("no carrier", type="ShippingRefused", non_retryable=True)
+
+
+async def test_failure_after_commit_undoes_every_committed_effect(
+    saga, product, engine, custom_worker
+):
+    queue = await custom_worker({Act.CREATE_SHIPMENT: shipping_refuses})
+    sku = await product(stock=5, price=1000)
+    customer = await factories.insert_wallet(engine, balance=700)
+    handle = await saga([(sku, 2)], customer_id=customer, store_credit=700, task_queue=queue)
+
+    error = await refusal_of(handle)
+
+    assert error.type == "ShippingRefused"
+    state = await state_of(handle)
+    assert state.compensations == [
+        "refund_payment",
+        "refund_store_credit",
+        "release_stock",
+        "cancel_order",
+    ]
+    assert await factories.stock_of(engine, sku) == 5
+    assert await factories.balance_of(engine, customer) == 700
+    [payment] = await factories.payments_of(engine, state.order_id)
+    assert (payment.status, payment.refunded_amount) == ("REFUNDED", 1300)
+
+
+async def test_two_orders_preparing_on_the_last_unit_one_commits(saga, product, engine):
+    sku = await product(stock=1, price=1000)
+    first = await factories.insert_wallet(engine, balance=1000)
+    second = await factories.insert_wallet(engine, balance=1000)
+
+    handles = await asyncio.gather(
+        saga([(sku, 1)], customer_id=first, store_credit=1000, payment_token=""),
+        saga([(sku, 1)], customer_id=second, store_credit=1000, payment_token=""),
+    )
+    outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+
+    confirmed = [o for o in outcomes if isinstance(o, SagaState)]
+    assert len(confirmed) == 1
+    assert await factories.stock_of(engine, sku) == 0
+    balances = sorted([await factories.balance_of(engine, c) for c in (first, second)])
+    assert balances == [0, 1000]
+    loser = next(h for h, o in zip(handles, outcomes, strict=True) if not isinstance(o, SagaState))
+    assert (await state_of(loser)).compensations == ["cancel_order"]
+
+
+async def test_two_orders_spending_the_same_credit_never_overdraw(saga, product, engine):
+    sku = await product(stock=10, price=1000)
+    customer = await factories.insert_wallet(engine, balance=1500)
+
+    handles = await asyncio.gather(
+        *(
+            saga([(sku, 1)], customer_id=customer, store_credit=1000, payment_token="")
+            for _ in range(3)
+        )
+    )
+    outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+
+    assert sum(isinstance(o, SagaState) for o in outcomes) == 1
+    assert await factories.balance_of(engine, customer) == 500
+    assert await factories.stock_of(engine, sku) == 9

@@ -1,0 +1,152 @@
+"""TwoPhaseCommit: a durable 2PC coordinator any saga can run as a child.
+
+Phase 1 asks every participant to prepare, in parallel, each within the
+deadline: all YES → COMMIT; any NO or no answer in time → ABORT. The decision
+is written to the coordinator log (first writer wins) before phase 2, and
+phase 2 tells every participant, retrying until each acknowledges. The
+decision never changes.
+
+Classic 2PC blocks when its coordinator dies between the phases; this one is a
+Temporal workflow, so its decision and progress survive any crash of the
+process running it, and it finishes the protocol when a worker returns.
+Cancellation is deferred: a coordinator always ends with a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.activities import TwoPhaseAct
+    from domain.two_phase import (
+        BranchAck,
+        BranchCall,
+        Decision,
+        DecisionRecord,
+        ParticipantSpec,
+        TwoPhaseInput,
+        TwoPhaseOutcome,
+        Vote,
+        VoteReply,
+        branch_gid,
+    )
+    from workflows.compensation import shielded
+
+# Retries inside the prepare deadline: a brief fault is no reason to abort.
+PREPARE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=2),
+)
+# Phase 2 and the log never give up: a decided transaction must be carried out.
+FOREVER = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+PHASE_TWO_TIMEOUT = timedelta(seconds=15)
+
+
+@workflow.defn(name="TwoPhaseCommit")
+class TwoPhaseCommit:
+    def __init__(self) -> None:
+        self._outcome: TwoPhaseOutcome | None = None
+
+    @workflow.run
+    async def run(self, tx: TwoPhaseInput) -> TwoPhaseOutcome:
+        self._outcome = TwoPhaseOutcome(tx_id=tx.tx_id)
+        return await shielded(self._protocol(tx), "running two-phase commit")
+
+    @workflow.query(name="outcome")
+    def outcome(self) -> TwoPhaseOutcome:
+        assert self._outcome is not None
+        return self._outcome
+
+    async def _protocol(self, tx: TwoPhaseInput) -> TwoPhaseOutcome:
+        outcome = self.outcome()
+        self._show()
+        replies = await asyncio.gather(*(self._prepare(tx, p) for p in tx.participants))
+        for participant, reply in zip(tx.participants, replies, strict=True):
+            outcome.votes[participant.name] = reply.vote
+            if reply.refusal:
+                outcome.refusals[participant.name] = reply.refusal
+            if reply.reason:
+                outcome.reasons[participant.name] = reply.reason
+        wanted = (
+            Decision.COMMIT if all(reply.vote is Vote.YES for reply in replies) else Decision.ABORT
+        )
+        logged: DecisionRecord = await workflow.execute_activity(
+            TwoPhaseAct.RECORD_DECISION,
+            DecisionRecord(
+                tx_id=tx.tx_id,
+                decision=wanted,
+                participants=[p.name for p in tx.participants],
+                votes=dict(outcome.votes),
+            ),
+            result_type=DecisionRecord,
+            start_to_close_timeout=PHASE_TWO_TIMEOUT,
+            retry_policy=FOREVER,
+            summary=f"Log decision {wanted}",
+        )
+        # The log is the authority: if recovery logged first, follow it.
+        outcome.decision, outcome.phase = logged.decision, logged.decision.lower()
+        self._show()
+        await asyncio.gather(*(self._finish(tx, p, logged.decision) for p in tx.participants))
+        await workflow.execute_activity(
+            TwoPhaseAct.COMPLETE_TRANSACTION,
+            tx.tx_id,
+            start_to_close_timeout=PHASE_TWO_TIMEOUT,
+            retry_policy=FOREVER,
+            summary="Mark transaction complete",
+        )
+        outcome.phase = "done"
+        self._show()
+        return outcome
+
+    async def _prepare(self, tx: TwoPhaseInput, p: ParticipantSpec) -> VoteReply:
+        deadline = timedelta(seconds=tx.prepare_timeout_s)
+        try:
+            reply: VoteReply = await workflow.execute_activity(
+                p.prepare,
+                BranchCall(tx_id=tx.tx_id, gid=branch_gid(tx.tx_id, p.name), payload=p.payload),
+                result_type=VoteReply,
+                schedule_to_close_timeout=deadline,
+                retry_policy=PREPARE_RETRY,
+                summary=f"Prepare {p.name} ({p.kind})",
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, TimeoutError):
+                reply = VoteReply(vote=Vote.TIMEOUT, reason=f"no answer within {deadline}")
+            else:
+                cause = err.cause
+                message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+                reply = VoteReply(vote=Vote.NO, reason=message)
+        self.outcome().votes[p.name] = reply.vote
+        self._show()
+        return reply
+
+    async def _finish(self, tx: TwoPhaseInput, p: ParticipantSpec, decision: Decision) -> None:
+        activity = p.commit if decision is Decision.COMMIT else p.abort
+        await workflow.execute_activity(
+            activity,
+            BranchCall(tx_id=tx.tx_id, gid=branch_gid(tx.tx_id, p.name), payload=p.payload),
+            result_type=BranchAck,
+            start_to_close_timeout=PHASE_TWO_TIMEOUT,
+            retry_policy=FOREVER,
+            summary=f"{decision.value.capitalize()} {p.name}",
+        )
+
+    def _show(self) -> None:
+        outcome = self.outcome()
+        rows = "\n".join(f"| {name} | {vote.value} |" for name, vote in outcome.votes.items())
+        workflow.set_current_details(
+            f"**2PC {outcome.tx_id}**: phase *{outcome.phase}*, decision "
+            f"*{outcome.decision.value if outcome.decision else 'pending'}*\n\n"
+            f"| participant | vote |\n| --- | --- |\n{rows}"
+        )
