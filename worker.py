@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from activities import all_activities
 from db.engine import create_engine
+from recovery.sweep import run_periodically
 from settings import Settings
 from temporal_client import connect, ensure_search_attributes
 from workflows import WORKFLOWS
@@ -60,9 +61,18 @@ async def serve(settings: Settings) -> None:
         [w.__name__ for w in WORKFLOWS],
         len(activities),
     )
+    recovery = asyncio.create_task(
+        run_periodically(
+            engine,
+            client,
+            every=timedelta(seconds=settings.recovery_interval_s),
+            grace=timedelta(seconds=settings.recovery_grace_s),
+        )
+    )
     async with worker:
         await stop.wait()
         log.info("stopping: finishing in-flight tasks")
+        recovery.cancel()
     await engine.dispose()
     log.info("worker stopped")
 

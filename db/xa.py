@@ -17,7 +17,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from sqlalchemy import Column, MetaData, String, Table, func, literal, select, union_all
+from sqlalchemy import (
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,6 +49,7 @@ PG_PREPARED_XACTS = Table(
     MetaData(),
     Column("gid", String),
     Column("database", String),
+    Column("prepared", DateTime(timezone=True)),
     schema="pg_catalog",
 )
 

@@ -41,6 +41,34 @@ def _seed(settings: Settings) -> int:
     return 0
 
 
+def _recover(settings: Settings) -> int:
+    from datetime import timedelta
+
+    from db.engine import create_engine
+    from recovery.sweep import sweep
+    from temporal_client import connect
+
+    async def once() -> int:
+        client = await connect(settings)
+        engine = create_engine(settings.database_target, pool_size=2)
+        try:
+            report = await sweep(engine, client, timedelta(seconds=settings.recovery_grace_s))
+        finally:
+            await engine.dispose()
+        for label, txs in (
+            ("committed", report.committed),
+            ("aborted", report.aborted),
+            ("left to their running coordinator", report.left_to_coordinator),
+        ):
+            for tx_id in txs:
+                print(f"{label}: {tx_id}")
+        if not report:
+            print("nothing to recover")
+        return 0
+
+    return asyncio.run(once())
+
+
 _COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
     "run": (
         _run,
@@ -49,6 +77,11 @@ _COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
     ),
     "migrate": (_migrate, "apply the database migrations (DATABASE_URL or SAGA_PG_*)"),
     "seed": (_seed, "load the demo catalog; products already there are left alone"),
+    "recover": (
+        _recover,
+        "resolve 2PC branches and card holds whose coordinator is gone, from the decision "
+        "log (presumed abort); SAGA_RECOVERY_GRACE_S sets how old they must be",
+    ),
 }
 
 

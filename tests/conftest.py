@@ -185,11 +185,12 @@ async def start_saga(
     items: Sequence[tuple[str, int]],
     payment_token: str = "tok_visa",
     customer_id: str | None = None,
+    order_id: str | None = None,
     **options: Any,
 ) -> WorkflowHandle[Any, Any]:
     """Start an OrderSaga; `options` are further PlaceOrder fields (store_credit, ...)."""
     order = PlaceOrder(
-        order_id=str(uuid.uuid4()),
+        order_id=order_id or str(uuid.uuid4()),
         customer_id=customer_id or factories.customer(),
         items=[OrderLine(sku=sku, quantity=qty) for sku, qty in items],
         payment_token=payment_token,

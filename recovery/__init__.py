@@ -1,0 +1,1 @@
+"""Resolving 2PC branches and holds whose coordinator is gone."""

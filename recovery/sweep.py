@@ -1,0 +1,142 @@
+"""The recovery sweep: finish what a vanished coordinator left open.
+
+A prepared transaction or a card hold holds rows or money until someone
+decides. The coordinator normally does; if its workflow was terminated or
+lost, this sweep finds branches older than a grace period and resolves them
+from the decision log: the logged decision if there is one, otherwise abort
+(presumed abort), which it logs first so no coordinator can later commit.
+Branches whose coordinator is still running are left to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.card_hold import CardHoldParticipant
+from db.engine import create_session_factory
+from db.tables import card_holds, decisions
+from db.xa import PG_PREPARED_XACTS, XaBranches
+from domain.two_phase import BranchCall, Decision, branch_gid, coordinator_workflow_id, tx_id_of
+
+log = logging.getLogger(__name__)
+
+# Which schema holds each XA participant's branches.
+XA_SCHEMAS = {"stock": "inventory", "store_credit": "payments"}
+CARD = "card"
+
+
+@dataclass
+class SweepReport:
+    committed: list[str] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)
+    left_to_coordinator: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.committed or self.aborted or self.left_to_coordinator)
+
+
+async def sweep(engine: AsyncEngine, client: Client, grace: timedelta) -> SweepReport:
+    open_branches = await _open_branches(engine, grace)
+    report = SweepReport()
+    for tx_id, participants in sorted(open_branches.items()):
+        decision = await _decide(engine, client, tx_id)
+        if decision is None:
+            report.left_to_coordinator.append(tx_id)
+            continue
+        for participant in sorted(participants):
+            await _resolve(engine, tx_id, participant, decision)
+        (report.committed if decision is Decision.COMMIT else report.aborted).append(tx_id)
+        log.warning("recovered 2PC %s: %s %s", tx_id, decision.value, sorted(participants))
+    return report
+
+
+async def run_periodically(
+    engine: AsyncEngine, client: Client, every: timedelta, grace: timedelta
+) -> None:
+    """The worker's background sweep; a failed round is logged and the next one tries."""
+    while True:
+        await asyncio.sleep(every.total_seconds())
+        try:
+            await sweep(engine, client, grace)
+        except Exception:  # one bad round must not stop recovery for good
+            log.exception("recovery sweep failed; retrying in %s", every)
+
+
+async def _open_branches(engine: AsyncEngine, grace: timedelta) -> dict[str, set[str]]:
+    cutoff = func.now() - grace
+    xacts = PG_PREPARED_XACTS.c
+    found: dict[str, set[str]] = defaultdict(set)
+    async with engine.connect() as conn:
+        gids = await conn.scalars(
+            select(xacts.gid).where(
+                xacts.gid.like("tpc:%"),
+                xacts.database == func.current_database(),
+                xacts.prepared < cutoff,
+            )
+        )
+        for gid in gids:
+            parsed = tx_id_of(gid)
+            if parsed is not None:
+                found[parsed[0]].add(parsed[1])
+        held = await conn.scalars(
+            select(card_holds.c.tx_id).where(
+                card_holds.c.status == "HELD", card_holds.c.created_at < cutoff
+            )
+        )
+        for tx_id in held:
+            found[tx_id].add(CARD)
+    return found
+
+
+async def _decide(engine: AsyncEngine, client: Client, tx_id: str) -> Decision | None:
+    async with engine.connect() as conn:
+        logged = await conn.scalar(select(decisions.c.decision).where(decisions.c.tx_id == tx_id))
+    if logged is not None:
+        return Decision(logged)
+    if await _coordinator_running(client, tx_id):
+        return None
+    async with engine.begin() as conn:
+        # First writer wins: if the coordinator logged meanwhile, follow it.
+        await conn.execute(
+            insert(decisions)
+            .values(tx_id=tx_id, decision=Decision.ABORT.value, participants=[], votes={})
+            .on_conflict_do_nothing(index_elements=[decisions.c.tx_id])
+        )
+        logged = await conn.scalar(select(decisions.c.decision).where(decisions.c.tx_id == tx_id))
+    return Decision(str(logged))
+
+
+async def _coordinator_running(client: Client, tx_id: str) -> bool:
+    try:
+        description = await client.get_workflow_handle(coordinator_workflow_id(tx_id)).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def _resolve(engine: AsyncEngine, tx_id: str, participant: str, decision: Decision) -> None:
+    call = BranchCall(tx_id=tx_id, gid=branch_gid(tx_id, participant))
+    if participant == CARD:
+        card = CardHoldParticipant(create_session_factory(engine), timedelta(0))
+        if decision is Decision.COMMIT:
+            await card.confirm_card_hold(call)
+        else:
+            await card.cancel_card_hold(call)
+        return
+    branches = XaBranches(engine, XA_SCHEMAS[participant])
+    if decision is Decision.COMMIT:
+        await branches.commit(call)
+    else:
+        await branches.abort(call)

@@ -1,0 +1,121 @@
+"""The recovery sweep resolves what a vanished coordinator left open, from the decision log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from activities.card_hold import CardHoldParticipant
+from activities.coordinator_log import CoordinatorLog
+from activities.stock_branch import StockParticipant
+from domain.two_phase import (
+    BranchCall,
+    Decision,
+    DecisionRecord,
+    TwoPhaseInput,
+    Vote,
+    branch_gid,
+    coordinator_workflow_id,
+)
+from recovery.sweep import sweep
+from tests import factories
+
+pytestmark = pytest.mark.asyncio
+NOW = timedelta(0)
+
+
+async def prepare_stock(engine, sku: str, quantity: int) -> BranchCall:
+    tx_id = str(uuid.uuid4())
+    call = BranchCall(
+        tx_id=tx_id,
+        gid=branch_gid(tx_id, "stock"),
+        payload={"order_id": tx_id, "lines": {sku: quantity}},
+    )
+    assert (await StockParticipant(engine).prepare_stock(call)).vote is Vote.YES
+    return call
+
+
+async def test_branch_without_coordinator_or_decision_is_presumed_aborted(engine, client, product):
+    sku = await product(stock=5)
+    call = await prepare_stock(engine, sku, 2)
+
+    report = await sweep(engine, client, NOW)
+
+    assert call.tx_id in report.aborted
+    assert await factories.prepared_branches(engine, call.tx_id) == []
+    assert await factories.stock_of(engine, sku) == 5
+    assert (await factories.decision_of(engine, call.tx_id)).decision == "ABORT"
+
+
+async def test_branch_with_a_logged_commit_is_committed(engine, client, sessions, product):
+    sku = await product(stock=5)
+    call = await prepare_stock(engine, sku, 2)
+    await CoordinatorLog(sessions).record_decision(
+        DecisionRecord(
+            tx_id=call.tx_id,
+            decision=Decision.COMMIT,
+            participants=["stock"],
+            votes={"stock": Vote.YES},
+        )
+    )
+
+    report = await sweep(engine, client, NOW)
+
+    assert call.tx_id in report.committed
+    assert await factories.prepared_branches(engine, call.tx_id) == []
+    assert await factories.stock_of(engine, sku) == 3
+
+
+async def test_orphaned_card_hold_is_voided(engine, client, sessions):
+    tx_id = str(uuid.uuid4())
+    call = BranchCall(
+        tx_id=tx_id,
+        gid=branch_gid(tx_id, "card"),
+        payload={
+            "order_id": tx_id,
+            "customer_id": "c",
+            "amount": 100,
+            "currency": "EUR",
+            "payment_token": "tok_ok",
+        },
+    )
+    await CardHoldParticipant(sessions, timedelta(days=7)).try_card_hold(call)
+
+    report = await sweep(engine, client, NOW)
+
+    assert tx_id in report.aborted
+    assert (await factories.hold_of(engine, tx_id)).status == "VOIDED"
+
+
+async def test_branch_of_a_running_coordinator_is_left_to_it(engine, client, product):
+    sku = await product(stock=5)
+    call = await prepare_stock(engine, sku, 1)
+    # A coordinator that exists but has no worker yet: it still owns the decision.
+    handle = await client.start_workflow(
+        "TwoPhaseCommit",
+        TwoPhaseInput(tx_id=call.tx_id, participants=[]),
+        id=coordinator_workflow_id(call.tx_id),
+        task_queue=f"idle-{uuid.uuid4().hex[:8]}",
+    )
+
+    left = await sweep(engine, client, NOW)
+    await handle.terminate("test: coordinator lost")
+    after = await sweep(engine, client, NOW)
+
+    assert call.tx_id in left.left_to_coordinator
+    assert await factories.decision_of(engine, call.tx_id) is not None
+    assert call.tx_id in after.aborted
+    assert await factories.stock_of(engine, sku) == 5
+
+
+async def test_young_branches_are_not_touched(engine, client, product):
+    sku = await product(stock=5)
+    call = await prepare_stock(engine, sku, 1)
+
+    report = await sweep(engine, client, timedelta(minutes=5))
+
+    assert call.tx_id not in report.aborted
+    assert await factories.prepared_branches(engine, call.tx_id) == [call.gid]
+    await StockParticipant(engine).abort_stock(call)
