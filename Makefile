@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint migrate seed clean
+.PHONY: run test lint migrate seed clean recover bench-2pc
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,9 @@ seed: $(STAMP)
 
 clean:
 	rm -rf .data
+
+bench-2pc: $(STAMP)
+	$(BIN)/python -m bench.two_phase_vs_saga --json bench/two_phase_vs_saga.json
+
+recover: $(STAMP)
+	$(BIN)/sagactl recover
