@@ -11,13 +11,14 @@ from stack import binaries
 from stack.errors import StackError
 from stack.ports import LOOPBACK
 from stack.process import ManagedProcess
+from stack.server import ManagedServer
 
 logger = logging.getLogger(__name__)
 
 _READY_DEADLINE_S = 30.0
 
 
-class NatsServer:
+class NatsServer(ManagedServer):
     """`nats-server -js` on 127.0.0.1, streams stored under `store_dir`."""
 
     def __init__(self, port: int, store_dir: Path, log_dir: Path) -> None:
@@ -43,21 +44,6 @@ class NatsServer:
             await self.process.stop(timeout=10)
             raise
         logger.info("nats ready on %s (%s)", self.url, self.store_dir)
-
-    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Graceful SIGTERM; SIGKILL after `timeout` seconds."""
-        await self.process.stop(timeout)
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    async def restart(self, *, hard: bool = False) -> None:
-        """Stop (or kill, when `hard`) and start again on the same port and store."""
-        if hard:
-            self.kill()
-        else:
-            await self.stop()
-        await self.start()
 
     async def _jetstream_answers(self) -> None:
         client = await nats.connect(

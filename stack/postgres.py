@@ -23,6 +23,7 @@ from stack.errors import StackError
 from stack.pg_root import ensure_os_user, os_user, prepare_dir
 from stack.ports import LOOPBACK
 from stack.process import ManagedProcess
+from stack.server import ManagedServer
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,10 @@ _READY_DEADLINE_S = 30.0
 _LEFTOVER_GRACE_S = 10.0
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(ManagedServer):
     """One cluster in `data_dir`, superuser `postgres`, trust auth, loopback only."""
+
+    stop_timeout_s = 30.0
 
     def __init__(
         self,
@@ -91,24 +94,12 @@ class EmbeddedPostgres:
             raise
         logger.info("postgres ready on %s:%s (%s)", LOOPBACK, self.port, self.data_dir)
 
-    async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Fast shutdown; SIGKILL after `timeout` seconds."""
-        await self.process.stop(timeout)
+    async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Fast shutdown (SIGINT); SIGKILL after `timeout` seconds."""
+        await super().stop(timeout)
         # Empty after a clean shutdown; otherwise keep it for _clear_leftovers.
         with contextlib.suppress(OSError):
             self.socket_dir.rmdir()
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and its backends, like a power cut."""
-        self.process.kill()
-
-    async def restart(self, *, hard: bool = False) -> None:
-        """Stop (or kill, when `hard`) and start again on the same data dir and port."""
-        if hard:
-            self.kill()
-        else:
-            await self.stop()
-        await self.start()
 
     def _server_args(self) -> list[str]:
         settings = {

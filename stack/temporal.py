@@ -16,6 +16,7 @@ from stack import binaries
 from stack.errors import StackError
 from stack.ports import LOOPBACK
 from stack.process import ManagedProcess
+from stack.server import ManagedServer
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ DYNAMIC_CONFIG: Final[Mapping[str, str]] = MappingProxyType(
 _READY_DEADLINE_S = 60.0
 
 
-class TemporalDevServer:
+class TemporalDevServer(ManagedServer):
     """`temporal server start-dev` on 127.0.0.1; `db_file=None` keeps state in memory."""
+
+    stop_timeout_s = 20.0  # a graceful SIGTERM takes ~3 s
 
     def __init__(
         self,
@@ -78,21 +81,6 @@ class TemporalDevServer:
             await self.process.stop(timeout=10)
             raise
         logger.info("temporal ready on %s (%s)", self.address, self.db_file or "in memory")
-
-    async def stop(self, timeout: float = 20.0) -> None:  # noqa: ASYNC109
-        """Graceful SIGTERM (takes ~3 s); SIGKILL after `timeout` seconds."""
-        await self.process.stop(timeout)
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    async def restart(self, *, hard: bool = False) -> None:
-        """Stop (or kill, when `hard`) and start again; in memory, state is lost."""
-        if hard:
-            self.kill()
-        else:
-            await self.stop()
-        await self.start()
 
     def _argv(self, search_attributes: Mapping[str, str]) -> list[str]:
         argv = [str(binaries.temporal_cli()), "server", "start-dev"]
