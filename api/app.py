@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
-from api.routes import health, orders, products
-from db.engine import create_engine
+from api.routes import health, orders, products, wallets
+from db.engine import create_engine, create_session_factory
 from settings import Settings
 from temporal_client import connect
 
@@ -20,6 +20,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.client = await connect(settings, wait_seconds=60)
         app.state.engine = create_engine(settings.database_target, settings.db_pool_size)
+        app.state.sessions = create_session_factory(app.state.engine)
         try:
             yield
         finally:
@@ -27,12 +28,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="Saga orchestrator",
-        summary="Orders carried through inventory, payments and shipping by Temporal sagas.",
+        summary=(
+            "Orders carried through inventory, payments and shipping by Temporal sagas;"
+            " store credit settles by two-phase commit."
+        ),
         version="0.1.0",
         lifespan=lifespan,
     )
     problems.install(app)
     app.include_router(orders.router)
     app.include_router(products.router)
+    app.include_router(wallets.router)
     app.include_router(health.router)
     return app

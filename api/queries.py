@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.schemas import OrderSummary, OrderView, Product
-from db.tables import order_lines, orders, products
+from activities.store_credit import DEFAULT_CURRENCY
+from api.schemas import OrderSummary, OrderView, Product, Wallet
+from db.tables import decisions, order_lines, orders, products, wallets
 from domain.orders import OrderStatus, PricedLine
+from domain.saga import TwoPhaseView
 
 
 async def list_products(engine: AsyncEngine) -> list[Product]:
@@ -25,10 +27,13 @@ async def list_products(engine: AsyncEngine) -> list[Product]:
         ]
 
 
-async def known_skus(engine: AsyncEngine, skus: Sequence[str]) -> set[str]:
+async def prices(engine: AsyncEngine, skus: Sequence[str]) -> dict[str, int]:
+    """The unit price of each sku the catalog has; unknown skus are absent."""
     async with engine.connect() as conn:
-        rows = await conn.execute(select(products.c.sku).where(products.c.sku.in_(set(skus))))
-        return {r.sku for r in rows}
+        rows = await conn.execute(
+            select(products.c.sku, products.c.price).where(products.c.sku.in_(set(skus)))
+        )
+        return {r.sku: int(r.price) for r in rows}
 
 
 async def order_record(engine: AsyncEngine, order_id: str) -> OrderView | None:
@@ -56,7 +61,16 @@ async def order_record(engine: AsyncEngine, order_id: str) -> OrderView | None:
             steps=list(row.steps),
             compensations=list(row.compensations),
             failure_reason=row.failure_reason,
+            two_phase=await _two_phase(conn, order_id),
         )
+
+
+async def _two_phase(conn: AsyncConnection, order_id: str) -> TwoPhaseView | None:
+    # An order's 2PC transaction id is its order id; no logged decision, no 2PC.
+    row = (await conn.execute(select(decisions).where(decisions.c.tx_id == order_id))).first()
+    if row is None:
+        return None
+    return TwoPhaseView(tx_id=row.tx_id, decision=row.decision, votes=row.votes)
 
 
 async def request_fingerprint(engine: AsyncEngine, order_id: str) -> str | None:
@@ -84,3 +98,18 @@ async def list_orders(
             )
             for r in await conn.execute(query)
         ]
+
+
+async def wallet(engine: AsyncEngine, customer_id: str) -> Wallet:
+    """A customer's store credit; one who never had any holds zero."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(wallets.c.balance, wallets.c.currency).where(
+                    wallets.c.customer_id == customer_id
+                )
+            )
+        ).first()
+    if row is None:
+        return Wallet(customer_id=customer_id, balance=0, currency=DEFAULT_CURRENCY)
+    return Wallet(customer_id=customer_id, balance=int(row.balance), currency=row.currency)

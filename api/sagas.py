@@ -3,14 +3,23 @@
 The workflow id is the business key (`order-{order_id}`) and Temporal refuses a
 second workflow with the same id, so a repeated POST can never start a second
 saga, whichever API replica receives it.
+
+Queries and updates are answered by a worker, not by Temporal's server: while
+no worker runs the saga they wait. Each call here is bounded, so a request
+gets an answer (the database's record, or a 503) in seconds, not a hang.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import TypeVar
 
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -22,13 +31,26 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.errors import ErrorType
 from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
 from domain.saga import CancelAccepted, CancelRequest, SagaState
 from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS
 
 SAGA_WORKFLOW = "OrderSaga"
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0c8e2f4a-58a3-4b8e-a7c4-9f1d6e3b2a10")
+QUERY_TIMEOUT = timedelta(seconds=2)
+UPDATE_TIMEOUT = timedelta(seconds=5)
+# Over the RPC deadline: the SDK may retry an RPC, or poll an update again.
+_GRACE_S = 0.5
+
+T = TypeVar("T")
+
+
+class SagaUnavailable(Exception):
+    """Temporal, or the worker that runs the saga, did not answer in time."""
+
+
+class NotCancellable(Exception):
+    pass
 
 
 def order_id_for_key(idempotency_key: str | None) -> str:
@@ -64,39 +86,61 @@ async def start_saga(client: Client, task_queue: str, order: PlaceOrder) -> str 
         return str(await description.memo_value("request_hash", ""))
 
 
+async def _bounded(call: Awaitable[T], rpc_timeout: timedelta) -> T:
+    # wait_for, not asyncio.timeout: the SDK turns the cancellation into its own
+    # error, which asyncio.timeout would not recognise as its deadline.
+    try:
+        return await asyncio.wait_for(call, rpc_timeout.total_seconds() + _GRACE_S)
+    except (TimeoutError, RPCTimeoutOrCancelledError) as err:
+        raise SagaUnavailable(f"no answer within {rpc_timeout.total_seconds():g}s") from err
+
+
 async def live_state(client: Client, order_id: str) -> SagaState | None:
-    """The saga's own view, or None when Temporal has no such workflow."""
+    """The saga's own view; None when Temporal has no such workflow.
+
+    SagaUnavailable when it exists but nobody answers (its worker is down).
+    """
     handle = client.get_workflow_handle(workflow_id_for(order_id))
     try:
-        state: SagaState = await handle.query("state", result_type=SagaState)
+        state: SagaState = await _bounded(
+            handle.query("state", result_type=SagaState, rpc_timeout=QUERY_TIMEOUT),
+            QUERY_TIMEOUT,
+        )
         return state
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return None
-        raise
+        raise SagaUnavailable(err.message) from err
     except WorkflowQueryFailedError:
         return None
 
 
-class NotCancellable(Exception):
-    pass
-
-
 async def request_cancel(client: Client, order_id: str, reason: str) -> CancelAccepted | None:
-    """None when no running saga has this id; NotCancellable when the saga refuses."""
+    """None when no running saga has this id; NotCancellable when the saga refuses.
+
+    SagaUnavailable when the saga did not answer in time: the update may still
+    be delivered once its worker is back.
+    """
     handle = client.get_workflow_handle(workflow_id_for(order_id))
     try:
-        accepted: CancelAccepted = await handle.execute_update(
-            "cancel", CancelRequest(reason=reason), result_type=CancelAccepted
+        accepted: CancelAccepted = await _bounded(
+            handle.execute_update(
+                "cancel",
+                CancelRequest(reason=reason),
+                result_type=CancelAccepted,
+                rpc_timeout=UPDATE_TIMEOUT,
+            ),
+            UPDATE_TIMEOUT,
         )
         return accepted
     except WorkflowUpdateFailedError as err:
+        # The validator's refusal (OrderNotCancellable), or the handler failed:
+        # either way the saga said no, and its words say why.
         cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type == ErrorType.ORDER_NOT_CANCELLABLE:
-            raise NotCancellable(cause.message) from err
-        raise
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        raise NotCancellable(message) from err
     except RPCError as err:
         # A closed workflow takes no updates: the order is already final.
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
             return None
-        raise
+        raise SagaUnavailable(err.message) from err

@@ -5,10 +5,38 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.orders import MAX_ITEMS, OrderLine, OrderStatus, PricedLine
+from domain.orders import MAX_ITEMS, MAX_QUANTITY, OrderLine, OrderStatus, PricedLine
+from domain.saga import TwoPhaseView
+
+# Printable text only: PostgreSQL refuses NUL in text, and no id or token of
+# ours has a control character in it. Refusing them here keeps them from ever
+# reaching a query, a workflow id or a log line.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+PRINTABLE_OR_EMPTY = r"^[^\x00-\x1f\x7f]*$"
+CustomerId = Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
+MAX_CREDIT = 10_000_000
+
+
+def _fingerprint(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class OrderLineRequest(BaseModel):
+    """An order line as a client sends it; domain.OrderLine once validated."""
+
+    # from_attributes: a domain OrderLine is accepted as it is.
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
+
+    sku: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+
+    def to_domain(self) -> OrderLine:
+        return OrderLine(sku=self.sku, quantity=self.quantity)
 
 
 class PlaceOrderRequest(BaseModel):
@@ -20,19 +48,34 @@ class PlaceOrderRequest(BaseModel):
                     "customer_id": "cust-42",
                     "items": [{"sku": "KB-001", "quantity": 1}],
                     "payment_token": "tok_visa",
-                }
+                },
+                {
+                    "customer_id": "cust-42",
+                    "items": [{"sku": "KB-001", "quantity": 1}],
+                    "store_credit": 500,
+                    "payment_token": "tok_visa",
+                },
             ]
         },
     )
 
-    customer_id: str = Field(min_length=1, max_length=128)
-    items: list[OrderLine] = Field(min_length=1, max_length=MAX_ITEMS)
-    payment_token: str = Field(min_length=1, max_length=128)
+    customer_id: CustomerId
+    items: list[OrderLineRequest] = Field(min_length=1, max_length=MAX_ITEMS)
+    # Required when the card pays anything (the total less store credit); the
+    # route checks that, as only the catalog knows the total.
+    payment_token: str = Field(default="", max_length=128, pattern=PRINTABLE_OR_EMPTY)
+    store_credit: int = Field(
+        default=0, ge=0, description="Minor units paid from the customer's wallet"
+    )
 
     def fingerprint(self) -> str:
         """Same body, same fingerprint: how a replayed Idempotency-Key is told from a reused one."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        data = self.model_dump(mode="json")
+        # Absent when unused, so bodies from before store credit existed keep
+        # the fingerprint their orders were recorded with.
+        if not data["store_credit"]:
+            del data["store_credit"]
+        return _fingerprint(data)
 
 
 class OrderAccepted(BaseModel):
@@ -62,6 +105,9 @@ class OrderView(BaseModel):
     compensations: list[str]
     failure_reason: str | None
     current_step: str | None = None
+    # The two-phase settlement of an order paid partly with store credit: its
+    # transaction id, the decision once made, and each participant's vote.
+    two_phase: TwoPhaseView | None = None
 
 
 class OrderSummary(BaseModel):
@@ -79,3 +125,25 @@ class Product(BaseModel):
     price: int
     currency: str
     available: int
+
+
+class Wallet(BaseModel):
+    customer_id: str
+    balance: int
+    currency: str
+
+
+class AddCreditRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": 2500}]})
+
+    amount: int = Field(ge=1, le=MAX_CREDIT, description="Minor units to add")
+
+    def fingerprint(self) -> str:
+        return _fingerprint(self.model_dump(mode="json"))
+
+
+class CreditAdded(BaseModel):
+    customer_id: str
+    amount: int
+    balance: int
+    currency: str

@@ -11,11 +11,31 @@ from sqlalchemy.ext.asyncio import (
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
+# An activity attempt must end well inside its 30 s start-to-close timeout:
+# an attempt still running after Temporal gave up on it is one that could
+# commit behind the saga's back. So a query waits at most this long for a lock
+# or to finish, and a checkout at most this long for a pooled connection.
+LOCK_TIMEOUT_MS = 10_000
+STATEMENT_TIMEOUT_MS = 20_000
+POOL_TIMEOUT_S = 5.0
+
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    # pre_ping: a worker outlives PostgreSQL restarts; a dead pooled connection
-    # should cost a reconnect, not a failed activity attempt.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=POOL_TIMEOUT_S,
+        # A worker outlives PostgreSQL restarts; a dead pooled connection
+        # should cost a reconnect, not a failed activity attempt.
+        pool_pre_ping=True,
+        connect_args={
+            "server_settings": {
+                "lock_timeout": str(LOCK_TIMEOUT_MS),
+                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+            }
+        },
+    )
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api import queries, sagas
-from api.deps import EngineDep, SettingsDep, TemporalDep
+from api.deps import EngineDep, IdempotencyKey, SettingsDep, TemporalDep
 from api.problems import Problem
 from api.schemas import (
+    PRINTABLE,
     CancelAcceptedResponse,
     CancelOrderRequest,
     OrderAccepted,
@@ -23,20 +25,40 @@ from domain.orders import OrderStatus, PlaceOrder
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        description="Repeat a POST safely: the same key and body return the same order.",
-    ),
-]
 MAX_ORDER_ID = 64
+_ORDER_ID = re.compile(PRINTABLE)
+# Seconds a client should wait before asking again when the saga did not answer.
+RETRY_AFTER = "2"
 
 
 def _not_found(order_id: str) -> Problem:
     return Problem(404, "Order not found", f"no order {order_id}", code="order-not-found")
+
+
+def _check_order_id(order_id: str) -> None:
+    # No order has such an id, so it is not found: nothing to query for it.
+    if len(order_id) > MAX_ORDER_ID or not _ORDER_ID.match(order_id):
+        raise _not_found(order_id)
+
+
+def _unavailable(detail: str) -> Problem:
+    return Problem(
+        503,
+        "Service unavailable",
+        detail,
+        code="saga-unavailable",
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
+def _invalid(field: str, message: str) -> Problem:
+    return Problem(
+        422,
+        "Invalid request",
+        f"invalid: {field}",
+        code="validation",
+        errors=[{"field": field, "message": message}],
+    )
 
 
 @router.post(
@@ -54,23 +76,17 @@ async def place_order(
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAccepted:
-    skus = [line.sku for line in body.items]
-    known = await queries.known_skus(engine, skus)
-    unknown = [f"items[{n}].sku" for n, sku in enumerate(skus) if sku not in known]
-    if unknown:
-        raise Problem(
-            422,
-            "Unknown product",
-            f"no product with that sku: {', '.join(unknown)}",
-            code="unknown-product",
-            errors=[{"field": field, "message": "unknown sku"} for field in unknown],
-        )
+    total = await _priced_total(engine, body)
+    _check_payment(body, total)
     order = PlaceOrder(
         order_id=sagas.order_id_for_key(idempotency_key),
         customer_id=body.customer_id,
-        items=body.items,
+        items=[line.to_domain() for line in body.items],
         payment_token=body.payment_token,
         request_hash=body.fingerprint(),
+        store_credit=body.store_credit,
+        # settlement stays unset: the saga settles by 2PC when store credit is used.
+        prepare_timeout_s=settings.two_phase_prepare_timeout_s,
     )
     response.headers["Location"] = f"/orders/{order.order_id}"
     existing = await _existing_fingerprint(client, engine, settings.task_queue, order)
@@ -90,6 +106,32 @@ async def place_order(
     )
 
 
+async def _priced_total(engine: AsyncEngine, body: PlaceOrderRequest) -> int:
+    """The order's total at catalog prices; 422 naming every unknown sku."""
+    skus = [line.sku for line in body.items]
+    prices = await queries.prices(engine, skus)
+    unknown = [f"items[{n}].sku" for n, sku in enumerate(skus) if sku not in prices]
+    if unknown:
+        raise Problem(
+            422,
+            "Unknown product",
+            f"no product with that sku: {', '.join(unknown)}",
+            code="unknown-product",
+            errors=[{"field": field, "message": "unknown sku"} for field in unknown],
+        )
+    return sum(prices[line.sku] * line.quantity for line in body.items)
+
+
+def _check_payment(body: PlaceOrderRequest, total: int) -> None:
+    # The saga checks the split again against the prices create_order records;
+    # this check answers the common mistakes at once, before any saga starts.
+    if body.store_credit > total:
+        raise _invalid("store_credit", f"exceeds the order total ({total})")
+    card_part = total - body.store_credit
+    if card_part > 0 and not body.payment_token:
+        raise _invalid("payment_token", f"required: the card pays {card_part} of the total {total}")
+
+
 async def _existing_fingerprint(
     client: Client, engine: AsyncEngine, task_queue: str, order: PlaceOrder
 ) -> str | None:
@@ -104,7 +146,9 @@ async def _existing_fingerprint(
 async def list_orders(
     engine: EngineDep,
     status: OrderStatus | None = None,
-    customer_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    customer_id: Annotated[
+        str | None, Query(min_length=1, max_length=128, pattern=PRINTABLE)
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[OrderSummary]:
     return await queries.list_orders(engine, status, customer_id, limit)
@@ -112,12 +156,17 @@ async def list_orders(
 
 @router.get("/{order_id}", response_model=OrderView, summary="An order and its saga's progress")
 async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> OrderView:
-    if len(order_id) > MAX_ORDER_ID:
-        raise _not_found(order_id)
+    _check_order_id(order_id)
     record = await queries.order_record(engine, order_id)
     if record is not None and record.status != OrderStatus.PENDING:
         return record
-    live = await sagas.live_state(client, order_id)
+    try:
+        live = await sagas.live_state(client, order_id)
+    except sagas.SagaUnavailable as err:
+        # The record is older than the saga's own view, but it is an answer.
+        if record is not None:
+            return record
+        raise _unavailable("order state temporarily unavailable") from err
     if live is None:
         if record is None:
             raise _not_found(order_id)
@@ -137,21 +186,39 @@ async def cancel_order(
     engine: EngineDep,
     body: Annotated[CancelOrderRequest | None, Body()] = None,
 ) -> CancelAcceptedResponse:
-    if len(order_id) > MAX_ORDER_ID:
-        raise _not_found(order_id)
+    _check_order_id(order_id)
     reason = (body or CancelOrderRequest()).reason
     try:
         accepted = await sagas.request_cancel(client, order_id, reason)
     except sagas.NotCancellable as err:
         raise Problem(409, "Order not cancellable", str(err), code="order-not-cancellable") from err
+    except sagas.SagaUnavailable as err:
+        raise _unavailable(
+            "the order's saga did not answer in time; the cancellation may still take effect"
+        ) from err
     if accepted is not None:
         return CancelAcceptedResponse(order_id=order_id)
+    raise await _closed(client, engine, order_id)
+
+
+async def _closed(client: Client, engine: AsyncEngine, order_id: str) -> Problem:
+    """Why a saga that takes no updates cannot be cancelled: 409 with its outcome, or 404."""
     record = await queries.order_record(engine, order_id)
     if record is None:
-        raise _not_found(order_id)
-    raise Problem(
-        409,
-        "Order not cancellable",
-        f"order {order_id} is already {record.status}",
-        code="order-not-cancellable",
+        # A saga that ended before create_order committed leaves no row, but
+        # its closed workflow still answers the query: the order exists.
+        try:
+            live = await sagas.live_state(client, order_id)
+        except sagas.SagaUnavailable as err:
+            raise _unavailable("order state temporarily unavailable") from err
+        if live is None:
+            return _not_found(order_id)
+        current = live.status
+    else:
+        current = record.status
+    detail = (
+        f"order {order_id} is already {current}"
+        if current != OrderStatus.PENDING
+        else f"the saga of order {order_id} has ended; it takes no cancellation"
     )
+    return Problem(409, "Order not cancellable", detail, code="order-not-cancellable")
