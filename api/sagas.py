@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
 from domain.saga import CancelAccepted, CancelRequest, SagaState
 from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS
+from domain.two_phase import TwoPhaseOutcome, coordinator_workflow_id
 
 SAGA_WORKFLOW = "OrderSaga"
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0c8e2f4a-58a3-4b8e-a7c4-9f1d6e3b2a10")
@@ -113,6 +114,19 @@ async def live_state(client: Client, order_id: str) -> SagaState | None:
         raise SagaUnavailable(err.message) from err
     except WorkflowQueryFailedError:
         return None
+
+
+async def live_votes(client: Client, order_id: str) -> TwoPhaseOutcome | None:
+    """The coordinator's votes so far, while its saga waits for the decision."""
+    handle = client.get_workflow_handle(coordinator_workflow_id(order_id))
+    try:
+        outcome: TwoPhaseOutcome = await _bounded(
+            handle.query("outcome", result_type=TwoPhaseOutcome, rpc_timeout=QUERY_TIMEOUT),
+            QUERY_TIMEOUT,
+        )
+        return outcome
+    except (RPCError, WorkflowQueryFailedError, SagaUnavailable):
+        return None  # the votes are a courtesy; the saga's own view still answers
 
 
 async def request_cancel(client: Client, order_id: str, reason: str) -> CancelAccepted | None:

@@ -197,3 +197,35 @@ async def test_store_credit_is_part_of_the_idempotency_fingerprint(api, product,
     assert replay.json()["order_id"] == first.json()["order_id"]
     await final_order(api, first.json()["order_id"])
     assert await factories.balance_of(engine, customer_id) == 900
+
+
+async def test_order_view_shows_the_votes_while_the_decision_is_pending(api, product, engine):
+    from sqlalchemy import text
+
+    from tests.factories import eventually
+
+    sku = await product(stock=5, price=1000)
+    customer = await factories.insert_wallet(engine, balance=5000)
+    async with engine.connect() as blocker:
+        await blocker.begin()
+        # Hold the wallet row: the store-credit prepare waits, the others answer.
+        await blocker.execute(
+            text("SELECT 1 FROM payments.wallets WHERE customer_id = :c FOR UPDATE"),
+            {"c": customer},
+        )
+        body = order_body(sku, 1, customer_id=customer, store_credit=400)
+        order_id = (await api.post("/orders", json=body)).json()["order_id"]
+
+        async def view() -> dict:
+            return dict((await api.get(f"/orders/{order_id}")).json())
+
+        pending = await eventually(
+            view, lambda o: (o["two_phase"] or {}).get("votes", {}).keys() >= {"stock", "card"}
+        )
+        await blocker.rollback()
+
+    assert pending["status"] == "PENDING"
+    assert pending["two_phase"]["decision"] is None
+    assert pending["two_phase"]["votes"] == {"stock": "YES", "card": "YES"}
+    final = await final_order(api, order_id)
+    assert final["two_phase"]["decision"] == "COMMIT"
