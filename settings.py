@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     # The worker's sweep for branches and holds whose coordinator is gone.
     recovery_interval_s: float = 30.0
     recovery_grace_s: float = 60.0
+
+    # The outbox relay: NOTIFY wakes it at commit; this poll catches what a
+    # notification missed (a dropped listener connection, a relay restart).
+    relay_poll_interval_s: float = 1.0
+    relay_batch_size: int = 500
+    relay_publish_timeout_s: float = 5.0
+    # Attempts before an event is dead-lettered (marked FAILED, copied to deadletter.>).
+    relay_max_attempts: int = 10
+    relay_retention_s: int = 7 * 24 * 3600
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

@@ -18,8 +18,8 @@ from temporalio import activity
 from activities._common import stable_id
 from activities.payments import DECLINED_TOKENS
 from db.engine import SessionFactory
-from db.tables import card_holds, payments, service_tables
-from db.unit_of_work import StepContext, event_row
+from db.tables import card_holds, payments
+from db.unit_of_work import StepContext, event_row, insert_events
 from db.xa import ProtocolViolation
 from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType
@@ -103,7 +103,7 @@ class CardHoldParticipant:
                     "currency": captured.currency,
                 },
             )
-            await session.execute(service_tables["payments"].outbox.insert(), [event])
+            await insert_events(session, "payments", [event])
         return BranchAck(gid=call.gid, outcome="CAPTURED")
 
     @activity.defn(name=TwoPhaseAct.CANCEL_CARD_HOLD)

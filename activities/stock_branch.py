@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
 from activities._common import stable_id
-from db.tables import products, reservations, service_tables
-from db.unit_of_work import StepContext, event_row
+from db.tables import products, reservations
+from db.unit_of_work import StepContext, event_row, insert_events
 from db.xa import XaBranches
 from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType
@@ -48,10 +48,8 @@ class StockParticipant:
             )
             context = StepContext("inventory", call.gid, call.tx_id)
             payload = {"order_id": order_id, "lines": dict(sorted(lines.items()))}
-            await conn.execute(
-                service_tables["inventory"].outbox.insert(),
-                [event_row(context, "reservation", order_id, "StockReserved", payload)],
-            )
+            event = event_row(context, "reservation", order_id, "StockReserved", payload)
+            await insert_events(conn, "inventory", [event], notify=False)
             return None
 
         return await self._branches.prepare(call, take)

@@ -10,8 +10,8 @@ from temporalio import activity
 
 from activities._common import context, stable_id
 from db.engine import SessionFactory
-from db.tables import service_tables, wallet_entries, wallets
-from db.unit_of_work import Step, StepContext, apply_once, event_row
+from db.tables import wallet_entries, wallets
+from db.unit_of_work import Step, StepContext, apply_once, event_row, insert_events
 from db.xa import XaBranches
 from domain.activities import RefundStoreCredit, StoreCreditRefunded, TwoPhaseAct
 from domain.errors import ErrorType
@@ -69,7 +69,7 @@ class StoreCreditParticipant:
                 "StoreCreditDebited",
                 {"order_id": order_id, "customer_id": customer_id, "amount": amount},
             )
-            await conn.execute(service_tables["payments"].outbox.insert(), [event])
+            await insert_events(conn, "payments", [event], notify=False)
             return None
 
         return await self._branches.prepare(call, debit)

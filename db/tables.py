@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     ForeignKey,
     Identity,
@@ -29,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 SERVICES = ("orders", "inventory", "payments", "shipping")
+# Fixed for the life of the data: it is baked into each outbox row's partition.
+RELAY_PARTITIONS = 64
 
 metadata = MetaData()
 
@@ -60,13 +63,32 @@ def _service_tables(schema: str) -> ServiceTables:
         Column("attempts", Integer, nullable=False, server_default="0"),
         _now(),
         Column("published_at", DateTime(timezone=True)),
+        # The relay partition: every event of one aggregate lands in one, so
+        # one relay instance publishes them, in order.
+        Column(
+            "partition",
+            Integer,
+            Computed(
+                f"abs(hashtext(aggregate_type || ':' || aggregate_id)) % {RELAY_PARTITIONS}",
+                persisted=True,
+            ),
+            nullable=False,
+        ),
+        Column("last_error", Text),
+        Column("next_attempt_at", DateTime(timezone=True)),
         CheckConstraint("status IN ('PENDING', 'PUBLISHED', 'FAILED')", name="outbox_status"),
         schema=schema,
     )
     Index(
         f"ix_{schema}_outbox_pending",
+        outbox.c.partition,
         outbox.c.seq,
         postgresql_where=outbox.c.status == "PENDING",
+    )
+    Index(
+        f"ix_{schema}_outbox_published",
+        outbox.c.published_at,
+        postgresql_where=outbox.c.status == "PUBLISHED",
     )
     Index(f"ix_{schema}_outbox_aggregate", outbox.c.aggregate_id, outbox.c.seq)
     idempotency = Table(
@@ -269,3 +291,41 @@ decisions = Table(
     CheckConstraint("decision IN ('COMMIT', 'ABORT')", name="decision_value"),
     schema="coordinator",
 )
+
+# --- the outbox relay and its consumers ------------------------------------------
+
+relay_leases = Table(
+    "leases",
+    metadata,
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("owner", String(100)),
+    # The fencing token: grows with every grant, so a former holder's writes
+    # (which carry the epoch it was granted) can be refused.
+    Column("epoch", BigInteger, nullable=False, server_default="0"),
+    Column("expires_at", DateTime(timezone=True), nullable=False, server_default="epoch"),
+    schema="relay",
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("consumer", String(100), primary_key=True),
+    Column("event_id", UUID(as_uuid=False), primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema="readmodels",
+)
+
+order_history = Table(
+    "order_history",
+    metadata,
+    Column("event_id", UUID(as_uuid=False), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("source", String(50), nullable=False),
+    Column("aggregate_type", String(100), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema="readmodels",
+)
+Index("ix_order_history_order", order_history.c.order_id, order_history.c.occurred_at)

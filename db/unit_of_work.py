@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from temporalio.exceptions import ApplicationError
 
 from db.engine import SessionFactory
@@ -132,11 +132,40 @@ async def apply_once(
             return result_type.model_validate(stored)
         step = Step(session=session, context=context)
         result = await change(step)
-        if step.events:
-            await session.execute(tables.outbox.insert(), step.events)
+        await insert_events(session, context.service, step.events)
         await session.execute(
             update(idem)
             .where(idem.c.key == context.idempotency_key)
             .values(result=result.model_dump(mode="json"))
         )
         return result
+
+
+OUTBOX_CHANNEL = "outbox"
+
+
+async def insert_events(
+    db: AsyncSession | AsyncConnection,
+    service: str,
+    events: list[dict[str, Any]],
+    *,
+    notify: bool = True,
+) -> None:
+    """Write outbox rows in the caller's transaction, in commit order per aggregate.
+
+    The transaction-scoped lock on each aggregate makes writers of one
+    aggregate take turns from here to their commit, so a later row of an
+    aggregate is never inserted while an earlier one is still uncommitted:
+    insert order is commit order, and the relay may publish by `seq`.
+
+    The NOTIFY is delivered at commit and wakes the relay within milliseconds.
+    PostgreSQL refuses NOTIFY in a transaction that will be PREPAREd, so XA
+    branches pass notify=False and notify after COMMIT PREPARED instead.
+    """
+    if not events:
+        return
+    for aggregate in sorted({f"{e['aggregate_type']}:{e['aggregate_id']}" for e in events}):
+        await db.execute(select(func.pg_advisory_xact_lock(func.hashtext(aggregate))))
+    await db.execute(service_tables[service].outbox.insert(), events)
+    if notify:
+        await db.execute(select(func.pg_notify(OUTBOX_CHANNEL, service)))

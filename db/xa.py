@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import xa_branches
+from db.unit_of_work import OUTBOX_CHANNEL
 from domain.two_phase import BranchCall, Vote, VoteReply
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class XaBranches:
     def __init__(self, engine: AsyncEngine, schema: str, lock_timeout_ms: int = 5000) -> None:
         self._engine = engine
         self._table: Table = xa_branches[schema]
+        self._schema = schema
         self._lock_timeout_ms = lock_timeout_ms
 
     async def state(self, gid: str) -> BranchState | None:
@@ -151,6 +153,8 @@ class XaBranches:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             try:
                 await conn.exec_driver_sql(statement)
+                # The branch's outbox rows are visible now: wake the relay.
+                await conn.execute(select(func.pg_notify(OUTBOX_CHANNEL, self._schema)))
             except DBAPIError as err:
                 # A concurrent duplicate finished it first; the caller re-reads the state.
                 log.info("%s: %s", statement, _sqlstate(err))

@@ -18,13 +18,13 @@ logger = logging.getLogger(__name__)
 _ERROR_EXIT = 2  # argparse uses 2 for usage errors too: "could not do what you asked"
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     from stack.run import run
 
     return asyncio.run(run(settings))
 
 
-def _migrate(settings: Settings) -> int:
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from db.migrate import upgrade
     from stack.run import redact_url
 
@@ -33,7 +33,7 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _seed(settings: Settings) -> int:
+def _seed(settings: Settings, args: argparse.Namespace) -> int:
     from db.seed import seed_demo_catalog
 
     added = asyncio.run(seed_demo_catalog(settings.database_target))
@@ -41,7 +41,7 @@ def _seed(settings: Settings) -> int:
     return 0
 
 
-def _recover(settings: Settings) -> int:
+def _recover(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from db.engine import create_engine
@@ -69,7 +69,61 @@ def _recover(settings: Settings) -> int:
     return asyncio.run(once())
 
 
-_COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
+def _relay(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.__main__ import _main
+
+    asyncio.run(_main(settings))
+    return 0
+
+
+def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
+    from db.engine import create_engine
+    from relay.admin import status
+
+    async def once() -> int:
+        engine = create_engine(settings.database_target, pool_size=1)
+        try:
+            rows = await status(engine)
+        finally:
+            await engine.dispose()
+        print(f"{'service':<10}{'pending':>9}{'failed':>8}{'published/min':>15}{'lag':>10}")
+        for r in rows:
+            lag = f"{r.lag_s:.1f}s" if r.lag_s is not None else "-"
+            print(
+                f"{r.service:<10}{r.pending:>9}{r.failed:>8}{r.published_last_minute:>15}{lag:>10}"
+            )
+        return 0
+
+    return asyncio.run(once())
+
+
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from db.engine import create_engine
+    from relay.admin import dead_letters, redrive
+
+    async def once() -> int:
+        engine = create_engine(settings.database_target, pool_size=1)
+        try:
+            if args.redrive is not None:
+                moved = await redrive(engine, args.redrive or None)
+                print(f"re-driven: {moved} event(s)")
+                return 0
+            letters = await dead_letters(engine)
+        finally:
+            await engine.dispose()
+        for d in letters:
+            print(
+                f"{d.service}\t{d.event_id}\t{d.aggregate}\t{d.event_type}\t"
+                f"attempts={d.attempts}\t{d.last_error or ''}"
+            )
+        if not letters:
+            print("no dead letters")
+        return 0
+
+    return asyncio.run(once())
+
+
+_COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
     "run": (
         _run,
         "start Temporal, PostgreSQL and NATS (unless TEMPORAL_ADDRESS, DATABASE_URL or "
@@ -77,6 +131,13 @@ _COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
     ),
     "migrate": (_migrate, "apply the database migrations (DATABASE_URL or SAGA_PG_*)"),
     "seed": (_seed, "load the demo catalog; products already there are left alone"),
+    "relay": (_relay, "run the outbox relay (NOTIFY + poll) in the foreground"),
+    "relay-status": (_relay_status, "outbox lag, pending and failed events per service"),
+    "dead-letters": (
+        _dead_letters,
+        "list events the relay gave up on; --redrive [EVENT_ID ...] queues them again (all "
+        "when no id is given)",
+    ),
     "recover": (
         _recover,
         "resolve 2PC branches and card holds whose coordinator is gone, from the decision "
@@ -92,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in _COMMANDS.items():
-        commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if name == "dead-letters":
+            sub.add_argument("--redrive", nargs="*", metavar="EVENT_ID")
     return parser
 
 
@@ -121,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # httpx logs every readiness poll of the API at INFO.
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-        return handler(settings)
+        return handler(settings, args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

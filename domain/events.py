@@ -1,0 +1,57 @@
+"""Events on the wire: the JetStream stream, subjects, headers and envelope.
+
+The relay publishes every outbox row as one message; consumers read them back.
+Both sides agree through this module only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+STREAM = "EVENTS"
+SUBJECT_PREFIX = "events"
+DEAD_LETTER_PREFIX = "deadletter"
+
+# Message headers; Nats-Msg-Id is JetStream's own dedupe key.
+MSG_ID = "Nats-Msg-Id"
+EVENT_TYPE = "Event-Type"
+AGGREGATE_TYPE = "Aggregate-Type"
+AGGREGATE_ID = "Aggregate-Id"
+CORRELATION_ID = "Correlation-Id"
+
+
+def subject_for(aggregate_type: str, event_type: str) -> str:
+    """`events.order.OrderConfirmed`: consumers filter by aggregate or by event."""
+    return f"{SUBJECT_PREFIX}.{aggregate_type}.{event_type}"
+
+
+def dead_letter_subject_for(aggregate_type: str, event_type: str) -> str:
+    return f"{DEAD_LETTER_PREFIX}.{aggregate_type}.{event_type}"
+
+
+class Envelope(BaseModel):
+    """The message body: the outbox row as consumers need it."""
+
+    event_id: str
+    source: str  # the service schema that wrote it
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    payload: dict[str, Any]
+    headers: dict[str, Any]
+    occurred_at: datetime
+
+    @property
+    def order_id(self) -> str | None:
+        """The order an event belongs to (wallet events name it in their payload)."""
+        value = self.payload.get("order_id")
+        if isinstance(value, str) and value:
+            return value
+        return self.aggregate_id if self.aggregate_type in ORDER_AGGREGATES else None
+
+
+# Aggregates whose id is the order id.
+ORDER_AGGREGATES = frozenset({"order", "reservation", "payment", "shipment"})

@@ -1,0 +1,1 @@
+"""The outbox relay: committed outbox rows to NATS JetStream, at least once, in order."""

@@ -1,0 +1,107 @@
+"""What operators ask of the relay: its lag, its dead letters, and a re-drive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.tables import SERVICES, service_tables
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    service: str
+    pending: int
+    failed: int
+    published_last_minute: int
+    # Age of the oldest unpublished row: the relay's lag.
+    lag_s: float | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    service: str
+    event_id: str
+    aggregate: str
+    event_type: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+
+
+async def status(engine: AsyncEngine) -> list[OutboxStatus]:
+    found = []
+    async with engine.connect() as conn:
+        for service in SERVICES:
+            o = service_tables[service].outbox
+            row = (
+                await conn.execute(
+                    select(
+                        func.count().filter(o.c.status == "PENDING"),
+                        func.count().filter(o.c.status == "FAILED"),
+                        func.count().filter(
+                            and_(
+                                o.c.status == "PUBLISHED",
+                                o.c.published_at
+                                > func.now() - func.make_interval(0, 0, 0, 0, 0, 1),
+                            )
+                        ),
+                        func.extract(
+                            "epoch",
+                            func.now() - func.min(o.c.created_at).filter(o.c.status == "PENDING"),
+                        ),
+                    )
+                )
+            ).one()
+            pending, failed, recent, lag = row
+            found.append(
+                OutboxStatus(
+                    service, pending, failed, recent, float(lag) if lag is not None else None
+                )
+            )
+    return found
+
+
+async def dead_letters(engine: AsyncEngine) -> list[DeadLetter]:
+    found = []
+    async with engine.connect() as conn:
+        for service in SERVICES:
+            o = service_tables[service].outbox
+            rows = await conn.execute(select(o).where(o.c.status == "FAILED").order_by(o.c.seq))
+            found += [
+                DeadLetter(
+                    service,
+                    str(r.event_id),
+                    f"{r.aggregate_type}:{r.aggregate_id}",
+                    r.event_type,
+                    r.attempts,
+                    r.last_error,
+                    r.created_at,
+                )
+                for r in rows
+            ]
+    return found
+
+
+async def redrive(engine: AsyncEngine, event_ids: list[str] | None) -> int:
+    """Put dead letters back in the queue (all of them when `event_ids` is None).
+
+    A re-driven event is published after events of its aggregate that went
+    out meanwhile: order within the aggregate is not restored.
+    """
+    moved = 0
+    async with engine.begin() as conn:
+        for service in SERVICES:
+            o = service_tables[service].outbox
+            query = (
+                update(o)
+                .where(o.c.status == "FAILED")
+                .values(status="PENDING", attempts=0, next_attempt_at=None)
+            )
+            if event_ids is not None:
+                query = query.where(o.c.event_id.in_(event_ids))
+            moved += (await conn.execute(query)).rowcount
+    return moved

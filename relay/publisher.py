@@ -1,0 +1,234 @@
+"""One pass of the relay over one service's outbox.
+
+Claim a batch of PENDING rows (FOR UPDATE SKIP LOCKED, so two relays never
+hold the same row), group them by aggregate in `seq` order — which is commit
+order, see db.unit_of_work.insert_events — publish each aggregate's chain in
+order while the chains go concurrently, and mark what JetStream acknowledged
+in one statement. A failed publish stops its aggregate's chain (later events
+of that aggregate wait), counts an attempt and backs off; after the last
+attempt the row is FAILED and copied to the dead-letter subject, and its
+aggregate moves on.
+
+Rows are chosen by status, never by a "highest seq seen" watermark, so a row
+whose transaction committed after a later-numbered one is still published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.tables import service_tables
+from domain import events as wire
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    batch_size: int = 500
+    publish_timeout_s: float = 5.0
+    max_attempts: int = 10
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 60.0
+
+
+@dataclass
+class PassResult:
+    claimed: int = 0
+    published: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    lag_ms: list[float] = field(default_factory=list)
+
+
+def envelope_of(schema: str, row: Row[Any]) -> tuple[str, bytes, dict[str, str]]:
+    headers = dict(row.headers or {})
+    body = wire.Envelope(
+        event_id=str(row.event_id),
+        source=schema,
+        aggregate_type=row.aggregate_type,
+        aggregate_id=row.aggregate_id,
+        event_type=row.event_type,
+        payload=row.payload,
+        headers=headers,
+        occurred_at=row.created_at,
+    )
+    nats_headers = {
+        wire.MSG_ID: str(row.event_id),
+        wire.EVENT_TYPE: row.event_type,
+        wire.AGGREGATE_TYPE: row.aggregate_type,
+        wire.AGGREGATE_ID: row.aggregate_id,
+        wire.CORRELATION_ID: str(headers.get("correlation_id", "")),
+    }
+    subject = wire.subject_for(row.aggregate_type, row.event_type)
+    return subject, body.model_dump_json().encode(), nats_headers
+
+
+async def relay_pass(
+    engine: AsyncEngine,
+    js: Any,
+    schema: str,
+    partitions: Sequence[int] | None,
+    config: RelayConfig,
+    fence: Any = None,
+) -> PassResult:
+    """One claim-publish-mark round; `fence(conn, ids)` may veto the marking (leases)."""
+    outbox = service_tables[schema].outbox
+    result = PassResult()
+    async with engine.connect() as conn, conn.begin():
+        now = await _db_now(conn)
+        query = (
+            select(outbox)
+            .where(outbox.c.status == "PENDING")
+            .order_by(outbox.c.seq)
+            .limit(config.batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        if partitions is not None:
+            query = query.where(outbox.c.partition.in_(list(partitions)))
+        rows = (await conn.execute(query)).all()
+        result.claimed = len(rows)
+        if not rows:
+            return result
+        chains = await _ready_chains(conn, schema, rows, now)
+        outcomes = await asyncio.gather(*(_publish_chain(js, schema, c, config) for c in chains))
+        published = [event_id for ids, _ in outcomes for event_id in ids]
+        failures = [failure for _, failure in outcomes if failure is not None]
+        if fence is not None and not bool(await fence(conn, rows)):
+            # Our lease is gone: another instance owns these rows now. Publishing
+            # already happened (JetStream dedupes the repeat); marking must not.
+            await conn.rollback()
+            return PassResult(claimed=result.claimed)
+        if published:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.event_id.in_(published))
+                .values(status="PUBLISHED", published_at=func.now(), attempts=outbox.c.attempts + 1)
+            )
+        result.published = len(published)
+        by_id = {str(r.event_id): r for r in rows}
+        result.lag_ms = [(now - by_id[i].created_at).total_seconds() * 1000 for i in published]
+        for row, error in failures:
+            dead = await _record_failure(conn, js, schema, row, error, config)
+            result.failed += 1
+            result.dead_lettered += int(dead)
+    return result
+
+
+async def _db_now(conn: AsyncConnection) -> datetime:
+    # The database's clock, the one created_at and next_attempt_at are written with.
+    now = await conn.scalar(select(func.now()))
+    assert isinstance(now, datetime)
+    return now
+
+
+async def _ready_chains(
+    conn: AsyncConnection, schema: str, rows: Sequence[Row[Any]], now: datetime
+) -> list[list[Row[Any]]]:
+    """Per-aggregate chains in seq order, cut where an event still waits to retry.
+
+    A chain is dropped for this round if a lower-seq PENDING row of its
+    aggregate exists that we did not claim (locked by someone else): publishing
+    after it would reorder the aggregate.
+    """
+    outbox = service_tables[schema].outbox
+    chains: dict[tuple[str, str], list[Row[Any]]] = {}
+    for row in rows:
+        chains.setdefault((row.aggregate_type, row.aggregate_id), []).append(row)
+    heads = await conn.execute(
+        select(outbox.c.aggregate_type, outbox.c.aggregate_id, func.min(outbox.c.seq))
+        .where(
+            outbox.c.status == "PENDING",
+            tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(list(chains)),
+        )
+        .group_by(outbox.c.aggregate_type, outbox.c.aggregate_id)
+    )
+    first_pending = {(t, i): seq for t, i, seq in heads}
+    ready = []
+    for key, chain in chains.items():
+        if first_pending.get(key, chain[0].seq) < chain[0].seq:
+            continue
+        cut = _until_waiting(chain, now)
+        if cut:
+            ready.append(cut)
+    return ready
+
+
+def _until_waiting(chain: list[Row[Any]], now: datetime) -> list[Row[Any]]:
+    out = []
+    for row in chain:
+        if row.next_attempt_at is not None and row.next_attempt_at > now:
+            break
+        out.append(row)
+    return out
+
+
+async def _publish_chain(
+    js: Any, schema: str, chain: list[Row[Any]], config: RelayConfig
+) -> tuple[list[str], tuple[Row[Any], BaseException] | None]:
+    done: list[str] = []
+    for row in chain:
+        subject, body, headers = envelope_of(schema, row)
+        try:
+            await js.publish(subject, body, timeout=config.publish_timeout_s, headers=headers)
+        except Exception as err:  # any publish failure: retry this event later
+            return done, (row, err)
+        done.append(str(row.event_id))
+    return done, None
+
+
+async def _record_failure(
+    conn: AsyncConnection,
+    js: Any,
+    schema: str,
+    row: Row[Any],
+    error: BaseException,
+    config: RelayConfig,
+) -> bool:
+    outbox = service_tables[schema].outbox
+    attempts = int(row.attempts) + 1
+    dead = attempts >= config.max_attempts
+    message = f"{type(error).__name__}: {error}"[:1000]
+    if dead:
+        await _dead_letter(js, schema, row, message, config)
+        log.error("event %s dead-lettered after %d attempts: %s", row.event_id, attempts, message)
+    # Full jitter: relays retrying together must not hammer the broker in step.
+    delay = random.uniform(0, min(config.backoff_cap_s, config.backoff_base_s * 2**attempts))
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.event_id == row.event_id)
+        .values(
+            attempts=attempts,
+            last_error=message,
+            status="FAILED" if dead else "PENDING",
+            next_attempt_at=func.now() + timedelta(seconds=delay),
+        )
+    )
+    return dead
+
+
+async def _dead_letter(
+    js: Any, schema: str, row: Row[Any], reason: str, config: RelayConfig
+) -> None:
+    _, body, headers = envelope_of(schema, row)
+    headers = {**headers, wire.MSG_ID: f"dl-{row.event_id}", "Dead-Letter-Reason": reason}
+    subject = wire.dead_letter_subject_for(_token(row.aggregate_type), _token(row.event_type))
+    try:
+        await js.publish(subject, body, timeout=config.publish_timeout_s, headers=headers)
+    except Exception as err:  # the row stays FAILED in the outbox: the CLI still lists it
+        log.error("could not copy %s to the dead-letter subject: %s", row.event_id, err)
+
+
+def _token(value: str) -> str:
+    """A subject token that cannot itself be the reason the publish failed."""
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in value)
+    return cleaned or "_"

@@ -1,0 +1,156 @@
+"""The relay process: wake on NOTIFY or on the poll, drain every service's outbox.
+
+Hybrid wake-up: a NOTIFY sent in each outbox-writing transaction reaches the
+relay at commit (sub-millisecond on one machine), and a poll every
+`relay_poll_interval_s` catches whatever a notification missed — a listener
+reconnecting after a PostgreSQL restart, rows of XA branches committed while the
+relay was down. Published rows older than the retention are pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import nats
+from sqlalchemy import delete, func
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import create_engine
+from db.tables import SERVICES, service_tables
+from db.unit_of_work import OUTBOX_CHANNEL
+from relay.publisher import PassResult, RelayConfig, relay_pass
+from settings import Settings
+
+log = logging.getLogger(__name__)
+PRUNE_EVERY_S = 60.0
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    passes: int = 0
+    lag_ms: list[float] = field(default_factory=list)
+
+    def add(self, result: PassResult) -> None:
+        self.published += result.published
+        self.failed += result.failed
+        self.dead_lettered += result.dead_lettered
+        self.passes += 1
+        self.lag_ms.extend(result.lag_ms)
+
+
+def config_from(settings: Settings) -> RelayConfig:
+    return RelayConfig(
+        batch_size=settings.relay_batch_size,
+        publish_timeout_s=settings.relay_publish_timeout_s,
+        max_attempts=settings.relay_max_attempts,
+    )
+
+
+async def connect_nats(url: str) -> Any:
+    # Keep reconnecting for ever: a relay outlives broker restarts.
+    return await nats.connect(
+        url, name="saga-relay", max_reconnect_attempts=-1, reconnect_time_wait=1
+    )
+
+
+async def run_relay(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    partitions: Sequence[int] | None = None,
+    stats: RelayStats | None = None,
+) -> None:
+    from consumers.stream import ensure_stream
+
+    stats = stats if stats is not None else RelayStats()
+    config = config_from(settings)
+    engine = create_engine(settings.database_target, pool_size=4)
+    client = await connect_nats(settings.nats_target)
+    wake = asyncio.Event()
+    listener: asyncpg.Connection | None = None
+    try:
+        js = client.jetstream()
+        await ensure_stream(js)
+        log.info("relay publishing %s to %s", ", ".join(SERVICES), settings.nats_target)
+        last_prune = 0.0
+        while not stop.is_set():
+            if listener is None or listener.is_closed():
+                listener = await _listen(settings.database_target, wake)
+            wake.clear()  # before draining: a commit during the drain wakes the next round
+            claimed = await _drain(engine, js, partitions, config, stats)
+            if time.monotonic() - last_prune > PRUNE_EVERY_S:
+                await _prune(engine, settings.relay_retention_s)
+                last_prune = time.monotonic()
+            if claimed >= config.batch_size:
+                continue  # more is waiting
+            await _sleep_until(wake, stop, settings.relay_poll_interval_s)
+    finally:
+        if listener is not None and not listener.is_closed():
+            await listener.close()
+        await client.drain()
+        await engine.dispose()
+
+
+async def _drain(
+    engine: AsyncEngine,
+    js: Any,
+    partitions: Sequence[int] | None,
+    config: RelayConfig,
+    stats: RelayStats,
+) -> int:
+    claimed = 0
+    for schema in SERVICES:
+        try:
+            result = await relay_pass(engine, js, schema, partitions, config)
+        except Exception:  # PostgreSQL or NATS away: the next round retries
+            log.exception("relay pass over %s failed", schema)
+            continue
+        stats.add(result)
+        claimed = max(claimed, result.claimed)
+    return claimed
+
+
+async def _listen(database_url: str, wake: asyncio.Event) -> asyncpg.Connection | None:
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        connection = await asyncpg.connect(dsn)
+        await connection.add_listener(OUTBOX_CHANNEL, lambda *_: wake.set())
+        return connection
+    except (OSError, asyncpg.PostgresError) as err:
+        log.warning("cannot LISTEN for outbox commits (%s); polling only", err)
+        return None
+
+
+async def _sleep_until(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+
+
+async def _prune(engine: AsyncEngine, retention_s: int) -> None:
+    async with engine.begin() as conn:
+        for schema in SERVICES:
+            outbox = service_tables[schema].outbox
+            await conn.execute(
+                delete(outbox).where(
+                    outbox.c.status == "PUBLISHED",
+                    outbox.c.published_at < func.now() - timedelta(seconds=retention_s),
+                )
+            )

@@ -1,0 +1,219 @@
+"""The outbox relay against real PostgreSQL and NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats as natsio
+import pytest
+from sqlalchemy import func, select
+
+from db.tables import service_tables
+from db.unit_of_work import StepContext, event_row, insert_events
+from domain import events as wire
+from relay.service import RelayStats, run_relay
+from settings import Settings
+from tests.factories import eventually
+
+pytestmark = pytest.mark.asyncio
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def relay_settings(settings: Settings, nats) -> Settings:
+    return settings.model_copy(
+        update={"nats_url": nats.url, "relay_poll_interval_s": 0.2, "relay_max_attempts": 3}
+    )
+
+
+@pytest.fixture
+async def js(nats) -> AsyncIterator[Any]:
+    client = await natsio.connect(nats.url)
+    yield client.jetstream()
+    await client.close()
+
+
+@pytest.fixture
+async def relay(relay_settings) -> AsyncIterator[RelayStats]:
+    stop, stats = asyncio.Event(), RelayStats()
+    task = asyncio.create_task(run_relay(relay_settings, stop, stats=stats))
+    yield stats
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+async def write_events(engine, aggregate_id: str, kinds: list[str], **payload: Any) -> list[str]:
+    """Commit events the way activities do (one transaction, insert_events)."""
+    context = StepContext("orders", f"test:{uuid.uuid4()}", f"order-{aggregate_id}")
+    rows = [
+        event_row(context, "order", aggregate_id, kind, {"order_id": aggregate_id, **payload}, n)
+        for n, kind in enumerate(kinds)
+    ]
+    async with engine.begin() as conn:
+        await insert_events(conn, "orders", rows)
+    return [r["event_id"] for r in rows]
+
+
+async def messages_for(js, aggregate_id: str, expected: int, prefix: str = "events") -> list[Any]:
+    """Every message about one aggregate in the stream, in stream order."""
+    sub = await js.pull_subscribe(f"{prefix}.>", durable=None, stream=wire.STREAM)
+    found: list[Any] = []
+
+    async def more() -> list[Any]:
+        try:
+            batch = await sub.fetch(200, timeout=0.5)
+        except natsio.errors.TimeoutError:
+            batch = []
+        for msg in batch:
+            await msg.ack()
+            if msg.headers and msg.headers.get(wire.AGGREGATE_ID) == aggregate_id:
+                found.append(msg)
+        return found
+
+    await eventually(more, lambda f: len(f) >= expected, deadline_s=20)
+    await sub.unsubscribe()
+    return found
+
+
+async def statuses(engine, event_ids: list[str]) -> list[str]:
+    outbox = service_tables["orders"].outbox
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.status).where(outbox.c.event_id.in_(event_ids)).order_by(outbox.c.seq)
+        )
+        return [r.status for r in rows]
+
+
+async def test_committed_events_reach_jetstream_in_order_with_headers(engine, js, relay):
+    order_id = str(uuid.uuid4())
+    ids = await write_events(engine, order_id, ["OrderCreated", "StockReserved", "OrderConfirmed"])
+
+    msgs = await messages_for(js, order_id, 3)
+
+    assert [m.headers[wire.MSG_ID] for m in msgs] == ids
+    assert [m.subject for m in msgs] == [
+        "events.order.OrderCreated",
+        "events.order.StockReserved",
+        "events.order.OrderConfirmed",
+    ]
+    assert msgs[0].headers[wire.CORRELATION_ID] == f"order-{order_id}"
+    assert json.loads(msgs[0].data)["payload"]["order_id"] == order_id
+    assert await eventually(lambda: statuses(engine, ids), lambda s: s == ["PUBLISHED"] * 3)
+
+
+async def test_a_transaction_committing_after_a_later_numbered_one_is_not_skipped(
+    engine, js, relay
+):
+    early, late = str(uuid.uuid4()), str(uuid.uuid4())
+    context = StepContext("orders", f"test:{uuid.uuid4()}", "c")
+    async with engine.connect() as slow:
+        await slow.begin()
+        # Takes the lower seq, then stays uncommitted while a later row commits.
+        await insert_events(slow, "orders", [event_row(context, "order", early, "Slow", {})])
+        later_ids = await write_events(engine, late, ["Fast"])
+        await messages_for(js, late, 1)
+        await slow.commit()
+
+    [msg] = await messages_for(js, early, 1)
+
+    assert msg.subject == "events.order.Slow"
+    assert await statuses(engine, later_ids) == ["PUBLISHED"]
+
+
+async def test_each_aggregate_is_published_in_commit_order_under_concurrent_writers(
+    engine, js, relay
+):
+    aggregates = [str(uuid.uuid4()) for _ in range(3)]
+
+    async def writer(aggregate_id: str) -> None:
+        context = StepContext("orders", f"test:{uuid.uuid4()}", "c")
+        async with engine.begin() as conn:
+            # Count under the aggregate's lock: n is this event's place in commit order.
+            await conn.execute(
+                select(func.pg_advisory_xact_lock(func.hashtext(f"order:{aggregate_id}")))
+            )
+            outbox = service_tables["orders"].outbox
+            n = await conn.scalar(
+                select(func.count())
+                .select_from(outbox)
+                .where(outbox.c.aggregate_id == aggregate_id)
+            )
+            row = event_row(context, "order", aggregate_id, "Step", {"n": int(n or 0) + 1})
+            await insert_events(conn, "orders", [row])
+
+    await asyncio.gather(*(writer(a) for a in aggregates for _ in range(15)))
+
+    for aggregate_id in aggregates:
+        msgs = await messages_for(js, aggregate_id, 15)
+        assert [json.loads(m.data)["payload"]["n"] for m in msgs] == list(range(1, 16))
+
+
+async def test_a_poison_event_is_dead_lettered_without_blocking_its_aggregate(engine, js, relay):
+    order_id = str(uuid.uuid4())
+    # Past NATS's 1 MB max payload: this publish can never succeed.
+    [poison] = await write_events(engine, order_id, ["Huge"], blob="x" * 1_100_000)
+    [after] = await write_events(engine, order_id, ["Small"])
+
+    state = await eventually(
+        lambda: statuses(engine, [poison, after]),
+        lambda s: s == ["FAILED", "PUBLISHED"],
+        deadline_s=30,
+    )
+
+    assert state == ["FAILED", "PUBLISHED"]
+    outbox = service_tables["orders"].outbox
+    async with engine.connect() as conn:
+        failed = (await conn.execute(select(outbox).where(outbox.c.event_id == poison))).one()
+    assert failed.attempts == 3
+    assert "MaxPayload" in failed.last_error or "payload" in failed.last_error.lower()
+
+
+async def test_relay_killed_mid_batch_loses_nothing_and_publishes_once(
+    engine, js, relay_settings, tmp_path
+):
+    order_ids = [str(uuid.uuid4()) for _ in range(40)]
+    ids = [i for o in order_ids for i in await write_events(engine, o, ["A", "B", "C", "D", "E"])]
+    env = {
+        **os.environ,
+        "DATABASE_URL": relay_settings.database_target,
+        "NATS_URL": relay_settings.nats_target,
+        "SAGA_RELAY_BATCH_SIZE": "20",
+    }
+    log = (tmp_path / "relay.log").open("ab")
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "relay"], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+
+    async def published() -> int:
+        return (await statuses(engine, ids)).count("PUBLISHED")
+
+    first = start()
+    await eventually(published, lambda n: n >= 20, deadline_s=30)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    midway = await published()
+    second = start()
+    try:
+        await eventually(published, lambda n: n == len(ids), deadline_s=60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(20)
+
+    assert 0 < midway < len(ids)
+    seen: dict[str, int] = {}
+    for order_id in order_ids:
+        for msg in await messages_for(js, order_id, 5):
+            seen[msg.headers[wire.MSG_ID]] = seen.get(msg.headers[wire.MSG_ID], 0) + 1
+    assert sorted(seen) == sorted(ids)
+    assert set(seen.values()) == {1}  # JetStream dropped any re-publish by Nats-Msg-Id
