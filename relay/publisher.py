@@ -16,6 +16,7 @@ whose transaction committed after a later-numbered one is still published.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Sequence
@@ -222,10 +223,16 @@ async def _dead_letter(
     _, body, headers = envelope_of(schema, row)
     headers = {**headers, wire.MSG_ID: f"dl-{row.event_id}", "Dead-Letter-Reason": reason}
     subject = wire.dead_letter_subject_for(_token(row.aggregate_type), _token(row.event_type))
-    try:
-        await js.publish(subject, body, timeout=config.publish_timeout_s, headers=headers)
-    except Exception as err:  # the row stays FAILED in the outbox: the CLI still lists it
-        log.error("could not copy %s to the dead-letter subject: %s", row.event_id, err)
+    # The full event first; if the event itself is what cannot be published
+    # (too large, say), its envelope without the payload: the row keeps it.
+    stripped = json.loads(body)
+    stripped["payload"] = {"omitted": "see the outbox row", "bytes": len(body)}
+    for data in (body, json.dumps(stripped).encode()):
+        try:
+            await js.publish(subject, data, timeout=config.publish_timeout_s, headers=headers)
+            return
+        except Exception as err:  # the row stays FAILED in the outbox: the CLI still lists it
+            log.error("could not copy %s to the dead-letter subject: %s", row.event_id, err)
 
 
 def _token(value: str) -> str:

@@ -174,7 +174,10 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_its_aggregate(en
     async with engine.connect() as conn:
         failed = (await conn.execute(select(outbox).where(outbox.c.event_id == poison))).one()
     assert failed.attempts == 3
-    assert "MaxPayload" in failed.last_error or "payload" in failed.last_error.lower()
+    assert "payload" in failed.last_error.lower()
+    [letter] = await messages_for(js, order_id, 1, prefix="deadletter")
+    assert letter.subject == "deadletter.order.Huge"
+    assert letter.headers["Dead-Letter-Reason"] == failed.last_error
 
 
 async def test_relay_killed_mid_batch_loses_nothing_and_publishes_once(
@@ -217,3 +220,23 @@ async def test_relay_killed_mid_batch_loses_nothing_and_publishes_once(
             seen[msg.headers[wire.MSG_ID]] = seen.get(msg.headers[wire.MSG_ID], 0) + 1
     assert sorted(seen) == sorted(ids)
     assert set(seen.values()) == {1}  # JetStream dropped any re-publish by Nats-Msg-Id
+
+
+async def test_dead_letters_are_listed_and_redriven(engine, js, relay):
+    from relay.admin import dead_letters, redrive
+
+    order_id = str(uuid.uuid4())
+    [poison] = await write_events(engine, order_id, ["Huge"], blob="x" * 1_100_000)
+    await eventually(lambda: statuses(engine, [poison]), lambda s: s == ["FAILED"], deadline_s=30)
+
+    listed = [d.event_id for d in await dead_letters(engine)]
+    failures_before = relay.failed
+    moved = await redrive(engine, [poison])
+
+    assert poison in listed
+    assert moved == 1
+    # Back in the queue with fresh attempts: three more tries, then listed again.
+    await eventually(
+        lambda: asyncio.sleep(0, relay.failed), lambda n: n >= failures_before + 3, deadline_s=30
+    )
+    assert await statuses(engine, [poison]) == ["FAILED"]
