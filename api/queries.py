@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from activities.store_credit import DEFAULT_CURRENCY
-from api.schemas import OrderSummary, OrderView, Product, Wallet
-from db.tables import decisions, order_lines, orders, products, wallets
+from api.schemas import OrderEvent, OrderSummary, OrderView, Product, Wallet
+from db.tables import decisions, order_history, order_lines, orders, products, wallets
 from domain.orders import OrderStatus, PricedLine
 from domain.saga import TwoPhaseView
 
@@ -71,6 +71,35 @@ async def _two_phase(conn: AsyncConnection, order_id: str) -> TwoPhaseView | Non
     if row is None:
         return None
     return TwoPhaseView(tx_id=row.tx_id, decision=row.decision, votes=row.votes)
+
+
+async def order_events(engine: AsyncEngine, order_id: str) -> list[OrderEvent] | None:
+    """The projected events of an order, oldest first; None if there is no such order.
+
+    The projection lags the services' commits, so an order may exist with no
+    events projected yet: that is an empty list, not an unknown order.
+    """
+    query = (
+        select(order_history)
+        .where(order_history.c.order_id == order_id)
+        .order_by(order_history.c.occurred_at, order_history.c.event_id)
+    )
+    async with engine.connect() as conn:
+        events = [
+            OrderEvent(
+                event_id=str(r.event_id),
+                event_type=r.event_type,
+                aggregate_type=r.aggregate_type,
+                source=r.source,
+                payload=r.payload,
+                occurred_at=r.occurred_at,
+            )
+            for r in await conn.execute(query)
+        ]
+        if events:
+            return events
+        known = await conn.scalar(select(orders.c.order_id).where(orders.c.order_id == order_id))
+    return [] if known is not None else None
 
 
 async def request_fingerprint(engine: AsyncEngine, order_id: str) -> str | None:

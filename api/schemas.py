@@ -119,6 +119,17 @@ class OrderSummary(BaseModel):
     created_at: datetime
 
 
+class OrderEvent(BaseModel):
+    """One event of an order, from the order-history read model."""
+
+    event_id: str
+    event_type: str
+    aggregate_type: str
+    source: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
 class Product(BaseModel):
     sku: str
     name: str

@@ -81,11 +81,13 @@ class Supervisor:
         self.api_base = f"http://{f'[{host}]' if ':' in host else host}:{settings.api_port}"
 
     async def start(self) -> None:
-        """Servers, then database migrations and seed, then worker and API."""
+        """Servers, then database migrations and seed, then the apps."""
         servers = self._plan_servers()
         await self._start_servers(servers)
         await _prepare_database(self.database_url)
         self._start_app("worker", [sys.executable, "worker.py"])
+        self._start_app("relay", [sys.executable, "-m", "relay"])
+        self._start_app("consumers", [sys.executable, "-m", "consumers"])
         api = self._start_app("api", [sys.executable, "-m", "api"])
         async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
 

@@ -17,6 +17,7 @@ from api.schemas import (
     CancelAcceptedResponse,
     CancelOrderRequest,
     OrderAccepted,
+    OrderEvent,
     OrderSummary,
     OrderView,
     PlaceOrderRequest,
@@ -176,6 +177,19 @@ async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> Or
         if progress is not None:
             live.two_phase.votes = progress.votes
     return OrderView(**live.model_dump(exclude={"compensating"}))
+
+
+@router.get(
+    "/{order_id}/events",
+    response_model=list[OrderEvent],
+    summary="An order's events, oldest first (the order-history read model)",
+)
+async def get_order_events(order_id: str, engine: EngineDep) -> list[OrderEvent]:
+    _check_order_id(order_id)
+    events = await queries.order_events(engine, order_id)
+    if events is None:
+        raise _not_found(order_id)
+    return events
 
 
 @router.post(

@@ -68,8 +68,10 @@ def upgrade() -> None:
             f"CREATE INDEX ix_{schema}_outbox_pending ON {schema}.outbox (partition, seq) "
             f"WHERE status = 'PENDING'"
         )
-        op.execute(f"CREATE INDEX ix_{schema}_outbox_published ON {schema}.outbox (published_at) "
-                   f"WHERE status = 'PUBLISHED'")
+        op.execute(
+            f"CREATE INDEX ix_{schema}_outbox_published ON {schema}.outbox (published_at) "
+            f"WHERE status = 'PUBLISHED'"
+        )
         op.execute(f"ALTER TABLE {schema}.outbox ADD COLUMN last_error text")
         op.execute(f"ALTER TABLE {schema}.outbox ADD COLUMN next_attempt_at timestamptz")
     _execute_each(STATEMENTS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -216,7 +217,7 @@ async def test_order_view_shows_the_votes_while_the_decision_is_pending(api, pro
         body = order_body(sku, 1, customer_id=customer, store_credit=400)
         order_id = (await api.post("/orders", json=body)).json()["order_id"]
 
-        async def view() -> dict:
+        async def view() -> dict[str, Any]:
             return dict((await api.get(f"/orders/{order_id}")).json())
 
         pending = await eventually(

@@ -1,0 +1,247 @@
+"""A durable JetStream pull consumer whose handler's effect commits once per event.
+
+For each message, in one PostgreSQL transaction: claim the event id in the
+inbox (a repeat finds it claimed and skips the handler), run the handler on
+the same connection, commit; then ack. The ack comes after the commit, so a
+crash in between redelivers the message, and the inbox turns that delivery
+into a no-op.
+
+A handler that raises rolls back its effect and its inbox claim together, and
+the message is nak'ed with a delay growing with its delivery count; after
+`max_deliver` deliveries it is terminated and logged. A body that is not an
+event envelope can never succeed, so it is terminated at once: a poison
+message does not hold up the ones behind it.
+
+Failed messages are redelivered later while the next ones are applied, so a
+handler must not rely on delivery order (the order-history projection orders
+by the events' own timestamps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumers import inbox
+from domain.events import STREAM, Envelope
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A durable consumer: its name (also its key in the inbox), subjects and handler."""
+
+    name: str
+    filter_subject: str
+    handler: Handler
+    # Where a new durable starts: ALL replays what the stream retains (how a
+    # read model is built, or rebuilt under a new name); NEW skips history.
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    batch_size: int = 20
+    # How long one fetch waits for messages; also how soon `run` sees `stop`.
+    fetch_timeout_s: float = 1.0
+    max_deliver: int = 10
+    # A message neither acked nor nak'ed this long (a crashed consumer) is redelivered.
+    ack_wait_s: float = 30.0
+    # Redelivery after a failure: base * 2^(deliveries - 1), capped. With the
+    # defaults a failing event is retried for about four minutes (9 delays).
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    # Pause after the broker refused a fetch, so an outage is not a busy loop.
+    fetch_error_pause_s: float = 1.0
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    GAVE_UP = "gave-up"
+    POISON = "poison"
+
+
+def redelivery_delay(num_delivered: int, options: RunnerOptions) -> float:
+    """Seconds until the next delivery of a message that failed on its n-th delivery."""
+    exponent = min(max(num_delivered - 1, 0), 32)
+    return float(min(options.backoff_cap_s, options.backoff_base_s * 2**exponent))
+
+
+def parse(data: bytes) -> Envelope | None:
+    """The envelope in a message body, its event id in canonical form; None if it is not one."""
+    try:
+        envelope = Envelope.model_validate_json(data)
+        event_id = str(uuid.UUID(envelope.event_id))
+    except ValueError:  # pydantic's ValidationError is a ValueError, as is a bad uuid
+        return None
+    return envelope.model_copy(update={"event_id": event_id})
+
+
+class ConsumerRunner:
+    """Runs one `Consumer`: binds its durable, then fetches and applies until stopped."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        consumer: Consumer,
+        options: RunnerOptions | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.options = options or RunnerOptions()
+        self._js = js
+        self._engine = engine
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=self.consumer.name,
+            durable_name=self.consumer.name,
+            filter_subject=self.consumer.filter_subject,
+            deliver_policy=self.consumer.deliver_policy,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.options.ack_wait_s,
+            max_deliver=self.options.max_deliver,
+        )
+
+    async def bind(self) -> None:
+        """Create the durable consumer (or update it to this configuration) and subscribe."""
+        # Creating an existing durable with an updatable difference updates it,
+        # so instances of one consumer can start together.
+        await self._js.add_consumer(STREAM, self.consumer_config())
+        if self._sub is None:
+            self._sub = await self._js.pull_subscribe_bind(
+                durable=self.consumer.name, stream=STREAM
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply messages until `stop` is set; the batch in hand is finished or released."""
+        await self.bind()
+        log.info(
+            "consumer %s bound to %s (%s)",
+            self.consumer.name,
+            STREAM,
+            self.consumer.filter_subject,
+            extra={"consumer": self.consumer.name},
+        )
+        try:
+            while not stop.is_set():
+                batch = await self._fetch(stop)
+                for n, msg in enumerate(batch):
+                    if stop.is_set():
+                        await _release(batch[n:])
+                        break
+                    await self.handle(msg)
+        finally:
+            await self._unsubscribe()
+        log.info("consumer %s stopped", self.consumer.name, extra={"consumer": self.consumer.name})
+
+    async def _fetch(self, stop: asyncio.Event) -> list[Msg]:
+        assert self._sub is not None, "bind() first"
+        try:
+            return await self._sub.fetch(self.options.batch_size, self.options.fetch_timeout_s)
+        except TimeoutError:  # nats' own and asyncio's: nothing arrived in time
+            return []
+        except nats.errors.ConnectionClosedError:
+            raise
+        except nats.errors.Error as err:
+            log.warning("consumer %s: fetch failed (%r); retrying", self.consumer.name, err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.options.fetch_error_pause_s)
+            return []
+
+    async def handle(self, msg: Msg) -> Outcome:
+        """Apply one message at most once, then ack, nak or terminate it."""
+        envelope = parse(msg.data)
+        if envelope is None:
+            log.error(
+                "consumer %s: terminated a message that is not an event envelope (%s, seq %s)",
+                self.consumer.name,
+                msg.subject,
+                msg.metadata.sequence.stream,
+                extra={"consumer": self.consumer.name},
+            )
+            await msg.term()
+            return Outcome.POISON
+        try:
+            applied = await self._apply(envelope)
+        except Exception as err:  # the handler's fault or the database's: retry later
+            return await self._failed(msg, envelope, err)
+        await msg.ack()
+        outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE
+        log.info(
+            "consumer %s: %s %s %s of %s %s",
+            self.consumer.name,
+            outcome.value,
+            envelope.event_type,
+            envelope.event_id,
+            envelope.aggregate_type,
+            envelope.aggregate_id,
+            extra=self._ids(envelope),
+        )
+        return outcome
+
+    async def _apply(self, envelope: Envelope) -> bool:
+        """Claim and apply in one transaction; False if this consumer already applied it."""
+        async with self._engine.begin() as conn:
+            if not await inbox.claim(conn, self.consumer.name, envelope.event_id):
+                return False
+            await self.consumer.handler(conn, envelope)
+        return True
+
+    async def _failed(self, msg: Msg, envelope: Envelope, err: Exception) -> Outcome:
+        delivered = msg.metadata.num_delivered
+        if delivered >= self.options.max_deliver:
+            log.error(
+                "consumer %s: gave up on event %s after %d deliveries",
+                self.consumer.name,
+                envelope.event_id,
+                delivered,
+                exc_info=err,
+                extra=self._ids(envelope),
+            )
+            await msg.term()
+            return Outcome.GAVE_UP
+        delay = redelivery_delay(delivered, self.options)
+        log.warning(
+            "consumer %s: event %s failed on delivery %d (%r); redelivery in %.2f s",
+            self.consumer.name,
+            envelope.event_id,
+            delivered,
+            err,
+            delay,
+            extra=self._ids(envelope),
+        )
+        await msg.nak(delay=delay)
+        return Outcome.RETRY
+
+    def _ids(self, envelope: Envelope) -> dict[str, str]:
+        return {"consumer": self.consumer.name, "event_id": envelope.event_id}
+
+    async def _unsubscribe(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+
+async def _release(msgs: Sequence[Msg]) -> None:
+    """Hand back fetched messages we will not process, for another instance to take now."""
+    for msg in msgs:
+        await msg.nak()

@@ -1,0 +1,83 @@
+"""Running consumers in a process: connect to NATS and PostgreSQL, run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import nats
+from nats.aio.client import Client as NatsClient
+
+from consumers.runner import Consumer, ConsumerRunner, RunnerOptions
+from consumers.stream import ensure_stream
+from db.engine import create_engine
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_WAIT_S = 2.0
+
+
+async def connect_nats(url: str, stop: asyncio.Event) -> NatsClient | None:
+    """Connect, retrying until the server answers; None if `stop` is set first.
+
+    The client keeps reconnecting after a lost connection too, for as long as
+    the process runs.
+    """
+
+    async def error(err: Exception) -> None:
+        # The client's default prints a traceback for every refused connect.
+        log.warning("nats: %r", err)
+
+    async def disconnected() -> None:
+        if not stop.is_set():  # not our own close on the way out
+            log.warning("nats: disconnected; reconnecting")
+
+    async def reconnected() -> None:
+        log.info("nats: reconnected")
+
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            url,
+            name="saga-consumers",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=_RECONNECT_WAIT_S,
+            error_cb=error,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+        )
+    )
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await connecting
+    return None
+
+
+async def serve(
+    settings: Settings,
+    consumers: Sequence[Consumer],
+    stop: asyncio.Event,
+    options: RunnerOptions | None = None,
+) -> None:
+    """Run `consumers` until `stop` is set; each applies one message at a time."""
+    client = await connect_nats(settings.nats_target, stop)
+    if client is None:
+        return
+    log.info("nats connected: %s", settings.nats_target)
+    engine = create_engine(settings.database_target, pool_size=max(2, len(consumers)))
+    try:
+        js = client.jetstream()
+        await ensure_stream(js)
+        async with asyncio.TaskGroup() as tasks:
+            for consumer in consumers:
+                tasks.create_task(ConsumerRunner(js, engine, consumer, options).run(stop))
+    finally:
+        await client.close()
+        await engine.dispose()
