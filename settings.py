@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # Attempts before an event is dead-lettered (marked FAILED, copied to deadletter.>).
     relay_max_attempts: int = 10
     relay_retention_s: int = 7 * 24 * 3600
+    # Scale-out: instances share partitions by consistent hashing under leases
+    # with this TTL; an instance silent for longer loses its partitions.
+    relay_lease_ttl_s: float = 10.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

@@ -20,7 +20,16 @@ STATEMENT_TIMEOUT_MS = 20_000
 POOL_TIMEOUT_S = 5.0
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, pool_size: int = 10, idle_in_transaction_timeout_ms: int | None = None
+) -> AsyncEngine:
+    server_settings = {
+        "lock_timeout": str(LOCK_TIMEOUT_MS),
+        "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+    }
+    if idle_in_transaction_timeout_ms is not None:
+        # A process paused inside a transaction must not keep its locks for ever.
+        server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_timeout_ms)
     return create_async_engine(
         url,
         pool_size=pool_size,
@@ -29,12 +38,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         # A worker outlives PostgreSQL restarts; a dead pooled connection
         # should cost a reconnect, not a failed activity attempt.
         pool_pre_ping=True,
-        connect_args={
-            "server_settings": {
-                "lock_timeout": str(LOCK_TIMEOUT_MS),
-                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
-            }
-        },
+        connect_args={"server_settings": server_settings},
     )
 
 

@@ -329,3 +329,11 @@ order_history = Table(
     schema="readmodels",
 )
 Index("ix_order_history_order", order_history.c.order_id, order_history.c.occurred_at)
+
+relay_members = Table(
+    "members",
+    metadata,
+    Column("instance_id", String(100), primary_key=True),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema="relay",
+)

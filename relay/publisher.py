@@ -19,10 +19,11 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Row, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -48,6 +49,8 @@ class PassResult:
     published: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    # Acks saying JetStream already had the event: someone published it before.
+    duplicates: int = 0
     lag_ms: list[float] = field(default_factory=list)
 
 
@@ -74,15 +77,23 @@ def envelope_of(schema: str, row: Row[Any]) -> tuple[str, bytes, dict[str, str]]
     return subject, body.model_dump_json().encode(), nats_headers
 
 
+class Fence(Protocol):
+    """The leases a pass works under (relay.leases.PartitionLeases)."""
+
+    async def hold(self, conn: AsyncConnection, partitions: Collection[int]) -> bool: ...
+
+    def deadline(self) -> float: ...
+
+
 async def relay_pass(
     engine: AsyncEngine,
     js: Any,
     schema: str,
     partitions: Sequence[int] | None,
     config: RelayConfig,
-    fence: Any = None,
+    fence: Fence | None = None,
 ) -> PassResult:
-    """One claim-publish-mark round; `fence(conn, ids)` may veto the marking (leases)."""
+    """One claim-publish-mark round over `partitions` (all when None)."""
     outbox = service_tables[schema].outbox
     result = PassResult()
     async with engine.connect() as conn, conn.begin():
@@ -100,15 +111,18 @@ async def relay_pass(
         result.claimed = len(rows)
         if not rows:
             return result
-        chains = await _ready_chains(conn, schema, rows, now)
-        outcomes = await asyncio.gather(*(_publish_chain(js, schema, c, config) for c in chains))
-        published = [event_id for ids, _ in outcomes for event_id in ids]
-        failures = [failure for _, failure in outcomes if failure is not None]
-        if fence is not None and not bool(await fence(conn, rows)):
-            # Our lease is gone: another instance owns these rows now. Publishing
-            # already happened (JetStream dedupes the repeat); marking must not.
+        # Under leases: lock them against takeover for this pass, or stand down.
+        if fence is not None and not await fence.hold(conn, {r.partition for r in rows}):
             await conn.rollback()
-            return PassResult(claimed=result.claimed)
+            return PassResult()
+        deadline = fence.deadline() if fence is not None else None
+        chains = await _ready_chains(conn, schema, rows, now)
+        outcomes = await asyncio.gather(
+            *(_publish_chain(js, schema, c, config, deadline) for c in chains)
+        )
+        published = [event_id for ids, _, _ in outcomes for event_id in ids]
+        failures = [failure for _, failure, _ in outcomes if failure is not None]
+        result.duplicates = sum(dups for _, _, dups in outcomes)
         if published:
             await conn.execute(
                 update(outbox)
@@ -174,17 +188,24 @@ def _until_waiting(chain: list[Row[Any]], now: datetime) -> list[Row[Any]]:
 
 
 async def _publish_chain(
-    js: Any, schema: str, chain: list[Row[Any]], config: RelayConfig
-) -> tuple[list[str], tuple[Row[Any], BaseException] | None]:
+    js: Any, schema: str, chain: list[Row[Any]], config: RelayConfig, deadline: float | None
+) -> tuple[list[str], tuple[Row[Any], BaseException] | None, int]:
     done: list[str] = []
+    duplicates = 0
     for row in chain:
+        if deadline is not None and time.monotonic() >= deadline:
+            # Paused past our lease (the clock jumped): the rest is not ours to send.
+            return done, None, duplicates
         subject, body, headers = envelope_of(schema, row)
         try:
-            await js.publish(subject, body, timeout=config.publish_timeout_s, headers=headers)
+            ack = await js.publish(subject, body, timeout=config.publish_timeout_s, headers=headers)
         except Exception as err:  # any publish failure: retry this event later
-            return done, (row, err)
+            return done, (row, err), duplicates
+        if getattr(ack, "duplicate", False):
+            duplicates += 1
+            log.warning("event %s was already in the stream (published twice)", row.event_id)
         done.append(str(row.event_id))
-    return done, None
+    return done, None, duplicates
 
 
 async def _record_failure(

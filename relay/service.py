@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import create_engine
 from db.tables import SERVICES, service_tables
 from db.unit_of_work import OUTBOX_CHANNEL
+from relay.leases import PartitionLeases, new_instance_id
 from relay.publisher import PassResult, RelayConfig, relay_pass
 from settings import Settings
 
@@ -39,6 +40,7 @@ class RelayStats:
     published: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    duplicates: int = 0
     passes: int = 0
     lag_ms: list[float] = field(default_factory=list)
 
@@ -46,6 +48,7 @@ class RelayStats:
         self.published += result.published
         self.failed += result.failed
         self.dead_lettered += result.dead_lettered
+        self.duplicates += result.duplicates
         self.passes += 1
         self.lag_ms.extend(result.lag_ms)
 
@@ -71,25 +74,45 @@ async def run_relay(
     *,
     partitions: Sequence[int] | None = None,
     stats: RelayStats | None = None,
+    instance_id: str | None = None,
 ) -> None:
+    """Run until `stop`. With `partitions` given, work on exactly those and take no
+    leases (one instance alone); by default share all partitions with the other
+    instances by leases."""
     from consumers.stream import ensure_stream
 
     stats = stats if stats is not None else RelayStats()
     config = config_from(settings)
-    engine = create_engine(settings.database_target, pool_size=4)
+    ttl_ms = int(settings.relay_lease_ttl_s * 1000)
+    engine = create_engine(
+        settings.database_target, pool_size=4, idle_in_transaction_timeout_ms=ttl_ms
+    )
+    leases = (
+        PartitionLeases(engine, instance_id or new_instance_id(), settings.relay_lease_ttl_s)
+        if partitions is None
+        else None
+    )
     client = await connect_nats(settings.nats_target)
     wake = asyncio.Event()
     listener: asyncpg.Connection | None = None
     try:
         js = client.jetstream()
         await ensure_stream(js)
-        log.info("relay publishing %s to %s", ", ".join(SERVICES), settings.nats_target)
+        log.info(
+            "relay %s publishing %s to %s",
+            leases.instance_id if leases else "(all partitions)",
+            ", ".join(SERVICES),
+            settings.nats_target,
+        )
         last_prune = 0.0
         while not stop.is_set():
             if listener is None or listener.is_closed():
                 listener = await _listen(settings.database_target, wake)
+            if leases is not None and leases.due():
+                await _heartbeat(leases)
             wake.clear()  # before draining: a commit during the drain wakes the next round
-            claimed = await _drain(engine, js, partitions, config, stats)
+            mine = leases.partitions() if leases is not None else partitions
+            claimed = await _drain(engine, js, mine, config, stats, leases) if mine else 0
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
                 await _prune(engine, settings.relay_retention_s)
                 last_prune = time.monotonic()
@@ -97,10 +120,20 @@ async def run_relay(
                 continue  # more is waiting
             await _sleep_until(wake, stop, settings.relay_poll_interval_s)
     finally:
+        if leases is not None:
+            with contextlib.suppress(Exception):  # others take over at expiry anyway
+                await leases.leave()
         if listener is not None and not listener.is_closed():
             await listener.close()
         await client.drain()
         await engine.dispose()
+
+
+async def _heartbeat(leases: PartitionLeases) -> None:
+    try:
+        await leases.heartbeat()
+    except Exception:  # PostgreSQL away: our leases lapse and partitions() goes empty
+        log.exception("lease heartbeat failed")
 
 
 async def _drain(
@@ -109,11 +142,12 @@ async def _drain(
     partitions: Sequence[int] | None,
     config: RelayConfig,
     stats: RelayStats,
+    fence: PartitionLeases | None = None,
 ) -> int:
     claimed = 0
     for schema in SERVICES:
         try:
-            result = await relay_pass(engine, js, schema, partitions, config)
+            result = await relay_pass(engine, js, schema, partitions, config, fence)
         except Exception:  # PostgreSQL or NATS away: the next round retries
             log.exception("relay pass over %s failed", schema)
             continue

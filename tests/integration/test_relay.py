@@ -31,7 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def relay_settings(settings: Settings, nats) -> Settings:
     return settings.model_copy(
-        update={"nats_url": nats.url, "relay_poll_interval_s": 0.2, "relay_max_attempts": 3}
+        update={
+            "nats_url": nats.url,
+            "relay_poll_interval_s": 0.2,
+            "relay_max_attempts": 3,
+            "relay_lease_ttl_s": 2.0,
+        }
     )
 
 
@@ -190,6 +195,7 @@ async def test_relay_killed_mid_batch_loses_nothing_and_publishes_once(
         "DATABASE_URL": relay_settings.database_target,
         "NATS_URL": relay_settings.nats_target,
         "SAGA_RELAY_BATCH_SIZE": "20",
+        "SAGA_RELAY_LEASE_TTL_S": "2",
     }
     log = (tmp_path / "relay.log").open("ab")
 
