@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # Scale-out: instances share partitions by consistent hashing under leases
     # with this TTL; an instance silent for longer loses its partitions.
     relay_lease_ttl_s: float = 10.0
+    # Prometheus text at http://127.0.0.1:<port>/metrics; 0 turns it off.
+    relay_metrics_port: int = 9101
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.tables import SERVICES, service_tables
+from db.tables import SERVICES, relay_leases, service_tables
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,20 @@ async def status(engine: AsyncEngine) -> list[OutboxStatus]:
                 )
             )
     return found
+
+
+async def partitions_held(engine: AsyncEngine) -> dict[str, list[int]]:
+    """Live leases by owner: which instance publishes which partitions now."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(relay_leases.c.owner, relay_leases.c.partition)
+            .where(relay_leases.c.owner.is_not(None), relay_leases.c.expires_at > func.now())
+            .order_by(relay_leases.c.partition)
+        )
+        held: dict[str, list[int]] = {}
+        for owner, partition in rows:
+            held.setdefault(owner, []).append(partition)
+        return held
 
 
 async def dead_letters(engine: AsyncEngine) -> list[DeadLetter]:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -25,11 +25,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
-from db.tables import SERVICES, service_tables
+from db.tables import RELAY_PARTITIONS, SERVICES, service_tables
 from db.unit_of_work import OUTBOX_CHANNEL
+from relay import metrics
 from relay.leases import PartitionLeases, new_instance_id
 from relay.publisher import PassResult, RelayConfig, relay_pass
-from settings import Settings
+from settings import LOOPBACK, Settings
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 60.0
@@ -95,6 +96,7 @@ async def run_relay(
     client = await connect_nats(settings.nats_target)
     wake = asyncio.Event()
     listener: asyncpg.Connection | None = None
+    exporter = await _export_metrics(settings, engine, stats, leases)
     try:
         js = client.jetstream()
         await ensure_stream(js)
@@ -120,6 +122,8 @@ async def run_relay(
                 continue  # more is waiting
             await _sleep_until(wake, stop, settings.relay_poll_interval_s)
     finally:
+        if exporter is not None:
+            exporter.close()
         if leases is not None:
             with contextlib.suppress(Exception):  # others take over at expiry anyway
                 await leases.leave()
@@ -127,6 +131,25 @@ async def run_relay(
             await listener.close()
         await client.drain()
         await engine.dispose()
+
+
+async def _export_metrics(
+    settings: Settings, engine: AsyncEngine, stats: RelayStats, leases: PartitionLeases | None
+) -> asyncio.Server | None:
+    if not settings.relay_metrics_port:
+        return None
+
+    def body() -> Awaitable[str]:
+        counters = {
+            "events_published": stats.published,
+            "publish_failures": stats.failed,
+            "dead_lettered": stats.dead_lettered,
+            "duplicates": stats.duplicates,
+        }
+        held = len(leases.partitions()) if leases is not None else RELAY_PARTITIONS
+        return metrics.render(engine, counters, held)
+
+    return await metrics.serve(LOOPBACK, settings.relay_metrics_port, body)
 
 
 async def _heartbeat(leases: PartitionLeases) -> None:

@@ -78,12 +78,13 @@ def _relay(settings: Settings, args: argparse.Namespace) -> int:
 
 def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
     from db.engine import create_engine
-    from relay.admin import status
+    from relay.admin import partitions_held, status
 
     async def once() -> int:
         engine = create_engine(settings.database_target, pool_size=1)
         try:
             rows = await status(engine)
+            held = await partitions_held(engine)
         finally:
             await engine.dispose()
         print(f"{'service':<10}{'pending':>9}{'failed':>8}{'published/min':>15}{'lag':>10}")
@@ -92,6 +93,9 @@ def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
             print(
                 f"{r.service:<10}{r.pending:>9}{r.failed:>8}{r.published_last_minute:>15}{lag:>10}"
             )
+        print(f"relay instances holding partitions: {len(held)}")
+        for owner, parts in sorted(held.items()):
+            print(f"  {owner}: {len(parts)} partitions")
         return 0
 
     return asyncio.run(once())

@@ -36,6 +36,7 @@ def relay_settings(settings: Settings, nats) -> Settings:
             "relay_poll_interval_s": 0.2,
             "relay_max_attempts": 3,
             "relay_lease_ttl_s": 2.0,
+            "relay_metrics_port": 0,
         }
     )
 
@@ -196,6 +197,7 @@ async def test_relay_killed_mid_batch_loses_nothing_and_publishes_once(
         "NATS_URL": relay_settings.nats_target,
         "SAGA_RELAY_BATCH_SIZE": "20",
         "SAGA_RELAY_LEASE_TTL_S": "2",
+        "SAGA_RELAY_METRICS_PORT": "0",
     }
     log = (tmp_path / "relay.log").open("ab")
 
@@ -246,3 +248,35 @@ async def test_dead_letters_are_listed_and_redriven(engine, js, relay):
         lambda: asyncio.sleep(0, relay.failed), lambda n: n >= failures_before + 3, deadline_s=30
     )
     assert await statuses(engine, [poison]) == ["FAILED"]
+
+
+async def test_metrics_report_published_events_lag_and_partitions(engine, relay_settings):
+    import httpx
+
+    from stack.ports import free_port
+
+    port = free_port()
+    settings = relay_settings.model_copy(update={"relay_metrics_port": port})
+    stop, stats = asyncio.Event(), RelayStats()
+    task = asyncio.create_task(run_relay(settings, stop, stats=stats))
+    try:
+        ids = await write_events(engine, str(uuid.uuid4()), ["A", "B"])
+        await eventually(lambda: statuses(engine, ids), lambda s: s == ["PUBLISHED"] * 2)
+
+        async def scrape() -> dict[str, str]:
+            async with httpx.AsyncClient() as http:
+                text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            return dict(
+                line.rsplit(" ", 1)
+                for line in text.splitlines()
+                if line and not line.startswith("#")
+            )
+
+        # Alone, it ends up holding every partition (a dead instance's lapse first).
+        metrics = await eventually(scrape, lambda m: m["saga_relay_partitions_held"] == "64")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    assert int(metrics["saga_relay_events_published_total"]) >= 2
+    assert 'saga_relay_lag_seconds{service="orders"}' in metrics

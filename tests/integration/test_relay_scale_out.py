@@ -132,6 +132,7 @@ async def test_an_instance_paused_past_its_lease_neither_publishes_nor_marks_aft
         "DATABASE_URL": relay_settings.database_target,
         "NATS_URL": relay_settings.nats_target,
         "SAGA_RELAY_LEASE_TTL_S": "2",
+        "SAGA_RELAY_METRICS_PORT": "0",
         "SAGA_RELAY_POLL_INTERVAL_S": "0.2",
     }
     with log_path.open("ab") as log:
