@@ -17,7 +17,7 @@ import nats as natsio
 import pytest
 from sqlalchemy import func, select
 
-from db.tables import service_tables
+from db.tables import order_history, service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
 from domain import events as wire
 from relay.service import RelayStats, run_relay
@@ -186,9 +186,12 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_its_aggregate(en
     assert letter.headers["Dead-Letter-Reason"] == failed.last_error
 
 
-async def test_relay_killed_mid_batch_loses_nothing_and_publishes_once(
+async def test_relay_killed_mid_batch_loses_nothing_and_the_read_model_gets_each_once(
     engine, js, relay_settings, tmp_path
 ):
+    from consumers.order_history import order_history_consumer
+    from consumers.service import serve as serve_consumers
+
     order_ids = [str(uuid.uuid4()) for _ in range(40)]
     ids = [i for o in order_ids for i in await write_events(engine, o, ["A", "B", "C", "D", "E"])]
     env = {
@@ -209,25 +212,46 @@ async def test_relay_killed_mid_batch_loses_nothing_and_publishes_once(
     async def published() -> int:
         return (await statuses(engine, ids)).count("PUBLISHED")
 
+    stop_consumer = asyncio.Event()
+    consumer = order_history_consumer(
+        name=f"history-{uuid.uuid4().hex[:8]}", filter_subject="events.order.>"
+    )
+    consuming = asyncio.create_task(serve_consumers(relay_settings, [consumer], stop_consumer))
     first = start()
-    await eventually(published, lambda n: n >= 20, deadline_s=30)
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    midway = await published()
-    second = start()
     try:
-        await eventually(published, lambda n: n == len(ids), deadline_s=60)
+        await eventually(published, lambda n: n >= 20, deadline_s=30)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        midway = await published()
+        second = start()
+        try:
+            await eventually(published, lambda n: n == len(ids), deadline_s=60)
+            projected = await eventually(
+                lambda: history_rows(engine, order_ids), lambda r: len(r) == len(ids)
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(20)
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(20)
+        stop_consumer.set()
+        await asyncio.wait_for(consuming, 30)
 
     assert 0 < midway < len(ids)
+    assert sorted(projected) == sorted(ids)  # each event once: event_id is the key
     seen: dict[str, int] = {}
     for order_id in order_ids:
         for msg in await messages_for(js, order_id, 5):
             seen[msg.headers[wire.MSG_ID]] = seen.get(msg.headers[wire.MSG_ID], 0) + 1
     assert sorted(seen) == sorted(ids)
     assert set(seen.values()) == {1}  # JetStream dropped any re-publish by Nats-Msg-Id
+
+
+async def history_rows(engine, order_ids: list[str]) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(order_history.c.event_id).where(order_history.c.order_id.in_(order_ids))
+        )
+        return [str(r.event_id) for r in rows]
 
 
 async def test_dead_letters_are_listed_and_redriven(engine, js, relay):
