@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint migrate seed clean recover bench-2pc
+.PHONY: run test lint migrate seed clean recover bench-2pc bench-relay
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,6 @@ bench-2pc: $(STAMP)
 
 recover: $(STAMP)
 	$(BIN)/sagactl recover
+
+bench-relay: $(STAMP)
+	$(BIN)/python -m bench.relay_throughput --json bench/relay_throughput.json

@@ -1,0 +1,202 @@
+"""Outbox relay throughput and commit-to-publish lag, beside raw JetStream, in one run.
+
+    python -m bench.relay_throughput [--events 20000] [--rate 500] [--seconds 10]
+
+Starts its own PostgreSQL and NATS on free ports, then measures:
+
+  raw publish    the JetStream publish rate of this client alone (300-byte
+                 messages with Nats-Msg-Id), awaited one by one and pipelined
+                 in batches of 100 — the ceiling the relay works under
+  relay drain    `--events` rows already committed, one aggregate each: how fast
+                 one relay instance publishes and marks them (events/s)
+  relay lag      a steady offered load of `--rate` events/s, one transaction
+                 each, for `--seconds`: commit-to-publish lag p50/p99 (database
+                 clock: created_at to published_at)
+
+and prints each relay figure beside the raw rate as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumers.stream import ensure_stream
+from db.engine import create_engine
+from db.migrate import upgrade
+from db.tables import service_tables
+from db.unit_of_work import StepContext, event_row, insert_events
+from relay.service import RelayStats, run_relay
+from settings import Settings
+from stack.nats import NatsServer
+from stack.ports import free_port
+from stack.postgres import EmbeddedPostgres
+
+PAYLOAD = {"blob": "x" * 200}  # with the envelope, about 300 bytes on the wire
+
+
+async def raw_publish(js: Any, count: int, pipelined: bool) -> float:
+    body = json.dumps(PAYLOAD).encode()
+    started = time.perf_counter()
+    if pipelined:
+        for start in range(0, count, 100):
+            await asyncio.gather(
+                *(
+                    js.publish("events.bench.Raw", body, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+                    for _ in range(min(100, count - start))
+                )
+            )
+    else:
+        for _ in range(count):
+            await js.publish("events.bench.Raw", body, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+    return count / (time.perf_counter() - started)
+
+
+async def insert_backlog(engine: AsyncEngine, count: int) -> None:
+    context = StepContext("orders", f"bench:{uuid.uuid4()}", "bench")
+    for start in range(0, count, 500):
+        rows = [
+            event_row(context, "bench", str(uuid.uuid4()), "Backlog", PAYLOAD, n)
+            for n in range(start, min(start + 500, count))
+        ]
+        async with engine.begin() as conn:
+            await insert_events(conn, "orders", rows, notify=False)
+
+
+async def pending(engine: AsyncEngine) -> int:
+    outbox = service_tables["orders"].outbox
+    async with engine.connect() as conn:
+        return int(
+            await conn.scalar(
+                select(func.count()).select_from(outbox).where(outbox.c.status == "PENDING")
+            )
+            or 0
+        )
+
+
+async def offered_load(
+    engine: AsyncEngine, rate: int, seconds: float, writers: int = 8
+) -> tuple[str, float]:
+    """Commit one event per transaction at up to `rate`/s from `writers` writers;
+    the run's event type and the rate actually achieved."""
+    kind = f"Load{uuid.uuid4().hex[:6]}"
+    interval = writers / rate
+    sent = 0
+
+    async def writer() -> None:
+        nonlocal sent
+        context = StepContext("orders", f"bench:{uuid.uuid4()}", "bench")
+        started, mine = time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            row = event_row(context, "bench", str(uuid.uuid4()), kind, PAYLOAD, mine)
+            async with engine.begin() as conn:
+                await insert_events(conn, "orders", [row])
+            mine += 1
+            await asyncio.sleep(max(0.0, started + mine * interval - time.perf_counter()))
+        sent += mine
+
+    began = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    return kind, sent / (time.perf_counter() - began)
+
+
+async def lags_ms(engine: AsyncEngine, kind: str) -> list[float]:
+    outbox = service_tables["orders"].outbox
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(func.extract("epoch", outbox.c.published_at - outbox.c.created_at)).where(
+                outbox.c.event_type == kind, outbox.c.status == "PUBLISHED"
+            )
+        )
+        return sorted(float(r[0]) * 1000 for r in rows)
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    postgres = EmbeddedPostgres(
+        data_dir=workdir / "pg",
+        port=free_port(),
+        database="bench",
+        max_prepared_transactions=8,
+        log_dir=workdir / "logs",
+    )
+    broker = NatsServer(port=free_port(), store_dir=workdir / "nats", log_dir=workdir / "logs")
+    await asyncio.gather(postgres.start(), broker.start())
+    try:
+        await asyncio.to_thread(upgrade, postgres.url)
+        engine = create_engine(postgres.url, pool_size=8)
+        client = await nats.connect(broker.url)
+        js = client.jetstream()
+        await ensure_stream(js)
+        raw_seq = await raw_publish(js, min(args.events, 5000), pipelined=False)
+        raw_pipe = await raw_publish(js, args.events, pipelined=True)
+        await client.close()
+
+        settings = Settings(
+            database_url=postgres.url,
+            nats_url=broker.url,
+            relay_metrics_port=0,
+            relay_poll_interval_s=1.0,
+        )
+        await insert_backlog(engine, args.events)
+        stop, stats = asyncio.Event(), RelayStats()
+        started = time.perf_counter()
+        relay = asyncio.create_task(run_relay(settings, stop, stats=stats))
+        while await pending(engine) > 0:  # noqa: ASYNC110 - polls the database
+            await asyncio.sleep(0.05)
+        drain = args.events / (time.perf_counter() - started)
+        print(f"drained {args.events} events", file=sys.stderr)
+        kind, achieved = await offered_load(engine, args.rate, args.seconds)
+        await asyncio.sleep(2)  # let the tail of the load go out
+        lag = await lags_ms(engine, kind)
+        stop.set()
+        await relay
+        await engine.dispose()
+    finally:
+        await asyncio.gather(broker.stop(), postgres.stop())
+    pct = statistics.quantiles(lag, n=100) if len(lag) >= 2 else lag * 99
+    return {
+        "raw_publish_sequential_per_s": round(raw_seq),
+        "raw_publish_pipelined_per_s": round(raw_pipe),
+        "relay_drain_per_s": round(drain),
+        "relay_vs_raw_pipelined": round(drain / raw_pipe, 2),
+        "offered_rate_per_s": args.rate,
+        "achieved_rate_per_s": round(achieved),
+        "lag_events": len(lag),
+        "lag_p50_ms": round(statistics.median(lag), 2) if lag else None,
+        "lag_p99_ms": round(pct[98], 2) if lag else None,
+        "duplicates": stats.duplicates,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--rate", type=int, default=500, help="offered events/s for the lag run")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.events < 1 or args.rate < 1 or args.seconds <= 0:
+        parser.error("--events, --rate and --seconds must be positive")
+    report = asyncio.run(bench(args))
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
