@@ -13,6 +13,9 @@ COPY api ./api
 COPY db ./db
 COPY migrations ./migrations
 COPY stack ./stack
+COPY recovery ./recovery
+COPY relay ./relay
+COPY consumers ./consumers
 RUN pip install . && useradd --create-home --uid 10001 saga
 USER saga
 

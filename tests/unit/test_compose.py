@@ -12,7 +12,7 @@ import yaml
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = ("api", "worker", "migrate")
+APP_SERVICES = ("api", "worker", "migrate", "relay", "consumers")
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,21 @@ def test_postgres_allows_prepared_transactions(compose):
     command = " ".join(compose["services"]["postgres"]["command"])
     assert "max_prepared_transactions=" in command
     assert "max_prepared_transactions=0" not in command
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    modules = set(project["tool"]["setuptools"]["py-modules"])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = {
+        word.rstrip("/").removeprefix("./")
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY")
+        for word in line.split()[1:-1]
+    }
+
+    assert packages <= copied
+    assert {f"{m}.py" for m in modules} <= copied
