@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.tables import SERVICES, relay_leases, service_tables
@@ -119,3 +119,19 @@ async def redrive(engine: AsyncEngine, event_ids: list[str] | None) -> int:
                 query = query.where(o.c.event_id.in_(event_ids))
             moved += (await conn.execute(query)).rowcount
     return moved
+
+
+async def prune_published(engine: AsyncEngine, retention_s: int) -> int:
+    """Delete published rows older than the retention; failed and pending rows stay."""
+    removed = 0
+    async with engine.begin() as conn:
+        for service in SERVICES:
+            o = service_tables[service].outbox
+            result = await conn.execute(
+                delete(o).where(
+                    o.c.status == "PUBLISHED",
+                    o.c.published_at < func.now() - timedelta(seconds=retention_s),
+                )
+            )
+            removed += result.rowcount
+    return removed

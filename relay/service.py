@@ -15,19 +15,18 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import nats
-from sqlalchemy import delete, func
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
-from db.tables import RELAY_PARTITIONS, SERVICES, service_tables
+from db.tables import RELAY_PARTITIONS, SERVICES
 from db.unit_of_work import OUTBOX_CHANNEL
 from relay import metrics
+from relay.admin import prune_published
 from relay.leases import PartitionLeases, new_instance_id
 from relay.publisher import PassResult, RelayConfig, relay_pass
 from settings import LOOPBACK, Settings
@@ -116,7 +115,7 @@ async def run_relay(
             mine = leases.partitions() if leases is not None else partitions
             claimed = await _drain(engine, js, mine, config, stats, leases) if mine else 0
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                await _prune(engine, settings.relay_retention_s)
+                await prune_published(engine, settings.relay_retention_s)
                 last_prune = time.monotonic()
             if claimed >= config.batch_size:
                 continue  # more is waiting
@@ -199,15 +198,3 @@ async def _sleep_until(wake: asyncio.Event, stop: asyncio.Event, timeout: float)
             waiter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
-
-
-async def _prune(engine: AsyncEngine, retention_s: int) -> None:
-    async with engine.begin() as conn:
-        for schema in SERVICES:
-            outbox = service_tables[schema].outbox
-            await conn.execute(
-                delete(outbox).where(
-                    outbox.c.status == "PUBLISHED",
-                    outbox.c.published_at < func.now() - timedelta(seconds=retention_s),
-                )
-            )

@@ -304,3 +304,20 @@ async def test_metrics_report_published_events_lag_and_partitions(engine, relay_
 
     assert int(metrics["saga_relay_events_published_total"]) >= 2
     assert 'saga_relay_lag_seconds{service="orders"}' in metrics
+
+
+async def test_published_rows_are_pruned_after_the_retention_and_dead_letters_kept(engine, relay):
+    from relay.admin import prune_published
+
+    published = await write_events(engine, str(uuid.uuid4()), ["Old"])
+    await eventually(lambda: statuses(engine, published), lambda s: s == ["PUBLISHED"])
+    context = StepContext("orders", f"test:{uuid.uuid4()}", "c")
+    dead = event_row(context, "order", str(uuid.uuid4()), "Dead", {})
+    async with engine.begin() as conn:
+        await conn.execute(service_tables["orders"].outbox.insert(), [{**dead, "status": "FAILED"}])
+
+    removed = await prune_published(engine, retention_s=0)
+
+    assert removed >= 1
+    assert await statuses(engine, published) == []
+    assert await statuses(engine, [dead["event_id"]]) == ["FAILED"]
