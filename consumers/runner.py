@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import nats.errors
+import sqlalchemy.exc
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -93,6 +94,16 @@ def parse(data: bytes) -> Envelope | None:
     return envelope.model_copy(update={"event_id": event_id})
 
 
+# The database, not the event: connection refused or lost, pool exhausted.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
 class ConsumerRunner:
     """Runs one `Consumer`: binds its durable, then fetches and applies until stopped."""
 
@@ -130,8 +141,11 @@ class ConsumerRunner:
                 durable=self.consumer.name, stream=STREAM
             )
 
+    _stop: asyncio.Event | None = None
+
     async def run(self, stop: asyncio.Event) -> None:
         """Apply messages until `stop` is set; the batch in hand is finished or released."""
+        self._stop = stop
         await self.bind()
         log.info(
             "consumer %s bound to %s (%s)",
@@ -180,8 +194,8 @@ class ConsumerRunner:
             await msg.term()
             return Outcome.POISON
         try:
-            applied = await self._apply(envelope)
-        except Exception as err:  # the handler's fault or the database's: retry later
+            applied = await self._apply_through_outages(msg, envelope)
+        except Exception as err:  # the handler's fault: redeliver later, then give up
             return await self._failed(msg, envelope, err)
         await msg.ack()
         outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE
@@ -196,6 +210,34 @@ class ConsumerRunner:
             extra=self._ids(envelope),
         )
         return outcome
+
+    async def _apply_through_outages(self, msg: Msg, envelope: Envelope) -> bool:
+        """Apply, waiting out database outages in place.
+
+        A redelivery would spend one of the message's max_deliver deliveries on
+        a fault that is not the event's, and a long outage would use them all up
+        and lose the event from the read model. So hold the message (telling
+        JetStream we are still on it) and retry until the database answers or
+        the runner stops; only the handler's own errors are redelivered.
+        """
+        delay = self.options.backoff_base_s
+        while True:
+            try:
+                return await self._apply(envelope)
+            except INFRASTRUCTURE_ERRORS as err:
+                if self._stop is not None and self._stop.is_set():
+                    raise
+                log.warning(
+                    "consumer %s: database unavailable (%r); retrying event %s in %.1f s",
+                    self.consumer.name,
+                    err,
+                    envelope.event_id,
+                    delay,
+                    extra=self._ids(envelope),
+                )
+                await msg.in_progress()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.options.ack_wait_s / 3)
 
     async def _apply(self, envelope: Envelope) -> bool:
         """Claim and apply in one transaction; False if this consumer already applied it."""

@@ -63,13 +63,14 @@ def _service_tables(schema: str) -> ServiceTables:
         Column("attempts", Integer, nullable=False, server_default="0"),
         _now(),
         Column("published_at", DateTime(timezone=True)),
-        # The relay partition: every event of one aggregate lands in one, so
+        # The relay partition (masked, not abs(): abs(-2^31) overflows): every
+        # event of one aggregate lands in one, so
         # one relay instance publishes them, in order.
         Column(
             "partition",
             Integer,
             Computed(
-                f"abs(hashtext(aggregate_type || ':' || aggregate_id)) % {RELAY_PARTITIONS}",
+                f"(hashtext(aggregate_type || ':' || aggregate_id) & 2147483647) % {RELAY_PARTITIONS}",
                 persisted=True,
             ),
             nullable=False,

@@ -48,6 +48,7 @@ class PartitionLeases:
         self._ttl_s = ttl_s
         self.held: dict[int, int] = {}  # partition -> epoch we were granted
         self._valid_until = 0.0  # monotonic: past it, our view of `held` is too old to act on
+        self._renew_at = 0.0
 
     def partitions(self) -> list[int]:
         """The partitions this instance may work on now (none if its renewal is overdue)."""
@@ -58,10 +59,12 @@ class PartitionLeases:
         return self._valid_until
 
     def due(self) -> bool:
-        return time.monotonic() > self._valid_until - self._ttl_s * 2 / 3
+        return time.monotonic() >= self._renew_at
 
     async def heartbeat(self) -> None:
         started = time.monotonic()
+        # Renewal first and on its own: nothing another instance holds may make
+        # this instance lose what it already has.
         async with self._engine.begin() as conn:
             await conn.execute(
                 insert(relay_members)
@@ -70,6 +73,7 @@ class PartitionLeases:
                     index_elements=[relay_members.c.instance_id], set_={"heartbeat_at": func.now()}
                 )
             )
+            await self._renew(conn)
             live = await conn.scalars(
                 select(relay_members.c.instance_id).where(
                     relay_members.c.heartbeat_at > func.now() - self._ttl
@@ -77,10 +81,11 @@ class PartitionLeases:
             )
             wanted = owned_by(self.instance_id, list(live), RELAY_PARTITIONS)
             await self._release(conn, set(self.held) - wanted)
-            await self._renew(conn)
-            await self._acquire(conn, wanted - set(self.held))
         # Measured from before the renewal: the database's TTL started no later.
         self._valid_until = started + self._ttl_s * 0.8
+        self._renew_at = started + self._ttl_s / 3
+        async with self._engine.begin() as conn:
+            await self._acquire(conn, wanted - set(self.held))
 
     async def leave(self) -> None:
         """Hand everything back at once, so the others need not wait for expiry."""
@@ -105,7 +110,7 @@ class PartitionLeases:
             .with_for_update(read=True)
         )
         current = {p: e for p, e in rows}
-        stale = [p for p in partitions if current.get(p) != self.held.get(p)]
+        stale = [p for p in partitions if p not in self.held or current.get(p) != self.held[p]]
         if stale:
             log.warning("lost leases on partitions %s; not publishing them", stale)
             for p in stale:
@@ -149,12 +154,20 @@ class PartitionLeases:
     async def _acquire(self, conn: AsyncConnection, partitions: set[int]) -> None:
         if not partitions:
             return
-        rows = await conn.execute(
-            update(relay_leases)
+        # SKIP LOCKED: a lease a lapsed owner still holds in an open pass is
+        # taken on a later heartbeat, not waited for.
+        free = (
+            select(relay_leases.c.partition)
             .where(
                 relay_leases.c.partition.in_(partitions),
                 (relay_leases.c.owner.is_(None)) | (relay_leases.c.expires_at <= func.now()),
             )
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        rows = await conn.execute(
+            update(relay_leases)
+            .where(relay_leases.c.partition.in_(free))
             .values(
                 owner=self.instance_id,
                 epoch=relay_leases.c.epoch + 1,

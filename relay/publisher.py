@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Row, func, select, tuple_, update
+import nats.errors
+import nats.js.errors
+from sqlalchemy import Row, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import service_tables
@@ -51,6 +53,8 @@ class PassResult:
     dead_lettered: int = 0
     # Acks saying JetStream already had the event: someone published it before.
     duplicates: int = 0
+    # The broker (not an event) failed: nothing was counted against the events.
+    broker_error: str | None = None
     lag_ms: list[float] = field(default_factory=list)
 
 
@@ -98,9 +102,27 @@ async def relay_pass(
     result = PassResult()
     async with engine.connect() as conn, conn.begin():
         now = await _db_now(conn)
+        earlier = outbox.alias("earlier")
+        # Neither a row still waiting to retry nor anything queued behind one in
+        # its aggregate: a stuck aggregate must not fill every batch.
+        waiting_ahead = (
+            select(earlier.c.seq)
+            .where(
+                earlier.c.aggregate_type == outbox.c.aggregate_type,
+                earlier.c.aggregate_id == outbox.c.aggregate_id,
+                earlier.c.status == "PENDING",
+                earlier.c.seq < outbox.c.seq,
+                earlier.c.next_attempt_at > func.now(),
+            )
+            .exists()
+        )
         query = (
             select(outbox)
-            .where(outbox.c.status == "PENDING")
+            .where(
+                outbox.c.status == "PENDING",
+                or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= func.now()),
+                ~waiting_ahead,
+            )
             .order_by(outbox.c.seq)
             .limit(config.batch_size)
             .with_for_update(skip_locked=True)
@@ -116,13 +138,14 @@ async def relay_pass(
             await conn.rollback()
             return PassResult()
         deadline = fence.deadline() if fence is not None else None
-        chains = await _ready_chains(conn, schema, rows, now)
+        chains = await _ready_chains(conn, schema, rows)
         outcomes = await asyncio.gather(
             *(_publish_chain(js, schema, c, config, deadline) for c in chains)
         )
-        published = [event_id for ids, _, _ in outcomes for event_id in ids]
-        failures = [failure for _, failure, _ in outcomes if failure is not None]
-        result.duplicates = sum(dups for _, _, dups in outcomes)
+        published = [event_id for o in outcomes for event_id in o.published]
+        failures = [o.failure for o in outcomes if o.failure is not None]
+        result.duplicates = sum(o.duplicates for o in outcomes)
+        result.broker_error = next((o.broker_error for o in outcomes if o.broker_error), None)
         if published:
             await conn.execute(
                 update(outbox)
@@ -147,65 +170,84 @@ async def _db_now(conn: AsyncConnection) -> datetime:
 
 
 async def _ready_chains(
-    conn: AsyncConnection, schema: str, rows: Sequence[Row[Any]], now: datetime
+    conn: AsyncConnection, schema: str, rows: Sequence[Row[Any]]
 ) -> list[list[Row[Any]]]:
-    """Per-aggregate chains in seq order, cut where an event still waits to retry.
+    """Per-aggregate chains in seq order, each cut at its first gap.
 
-    A chain is dropped for this round if a lower-seq PENDING row of its
-    aggregate exists that we did not claim (locked by someone else): publishing
-    after it would reorder the aggregate.
+    A gap is a PENDING row of the aggregate that this pass did not claim
+    (another transaction holds it): everything after it waits, or the
+    aggregate would be published out of order.
     """
     outbox = service_tables[schema].outbox
     chains: dict[tuple[str, str], list[Row[Any]]] = {}
     for row in rows:
         chains.setdefault((row.aggregate_type, row.aggregate_id), []).append(row)
-    heads = await conn.execute(
-        select(outbox.c.aggregate_type, outbox.c.aggregate_id, func.min(outbox.c.seq))
+    pending = await conn.execute(
+        select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.seq)
         .where(
             outbox.c.status == "PENDING",
             tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(list(chains)),
+            outbox.c.seq <= max(r.seq for r in rows),
         )
-        .group_by(outbox.c.aggregate_type, outbox.c.aggregate_id)
+        .order_by(outbox.c.seq)
     )
-    first_pending = {(t, i): seq for t, i, seq in heads}
+    order: dict[tuple[str, str], list[int]] = {}
+    for aggregate_type, aggregate_id, seq in pending:
+        order.setdefault((aggregate_type, aggregate_id), []).append(seq)
     ready = []
     for key, chain in chains.items():
-        if first_pending.get(key, chain[0].seq) < chain[0].seq:
-            continue
-        cut = _until_waiting(chain, now)
+        claimed = {r.seq: r for r in chain}
+        cut = []
+        for seq in order.get(key, []):
+            if seq not in claimed:
+                break
+            cut.append(claimed[seq])
         if cut:
             ready.append(cut)
     return ready
 
 
-def _until_waiting(chain: list[Row[Any]], now: datetime) -> list[Row[Any]]:
-    out = []
-    for row in chain:
-        if row.next_attempt_at is not None and row.next_attempt_at > now:
-            break
-        out.append(row)
-    return out
+@dataclass
+class ChainOutcome:
+    published: list[str] = field(default_factory=list)
+    failure: tuple[Row[Any], BaseException] | None = None
+    duplicates: int = 0
+    broker_error: str | None = None
+
+
+# Failures that are the event's own: retrying the same bytes cannot help, so
+# they count against its attempts. Anything else is the broker's, and only delays.
+EVENT_FAULTS: tuple[type[BaseException], ...] = (
+    nats.errors.MaxPayloadError,
+    nats.errors.BadSubjectError,
+    nats.js.errors.BadRequestError,
+    ValueError,
+    TypeError,
+)
 
 
 async def _publish_chain(
     js: Any, schema: str, chain: list[Row[Any]], config: RelayConfig, deadline: float | None
-) -> tuple[list[str], tuple[Row[Any], BaseException] | None, int]:
-    done: list[str] = []
-    duplicates = 0
+) -> ChainOutcome:
+    outcome = ChainOutcome()
     for row in chain:
         if deadline is not None and time.monotonic() >= deadline:
             # Paused past our lease (the clock jumped): the rest is not ours to send.
-            return done, None, duplicates
-        subject, body, headers = envelope_of(schema, row)
+            return outcome
         try:
+            subject, body, headers = envelope_of(schema, row)
             ack = await js.publish(subject, body, timeout=config.publish_timeout_s, headers=headers)
-        except Exception as err:  # any publish failure: retry this event later
-            return done, (row, err), duplicates
+        except EVENT_FAULTS as err:
+            outcome.failure = (row, err)
+            return outcome
+        except Exception as err:  # timeouts, no responders, a reconnecting client
+            outcome.broker_error = f"{type(err).__name__}: {err}"
+            return outcome
         if getattr(ack, "duplicate", False):
-            duplicates += 1
+            outcome.duplicates += 1
             log.warning("event %s was already in the stream (published twice)", row.event_id)
-        done.append(str(row.event_id))
-    return done, None, duplicates
+        outcome.published.append(str(row.event_id))
+    return outcome
 
 
 async def _record_failure(

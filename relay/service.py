@@ -64,7 +64,13 @@ def config_from(settings: Settings) -> RelayConfig:
 async def connect_nats(url: str) -> Any:
     # Keep reconnecting for ever: a relay outlives broker restarts.
     return await nats.connect(
-        url, name="saga-relay", max_reconnect_attempts=-1, reconnect_time_wait=1
+        url,
+        name="saga-relay",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        # No buffering while disconnected: a publish the relay saw fail must not
+        # be flushed later, behind events published since, as a late duplicate.
+        pending_size=0,
     )
 
 
@@ -83,7 +89,9 @@ async def run_relay(
 
     stats = stats if stats is not None else RelayStats()
     config = config_from(settings)
-    ttl_ms = int(settings.relay_lease_ttl_s * 1000)
+    # Long enough for a pass that waits on slow acks, short enough that a
+    # process paused inside a pass frees its partitions soon.
+    ttl_ms = int(max(settings.relay_lease_ttl_s, 3 * settings.relay_publish_timeout_s) * 1000)
     engine = create_engine(
         settings.database_target, pool_size=4, idle_in_transaction_timeout_ms=ttl_ms
     )
@@ -113,12 +121,12 @@ async def run_relay(
                 await _heartbeat(leases)
             wake.clear()  # before draining: a commit during the drain wakes the next round
             mine = leases.partitions() if leases is not None else partitions
-            claimed = await _drain(engine, js, mine, config, stats, leases) if mine else 0
+            busy = await _drain(engine, js, mine, config, stats, leases) if mine else False
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                await prune_published(engine, settings.relay_retention_s)
+                await _prune(engine, settings.relay_retention_s)
                 last_prune = time.monotonic()
-            if claimed >= config.batch_size:
-                continue  # more is waiting
+            if busy:
+                continue  # a full batch went out: more is waiting
             await _sleep_until(wake, stop, settings.relay_poll_interval_s)
     finally:
         if exporter is not None:
@@ -128,7 +136,8 @@ async def run_relay(
                 await leases.leave()
         if listener is not None and not listener.is_closed():
             await listener.close()
-        await client.drain()
+        with contextlib.suppress(Exception):  # a broker already gone cannot be drained
+            await client.drain()
         await engine.dispose()
 
 
@@ -166,7 +175,8 @@ async def _drain(
     stats: RelayStats,
     fence: PartitionLeases | None = None,
 ) -> int:
-    claimed = 0
+    """One pass per service; True when some pass published a full batch."""
+    busy = False
     for schema in SERVICES:
         try:
             result = await relay_pass(engine, js, schema, partitions, config, fence)
@@ -174,17 +184,27 @@ async def _drain(
             log.exception("relay pass over %s failed", schema)
             continue
         stats.add(result)
-        claimed = max(claimed, result.claimed)
-    return claimed
+        if result.broker_error is not None:
+            log.warning("broker unavailable (%s); backing off", result.broker_error)
+            return False  # the other services would only fail the same way
+        busy = busy or result.published >= config.batch_size
+    return busy
+
+
+async def _prune(engine: AsyncEngine, retention_s: int) -> None:
+    try:
+        await prune_published(engine, retention_s)
+    except Exception:  # PostgreSQL away: prune next time
+        log.exception("pruning published outbox rows failed")
 
 
 async def _listen(database_url: str, wake: asyncio.Event) -> asyncpg.Connection | None:
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        connection = await asyncpg.connect(dsn)
+        connection = await asyncpg.connect(dsn, timeout=5)
         await connection.add_listener(OUTBOX_CHANNEL, lambda *_: wake.set())
         return connection
-    except (OSError, asyncpg.PostgresError) as err:
+    except Exception as err:  # polling carries on without the listener
         log.warning("cannot LISTEN for outbox commits (%s); polling only", err)
         return None
 

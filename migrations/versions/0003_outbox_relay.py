@@ -60,7 +60,7 @@ def upgrade() -> None:
         # events of one aggregate are handled by one relay instance, in order.
         op.execute(
             f"ALTER TABLE {schema}.outbox ADD COLUMN partition integer NOT NULL "
-            f"GENERATED ALWAYS AS (abs(hashtext(aggregate_type || ':' || aggregate_id)) "
+            f"GENERATED ALWAYS AS ((hashtext(aggregate_type || ':' || aggregate_id) & 2147483647) "
             f"% {PARTITIONS}) STORED"
         )
         op.execute(f"DROP INDEX {schema}.ix_{schema}_outbox_pending")

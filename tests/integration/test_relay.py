@@ -321,3 +321,85 @@ async def test_published_rows_are_pruned_after_the_retention_and_dead_letters_ke
     assert removed >= 1
     assert await statuses(engine, published) == []
     assert await statuses(engine, [dead["event_id"]]) == ["FAILED"]
+
+
+async def test_a_broker_outage_delays_events_without_counting_against_them(
+    engine, js, relay_settings, nats
+):
+    stop, stats = asyncio.Event(), RelayStats()
+    task = asyncio.create_task(run_relay(relay_settings, stop, stats=stats))
+    try:
+        await eventually(lambda: asyncio.sleep(0, stats.passes), lambda n: n > 0)
+        await nats.stop()
+        order_id = str(uuid.uuid4())
+        ids = await write_events(engine, order_id, ["A", "B", "C"])
+        await eventually(lambda: asyncio.sleep(0, stats.passes), lambda n: n > 10)
+        outbox = service_tables["orders"].outbox
+        async with engine.connect() as conn:
+            during = (
+                await conn.execute(
+                    select(outbox.c.status, outbox.c.attempts).where(outbox.c.event_id.in_(ids))
+                )
+            ).all()
+        await nats.start()
+        await eventually(
+            lambda: statuses(engine, ids), lambda s: s == ["PUBLISHED"] * 3, deadline_s=30
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    assert {(s, a) for s, a in during} == {("PENDING", 0)}
+    client = await natsio.connect(nats.url)
+    try:
+        msgs = await messages_for(client.jetstream(), order_id, 3)
+    finally:
+        await client.close()
+    assert [m.subject.rsplit(".", 1)[1] for m in msgs] == ["A", "B", "C"]
+
+
+async def test_a_stuck_aggregate_does_not_hold_up_the_others(engine, relay_settings):
+    settings = relay_settings.model_copy(update={"relay_batch_size": 5, "relay_max_attempts": 1000})
+    stuck, free = str(uuid.uuid4()), str(uuid.uuid4())
+    [poison] = await write_events(engine, stuck, ["Huge"], blob="x" * 1_100_000)
+    behind = [i for _ in range(10) for i in await write_events(engine, stuck, ["Behind"])]
+    [other] = await write_events(engine, free, ["Free"])
+    stop, stats = asyncio.Event(), RelayStats()
+    task = asyncio.create_task(run_relay(settings, stop, stats=stats))
+    try:
+        await eventually(lambda: statuses(engine, [other]), lambda s: s == ["PUBLISHED"])
+        held_back = await statuses(engine, [poison, *behind])
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    assert held_back == ["PENDING"] * 11  # in order: nothing overtakes the stuck head
+    assert stats.passes < 200  # it waits for the retry instead of spinning
+
+
+async def test_an_event_held_by_another_transaction_is_not_overtaken(engine, js, relay_settings):
+    order_id = str(uuid.uuid4())
+    first, second, third = [
+        (await write_events(engine, order_id, [kind]))[0] for kind in ("E1", "E2", "E3")
+    ]
+    outbox = service_tables["orders"].outbox
+    stop = asyncio.Event()
+    async with engine.connect() as holder:
+        await holder.begin()
+        # E2 is locked before any relay runs: the pass must claim E1 and E3 and
+        # publish only E1.
+        await holder.execute(
+            select(outbox.c.seq).where(outbox.c.event_id == second).with_for_update()
+        )
+        task = asyncio.create_task(run_relay(relay_settings, stop))
+        try:
+            await eventually(lambda: statuses(engine, [first]), lambda s: s == ["PUBLISHED"])
+            await asyncio.sleep(0.5)  # several more passes, each finding E2 locked
+            assert await statuses(engine, [third]) == ["PENDING"]
+            await holder.rollback()
+            msgs = await messages_for(js, order_id, 3)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    assert [m.subject.rsplit(".", 1)[1] for m in msgs] == ["E1", "E2", "E3"]
