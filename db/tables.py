@@ -70,7 +70,8 @@ def _service_tables(schema: str) -> ServiceTables:
             "partition",
             Integer,
             Computed(
-                f"(hashtext(aggregate_type || ':' || aggregate_id) & 2147483647) % {RELAY_PARTITIONS}",
+                "(hashtext(aggregate_type || ':' || aggregate_id) & 2147483647)"
+                f" % {RELAY_PARTITIONS}",
                 persisted=True,
             ),
             nullable=False,
