@@ -16,6 +16,7 @@ COPY stack ./stack
 COPY recovery ./recovery
 COPY relay ./relay
 COPY consumers ./consumers
+COPY payment_provider ./payment_provider
 RUN pip install . && useradd --create-home --uid 10001 saga
 USER saga
 
