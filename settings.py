@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     relay_lease_ttl_s: float = 10.0
     # Prometheus text at http://127.0.0.1:<port>/metrics; 0 turns it off.
     relay_metrics_port: int = 9101
+    relay_metrics_host: str = LOOPBACK
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

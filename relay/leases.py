@@ -74,6 +74,12 @@ class PartitionLeases:
                 )
             )
             await self._renew(conn)
+            # Forget members long gone, so the table does not grow with restarts.
+            await conn.execute(
+                delete(relay_members).where(
+                    relay_members.c.heartbeat_at < func.now() - self._ttl * 10
+                )
+            )
             live = await conn.scalars(
                 select(relay_members.c.instance_id).where(
                     relay_members.c.heartbeat_at > func.now() - self._ttl

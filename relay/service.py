@@ -29,7 +29,7 @@ from relay import metrics
 from relay.admin import prune_published
 from relay.leases import PartitionLeases, new_instance_id
 from relay.publisher import PassResult, RelayConfig, relay_pass
-from settings import LOOPBACK, Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 60.0
@@ -157,7 +157,7 @@ async def _export_metrics(
         held = len(leases.partitions()) if leases is not None else RELAY_PARTITIONS
         return metrics.render(engine, counters, held)
 
-    return await metrics.serve(LOOPBACK, settings.relay_metrics_port, body)
+    return await metrics.serve(settings.relay_metrics_host, settings.relay_metrics_port, body)
 
 
 async def _heartbeat(leases: PartitionLeases) -> None:
