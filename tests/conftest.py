@@ -100,6 +100,20 @@ async def nats(stack_dir: Path) -> AsyncIterator[NatsServer]:
     await server.stop()
 
 
+@pytest.fixture
+async def js(nats: NatsServer) -> AsyncIterator[Any]:
+    """A JetStream context on the session's NATS, with the project's stream in place."""
+    from nats import connect as nats_connect
+
+    from consumers.stream import ensure_stream
+
+    client = await nats_connect(nats.url)
+    context = client.jetstream()
+    await ensure_stream(context)
+    yield context
+    await client.close()
+
+
 @pytest.fixture(scope="session")
 def settings(postgres: EmbeddedPostgres, temporal: TemporalDevServer) -> Settings:
     return Settings(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import (
     SERVICES,
@@ -134,3 +135,18 @@ async def decision_of(engine: AsyncEngine, tx_id: str) -> Any:
 async def hold_of(engine: AsyncEngine, tx_id: str) -> Any:
     async with engine.connect() as conn:
         return (await conn.execute(select(card_holds).where(card_holds.c.tx_id == tx_id))).first()
+
+
+@asynccontextmanager
+async def wallet_locked(engine: AsyncEngine, customer_id: str) -> AsyncIterator[AsyncConnection]:
+    """Hold a wallet's row in an open transaction: its store-credit prepare must wait.
+
+    The caller may roll the holder back early; otherwise it is rolled back on exit.
+    """
+    async with engine.connect() as holder:
+        await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM payments.wallets WHERE customer_id = :c FOR UPDATE"),
+            {"c": customer_id},
+        )
+        yield holder

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from nats import connect as nats_connect
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from sqlalchemy import select
@@ -19,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.order_history import order_history_consumer
 from consumers.runner import ConsumerRunner, RunnerOptions
-from consumers.stream import ensure_stream
 from db.tables import SERVICES, orders, service_tables
 from domain import events as wire
 from domain.orders import workflow_id_for
@@ -27,15 +25,6 @@ from tests import factories
 from tests.factories import eventually
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def js(nats: Any) -> AsyncIterator[JetStreamContext]:
-    client = await nats_connect(nats.url)
-    js = client.jetstream()
-    await ensure_stream(js)
-    yield js
-    await client.close()
 
 
 @pytest.fixture

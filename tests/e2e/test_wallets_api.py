@@ -201,19 +201,12 @@ async def test_store_credit_is_part_of_the_idempotency_fingerprint(api, product,
 
 
 async def test_order_view_shows_the_votes_while_the_decision_is_pending(api, product, engine):
-    from sqlalchemy import text
-
     from tests.factories import eventually
 
     sku = await product(stock=5, price=1000)
     customer = await factories.insert_wallet(engine, balance=5000)
-    async with engine.connect() as blocker:
-        await blocker.begin()
-        # Hold the wallet row: the store-credit prepare waits, the others answer.
-        await blocker.execute(
-            text("SELECT 1 FROM payments.wallets WHERE customer_id = :c FOR UPDATE"),
-            {"c": customer},
-        )
+    # Hold the wallet row: the store-credit prepare waits, the others answer.
+    async with factories.wallet_locked(engine, customer) as blocker:
         body = order_body(sku, 1, customer_id=customer, store_credit=400)
         order_id = (await api.post("/orders", json=body)).json()["order_id"]
 

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from nats import connect as nats_connect
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, PubAck, StorageType
 from sqlalchemy import func, select
@@ -36,15 +35,6 @@ pytestmark = pytest.mark.asyncio
 FAST = RunnerOptions(fetch_timeout_s=0.5, backoff_base_s=0.3, backoff_cap_s=2.0, max_deliver=4)
 
 Start = Callable[..., Awaitable[ConsumerRunner]]
-
-
-@pytest.fixture
-async def js(nats: Any) -> AsyncIterator[JetStreamContext]:
-    client = await nats_connect(nats.url)
-    js = client.jetstream()
-    await ensure_stream(js)
-    yield js
-    await client.close()
 
 
 @pytest.fixture

@@ -42,13 +42,6 @@ def relay_settings(settings: Settings, nats) -> Settings:
 
 
 @pytest.fixture
-async def js(nats) -> AsyncIterator[Any]:
-    client = await natsio.connect(nats.url)
-    yield client.jetstream()
-    await client.close()
-
-
-@pytest.fixture
 async def relay(relay_settings) -> AsyncIterator[RelayStats]:
     stop, stats = asyncio.Event(), RelayStats()
     task = asyncio.create_task(run_relay(relay_settings, stop, stats=stats))

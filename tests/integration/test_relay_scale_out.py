@@ -19,11 +19,11 @@ from db.tables import RELAY_PARTITIONS, relay_leases
 from relay.ring import assign
 from relay.service import RelayStats, run_relay
 from tests.factories import eventually
-from tests.integration.test_relay import js, messages_for, relay_settings, statuses, write_events
+from tests.integration.test_relay import messages_for, relay_settings, statuses, write_events
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
-_ = (js, relay_settings)  # fixtures, imported for their names
+_ = relay_settings  # a fixture, imported for its name
 
 
 class Relays:

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -112,12 +111,7 @@ async def test_participant_silent_past_the_deadline_aborts(saga, product, engine
     sku = await product(stock=5, price=1000)
     customer = await factories.insert_wallet(engine, balance=5000)
     # Hold the wallet row so the store-credit prepare cannot answer in time.
-    async with engine.connect() as blocker:
-        await blocker.begin()
-        await blocker.execute(
-            text("SELECT 1 FROM payments.wallets WHERE customer_id = :c FOR UPDATE"),
-            {"c": customer},
-        )
+    async with factories.wallet_locked(engine, customer) as blocker:
         handle = await saga(
             [(sku, 1)], customer_id=customer, store_credit=500, prepare_timeout_s=1.0
         )
