@@ -16,6 +16,7 @@ from activities.payments import PaymentActivities
 from activities.shipping import ShippingActivities
 from activities.stock_branch import StockParticipant
 from activities.store_credit import StoreCreditParticipant, StoreCreditRefunds
+from activities.transaction_recovery import TransactionRecovery
 from db.engine import create_session_factory
 from domain.activities import Act, TwoPhaseAct
 from settings import Settings
@@ -57,4 +58,5 @@ def all_activities(engine: AsyncEngine, settings: Settings) -> dict[str, Callabl
         TwoPhaseAct.CANCEL_CARD_HOLD: card.cancel_card_hold,
         TwoPhaseAct.RECORD_DECISION: log.record_decision,
         TwoPhaseAct.COMPLETE_TRANSACTION: log.complete_transaction,
+        TwoPhaseAct.RESOLVE_TRANSACTION: TransactionRecovery(engine).resolve_transaction,
     }

@@ -131,7 +131,13 @@ class CardHoldParticipant:
                     )
                     .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
                 )
+                # A try that was in flight committed HELD under our insert: void it now.
                 status = await session.scalar(
+                    update(card_holds)
+                    .where(card_holds.c.tx_id == call.tx_id, card_holds.c.status == "HELD")
+                    .values(status="VOIDED", resolved_at=func.now())
+                    .returning(card_holds.c.status)
+                ) or await session.scalar(
                     select(card_holds.c.status).where(card_holds.c.tx_id == call.tx_id)
                 )
         if status == "CAPTURED":

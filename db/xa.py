@@ -142,6 +142,10 @@ class XaBranches:
         if state is BranchState.PREPARED:
             await self._finish(f"ROLLBACK PREPARED {_quoted(call.gid)}")
             state = await self.state(call.gid)
+            if state is BranchState.PREPARED:
+                # The rollback did not happen (a reset connection, a busy gid):
+                # acknowledging now would leave the branch holding its rows.
+                raise RuntimeError(f"branch {call.gid} is still prepared; retrying the abort")
         if state is BranchState.COMMITTED:
             raise ProtocolViolation(f"branch {call.gid} cannot abort: it is committed")
         if state is None:

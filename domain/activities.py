@@ -147,6 +147,7 @@ class TwoPhaseAct:
     RECORD_DECISION = "record_decision"
     COMPLETE_TRANSACTION = "complete_transaction"
     REFUND_STORE_CREDIT = "refund_store_credit"
+    RESOLVE_TRANSACTION = "resolve_transaction"
 
 
 class RefundStoreCredit(StepInput):

@@ -92,3 +92,15 @@ def tx_id_of(gid: str) -> tuple[str, str] | None:
 
 def coordinator_workflow_id(tx_id: str) -> str:
     return f"tpc-{tx_id}"
+
+
+class ResolveTransaction(BaseModel):
+    """Finish a transaction whose coordinator failed or was terminated."""
+
+    tx_id: str
+    participants: list[str]
+
+
+class TransactionResolved(BaseModel):
+    tx_id: str
+    decision: Decision

@@ -40,6 +40,7 @@ class SweepReport:
     committed: list[str] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     left_to_coordinator: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.committed or self.aborted or self.left_to_coordinator)
@@ -49,12 +50,17 @@ async def sweep(engine: AsyncEngine, client: Client, grace: timedelta) -> SweepR
     open_branches = await _open_branches(engine, grace)
     report = SweepReport()
     for tx_id, participants in sorted(open_branches.items()):
-        decision = await _decide(engine, client, tx_id)
-        if decision is None:
-            report.left_to_coordinator.append(tx_id)
+        try:
+            decision = await _decide(engine, client, tx_id)
+            if decision is None:
+                report.left_to_coordinator.append(tx_id)
+                continue
+            for participant in sorted(participants):
+                await resolve_branch(engine, tx_id, participant, decision)
+        except Exception:  # one stubborn transaction must not stall the rest
+            log.exception("could not recover 2PC %s; next round retries", tx_id)
+            report.failed.append(tx_id)
             continue
-        for participant in sorted(participants):
-            await _resolve(engine, tx_id, participant, decision)
         (report.committed if decision is Decision.COMMIT else report.aborted).append(tx_id)
         log.warning("recovered 2PC %s: %s %s", tx_id, decision.value, sorted(participants))
     return report
@@ -105,6 +111,11 @@ async def _decide(engine: AsyncEngine, client: Client, tx_id: str) -> Decision |
         return Decision(logged)
     if await _coordinator_running(client, tx_id):
         return None
+    return await logged_or_abort(engine, tx_id)
+
+
+async def logged_or_abort(engine: AsyncEngine, tx_id: str) -> Decision:
+    """The logged decision; ABORT, logged first, when there is none (presumed abort)."""
     async with engine.begin() as conn:
         # First writer wins: if the coordinator logged meanwhile, follow it.
         await conn.execute(
@@ -126,7 +137,10 @@ async def _coordinator_running(client: Client, tx_id: str) -> bool:
     return description.status == WorkflowExecutionStatus.RUNNING
 
 
-async def _resolve(engine: AsyncEngine, tx_id: str, participant: str, decision: Decision) -> None:
+async def resolve_branch(
+    engine: AsyncEngine, tx_id: str, participant: str, decision: Decision
+) -> None:
+    """Carry out `decision` on one participant's branch (idempotent, any order)."""
     call = BranchCall(tx_id=tx_id, gid=branch_gid(tx_id, participant))
     if participant == CARD:
         card = CardHoldParticipant(create_session_factory(engine), timedelta(0))

@@ -26,7 +26,13 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import (
     ActivityCancellationType,
     ChildWorkflowCancellationType,
@@ -64,6 +70,9 @@ with workflow.unsafe.imports_passed_through():
     from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS, ORDER_TOTAL
     from domain.two_phase import (
         Decision,
+        ParticipantSpec,
+        ResolveTransaction,
+        TransactionResolved,
         TwoPhaseInput,
         TwoPhaseOutcome,
         coordinator_workflow_id,
@@ -230,7 +239,10 @@ class OrderSaga:
             cancellation_type=ChildWorkflowCancellationType.ABANDON,
             static_summary=f"2PC for order {order.order_id}",
         )
-        outcome: TwoPhaseOutcome = await shielded(child, "settling by two-phase commit")
+        try:
+            outcome: TwoPhaseOutcome = await shielded(child, "settling by two-phase commit")
+        except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
+            outcome = await self._resolve_without_coordinator(order, specs, err)
         state.two_phase = TwoPhaseView(
             tx_id=outcome.tx_id, decision=outcome.decision, votes=outcome.votes
         )
@@ -246,6 +258,25 @@ class OrderSaga:
         if CARD in names:
             self._saga.register(*self._refund_payment(order))
         await self._saga.step(StepName.SETTLE_TWO_PHASE, _already_done)
+
+    async def _resolve_without_coordinator(
+        self, order: PlaceOrder, specs: list[ParticipantSpec], err: Exception
+    ) -> TwoPhaseOutcome:
+        """The coordinator failed or was terminated: settle from its log, or abort."""
+        workflow.logger.warning("2PC coordinator for %s gone (%s); resolving", order.order_id, err)
+        resolved: TransactionResolved = await self._call(
+            TwoPhaseAct.RESOLVE_TRANSACTION,
+            ResolveTransaction(tx_id=order.order_id, participants=[p.name for p in specs]),
+            TransactionResolved,
+            "Resolve the 2PC its coordinator left",
+            retry=UNDO_RETRY,
+        )
+        return TwoPhaseOutcome(
+            tx_id=order.order_id,
+            decision=resolved.decision,
+            reasons={"coordinator": f"coordinator gone: {err}"},
+            phase="done",
+        )
 
     async def _create_shipment(self, order: PlaceOrder) -> None:
         command = CreateShipment(

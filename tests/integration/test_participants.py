@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -191,3 +192,27 @@ async def test_declined_card_votes_no(card, engine):
 
     assert (reply.vote, reply.refusal) == (Vote.NO, "PaymentDeclined")
     assert (await factories.hold_of(engine, call.tx_id)).status == "REFUSED"
+
+
+async def test_card_cancel_overlapping_an_in_flight_try_still_voids_it(card, engine):
+    from sqlalchemy import text
+
+    call = card_call(700)
+    async with engine.connect() as late_try:
+        await late_try.begin()
+        # A try still in flight: its HELD row is written but not yet committed.
+        await late_try.execute(
+            text(
+                "INSERT INTO payments.card_holds (tx_id, order_id, customer_id, amount,"
+                " currency, status, expires_at)"
+                " VALUES (:t, :t, 'c', 700, 'EUR', 'HELD', now() + interval '1 day')"
+            ),
+            {"t": call.tx_id},
+        )
+        cancelling = asyncio.create_task(card.cancel_card_hold(call))
+        await asyncio.sleep(0.3)  # the cancel now waits on the try's row
+        await late_try.commit()
+        ack = await cancelling
+
+    assert ack.outcome == "VOIDED"
+    assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"

@@ -235,3 +235,70 @@ async def test_two_orders_spending_the_same_credit_never_overdraw(saga, product,
     assert sum(isinstance(o, SagaState) for o in outcomes) == 1
     assert await factories.balance_of(engine, customer) == 500
     assert await factories.stock_of(engine, sku) == 9
+
+
+def hanging(name: str, release: asyncio.Event, started: asyncio.Event) -> Any:
+    @activity.defn(name=name)
+    async def hang(call: BranchCall) -> Any:
+        started.set()
+        await release.wait()
+        raise RuntimeError("released by the test")
+
+    return hang
+
+
+async def test_coordinator_terminated_after_commit_the_saga_finishes_the_commit(
+    saga, product, engine, custom_worker, client
+):
+    started, release = asyncio.Event(), asyncio.Event()
+    queue = await custom_worker(
+        {TwoPhaseAct.COMMIT_STOCK: hanging(TwoPhaseAct.COMMIT_STOCK, release, started)}
+    )
+    sku = await product(stock=5, price=1000)
+    customer = await factories.insert_wallet(engine, balance=1000)
+    handle = await saga([(sku, 2)], customer_id=customer, store_credit=800, task_queue=queue)
+    await asyncio.wait_for(started.wait(), 20)
+    order_id = (await state_of(handle)).order_id
+    assert (await factories.decision_of(engine, order_id)).decision == "COMMIT"
+
+    await client.get_workflow_handle(f"tpc-{order_id}").terminate("operator: coordinator stuck")
+    try:
+        state: SagaState = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        release.set()
+
+    assert state.status == "CONFIRMED"
+    assert await factories.prepared_branches(engine, order_id) == []
+    assert await factories.stock_of(engine, sku) == 3
+    assert await factories.balance_of(engine, customer) == 200
+    assert (await factories.hold_of(engine, order_id)).status == "CAPTURED"
+
+
+async def test_coordinator_terminated_before_deciding_the_saga_aborts_and_compensates(
+    saga, product, engine, custom_worker, client
+):
+    started, release = asyncio.Event(), asyncio.Event()
+    prepare = TwoPhaseAct.PREPARE_STORE_CREDIT
+    queue = await custom_worker({prepare: hanging(prepare, release, started)})
+    sku = await product(stock=5, price=1000)
+    customer = await factories.insert_wallet(engine, balance=1000)
+    handle = await saga(
+        [(sku, 2)], customer_id=customer, store_credit=800, task_queue=queue, prepare_timeout_s=60
+    )
+    await asyncio.wait_for(started.wait(), 20)
+    order_id = (await state_of(handle)).order_id
+    await eventually(lambda: factories.prepared_branches(engine, order_id), lambda b: len(b) == 1)
+
+    await client.get_workflow_handle(f"tpc-{order_id}").terminate("operator: coordinator stuck")
+    try:
+        error = await asyncio.wait_for(refusal_of(handle), 60)
+    finally:
+        release.set()
+
+    assert error.type == "TwoPhaseAborted"
+    assert (await factories.decision_of(engine, order_id)).decision == "ABORT"
+    assert await factories.prepared_branches(engine, order_id) == []
+    assert await factories.stock_of(engine, sku) == 5
+    assert await factories.balance_of(engine, customer) == 1000
+    assert (await factories.hold_of(engine, order_id)).status == "VOIDED"
+    assert (await state_of(handle)).compensations == ["cancel_order"]
