@@ -51,6 +51,17 @@ class CardHoldParticipant:
                 )
                 .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
             )
+            # A hold past its expiry has lapsed: voting YES on it would promise
+            # a capture the card issuer will refuse.
+            await session.execute(
+                update(card_holds)
+                .where(
+                    card_holds.c.tx_id == call.tx_id,
+                    card_holds.c.status == "HELD",
+                    card_holds.c.expires_at <= func.now(),
+                )
+                .values(status="VOIDED", resolved_at=func.now())
+            )
             status = await session.scalar(
                 select(card_holds.c.status).where(card_holds.c.tx_id == call.tx_id)
             )

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -96,7 +96,9 @@ async def _open_branches(engine: AsyncEngine, grace: timedelta) -> dict[str, set
                 found[parsed[0]].add(parsed[1])
         held = await conn.scalars(
             select(card_holds.c.tx_id).where(
-                card_holds.c.status == "HELD", card_holds.c.created_at < cutoff
+                card_holds.c.status == "HELD",
+                # Old enough to be orphaned, or past its expiry whatever its age.
+                or_(card_holds.c.created_at < cutoff, card_holds.c.expires_at <= func.now()),
             )
         )
         for tx_id in held:

@@ -119,3 +119,51 @@ async def test_young_branches_are_not_touched(engine, client, product):
     assert call.tx_id not in report.aborted
     assert await factories.prepared_branches(engine, call.tx_id) == [call.gid]
     await StockParticipant(engine).abort_stock(call)
+
+
+async def lapsed_hold(engine, sessions) -> tuple[CardHoldParticipant, BranchCall]:
+    """A card hold taken, then pushed past its expiry."""
+    from sqlalchemy import update
+
+    from db.tables import card_holds
+
+    tx_id = str(uuid.uuid4())
+    call = BranchCall(
+        tx_id=tx_id,
+        gid=branch_gid(tx_id, "card"),
+        payload={
+            "order_id": tx_id,
+            "customer_id": "c",
+            "amount": 100,
+            "currency": "EUR",
+            "payment_token": "tok_ok",
+        },
+    )
+    card = CardHoldParticipant(sessions, timedelta(days=7))
+    assert (await card.try_card_hold(call)).vote is Vote.YES
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(card_holds)
+            .where(card_holds.c.tx_id == tx_id)
+            .values(expires_at=card_holds.c.created_at)
+        )
+    return card, call
+
+
+async def test_an_expired_hold_is_voided_whatever_the_grace(engine, client, sessions):
+    card, call = await lapsed_hold(engine, sessions)
+
+    report = await sweep(engine, client, timedelta(hours=1))
+
+    assert call.tx_id in report.aborted  # an hour's grace, but the hold had lapsed
+    assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
+    assert (await card.try_card_hold(call)).vote is Vote.NO
+
+
+async def test_a_try_on_a_lapsed_hold_votes_no(engine, sessions):
+    card, call = await lapsed_hold(engine, sessions)
+
+    again = await card.try_card_hold(call)
+
+    assert again.vote is Vote.NO
+    assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
