@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import random
 import socket
 
 LOOPBACK = "127.0.0.1"
 
+# Below Linux's ephemeral range (32768-60999): servers that bind port 0 for
+# themselves (the Temporal dev server opens several) and outgoing connections
+# draw from that range, and would race a port we picked there and bind later.
+_PICK_FROM = range(20000, 32000)
+
 
 def free_port(host: str = LOOPBACK) -> int:
-    """A port the kernel just had free; someone else may take it before we bind it."""
+    """A free port outside the ephemeral range; still free only until someone binds it."""
+    for _ in range(200):
+        port = random.choice(_PICK_FROM)
+        if not port_in_use(port, host):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        fallback: int = sock.getsockname()[1]
+        return fallback
 
 
 def port_in_use(port: int, host: str = LOOPBACK) -> bool:
