@@ -68,9 +68,8 @@ async def test_branch_with_a_logged_commit_is_committed(engine, client, sessions
     assert await factories.stock_of(engine, sku) == 3
 
 
-async def test_orphaned_card_hold_is_voided(engine, client, sessions):
-    tx_id = str(uuid.uuid4())
-    call = BranchCall(
+def card_call(tx_id: str) -> BranchCall:
+    return BranchCall(
         tx_id=tx_id,
         gid=branch_gid(tx_id, "card"),
         payload={
@@ -81,6 +80,11 @@ async def test_orphaned_card_hold_is_voided(engine, client, sessions):
             "payment_token": "tok_ok",
         },
     )
+
+
+async def test_orphaned_card_hold_is_voided(engine, client, sessions):
+    tx_id = str(uuid.uuid4())
+    call = card_call(tx_id)
     await CardHoldParticipant(sessions, timedelta(days=7)).try_card_hold(call)
 
     report = await sweep(engine, client, NOW)
@@ -128,17 +132,7 @@ async def lapsed_hold(engine, sessions) -> tuple[CardHoldParticipant, BranchCall
     from db.tables import card_holds
 
     tx_id = str(uuid.uuid4())
-    call = BranchCall(
-        tx_id=tx_id,
-        gid=branch_gid(tx_id, "card"),
-        payload={
-            "order_id": tx_id,
-            "customer_id": "c",
-            "amount": 100,
-            "currency": "EUR",
-            "payment_token": "tok_ok",
-        },
-    )
+    call = card_call(tx_id)
     card = CardHoldParticipant(sessions, timedelta(days=7))
     assert (await card.try_card_hold(call)).vote is Vote.YES
     async with engine.begin() as conn:
