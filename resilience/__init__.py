@@ -1,0 +1,1 @@
+"""Guards for calls to downstream services: fail fast while a dependency is down."""
