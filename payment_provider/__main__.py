@@ -1,19 +1,21 @@
-"""`python -m payment_provider`: the simulator on 127.0.0.1, port `SAGA_PAYMENT_PROVIDER_PORT`."""
+"""`python -m payment_provider`: the simulator on `SAGA_PAYMENT_PROVIDER_HOST`:`_PORT`."""
 
 from __future__ import annotations
-
-import os
 
 import uvicorn
 
 from payment_provider.app import create_app
-
-DEFAULT_PORT = 8100
+from settings import Settings
 
 
 def main() -> None:
-    port = int(os.environ.get("SAGA_PAYMENT_PROVIDER_PORT", str(DEFAULT_PORT)))
-    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="info")
+    settings = Settings()
+    uvicorn.run(
+        create_app(),
+        host=settings.payment_provider_host,
+        port=settings.payment_provider_port,
+        log_level=settings.log_level.lower(),
+    )
 
 
 if __name__ == "__main__":

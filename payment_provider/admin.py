@@ -19,6 +19,7 @@ _EXAMPLES = [
     {"mode": "hang", "seconds": 30},
     {"mode": "error_rate", "rate": 0.3, "status": 500, "for_seconds": 10, "seed": 7},
     {"mode": "down", "for_seconds": 5},
+    {"mode": "lose_answer", "seconds": 10, "count": 1},
 ]
 
 

@@ -1,7 +1,9 @@
 """Injected faults: what they are, how long they last, what each does to a request.
 
 A fault lasts `count` requests or `for_seconds`, whichever is given (both: the
-first to run out); with neither it lasts until `DELETE /admin/faults`. Faults
+first to run out); with neither it lasts until `DELETE /admin/faults`. With
+`path_contains` it applies only to requests whose path contains that text
+(e.g. `/capture`), and only those count. Faults
 are consulted in the order they were added: latency adds its delay and passes
 the request on, the first fault that answers, hangs or drops ends it. Every
 request a fault is consulted on counts against its `count`.
@@ -11,7 +13,10 @@ Modes: `status` (the default) answers that status, with `Retry-After` for a
 choice repeatable); `latency` delays, then serves; `hang` answers nothing for
 `seconds` (or until the client gives up), then drops the connection; `down`
 drops it at once. A faulted request never reaches the books: nothing applies
-and nothing is stored under its idempotency key.
+and nothing is stored under its idempotency key. Except `lose_answer`, the
+one a client can't tell from `hang` or `down`: the request applies (and its
+answer is stored under its key), then the answer is lost, after holding for
+`seconds` (past the client's timeout, or 0 for a dropped connection).
 """
 
 from __future__ import annotations
@@ -51,7 +56,12 @@ class Drop:
     pass
 
 
-Action = Delay | Answer | Hang | Drop
+@dataclass(frozen=True)
+class LoseAnswer:
+    seconds: float
+
+
+Action = Delay | Answer | Hang | Drop | LoseAnswer
 
 
 class FaultSpec(BaseModel):
@@ -59,6 +69,8 @@ class FaultSpec(BaseModel):
 
     count: int | None = Field(default=None, ge=1)
     for_seconds: float | None = Field(default=None, gt=0)
+    # Only requests whose path contains this (e.g. "/capture"); none: every /v1 request.
+    path_contains: str | None = Field(default=None, min_length=1, max_length=200)
 
     def action(self, rng: random.Random) -> Action | None:
         raise NotImplementedError
@@ -121,12 +133,21 @@ class DownFault(FaultSpec):
         return Drop()
 
 
+class LoseAnswerFault(FaultSpec):
+    mode: Literal["lose_answer"]
+    seconds: float = Field(default=0, ge=0, le=3600, description="hold before dropping")
+
+    def action(self, rng: random.Random) -> Action | None:
+        return LoseAnswer(self.seconds)
+
+
 _MODES: dict[str, type[FaultSpec]] = {
     "status": StatusFault,
     "error_rate": ErrorRateFault,
     "latency": LatencyFault,
     "hang": HangFault,
     "down": DownFault,
+    "lose_answer": LoseAnswerFault,
 }
 
 
@@ -191,10 +212,12 @@ class FaultBook:
         now = self._clock()
         return [fault.view(now) for fault in self.active()]
 
-    def plan(self) -> list[Action]:
+    def plan(self, path: str = "") -> list[Action]:
         """What to do to the next /v1 request, in order; uses up one of each fault consulted."""
         actions: list[Action] = []
         for fault in self.active():
+            if fault.spec.path_contains is not None and fault.spec.path_contains not in path:
+                continue
             action = fault.spec.action(fault.rng)
             if fault.remaining is not None:
                 fault.remaining -= 1

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payment_provider.errors import error_body
-from payment_provider.faults import Answer, Delay, Drop, FaultBook, Hang
+from payment_provider.faults import Answer, Delay, Drop, FaultBook, Hang, LoseAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class FaultInjector:
         if scope["type"] != "http" or not faultable(scope["path"]):
             await self.app(scope, receive, send)
             return
-        for action in self.faults.plan():
+        for action in self.faults.plan(scope["path"]):
             logger.info("fault %s on %s %s", action, scope["method"], scope["path"])
             match action:
                 case Delay(seconds):
@@ -61,7 +61,16 @@ class FaultInjector:
                 case Drop():
                     await _drop(receive, send)
                     return
+                case LoseAnswer(seconds):
+                    await self.app(scope, receive, _discard)
+                    await _hold(seconds, receive)
+                    await _drop(receive, send)
+                    return
         await self.app(scope, receive, send)
+
+
+async def _discard(message: object) -> None:
+    """The answer of a request that applied, going nowhere."""
 
 
 async def _answer(answer: Answer, scope: Scope, receive: Receive, send: Send) -> None:

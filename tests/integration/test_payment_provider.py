@@ -14,48 +14,17 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from payment_provider import ProviderState, create_app
-from stack.ports import LOOPBACK, free_port
-
-
-async def _wait_until_up(server: uvicorn.Server, serving: asyncio.Task[None], url: str) -> None:
-    deadline = time.monotonic() + 20
-    async with httpx.AsyncClient(timeout=1) as http:
-        while time.monotonic() < deadline:
-            if serving.done():
-                serving.result()  # raises why it stopped
-                raise RuntimeError("payment provider stopped before answering")
-            if server.started:
-                try:
-                    if (await http.get(f"{url}/admin/faults")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError("payment provider did not answer within 20 s")
+from payment_provider.embedded import EmbeddedProvider
+from stack.ports import free_port
 
 
 @pytest.fixture(scope="module")
 async def provider_url() -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(ProviderState()),
-        host=LOOPBACK,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    url = f"http://{LOOPBACK}:{port}"
-    try:
-        await _wait_until_up(server, serving, url)
-        yield url
-    finally:
-        server.should_exit = True
-        await serving
+    server = EmbeddedProvider(free_port())
+    await server.start()
+    yield server.url
+    await server.stop()
 
 
 @pytest.fixture
@@ -371,6 +340,35 @@ async def test_down_closes_connections_without_answering(
     await http.delete("/admin/faults")
     payments = (await http.get("/v1/payments", params={"order_id": order_id})).json()
     assert payments["authorizations"] == []
+
+
+@pytest.mark.parametrize("hold_s", [0, 5])
+async def test_lose_answer_applies_the_request_and_the_key_replays_it(
+    http: httpx.AsyncClient, provider_url: str, hold_s: float
+) -> None:
+    await _fault(http, mode="lose_answer", seconds=hold_s, count=1)
+    order_id, key = _order(), _key()
+    async with httpx.AsyncClient(base_url=provider_url, timeout=1) as client:
+        with pytest.raises(httpx.ReadTimeout if hold_s else httpx.RemoteProtocolError):
+            await client.post(
+                "/v1/authorizations", json=_auth_body(order_id), headers={"Idempotency-Key": key}
+            )
+        again = await client.post(
+            "/v1/authorizations", json=_auth_body(order_id), headers={"Idempotency-Key": key}
+        )
+    assert (again.status_code, again.headers.get("Idempotent-Replayed")) == (201, "true")
+    payments = (await http.get("/v1/payments", params={"order_id": order_id})).json()
+    assert [a["id"] for a in payments["authorizations"]] == [again.json()["id"]]
+
+
+async def test_a_fault_with_path_contains_spares_other_paths(http: httpx.AsyncClient) -> None:
+    await _fault(http, status=503, count=1, path_contains="/capture")
+    order_id = _order()
+    auth = await http.post("/v1/authorizations", json=_auth_body(order_id))
+    assert auth.status_code == 201
+    capture = f"/v1/authorizations/{auth.json()['id']}/capture"
+    assert (await http.post(capture)).status_code == 503
+    assert (await http.post(capture)).status_code == 200
 
 
 async def test_fault_expires_after_for_seconds(http: httpx.AsyncClient) -> None:
