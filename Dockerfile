@@ -17,6 +17,8 @@ COPY recovery ./recovery
 COPY relay ./relay
 COPY consumers ./consumers
 COPY payment_provider ./payment_provider
+COPY resilience ./resilience
+COPY observability ./observability
 RUN pip install . && useradd --create-home --uid 10001 saga
 USER saga
 

@@ -48,7 +48,44 @@ class Settings(BaseSettings):
     api_host: str = LOOPBACK
     api_port: int = 8000
 
-    worker_max_concurrent_activities: int = 100
+    # Bulkheads (domain.bulkheads): each task queue's worker has its own
+    # activity slots and database pool, so one stalled downstream fills only
+    # its own. `orders` is the base queue (workflows and the order service).
+    orders_max_concurrent_activities: int = 100
+    inventory_max_concurrent_activities: int = 50
+    payments_max_concurrent_activities: int = 20
+    shipping_max_concurrent_activities: int = 50
+    orders_db_pool_size: int = 10
+    inventory_db_pool_size: int = 10
+    payments_db_pool_size: int = 10
+    shipping_db_pool_size: int = 5
+    # Which bulkheads `python worker.py` runs: a comma list or "all".
+    worker_bulkheads: str = "all"
+    # The worker's own figures (breaker state, ...) in Prometheus text; 0 turns it off.
+    worker_metrics_port: int = 9102
+    worker_metrics_host: str = LOOPBACK
+
+    # The external payment provider (the simulator in payment_provider/ unless
+    # set: `make run` starts one on payment_provider_port when the URL is unset).
+    payment_provider_url: str | None = None
+    payment_provider_host: str = LOOPBACK  # where `python -m payment_provider` listens
+    payment_provider_port: int = 8100
+    payment_connect_timeout_s: float = 2.0
+    # Well under the step's 30 s start-to-close: a hung call ends the attempt itself.
+    payment_read_timeout_s: float = 5.0
+    payment_max_connections: int = 20
+    # Retries of transient provider faults: exponential from initial to cap,
+    # each delay jittered (half fixed, half random); a step gives up (and the
+    # saga compensates) once retrying would pass its deadline.
+    payment_retry_initial_s: float = 0.5
+    payment_retry_cap_s: float = 20.0
+    payment_step_deadline_s: float = 120.0
+    # The circuit breaker around the provider, shared by a worker's activities.
+    breaker_failure_rate_threshold: float = 50.0
+    breaker_sliding_window_size: int = 100
+    breaker_minimum_calls: int = 10
+    breaker_wait_in_open_s: float = 60.0
+    breaker_half_open_calls: int = 10
 
     # Two-phase commit (orders paid with store credit).
     two_phase_prepare_timeout_s: float = 10.0
@@ -96,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def nats_target(self) -> str:
         return self.nats_url or f"nats://{LOOPBACK}:{self.nats_port}"
+
+    @property
+    def payment_provider_target(self) -> str:
+        return self.payment_provider_url or f"http://{LOOPBACK}:{self.payment_provider_port}"
 
     @property
     def temporal_ui_url(self) -> str:

@@ -1,22 +1,37 @@
-"""Runs the saga worker: wiring only (client, engine, activities, Worker)."""
+"""Runs the saga workers: wiring only (client, engines, activities, one Worker per bulkhead).
+
+    python worker.py                      # every bulkhead in this process
+    python worker.py --bulkhead payments  # one; repeat the flag for more
+
+Each bulkhead (domain.bulkheads) gets its own task queue, activity slots and
+database pool; the payments bulkhead also owns the provider's HTTP pool and
+circuit breaker. Running them as separate processes isolates them further.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import all_activities
+from activities import all_activities, payment_provider_client
+from activities.provider_client import PaymentProviderClient
 from db.engine import create_engine
+from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_name
+from observability.endpoint import serve as serve_metrics
 from recovery.sweep import run_periodically
+from resilience.breaker import CircuitBreaker
 from settings import Settings
 from temporal_client import connect, ensure_search_attributes
 from workflows import WORKFLOWS
@@ -26,15 +41,21 @@ log = logging.getLogger("worker")
 
 def build_worker(
     client: Client,
-    task_queue: str,
-    activities: Iterable[Callable[..., Any]],
+    bulkhead: Bulkhead,
+    base_queue: str,
+    activities: Mapping[str, Callable[..., Any]],
     max_concurrent_activities: int = 100,
 ) -> Worker:
+    """The worker of one bulkhead: its queue, its activities, its slots."""
     return Worker(
         client,
-        task_queue=task_queue,
-        workflows=list(WORKFLOWS),
-        activities=list(activities),
+        task_queue=queue_name(base_queue, bulkhead),
+        workflows=list(WORKFLOWS) if bulkhead is Bulkhead.ORDERS else [],
+        activities=[
+            fn
+            for name, fn in activities.items()
+            if BULKHEAD_OF.get(name, Bulkhead.ORDERS) is bulkhead
+        ],
         max_concurrent_activities=max_concurrent_activities,
         # Activities are short transactions: let in-flight ones commit on SIGTERM
         # rather than be cancelled and retried by the next worker.
@@ -42,47 +63,151 @@ def build_worker(
     )
 
 
-async def serve(settings: Settings) -> None:
+def build_workers(
+    client: Client,
+    base_queue: str,
+    activities: Mapping[str, Callable[..., Any]],
+    settings: Settings | None = None,
+) -> list[Worker]:
+    """Every bulkhead in one process, sharing `activities` (tests, benchmarks)."""
+    slots = bulkhead_slots(settings or Settings())
+    return [build_worker(client, b, base_queue, activities, slots[b]) for b in Bulkhead]
+
+
+def bulkhead_slots(settings: Settings) -> dict[Bulkhead, int]:
+    return {b: getattr(settings, f"{b.value}_max_concurrent_activities") for b in Bulkhead}
+
+
+@contextlib.asynccontextmanager
+async def running(workers: Iterable[Worker]) -> AsyncIterator[list[Worker]]:
+    """Run `workers` for the duration of the block; on exit each finishes in-flight tasks."""
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        yield list(workers)
+
+
+def parse_bulkheads(values: Iterable[str]) -> list[Bulkhead]:
+    chosen: list[Bulkhead] = []
+    for value in values:
+        for name in filter(None, (part.strip() for part in value.split(","))):
+            if name == "all":
+                return list(Bulkhead)
+            try:
+                chosen.append(Bulkhead(name))
+            except ValueError:
+                names = ", ".join([*(b.value for b in Bulkhead), "all"])
+                raise ValueError(f"unknown bulkhead {name!r}: choose from {names}") from None
+    return list(dict.fromkeys(chosen)) or list(Bulkhead)
+
+
+async def serve(settings: Settings, bulkheads: list[Bulkhead]) -> None:
     client = await connect(settings, wait_seconds=60)
     await ensure_search_attributes(client, settings.temporal_namespace)
-    engine = create_engine(settings.database_target, pool_size=settings.db_pool_size)
-    activities = list(all_activities(engine, settings).values())
-    worker = build_worker(
-        client, settings.task_queue, activities, settings.worker_max_concurrent_activities
-    )
+    provider = payment_provider_client(settings)
+    engines: dict[Bulkhead, AsyncEngine] = {}
+    workers = []
+    for bulkhead in bulkheads:
+        pool_size = getattr(settings, f"{bulkhead.value}_db_pool_size")
+        engine = engines[bulkhead] = create_engine(settings.database_target, pool_size=pool_size)
+        activities = all_activities(engine, settings, provider)
+        slots = bulkhead_slots(settings)[bulkhead]
+        workers.append(build_worker(client, bulkhead, settings.task_queue, activities, slots))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "worker serving task queue %r on %s: workflows %s, %d activities",
-        settings.task_queue,
-        settings.temporal_target,
-        [w.__name__ for w in WORKFLOWS],
-        len(activities),
-    )
-    recovery = asyncio.create_task(
-        run_periodically(
-            engine,
+    tasks, servers = await _background(settings, client, engines, provider)
+    for worker in workers:
+        log.info(
+            "worker serving task queue %r on %s: %d workflow(s), %d activities, %d slots",
+            worker.task_queue,
+            settings.temporal_target,
+            len(worker.config().get("workflows") or []),
+            len(worker.config().get("activities") or []),
+            worker.config().get("max_concurrent_activities"),
+        )
+    async with running(workers):
+        await stop.wait()
+        log.info("stopping: finishing in-flight tasks")
+        for task in tasks:
+            task.cancel()
+        for server in servers:
+            server.close()
+    await provider.aclose()
+    for engine in engines.values():
+        await engine.dispose()
+    log.info("worker stopped")
+
+
+async def _background(
+    settings: Settings,
+    client: Client,
+    engines: Mapping[Bulkhead, AsyncEngine],
+    provider: PaymentProviderClient,
+) -> tuple[list[asyncio.Task[Any]], list[asyncio.Server]]:
+    """The recovery sweep beside the orders bulkhead, the breaker's metrics beside payments."""
+    tasks: list[asyncio.Task[Any]] = []
+    servers: list[asyncio.Server] = []
+    if Bulkhead.ORDERS in engines:
+        sweep = run_periodically(
+            engines[Bulkhead.ORDERS],
             client,
             every=timedelta(seconds=settings.recovery_interval_s),
             grace=timedelta(seconds=settings.recovery_grace_s),
         )
+        tasks.append(asyncio.create_task(sweep))
+    if Bulkhead.PAYMENTS in engines and settings.worker_metrics_port:
+        breaker = provider.breaker
+
+        async def body() -> str:
+            return render_breaker(breaker)
+
+        server = await serve_metrics(
+            settings.worker_metrics_host, settings.worker_metrics_port, body
+        )
+        servers.extend([server] if server is not None else [])
+    return tasks, servers
+
+
+def render_breaker(breaker: CircuitBreaker) -> str:
+    """The breaker as Prometheus text: one gauge per state, 1 for the current one."""
+    snap = breaker.snapshot()
+    name = snap["name"]
+    lines = [
+        "# HELP saga_circuit_breaker_state Circuit breaker state (1 = current).",
+        "# TYPE saga_circuit_breaker_state gauge",
+        *(
+            f'saga_circuit_breaker_state{{name="{name}",state="{state}"}} '
+            f"{1 if snap['state'] == state else 0}"
+            for state in ("closed", "open", "half_open")
+        ),
+        "# TYPE saga_circuit_breaker_failure_rate gauge",
+        f'saga_circuit_breaker_failure_rate{{name="{name}"}} {snap["failure_rate"] or 0.0}',
+        "# TYPE saga_circuit_breaker_transitions_total counter",
+        f'saga_circuit_breaker_transitions_total{{name="{name}"}} {snap["transitions"]}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--bulkhead",
+        action="append",
+        default=[],
+        help="orders, inventory, payments, shipping or all (default: SAGA_WORKER_BULKHEADS)",
     )
-    async with worker:
-        await stop.wait()
-        log.info("stopping: finishing in-flight tasks")
-        recovery.cancel()
-    await engine.dispose()
-    log.info("worker stopped")
-
-
-def main() -> None:
+    args = parser.parse_args(argv)
     settings = Settings()
+    try:
+        bulkheads = parse_bulkheads(args.bulkhead or [settings.worker_bulkheads])
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, bulkheads))
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -13,16 +13,22 @@ from activities.coordinator_log import CoordinatorLog
 from activities.inventory import InventoryActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.provider_client import PaymentProviderClient
+from activities.provider_retry import ProviderRetry
 from activities.shipping import ShippingActivities
 from activities.stock_branch import StockParticipant
 from activities.store_credit import StoreCreditParticipant, StoreCreditRefunds
 from activities.transaction_recovery import TransactionRecovery
 from db.engine import create_session_factory
 from domain.activities import Act, TwoPhaseAct
+from resilience.backoff import Backoff
+from resilience.breaker import CircuitBreaker
 from settings import Settings
 
 
-def all_activities(engine: AsyncEngine, settings: Settings) -> dict[str, Callable[..., Any]]:
+def all_activities(
+    engine: AsyncEngine, settings: Settings, provider: PaymentProviderClient
+) -> dict[str, Callable[..., Any]]:
     """Every activity the sagas and the 2PC coordinator call, by name, on one engine.
 
     Keyed by activity name so a test can swap one for a stand-in of the same name.
@@ -30,7 +36,11 @@ def all_activities(engine: AsyncEngine, settings: Settings) -> dict[str, Callabl
     sessions = create_session_factory(engine)
     orders = OrderActivities(sessions)
     inventory = InventoryActivities(sessions)
-    payments = PaymentActivities(sessions)
+    retry = ProviderRetry(
+        Backoff(settings.payment_retry_initial_s, settings.payment_retry_cap_s),
+        settings.payment_step_deadline_s,
+    )
+    payments = PaymentActivities(sessions, provider, retry)
     shipping = ShippingActivities(sessions)
     stock = StockParticipant(engine, settings.xa_lock_timeout_ms)
     credit = StoreCreditParticipant(engine, settings.xa_lock_timeout_ms)
@@ -60,3 +70,22 @@ def all_activities(engine: AsyncEngine, settings: Settings) -> dict[str, Callabl
         TwoPhaseAct.COMPLETE_TRANSACTION: log.complete_transaction,
         TwoPhaseAct.RESOLVE_TRANSACTION: TransactionRecovery(engine).resolve_transaction,
     }
+
+
+def payment_provider_client(settings: Settings) -> PaymentProviderClient:
+    """The provider client a worker process shares, with its one breaker; close it on exit."""
+    breaker = CircuitBreaker(
+        name="payment-provider",
+        failure_rate_threshold=settings.breaker_failure_rate_threshold,
+        sliding_window_size=settings.breaker_sliding_window_size,
+        minimum_calls=settings.breaker_minimum_calls,
+        wait_in_open_s=settings.breaker_wait_in_open_s,
+        half_open_calls=settings.breaker_half_open_calls,
+    )
+    return PaymentProviderClient(
+        settings.payment_provider_target,
+        breaker,
+        connect_timeout_s=settings.payment_connect_timeout_s,
+        read_timeout_s=settings.payment_read_timeout_s,
+        max_connections=settings.payment_max_connections,
+    )

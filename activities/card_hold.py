@@ -16,7 +16,6 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
 from activities._common import stable_id
-from activities.payments import DECLINED_TOKENS
 from db.engine import SessionFactory
 from db.tables import card_holds, payments
 from db.unit_of_work import StepContext, event_row, insert_events
@@ -25,6 +24,9 @@ from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType
 from domain.two_phase import BranchAck, BranchCall, Vote, VoteReply
 
+# The hold is decided here, not at the payment provider: the simulator's
+# decline token, so one token behaves alike on both settlement paths.
+DECLINED_TOKENS = frozenset({"tok_decline"})
 VOTES = {"HELD": Vote.YES, "CAPTURED": Vote.YES, "VOIDED": Vote.NO, "REFUSED": Vote.NO}
 
 

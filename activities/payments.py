@@ -1,36 +1,59 @@
-"""Payments service: charge the customer, refund on compensation.
+"""Payments service: charge the customer through the provider, refund on compensation.
 
-For now the decision is made here, in the payments schema: the token
-`tok_decline` is declined, any other is approved. An HTTP provider replaces
-this later without changing the saga.
+A charge authorizes, then captures, at the provider, and records the payment
+and its outbox event locally; all of it inside the step's local transaction,
+whose claimed idempotency key is held until the end. That hold matters: the
+refund fences the charge by claiming the same key, so it waits for a charge
+attempt still talking to the provider and then sees what it did.
+
+The refund does not trust the local row alone: a charge whose answer was lost
+(timeout, dropped connection) may have charged at the provider without any
+local record. So it asks the provider what it holds for the order under the
+charge's key, and voids or refunds exactly that.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, update
 from temporalio import activity
 
-from activities._common import context, refusal, stable_id
+from activities._common import context, stable_id
+from activities.provider_client import PaymentProviderClient
+from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
 from db.tables import payments
 from db.unit_of_work import Step, apply_once
 from domain.activities import Act, ChargePayment, PaymentCharged, PaymentRefunded, RefundPayment
-from domain.errors import ErrorType
 
 SERVICE = "payments"
 AGGREGATE = "payment"
-DECLINED_TOKENS = frozenset({"tok_decline"})
+
+
+def authorize_key(charge_key: str) -> str:
+    return f"{charge_key}:authorize"
 
 
 class PaymentActivities:
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(
+        self, sessions: SessionFactory, provider: PaymentProviderClient, retry: ProviderRetry
+    ) -> None:
         self._sessions = sessions
+        self._provider = provider
+        self._retry = retry
 
     @activity.defn(name=Act.CHARGE_PAYMENT)
     async def charge_payment(self, cmd: ChargePayment) -> PaymentCharged:
         async def change(step: Step) -> PaymentCharged:
-            if cmd.payment_token in DECLINED_TOKENS:
-                raise refusal(ErrorType.PAYMENT_DECLINED, "card declined")
+            auth = await self._provider.authorize(
+                order_id=cmd.order_id,
+                amount=cmd.amount,
+                currency=cmd.currency,
+                payment_token=cmd.payment_token,
+                key=authorize_key(cmd.idempotency_key),
+            )
+            await self._provider.capture(auth["id"], key=f"{cmd.idempotency_key}:capture")
             payment_id = stable_id(cmd.idempotency_key)
             await step.session.execute(
                 payments.insert().values(
@@ -40,6 +63,7 @@ class PaymentActivities:
                     amount=cmd.amount,
                     currency=cmd.currency,
                     status="CAPTURED",
+                    provider_authorization_id=auth["id"],
                 )
             )
             payload = {
@@ -51,31 +75,69 @@ class PaymentActivities:
             step.record(AGGREGATE, cmd.order_id, "PaymentCaptured", payload)
             return PaymentCharged(payment_id=payment_id, amount=cmd.amount)
 
-        return await apply_once(self._sessions, context(SERVICE, cmd), change, PaymentCharged)
+        return await self._retry.step(
+            lambda: apply_once(self._sessions, context(SERVICE, cmd), change, PaymentCharged)
+        )
 
     @activity.defn(name=Act.REFUND_PAYMENT)
     async def refund_payment(self, cmd: RefundPayment) -> PaymentRefunded:
+        refund_key = cmd.idempotency_key
+
         async def change(step: Step) -> PaymentRefunded:
-            refunded = (
+            local = (
                 await step.session.execute(
                     update(payments)
                     .where(payments.c.order_id == cmd.order_id, payments.c.status == "CAPTURED")
                     .values(
                         status="REFUNDED", refunded_amount=payments.c.amount, refunded_at=func.now()
                     )
-                    .returning(payments.c.payment_id, payments.c.amount)
+                    .returning(
+                        payments.c.payment_id,
+                        payments.c.amount,
+                        payments.c.provider_authorization_id,
+                    )
                 )
             ).first()
-            if refunded is None:
-                return PaymentRefunded(refunded_amount=0)
-            payload = {
-                "order_id": cmd.order_id,
-                "payment_id": str(refunded.payment_id),
-                "amount": refunded.amount,
-            }
-            step.record(AGGREGATE, cmd.order_id, "PaymentRefunded", payload)
-            return PaymentRefunded(refunded_amount=refunded.amount)
+            if local is not None and local.provider_authorization_id is None:
+                # A card hold captured by the 2PC (activities.card_hold): settled here.
+                undone = PaymentRefunded(refunded_amount=local.amount)
+            else:
+                undone = await self._undo_at_provider(cmd.order_id, cmd.fences or "", refund_key)
+            if undone.undid:
+                payload = {
+                    "order_id": cmd.order_id,
+                    "payment_id": str(local.payment_id) if local else None,
+                    "amount": undone.refunded_amount,
+                    "voided": undone.voided,
+                }
+                step.record(AGGREGATE, cmd.order_id, "PaymentRefunded", payload)
+            return undone
 
-        return await apply_once(
-            self._sessions, context(SERVICE, cmd), change, PaymentRefunded, fence=cmd.fences
+        return await self._retry.undo(
+            lambda: apply_once(
+                self._sessions, context(SERVICE, cmd), change, PaymentRefunded, fence=cmd.fences
+            )
         )
+
+    async def _undo_at_provider(
+        self, order_id: str, charge_key: str, refund_key: str
+    ) -> PaymentRefunded:
+        """Whatever the charge did at the provider, recorded here or not (a lost answer)."""
+        held = await self._provider.payments_for(order_id)
+        undone = PaymentRefunded(refunded_amount=0)
+        for auth in held["authorizations"]:
+            if auth["idempotency_key"] == authorize_key(charge_key):
+                undone = await self._undo_authorization(auth, refund_key)
+        return undone
+
+    async def _undo_authorization(self, auth: dict[str, Any], key: str) -> PaymentRefunded:
+        """Void what was only authorized; refund what was captured and not yet refunded."""
+        if auth["status"] == "authorized":
+            await self._provider.void(auth["id"], key=f"{key}:void:{auth['id']}")
+        if auth["status"] in ("authorized", "voided"):
+            return PaymentRefunded(refunded_amount=0, voided=True)
+        outstanding = int(auth["amount_captured"]) - int(auth["amount_refunded"])
+        if outstanding > 0:
+            await self._provider.refund(auth["id"], outstanding, key=f"{key}:refund:{auth['id']}")
+        # Counted whole: a retry after a refund whose answer was lost finds it done.
+        return PaymentRefunded(refunded_amount=int(auth["amount_captured"]))

@@ -31,18 +31,19 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities import all_activities
+from activities import all_activities, payment_provider_client
 from db.engine import create_engine
 from db.migrate import upgrade
 from db.tables import products, wallets
 from domain.orders import OrderLine, PlaceOrder, Settlement, workflow_id_for
 from domain.saga import SagaState
+from payment_provider.embedded import EmbeddedProvider
 from settings import Settings
 from stack.ports import free_port
 from stack.postgres import EmbeddedPostgres
 from stack.temporal import DYNAMIC_CONFIG, TemporalDevServer
 from temporal_client import connect
-from worker import build_worker
+from worker import build_workers, running
 
 VARIANTS = ("saga", "2pc", "2pc+credit")
 PRICE = 1000
@@ -133,21 +134,26 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     temporal = TemporalDevServer(
         port=free_port(), ui_port=free_port(), db_file=None, log_dir=workdir / "logs", headless=True
     )
-    await asyncio.gather(postgres.start(), temporal.start())
+    provider = EmbeddedProvider(free_port())
+    await asyncio.gather(postgres.start(), temporal.start(), provider.start())
     try:
         await asyncio.to_thread(upgrade, postgres.url)
         settings = Settings(
-            temporal_address=temporal.address, database_url=postgres.url, db_pool_size=20
+            temporal_address=temporal.address,
+            database_url=postgres.url,
+            payment_provider_url=provider.url,
+            db_pool_size=20,
         )
         client = await connect(settings)
         engine = create_engine(postgres.url, pool_size=20)
         queue = f"bench-{uuid.uuid4().hex[:6]}"
-        worker = build_worker(client, queue, all_activities(engine, settings).values())
+        provider_client = payment_provider_client(settings)
+        activities = all_activities(engine, settings, provider_client)
         per_round = max(1, args.orders // args.rounds)
         sku, customers = await seed(engine, per_round * args.rounds * len(VARIANTS) + 10)
         pool = iter(customers)
         results = {v: Figures() for v in VARIANTS}
-        async with worker:
+        async with running(build_workers(client, queue, activities)):
             # Warm-up: imports, sandbox and connection pools, not measured.
             await run_batch(client, queue, [order_for(v, sku, next(pool)) for v in VARIANTS], 3)
             for round_no in range(args.rounds):
@@ -159,8 +165,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     results[variant].failed += got.failed
                     print(f"round {round_no + 1}/{args.rounds} {variant:<11} done", file=sys.stderr)
         await engine.dispose()
+        await provider_client.aclose()
     finally:
-        await asyncio.gather(temporal.stop(), postgres.stop())
+        await asyncio.gather(temporal.stop(), postgres.stop(), provider.stop())
     return {
         "orders_per_variant": per_round * args.rounds,
         "concurrency": args.concurrency,

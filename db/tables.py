@@ -184,6 +184,7 @@ payments = Table(
     Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
     _now(),
     Column("refunded_at", DateTime(timezone=True)),
+    Column("provider_authorization_id", String(64)),
     CheckConstraint("amount >= 0", name="payment_amount_non_negative"),
     CheckConstraint("refunded_amount BETWEEN 0 AND amount", name="payment_refund_bounded"),
     CheckConstraint("status IN ('CAPTURED', 'REFUNDED')", name="payment_status"),

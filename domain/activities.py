@@ -104,10 +104,12 @@ class RefundPayment(StepInput):
 
 class PaymentRefunded(BaseModel):
     refunded_amount: int
+    # An authorization never captured was voided: no money moved, a hold lifted.
+    voided: bool = False
 
     @property
     def undid(self) -> bool:
-        return self.refunded_amount > 0
+        return self.refunded_amount > 0 or self.voided
 
 
 class CreateShipment(StepInput):

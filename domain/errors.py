@@ -10,6 +10,10 @@ class ErrorType(StrEnum):
     UNKNOWN_PRODUCT = "UnknownProduct"
     OUT_OF_STOCK = "OutOfStock"
     PAYMENT_DECLINED = "PaymentDeclined"
+    # The provider refused the request itself (400, 401, 409, ...): not the card.
+    PAYMENT_REJECTED = "PaymentRejected"
+    # The provider stayed unreachable past the step's deadline.
+    PAYMENT_UNAVAILABLE = "PaymentUnavailable"
     SHIPPING_REFUSED = "ShippingRefused"
     INVALID_ORDER = "InvalidOrder"
     INSUFFICIENT_CREDIT = "InsufficientCredit"

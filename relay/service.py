@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import create_engine
 from db.tables import RELAY_PARTITIONS, SERVICES
 from db.unit_of_work import OUTBOX_CHANNEL
+from observability.endpoint import serve as serve_metrics
 from relay import metrics
 from relay.admin import prune_published
 from relay.leases import PartitionLeases, new_instance_id
@@ -157,7 +158,7 @@ async def _export_metrics(
         held = len(leases.partitions()) if leases is not None else RELAY_PARTITIONS
         return metrics.render(engine, counters, held)
 
-    return await metrics.serve(settings.relay_metrics_host, settings.relay_metrics_port, body)
+    return await serve_metrics(settings.relay_metrics_host, settings.relay_metrics_port, body)
 
 
 async def _heartbeat(leases: PartitionLeases) -> None:

@@ -1,7 +1,8 @@
 """`make run`: embedded servers where settings name none, then migrate, seed, worker and API.
 
 Children run in their own sessions, so Ctrl-C reaches only this supervisor; it
-then stops them in reverse start order: API, worker, NATS, Temporal, PostgreSQL.
+then stops them in reverse start order: API, consumers, relay, worker, payment
+provider simulator, NATS, Temporal, PostgreSQL.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Supervisor:
         self.temporal_ui: str | None = None
         self.database_url = settings.database_target
         self.nats_url = settings.nats_target
+        self.payment_provider_url = settings.payment_provider_target
         host = settings.api_host
         host = LOOPBACK if host in ("0.0.0.0", "::", "") else host
         self.api_base = f"http://{f'[{host}]' if ':' in host else host}:{settings.api_port}"
@@ -85,6 +87,8 @@ class Supervisor:
         servers = self._plan_servers()
         await self._start_servers(servers)
         await _prepare_database(self.database_url)
+        if self._settings.payment_provider_url is None:
+            await self._start_payment_provider()
         self._start_app("worker", [sys.executable, "worker.py"])
         self._start_app("relay", [sys.executable, "-m", "relay"])
         self._start_app("consumers", [sys.executable, "-m", "consumers"])
@@ -95,6 +99,16 @@ class Supervisor:
                 return (await http.get(f"{self.api_base}/healthz")).status_code == 200
 
             await api.wait_ready(healthy, _API_READY_S)
+
+    async def _start_payment_provider(self) -> None:
+        simulator = self._start_app("payment-provider", [sys.executable, "-m", "payment_provider"])
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
+
+            async def answering() -> bool:
+                url = f"{self.payment_provider_url}/admin/faults"
+                return (await http.get(url)).status_code == 200
+
+            await simulator.wait_ready(answering, _API_READY_S)
 
     async def wait_for_exit(self) -> ManagedProcess:
         """Block until some child exits on its own; returns it."""
@@ -141,6 +155,7 @@ class Supervisor:
             temporal,
             f"  PostgreSQL   {redact_url(self.database_url)}",
             f"  NATS         {redact_url(self.nats_url)}",
+            f"  Payments     {self.payment_provider_url}/docs (simulator: POST /admin/faults)",
             f"  Server logs  {self.log_dir}",
             "Ctrl-C stops everything.",
             "",
@@ -190,6 +205,7 @@ class Supervisor:
             "TEMPORAL_ADDRESS": self.temporal_address,
             "DATABASE_URL": self.database_url,
             "NATS_URL": self.nats_url,
+            "SAGA_PAYMENT_PROVIDER_URL": self.payment_provider_url,
         }
         env.setdefault("PYTHONUNBUFFERED", "1")  # uvicorn logs to stdout, maybe a pipe
         process = ManagedProcess(name, argv, log_dir=None, cwd=self._root, env=env)
@@ -210,6 +226,9 @@ def _check_ports(s: Settings) -> None:
         wanted.append((LOOPBACK, s.temporal_ui_port, "SAGA_TEMPORAL_UI_PORT"))
     if s.nats_url is None:
         wanted.append((LOOPBACK, s.nats_port, "SAGA_NATS_PORT or NATS_URL"))
+    if s.payment_provider_url is None:
+        hint = "SAGA_PAYMENT_PROVIDER_PORT or SAGA_PAYMENT_PROVIDER_URL"
+        wanted.append((LOOPBACK, s.payment_provider_port, hint))
     taken = [
         f"port {port} is in use: set {hint}"
         for host, port, hint in wanted

@@ -9,6 +9,7 @@ queue and worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,12 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities import all_activities
+from activities import all_activities, payment_provider_client
+from activities.provider_client import PaymentProviderClient
 from api.app import create_app
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
 from domain.saga import SagaState
+from payment_provider.embedded import EmbeddedProvider
 from settings import Settings
 from stack.nats import NatsServer
 from stack.ports import free_port
@@ -34,7 +37,7 @@ from stack.postgres import EmbeddedPostgres
 from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
 from temporal_client import connect
 from tests import factories
-from worker import build_worker
+from worker import build_workers, running
 
 _exit_status = 0
 
@@ -115,10 +118,30 @@ async def js(nats: NatsServer) -> AsyncIterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def settings(postgres: EmbeddedPostgres, temporal: TemporalDevServer) -> Settings:
+async def payment_provider() -> AsyncIterator[EmbeddedProvider]:
+    """The payment provider simulator, a real HTTP server on a free port."""
+    server = EmbeddedProvider(free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def provider_admin(payment_provider: EmbeddedProvider) -> AsyncIterator[httpx.AsyncClient]:
+    """The simulator's HTTP API; faults a test installs are cleared when it ends."""
+    async with httpx.AsyncClient(base_url=payment_provider.url, timeout=10) as http:
+        yield http
+        await http.delete("/admin/faults")
+
+
+@pytest.fixture(scope="session")
+def settings(
+    postgres: EmbeddedPostgres, temporal: TemporalDevServer, payment_provider: EmbeddedProvider
+) -> Settings:
     return Settings(
         temporal_address=temporal.address,
         database_url=postgres.url,
+        payment_provider_url=payment_provider.url,
         task_queue=f"orders-test-{uuid.uuid4().hex[:8]}",
         data_dir=postgres.data_dir.parent,
     )
@@ -142,40 +165,53 @@ def sessions(engine: AsyncEngine) -> SessionFactory:
 
 
 @pytest.fixture(scope="session")
-async def worker(client: Client, settings: Settings, engine: AsyncEngine) -> AsyncIterator[Worker]:
-    """The production worker: every real activity on the session's task queue."""
-    worker = build_worker(client, settings.task_queue, all_activities(engine, settings).values())
-    async with worker:
-        yield worker
+async def provider_client(settings: Settings) -> AsyncIterator[PaymentProviderClient]:
+    client = payment_provider_client(settings)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def worker(
+    client: Client, settings: Settings, engine: AsyncEngine, provider_client: PaymentProviderClient
+) -> AsyncIterator[list[Worker]]:
+    """The production workers: every bulkhead's real activities, on the session's queues."""
+    activities = all_activities(engine, settings, provider_client)
+    workers = build_workers(client, settings.task_queue, activities, settings)
+    async with running(workers):
+        yield workers
 
 
 @pytest.fixture
 async def custom_worker(
     client: Client, settings: Settings, engine: AsyncEngine
-) -> AsyncIterator[Callable[[dict[str, Callable[..., Any]]], Any]]:
-    """Start a worker on a fresh task queue with some activities swapped for stand-ins.
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start workers on a fresh base task queue, some activities swapped for stand-ins.
 
     Stand-ins are registered under the real activity names, so the saga is
-    unchanged; everything not swapped is the real activity.
+    unchanged; everything not swapped is the real activity. `overrides` are
+    settings of these workers alone (a breaker, retry pacing); they get their
+    own provider client and circuit breaker.
     """
-    workers: list[Worker] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(stand_ins: dict[str, Callable[..., Any]]) -> str:
-        queue = f"custom-{uuid.uuid4().hex[:8]}"
-        worker = build_worker(
-            client, queue, {**all_activities(engine, settings), **stand_ins}.values()
-        )
-        await worker.__aenter__()
-        workers.append(worker)
-        return queue
+        async def start(
+            stand_ins: dict[str, Callable[..., Any]] | None = None, **overrides: Any
+        ) -> str:
+            queue = f"custom-{uuid.uuid4().hex[:8]}"
+            own = settings.model_copy(update=overrides)
+            provider = payment_provider_client(own)
+            stack.push_async_callback(provider.aclose)
+            activities = {**all_activities(engine, own, provider), **(stand_ins or {})}
+            for one in build_workers(client, queue, activities, own):
+                await stack.enter_async_context(one)
+            return queue
 
-    yield start
-    for worker in workers:
-        await worker.__aexit__(None, None, None)
+        yield start
 
 
 @pytest.fixture
-async def api(settings: Settings, worker: Worker) -> AsyncIterator[httpx.AsyncClient]:
+async def api(settings: Settings, worker: list[Worker]) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -220,7 +256,7 @@ async def start_saga(
 
 
 @pytest.fixture
-def saga(client: Client, settings: Settings, worker: Worker) -> Callable[..., Any]:
+def saga(client: Client, settings: Settings, worker: list[Worker]) -> Callable[..., Any]:
     """Start an order saga on the production worker (or on `task_queue` if given)."""
 
     async def start(

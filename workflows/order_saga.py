@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         StoreCreditRefunded,
         TwoPhaseAct,
     )
+    from domain.bulkheads import queue_for
     from domain.errors import NON_RETRYABLE_ERROR_TYPES, ErrorType
     from domain.orders import OrderStatus, PlaceOrder
     from domain.saga import CancelAccepted, CancelRequest, SagaState, StepName, TwoPhaseView
@@ -93,6 +94,17 @@ STEP_RETRY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=list(NON_RETRYABLE_ERROR_TYPES),
 )
+# Steps that call the payment provider pace their own retries (jittered, after
+# Retry-After or an open breaker) and give up at their own deadline, set on the
+# worker; this policy only lets them, and the backstop bounds a misconfiguration.
+PROVIDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=0,
+    non_retryable_error_types=list(NON_RETRYABLE_ERROR_TYPES),
+)
+PROVIDER_BACKSTOP = timedelta(minutes=15)
 
 
 @workflow.defn(name="OrderSaga")
@@ -206,7 +218,14 @@ class OrderSaga:
         summary = f"Charge {priced.total} {priced.currency}"
         await self._saga.step(
             StepName.CHARGE_PAYMENT,
-            lambda: self._call(Act.CHARGE_PAYMENT, command, PaymentCharged, summary),
+            lambda: self._call(
+                Act.CHARGE_PAYMENT,
+                command,
+                PaymentCharged,
+                summary,
+                retry=PROVIDER_RETRY,
+                deadline=PROVIDER_BACKSTOP,
+            ),
             undo=self._refund_payment(order),
         )
 
@@ -390,6 +409,7 @@ class OrderSaga:
         result: type[R],
         summary: str,
         retry: RetryPolicy = STEP_RETRY,
+        deadline: timedelta | None = None,
     ) -> R:
         self.state().current_step = activity
         workflow.set_current_details(f"**{activity}**: {summary}")
@@ -397,7 +417,9 @@ class OrderSaga:
             activity,
             arg,
             result_type=result,
+            task_queue=queue_for(activity, workflow.info().task_queue),
             start_to_close_timeout=STEP_TIMEOUT,
+            schedule_to_close_timeout=deadline,
             retry_policy=retry,
             summary=summary,
             # Wait for a cancelled attempt to finish: undoing a step whose

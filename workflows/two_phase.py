@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from domain.activities import TwoPhaseAct
+    from domain.bulkheads import queue_for
     from domain.two_phase import (
         BranchAck,
         BranchCall,
@@ -90,6 +91,7 @@ class TwoPhaseCommit:
                 votes=dict(outcome.votes),
             ),
             result_type=DecisionRecord,
+            task_queue=_queue(TwoPhaseAct.RECORD_DECISION),
             start_to_close_timeout=PHASE_TWO_TIMEOUT,
             retry_policy=FOREVER,
             summary=f"Log decision {wanted}",
@@ -101,6 +103,7 @@ class TwoPhaseCommit:
         await workflow.execute_activity(
             TwoPhaseAct.COMPLETE_TRANSACTION,
             tx.tx_id,
+            task_queue=_queue(TwoPhaseAct.COMPLETE_TRANSACTION),
             start_to_close_timeout=PHASE_TWO_TIMEOUT,
             retry_policy=FOREVER,
             summary="Mark transaction complete",
@@ -116,6 +119,7 @@ class TwoPhaseCommit:
                 p.prepare,
                 BranchCall(tx_id=tx.tx_id, gid=branch_gid(tx.tx_id, p.name), payload=p.payload),
                 result_type=VoteReply,
+                task_queue=_queue(p.prepare),
                 schedule_to_close_timeout=deadline,
                 retry_policy=PREPARE_RETRY,
                 summary=f"Prepare {p.name} ({p.kind})",
@@ -137,6 +141,7 @@ class TwoPhaseCommit:
             activity,
             BranchCall(tx_id=tx.tx_id, gid=branch_gid(tx.tx_id, p.name), payload=p.payload),
             result_type=BranchAck,
+            task_queue=_queue(activity),
             start_to_close_timeout=PHASE_TWO_TIMEOUT,
             retry_policy=FOREVER,
             summary=f"{decision.value.capitalize()} {p.name}",
@@ -150,3 +155,7 @@ class TwoPhaseCommit:
             f"*{outcome.decision.value if outcome.decision else 'pending'}*\n\n"
             f"| participant | vote |\n| --- | --- |\n{rows}"
         )
+
+
+def _queue(activity: str) -> str:
+    return queue_for(activity, workflow.info().task_queue)

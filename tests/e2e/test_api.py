@@ -28,7 +28,7 @@ from domain.saga import SagaState
 from tests import factories
 from tests.conftest import start_saga
 from tests.factories import eventually
-from worker import build_worker
+from worker import build_workers, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -82,7 +82,7 @@ async def test_declined_order_reads_cancelled_with_reason(api, product):
     order = await final_order(api, accepted["order_id"])
 
     assert order["status"] == "CANCELLED"
-    assert order["failure_reason"] == "card declined"
+    assert order["failure_reason"] == "The card was declined."
     assert order["compensations"] == ["release_stock", "cancel_order"]
 
 
@@ -316,7 +316,7 @@ async def test_repeated_cancel_while_compensating_is_accepted_again(
 
 
 async def test_saga_without_a_worker_reads_from_the_database_and_cancel_is_503(
-    api, product, client, engine, settings
+    api, product, client, engine, settings, provider_client
 ):
     reached = asyncio.Event()
 
@@ -327,8 +327,8 @@ async def test_saga_without_a_worker_reads_from_the_database_and_cancel_is_503(
         raise ApplicationError("worker stopped")  # retryable: waits for the next worker
 
     queue = f"gone-{uuid.uuid4().hex[:8]}"
-    stand_ins = {**all_activities(engine, settings), Act.RESERVE_STOCK: reserve_stock}
-    async with build_worker(client, queue, stand_ins.values()):
+    real = all_activities(engine, settings, provider_client)
+    async with running(build_workers(client, queue, {**real, Act.RESERVE_STOCK: reserve_stock})):
         handle = await start_saga(client, queue, [(await product(), 1)])
         await asyncio.wait_for(reached.wait(), timeout=20)
     order_id = order_id_from(handle.id)

@@ -29,6 +29,9 @@ class RunCommand:
             "SAGA_PG_PORT": free_port(),
             "SAGA_NATS_PORT": free_port(),
             "SAGA_API_PORT": free_port(),
+            "SAGA_PAYMENT_PROVIDER_PORT": free_port(),
+            "SAGA_WORKER_METRICS_PORT": free_port(),
+            "SAGA_RELAY_METRICS_PORT": free_port(),
         }
         self.env = {
             key: value
@@ -92,10 +95,18 @@ async def test_run_serves_orders_stops_cleanly_and_keeps_them(tmp_path):
 
     banner = await run.start()
     order = await place_and_confirm(run.api)
+    provider = f"http://127.0.0.1:{run.ports['SAGA_PAYMENT_PROVIDER_PORT']}"
+    async with httpx.AsyncClient(base_url=provider) as http:
+        books = (await http.get("/v1/payments", params={"order_id": order["order_id"]})).json()
+        metrics_port = run.ports["SAGA_WORKER_METRICS_PORT"]
+        metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
     exit_code = await run.stop()
 
     assert f"{run.api}/docs" in banner
     assert f"http://127.0.0.1:{run.ports['SAGA_TEMPORAL_UI_PORT']}" in banner
+    assert f"http://127.0.0.1:{run.ports['SAGA_PAYMENT_PROVIDER_PORT']}/docs" in banner
+    assert [c["amount"] for c in books["captures"]] == [order["total"]]
+    assert 'saga_circuit_breaker_state{name="payment-provider",state="closed"} 1' in metrics
     assert exit_code == 0
     assert not any(port_in_use(port) for port in run.ports.values())
 

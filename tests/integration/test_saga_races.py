@@ -19,7 +19,7 @@ from domain.orders import OrderLine
 from domain.saga import CancelRequest, SagaState
 from tests import factories
 from tests.conftest import start_saga
-from worker import build_worker
+from worker import build_workers, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -82,7 +82,7 @@ async def test_a_step_arriving_after_its_undo_never_applies(sessions, engine, pr
 
 
 async def test_cancel_sent_before_any_worker_runs_the_saga_is_honoured(
-    client: Client, settings, engine, product
+    client: Client, settings, engine, product, provider_client
 ):
     sku = await product(stock=5)
     queue = f"late-{uuid.uuid4().hex[:8]}"
@@ -92,8 +92,8 @@ async def test_cancel_sent_before_any_worker_runs_the_saga_is_honoured(
     )
     await asyncio.sleep(0.5)  # the update waits in the workflow's first task
 
-    worker = build_worker(client, queue, all_activities(engine, settings).values())
-    async with worker:
+    activities = all_activities(engine, settings, provider_client)
+    async with running(build_workers(client, queue, activities)):
         await cancelling
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()

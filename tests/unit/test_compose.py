@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
+from domain.bulkheads import Bulkhead
 from settings import Settings
+from worker import parse_bulkheads
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = ("api", "worker", "migrate", "relay", "consumers")
+WORKERS = ("worker-orders", "worker-inventory", "worker-payments", "worker-shipping")
+APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers")
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +34,14 @@ def settings_env_names() -> set[str]:
 
 
 def test_compose_has_the_whole_stack(compose):
-    assert {"postgres", "temporal", "temporal-ui", "nats", *APP_SERVICES} <= set(
-        compose["services"]
-    )
+    assert {
+        "postgres",
+        "temporal",
+        "temporal-ui",
+        "nats",
+        "payment-provider",
+        *APP_SERVICES,
+    } <= set(compose["services"])
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
@@ -60,11 +68,34 @@ def test_app_commands_name_real_entrypoints(compose, service):
         assert importlib.util.find_spec(f"{command[2]}.__main__") is not None
     elif command[0] == "python":
         assert (ROOT / command[1]).is_file()
+        if command[1] == "worker.py":
+            assert parse_bulkheads(command[2:][1::2])
     else:
         from stack.cli import build_parser
 
         assert command[0] == "sagactl"
         build_parser().parse_args(command[1:])
+
+
+def test_each_bulkhead_has_one_worker_service_that_reaches_the_provider(compose):
+    served = []
+    for name in WORKERS:
+        command = compose["services"][name]["command"]
+        assert command[:3] == ["python", "worker.py", "--bulkhead"]
+        served += parse_bulkheads([command[3]])
+    assert sorted(served) == sorted(Bulkhead)
+    env = compose["services"]["worker-payments"]["environment"]
+    assert env["SAGA_PAYMENT_PROVIDER_URL"] == "http://payment-provider:8100"
+
+
+def test_the_payment_provider_simulator_listens_where_the_workers_look(compose, monkeypatch):
+    service = compose["services"]["payment-provider"]
+    assert service["command"] == ["python", "-m", "payment_provider"]
+    for key, value in service["environment"].items():
+        assert key in settings_env_names()
+        monkeypatch.setenv(key, str(value))
+    settings = Settings()
+    assert (settings.payment_provider_host, settings.payment_provider_port) == ("0.0.0.0", 8100)
 
 
 def test_postgres_allows_prepared_transactions(compose):

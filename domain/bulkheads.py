@@ -1,0 +1,60 @@
+"""Bulkheads: which task queue serves each activity.
+
+Each downstream (inventory, payments, shipping) has a task queue of its own,
+served by its own worker with its own activity slots, database pool and HTTP
+pool. A stalled payment provider then fills the payments worker's slots and
+nothing else: inventory and shipping steps keep their own. Workflows and the
+order service's own activities stay on the base queue.
+
+Queue names derive from the workflow's own task queue (``orders`` →
+``orders-payments``), so a deployment, or a test, with another base queue
+gets its own bulkheads without configuring each.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from domain.activities import Act, TwoPhaseAct
+
+
+class Bulkhead(StrEnum):
+    ORDERS = "orders"  # the base queue: workflows, orders, the 2PC log
+    INVENTORY = "inventory"
+    PAYMENTS = "payments"
+    SHIPPING = "shipping"
+
+
+BULKHEAD_OF: dict[str, Bulkhead] = {
+    Act.CREATE_ORDER: Bulkhead.ORDERS,
+    Act.CONFIRM_ORDER: Bulkhead.ORDERS,
+    Act.CANCEL_ORDER: Bulkhead.ORDERS,
+    TwoPhaseAct.RECORD_DECISION: Bulkhead.ORDERS,
+    TwoPhaseAct.COMPLETE_TRANSACTION: Bulkhead.ORDERS,
+    TwoPhaseAct.RESOLVE_TRANSACTION: Bulkhead.ORDERS,
+    Act.RESERVE_STOCK: Bulkhead.INVENTORY,
+    Act.RELEASE_STOCK: Bulkhead.INVENTORY,
+    TwoPhaseAct.PREPARE_STOCK: Bulkhead.INVENTORY,
+    TwoPhaseAct.COMMIT_STOCK: Bulkhead.INVENTORY,
+    TwoPhaseAct.ABORT_STOCK: Bulkhead.INVENTORY,
+    Act.CHARGE_PAYMENT: Bulkhead.PAYMENTS,
+    Act.REFUND_PAYMENT: Bulkhead.PAYMENTS,
+    TwoPhaseAct.TRY_CARD_HOLD: Bulkhead.PAYMENTS,
+    TwoPhaseAct.CONFIRM_CARD_HOLD: Bulkhead.PAYMENTS,
+    TwoPhaseAct.CANCEL_CARD_HOLD: Bulkhead.PAYMENTS,
+    TwoPhaseAct.PREPARE_STORE_CREDIT: Bulkhead.PAYMENTS,
+    TwoPhaseAct.COMMIT_STORE_CREDIT: Bulkhead.PAYMENTS,
+    TwoPhaseAct.ABORT_STORE_CREDIT: Bulkhead.PAYMENTS,
+    TwoPhaseAct.REFUND_STORE_CREDIT: Bulkhead.PAYMENTS,
+    Act.CREATE_SHIPMENT: Bulkhead.SHIPPING,
+    Act.CANCEL_SHIPMENT: Bulkhead.SHIPPING,
+}
+
+
+def queue_name(base: str, bulkhead: Bulkhead) -> str:
+    return base if bulkhead is Bulkhead.ORDERS else f"{base}-{bulkhead.value}"
+
+
+def queue_for(activity: str, base: str) -> str:
+    """The task queue of `activity` for workflows on `base`; unknown names stay on base."""
+    return queue_name(base, BULKHEAD_OF.get(activity, Bulkhead.ORDERS))

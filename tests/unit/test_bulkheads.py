@@ -1,0 +1,79 @@
+"""Which queue each activity runs on, and how `worker.py` is told which to serve."""
+
+from __future__ import annotations
+
+import pytest
+
+from activities import all_activities
+from domain.activities import Act, TwoPhaseAct
+from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_for
+from resilience.breaker import CircuitBreaker
+from worker import main, parse_bulkheads, render_breaker
+
+
+def test_every_activity_the_workers_register_has_a_bulkhead():
+    names = {
+        value
+        for holder in (Act, TwoPhaseAct)
+        for key, value in vars(holder).items()
+        if key.isupper()
+    }
+    assert names == set(BULKHEAD_OF)
+
+
+def test_the_registered_activities_are_exactly_the_mapped_ones():
+    # all_activities only builds objects; nothing connects until an activity runs.
+    from activities import payment_provider_client
+    from db.engine import create_engine
+    from settings import Settings
+
+    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none")
+    engine = create_engine(settings.database_target)
+    assert set(all_activities(engine, settings, payment_provider_client(settings))) == set(
+        BULKHEAD_OF
+    )
+
+
+def test_queues_derive_from_the_workflow_queue():
+    assert queue_for(Act.CHARGE_PAYMENT, "orders") == "orders-payments"
+    assert queue_for(TwoPhaseAct.PREPARE_STOCK, "q1") == "q1-inventory"
+    assert queue_for(Act.CREATE_SHIPMENT, "q1") == "q1-shipping"
+    assert queue_for(Act.CREATE_ORDER, "q1") == "q1"
+    assert queue_for("something_new", "q1") == "q1"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], list(Bulkhead)),
+        (["all"], list(Bulkhead)),
+        (["payments"], [Bulkhead.PAYMENTS]),
+        (["payments,inventory", "payments"], [Bulkhead.PAYMENTS, Bulkhead.INVENTORY]),
+        ([" shipping , "], [Bulkhead.SHIPPING]),
+    ],
+)
+def test_bulkhead_choices(values, expected):
+    assert parse_bulkheads(values) == expected
+
+
+def test_an_unknown_bulkhead_is_a_message_not_a_traceback(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--bulkhead", "billing"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown bulkhead 'billing'" in err and "payments" in err
+    assert "Traceback" not in err
+
+
+def test_breaker_metrics_mark_the_current_state():
+    now = [0.0]
+    breaker = CircuitBreaker(
+        "provider", minimum_calls=2, sliding_window_size=2, clock=lambda: now[0]
+    )
+    for _ in range(2):
+        breaker.acquire().failure()
+    text = render_breaker(breaker)
+    assert 'saga_circuit_breaker_state{name="provider",state="open"} 1' in text
+    assert 'saga_circuit_breaker_state{name="provider",state="closed"} 0' in text
+    assert 'saga_circuit_breaker_failure_rate{name="provider"} 100.0' in text
+    assert 'saga_circuit_breaker_transitions_total{name="provider"} 1' in text
