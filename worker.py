@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import all_activities, payment_provider_client
+from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
 from db.engine import create_engine
 from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_name
@@ -155,6 +155,7 @@ async def _background(
             client,
             every=timedelta(seconds=settings.recovery_interval_s),
             grace=timedelta(seconds=settings.recovery_grace_s),
+            card=card_participant(engines[Bulkhead.ORDERS], settings, provider),
         )
         tasks.append(asyncio.create_task(sweep))
     if Bulkhead.PAYMENTS in engines and settings.worker_metrics_port:

@@ -36,15 +36,11 @@ def all_activities(
     sessions = create_session_factory(engine)
     orders = OrderActivities(sessions)
     inventory = InventoryActivities(sessions)
-    retry = ProviderRetry(
-        Backoff(settings.payment_retry_initial_s, settings.payment_retry_cap_s),
-        settings.payment_step_deadline_s,
-    )
-    payments = PaymentActivities(sessions, provider, retry)
+    payments = PaymentActivities(sessions, provider, provider_retry(settings))
     shipping = ShippingActivities(sessions)
     stock = StockParticipant(engine, settings.xa_lock_timeout_ms)
     credit = StoreCreditParticipant(engine, settings.xa_lock_timeout_ms)
-    card = CardHoldParticipant(sessions, timedelta(seconds=settings.card_hold_ttl_s))
+    card = card_participant(engine, settings, provider)
     log = CoordinatorLog(sessions)
     return {
         Act.CREATE_ORDER: orders.create_order,
@@ -68,8 +64,27 @@ def all_activities(
         TwoPhaseAct.CANCEL_CARD_HOLD: card.cancel_card_hold,
         TwoPhaseAct.RECORD_DECISION: log.record_decision,
         TwoPhaseAct.COMPLETE_TRANSACTION: log.complete_transaction,
-        TwoPhaseAct.RESOLVE_TRANSACTION: TransactionRecovery(engine).resolve_transaction,
+        TwoPhaseAct.RESOLVE_TRANSACTION: TransactionRecovery(engine, card).resolve_transaction,
     }
+
+
+def provider_retry(settings: Settings) -> ProviderRetry:
+    return ProviderRetry(
+        Backoff(settings.payment_retry_initial_s, settings.payment_retry_cap_s),
+        settings.payment_step_deadline_s,
+    )
+
+
+def card_participant(
+    engine: AsyncEngine, settings: Settings, provider: PaymentProviderClient
+) -> CardHoldParticipant:
+    """The card's TCC participant; also what the recovery sweep resolves holds with."""
+    return CardHoldParticipant(
+        create_session_factory(engine),
+        timedelta(seconds=settings.card_hold_ttl_s),
+        provider,
+        provider_retry(settings),
+    )
 
 
 def payment_provider_client(settings: Settings) -> PaymentProviderClient:

@@ -1,21 +1,31 @@
-"""The card as a TCC participant: try = authorize (a hold with an expiry),
-confirm = capture, cancel = void.
+"""The card as a TCC participant at the payment provider: try = authorize (a hold
+with an expiry), confirm = capture, cancel = void.
 
-Each call is an ordinary local transaction keyed by the transaction id: a
-repeated try votes as before, a cancel that arrives before its try leaves a
-VOIDED tombstone that makes the late try vote no, and confirm and cancel never
-undo each other.
+The provider holds the money; `payments.card_holds` holds the participant's
+state machine, keyed by the transaction id, so calls stay idempotent and
+order-tolerant: a repeated try votes as before, a cancel that arrives before
+its try leaves a VOIDED tombstone that makes the late try vote no (and void
+what it authorized meanwhile), and confirm and cancel never undo each other.
+Provider calls use keys derived from the branch gid, so a retried call, or a
+try and a cancel racing to void one authorization, meet the provider's record.
+
+No database transaction is held open across a provider call: the row is
+written after the authorization, and cancel re-checks for the provider's
+record itself, so a try that authorized but never recorded is still voided.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
 from activities._common import stable_id
+from activities.provider_client import PaymentProviderClient, ProviderRefused
+from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
 from db.tables import card_holds, payments
 from db.unit_of_work import StepContext, event_row, insert_events
@@ -24,35 +34,137 @@ from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType
 from domain.two_phase import BranchAck, BranchCall, Vote, VoteReply
 
-# The hold is decided here, not at the payment provider: the simulator's
-# decline token, so one token behaves alike on both settlement paths.
-DECLINED_TOKENS = frozenset({"tok_decline"})
 VOTES = {"HELD": Vote.YES, "CAPTURED": Vote.YES, "VOIDED": Vote.NO, "REFUSED": Vote.NO}
 
 
+def _keys(gid: str) -> tuple[str, str, str]:
+    return f"{gid}:authorize", f"{gid}:capture", f"{gid}:void"
+
+
 class CardHoldParticipant:
-    def __init__(self, sessions: SessionFactory, hold_ttl: timedelta) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        hold_ttl: timedelta,
+        provider: PaymentProviderClient,
+        retry: ProviderRetry,
+    ) -> None:
         self._sessions = sessions
         self._hold_ttl = hold_ttl
+        self._provider = provider
+        self._retry = retry
 
     @activity.defn(name=TwoPhaseAct.TRY_CARD_HOLD)
     async def try_card_hold(self, call: BranchCall) -> VoteReply:
-        p = call.payload
-        declined = str(p["payment_token"]) in DECLINED_TOKENS
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                insert(card_holds)
-                .values(
-                    tx_id=call.tx_id,
-                    order_id=str(p["order_id"]),
-                    customer_id=str(p["customer_id"]),
-                    amount=int(p["amount"]),
-                    currency=str(p["currency"]),
-                    status="REFUSED" if declined else "HELD",
-                    expires_at=func.now() + self._hold_ttl,
-                )
-                .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
+        refused: ProviderRefused | None = None
+        auth_id: str | None = None
+        if await self._row(call.tx_id) is None:
+            try:
+                auth_id = await self._authorize(call)
+            except ProviderRefused as err:
+                refused = err
+        status, recorded_auth = await self._record_try(call, auth_id)
+        if status == "VOIDED" and (auth_id or recorded_auth):
+            # Cancelled (or lapsed) while we held an authorization: release it.
+            await self._void(call, auth_id or recorded_auth)
+        vote = VOTES[status]
+        if vote is Vote.YES:
+            return VoteReply(vote=vote)
+        if status == "REFUSED":
+            declined = refused is None or refused.status == 402
+            return VoteReply(
+                vote=vote,
+                reason=refused.message if refused else "card declined",
+                refusal=ErrorType.PAYMENT_DECLINED if declined else ErrorType.PAYMENT_REJECTED,
             )
+        return VoteReply(vote=vote, reason="hold already voided")
+
+    @activity.defn(name=TwoPhaseAct.CONFIRM_CARD_HOLD)
+    async def confirm_card_hold(self, call: BranchCall) -> BranchAck:
+        hold = await self._row(call.tx_id)
+        status = None if hold is None else hold.status
+        if status == "CAPTURED":
+            return BranchAck(gid=call.gid, outcome="CAPTURED")
+        if hold is None or status != "HELD":
+            raise ProtocolViolation(f"hold {call.tx_id} cannot be captured: {status}")
+        if hold.provider_authorization_id is not None:
+            _, capture_key, _ = _keys(call.gid)
+            await self._retry.undo(
+                lambda: self._provider.capture(hold.provider_authorization_id, key=capture_key)
+            )
+        await self._record_capture(call)
+        return BranchAck(gid=call.gid, outcome="CAPTURED")
+
+    @activity.defn(name=TwoPhaseAct.CANCEL_CARD_HOLD)
+    async def cancel_card_hold(self, call: BranchCall) -> BranchAck:
+        status, auth_id, order_id = await self._record_cancel(call)
+        if status == "CAPTURED":
+            raise ProtocolViolation(f"hold {call.tx_id} cannot be voided: it is captured")
+        if auth_id is None and order_id:
+            auth_id = await self._find_authorization(call, order_id)
+        if auth_id is not None:
+            await self._void(call, auth_id)
+        return BranchAck(gid=call.gid, outcome=str(status))
+
+    async def _authorize(self, call: BranchCall) -> str:
+        p = call.payload
+        authorize_key, _, _ = _keys(call.gid)
+        auth = await self._retry.transient(
+            lambda: self._provider.authorize(
+                order_id=str(p["order_id"]),
+                amount=int(p["amount"]),
+                currency=str(p["currency"]),
+                payment_token=str(p["payment_token"]),
+                key=authorize_key,
+            )
+        )
+        return str(auth["id"])
+
+    async def _void(self, call: BranchCall, auth_id: str) -> None:
+        _, _, void_key = _keys(call.gid)
+
+        async def void() -> None:
+            try:
+                await self._provider.void(auth_id, key=void_key)
+            except ProviderRefused as err:
+                if err.code != "authorization_voided":  # voided already: done
+                    raise
+
+        await self._retry.undo(void)
+
+    async def _find_authorization(self, call: BranchCall, order_id: str) -> str | None:
+        """An authorization a try made without recording it (it was cut short)."""
+        authorize_key, _, _ = _keys(call.gid)
+        held = await self._retry.undo(lambda: self._provider.payments_for(order_id))
+        found = [a["id"] for a in held["authorizations"] if a["idempotency_key"] == authorize_key]
+        return str(found[0]) if found else None
+
+    async def _row(self, tx_id: str) -> Any:
+        async with self._sessions() as session:
+            return (
+                await session.execute(select(card_holds).where(card_holds.c.tx_id == tx_id))
+            ).first()
+
+    async def _record_try(self, call: BranchCall, auth_id: str | None) -> tuple[str, str | None]:
+        """Insert the hold (HELD, or REFUSED without an authorization) unless a row exists;
+        void a HELD one past its expiry; return the status and recorded authorization."""
+        p = call.payload
+        async with self._sessions() as session, session.begin():
+            if "order_id" in p:
+                await session.execute(
+                    insert(card_holds)
+                    .values(
+                        tx_id=call.tx_id,
+                        order_id=str(p["order_id"]),
+                        customer_id=str(p["customer_id"]),
+                        amount=int(p["amount"]),
+                        currency=str(p["currency"]),
+                        status="HELD" if auth_id else "REFUSED",
+                        expires_at=func.now() + self._hold_ttl,
+                        provider_authorization_id=auth_id,
+                    )
+                    .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
+                )
             # A hold past its expiry has lapsed: voting YES on it would promise
             # a capture the card issuer will refuse.
             await session.execute(
@@ -64,18 +176,16 @@ class CardHoldParticipant:
                 )
                 .values(status="VOIDED", resolved_at=func.now())
             )
-            status = await session.scalar(
-                select(card_holds.c.status).where(card_holds.c.tx_id == call.tx_id)
-            )
-        vote = VOTES[str(status)]
-        if vote is Vote.YES:
-            return VoteReply(vote=vote)
-        if status == "REFUSED":
-            return VoteReply(vote=vote, reason="card declined", refusal=ErrorType.PAYMENT_DECLINED)
-        return VoteReply(vote=vote, reason="hold already voided")
+            row = (
+                await session.execute(
+                    select(card_holds.c.status, card_holds.c.provider_authorization_id).where(
+                        card_holds.c.tx_id == call.tx_id
+                    )
+                )
+            ).one()
+        return str(row.status), row.provider_authorization_id
 
-    @activity.defn(name=TwoPhaseAct.CONFIRM_CARD_HOLD)
-    async def confirm_card_hold(self, call: BranchCall) -> BranchAck:
+    async def _record_capture(self, call: BranchCall) -> None:
         async with self._sessions() as session, session.begin():
             captured = (
                 await session.execute(
@@ -86,12 +196,7 @@ class CardHoldParticipant:
                 )
             ).first()
             if captured is None:
-                status = await session.scalar(
-                    select(card_holds.c.status).where(card_holds.c.tx_id == call.tx_id)
-                )
-                if status != "CAPTURED":
-                    raise ProtocolViolation(f"hold {call.tx_id} cannot be captured: {status}")
-                return BranchAck(gid=call.gid, outcome="CAPTURED")
+                return  # a concurrent confirm recorded it
             # The capture is the payment the saga's refund_payment undoes.
             payment_id = stable_id(call.gid)
             await session.execute(
@@ -102,6 +207,7 @@ class CardHoldParticipant:
                     amount=captured.amount,
                     currency=captured.currency,
                     status="CAPTURED",
+                    provider_authorization_id=captured.provider_authorization_id,
                 )
             )
             event = event_row(
@@ -117,42 +223,43 @@ class CardHoldParticipant:
                 },
             )
             await insert_events(session, "payments", [event])
-        return BranchAck(gid=call.gid, outcome="CAPTURED")
 
-    @activity.defn(name=TwoPhaseAct.CANCEL_CARD_HOLD)
-    async def cancel_card_hold(self, call: BranchCall) -> BranchAck:
+    async def _record_cancel(self, call: BranchCall) -> tuple[str, str | None, str]:
+        """VOIDED, or a tombstone when cancel came first; (status, authorization, order)."""
+        voided = card_holds.c.status == "HELD"
         async with self._sessions() as session, session.begin():
-            status = await session.scalar(
+            await session.execute(
                 update(card_holds)
-                .where(card_holds.c.tx_id == call.tx_id, card_holds.c.status == "HELD")
+                .where(card_holds.c.tx_id == call.tx_id, voided)
                 .values(status="VOIDED", resolved_at=func.now())
-                .returning(card_holds.c.status)
             )
-            if status is None:
-                # Cancel overtook try: leave a tombstone so the late try votes no.
+            await session.execute(
+                insert(card_holds)
+                .values(
+                    tx_id=call.tx_id,
+                    order_id=str(call.payload.get("order_id", "")),
+                    customer_id=str(call.payload.get("customer_id", "")),
+                    amount=int(call.payload.get("amount", 0)),
+                    currency=str(call.payload.get("currency", "EUR")),
+                    status="VOIDED",
+                    expires_at=func.now(),
+                    resolved_at=func.now(),
+                )
+                .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
+            )
+            # A try that was in flight committed HELD under our insert: void it now.
+            await session.execute(
+                update(card_holds)
+                .where(card_holds.c.tx_id == call.tx_id, voided)
+                .values(status="VOIDED", resolved_at=func.now())
+            )
+            row = (
                 await session.execute(
-                    insert(card_holds)
-                    .values(
-                        tx_id=call.tx_id,
-                        order_id=str(call.payload.get("order_id", "")),
-                        customer_id=str(call.payload.get("customer_id", "")),
-                        amount=int(call.payload.get("amount", 0)),
-                        currency=str(call.payload.get("currency", "EUR")),
-                        status="VOIDED",
-                        expires_at=func.now(),
-                        resolved_at=func.now(),
-                    )
-                    .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
+                    select(
+                        card_holds.c.status,
+                        card_holds.c.provider_authorization_id,
+                        card_holds.c.order_id,
+                    ).where(card_holds.c.tx_id == call.tx_id)
                 )
-                # A try that was in flight committed HELD under our insert: void it now.
-                status = await session.scalar(
-                    update(card_holds)
-                    .where(card_holds.c.tx_id == call.tx_id, card_holds.c.status == "HELD")
-                    .values(status="VOIDED", resolved_at=func.now())
-                    .returning(card_holds.c.status)
-                ) or await session.scalar(
-                    select(card_holds.c.status).where(card_holds.c.tx_id == call.tx_id)
-                )
-        if status == "CAPTURED":
-            raise ProtocolViolation(f"hold {call.tx_id} cannot be voided: it is captured")
-        return BranchAck(gid=call.gid, outcome=str(status))
+            ).one()
+        return str(row.status), row.provider_authorization_id, str(row.order_id)

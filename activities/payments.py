@@ -9,7 +9,8 @@ attempt still talking to the provider and then sees what it did.
 The refund does not trust the local row alone: a charge whose answer was lost
 (timeout, dropped connection) may have charged at the provider without any
 local record. So it asks the provider what it holds for the order under the
-charge's key, and voids or refunds exactly that.
+charge's key (or the recorded authorization: the 2PC's card hold captures
+under its own), and voids or refunds exactly that.
 """
 
 from __future__ import annotations
@@ -99,10 +100,13 @@ class PaymentActivities:
                 )
             ).first()
             if local is not None and local.provider_authorization_id is None:
-                # A card hold captured by the 2PC (activities.card_hold): settled here.
+                # Taken before payments went through the provider: settled here.
                 undone = PaymentRefunded(refunded_amount=local.amount)
             else:
-                undone = await self._undo_at_provider(cmd.order_id, cmd.fences or "", refund_key)
+                known = local.provider_authorization_id if local is not None else None
+                undone = await self._undo_at_provider(
+                    cmd.order_id, {known, authorize_key(cmd.fences or "")}, refund_key
+                )
             if undone.undid:
                 payload = {
                     "order_id": cmd.order_id,
@@ -120,13 +124,17 @@ class PaymentActivities:
         )
 
     async def _undo_at_provider(
-        self, order_id: str, charge_key: str, refund_key: str
+        self, order_id: str, wanted: set[str | None], refund_key: str
     ) -> PaymentRefunded:
-        """Whatever the charge did at the provider, recorded here or not (a lost answer)."""
+        """Whatever the charge did at the provider, recorded here or not (a lost answer).
+
+        `wanted` holds the recorded authorization id (a saga charge, or the 2PC's
+        card hold) and the charge step's authorize key (an answer that was lost).
+        """
         held = await self._provider.payments_for(order_id)
         undone = PaymentRefunded(refunded_amount=0)
         for auth in held["authorizations"]:
-            if auth["idempotency_key"] == authorize_key(charge_key):
+            if wanted & {auth["id"], auth["idempotency_key"]}:
                 undone = await self._undo_authorization(auth, refund_key)
         return undone
 

@@ -56,6 +56,14 @@ class ProviderRetry:
         except (ProviderUnavailable, CircuitOpen) as err:
             raise self._later(err, deadline_s=self._deadline_s) from None
 
+    async def transient(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Transient faults retried (bounded by the caller's Temporal timeouts);
+        refusals raised to the caller, which turns them into a vote."""
+        try:
+            return await call()
+        except (ProviderUnavailable, CircuitOpen) as err:
+            raise self._later(err, deadline_s=None) from None
+
     async def undo(self, call: Callable[[], Awaitable[T]]) -> T:
         """An undo: everything retries, refusals too, since an undo must end done."""
         try:

@@ -12,19 +12,21 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from activities.card_hold import CardHoldParticipant
 from domain.activities import TwoPhaseAct
 from domain.two_phase import ResolveTransaction, TransactionResolved
 from recovery.sweep import logged_or_abort, resolve_branch
 
 
 class TransactionRecovery:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, card: CardHoldParticipant) -> None:
         self._engine = engine
+        self._card = card
 
     @activity.defn(name=TwoPhaseAct.RESOLVE_TRANSACTION)
     async def resolve_transaction(self, cmd: ResolveTransaction) -> TransactionResolved:
         decision = await logged_or_abort(self._engine, cmd.tx_id)
         for participant in cmd.participants:
-            await resolve_branch(self._engine, cmd.tx_id, participant, decision)
+            await resolve_branch(self._engine, self._card, cmd.tx_id, participant, decision)
         activity.logger.warning("resolved 2PC %s without its coordinator: %s", cmd.tx_id, decision)
         return TransactionResolved(tx_id=cmd.tx_id, decision=decision)

@@ -248,6 +248,7 @@ card_holds = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     _now(),
     Column("resolved_at", DateTime(timezone=True)),
+    Column("provider_authorization_id", String(64)),
     CheckConstraint("amount >= 0", name="card_hold_amount_non_negative"),
     CheckConstraint("status IN ('HELD', 'CAPTURED', 'VOIDED', 'REFUSED')", name="card_hold_status"),
     schema="payments",

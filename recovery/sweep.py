@@ -23,7 +23,6 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.card_hold import CardHoldParticipant
-from db.engine import create_session_factory
 from db.tables import card_holds, decisions
 from db.xa import PG_PREPARED_XACTS, XaBranches
 from domain.two_phase import BranchCall, Decision, branch_gid, coordinator_workflow_id, tx_id_of
@@ -46,7 +45,9 @@ class SweepReport:
         return bool(self.committed or self.aborted or self.left_to_coordinator)
 
 
-async def sweep(engine: AsyncEngine, client: Client, grace: timedelta) -> SweepReport:
+async def sweep(
+    engine: AsyncEngine, client: Client, grace: timedelta, card: CardHoldParticipant
+) -> SweepReport:
     open_branches = await _open_branches(engine, grace)
     report = SweepReport()
     for tx_id, participants in sorted(open_branches.items()):
@@ -56,7 +57,7 @@ async def sweep(engine: AsyncEngine, client: Client, grace: timedelta) -> SweepR
                 report.left_to_coordinator.append(tx_id)
                 continue
             for participant in sorted(participants):
-                await resolve_branch(engine, tx_id, participant, decision)
+                await resolve_branch(engine, card, tx_id, participant, decision)
         except Exception:  # one stubborn transaction must not stall the rest
             log.exception("could not recover 2PC %s; next round retries", tx_id)
             report.failed.append(tx_id)
@@ -67,13 +68,17 @@ async def sweep(engine: AsyncEngine, client: Client, grace: timedelta) -> SweepR
 
 
 async def run_periodically(
-    engine: AsyncEngine, client: Client, every: timedelta, grace: timedelta
+    engine: AsyncEngine,
+    client: Client,
+    every: timedelta,
+    grace: timedelta,
+    card: CardHoldParticipant,
 ) -> None:
     """The worker's background sweep; a failed round is logged and the next one tries."""
     while True:
         await asyncio.sleep(every.total_seconds())
         try:
-            await sweep(engine, client, grace)
+            await sweep(engine, client, grace, card)
         except Exception:  # one bad round must not stop recovery for good
             log.exception("recovery sweep failed; retrying in %s", every)
 
@@ -140,12 +145,15 @@ async def _coordinator_running(client: Client, tx_id: str) -> bool:
 
 
 async def resolve_branch(
-    engine: AsyncEngine, tx_id: str, participant: str, decision: Decision
+    engine: AsyncEngine,
+    card: CardHoldParticipant,
+    tx_id: str,
+    participant: str,
+    decision: Decision,
 ) -> None:
     """Carry out `decision` on one participant's branch (idempotent, any order)."""
     call = BranchCall(tx_id=tx_id, gid=branch_gid(tx_id, participant))
     if participant == CARD:
-        card = CardHoldParticipant(create_session_factory(engine), timedelta(0))
         if decision is Decision.COMMIT:
             await card.confirm_card_hold(call)
         else:

@@ -44,6 +44,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 def _recover(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import timedelta
 
+    from activities import card_participant, payment_provider_client
     from db.engine import create_engine
     from recovery.sweep import sweep
     from temporal_client import connect
@@ -51,9 +52,13 @@ def _recover(settings: Settings, args: argparse.Namespace) -> int:
     async def once() -> int:
         client = await connect(settings)
         engine = create_engine(settings.database_target, pool_size=2)
+        provider = payment_provider_client(settings)
         try:
-            report = await sweep(engine, client, timedelta(seconds=settings.recovery_grace_s))
+            card = card_participant(engine, settings, provider)
+            grace = timedelta(seconds=settings.recovery_grace_s)
+            report = await sweep(engine, client, grace, card)
         finally:
+            await provider.aclose()
             await engine.dispose()
         for label, txs in (
             ("committed", report.committed),

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities import all_activities, payment_provider_client
+from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
 from api.app import create_app
 from db.engine import SessionFactory, create_engine, create_session_factory
@@ -169,6 +169,12 @@ async def provider_client(settings: Settings) -> AsyncIterator[PaymentProviderCl
     client = payment_provider_client(settings)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def card(engine: AsyncEngine, settings: Settings, provider_client: PaymentProviderClient) -> Any:
+    """The card's TCC participant on the session's provider, called directly."""
+    return card_participant(engine, settings, provider_client)
 
 
 @pytest.fixture(scope="session")

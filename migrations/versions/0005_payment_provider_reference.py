@@ -1,4 +1,4 @@
-"""Payments record the provider's authorization, so refunds and audits can find it.
+"""Payments and card holds record the provider's authorization, for refunds, voids and audits.
 
 Revision ID: 0005
 Revises: 0004
@@ -18,7 +18,9 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Nullable: payments taken before the provider existed have no reference.
     op.execute("ALTER TABLE payments.payments ADD COLUMN provider_authorization_id varchar(64)")
+    op.execute("ALTER TABLE payments.card_holds ADD COLUMN provider_authorization_id varchar(64)")
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE payments.card_holds DROP COLUMN provider_authorization_id")
     op.execute("ALTER TABLE payments.payments DROP COLUMN provider_authorization_id")

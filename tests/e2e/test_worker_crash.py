@@ -28,6 +28,8 @@ async def start_worker(settings, queue: str, log: Path) -> subprocess.Popen[byte
         "TEMPORAL_ADDRESS": settings.temporal_target,
         "DATABASE_URL": settings.database_target,
         "SAGA_TASK_QUEUE": queue,
+        "SAGA_PAYMENT_PROVIDER_URL": settings.payment_provider_target,
+        "SAGA_WORKER_METRICS_PORT": "0",
         # Keep the sweep out of this test: it is the coordinator that must finish.
         "SAGA_RECOVERY_INTERVAL_S": "3600",
     }

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
 
 import pytest
 
-from activities.card_hold import CardHoldParticipant
 from activities.stock_branch import StockParticipant
 from activities.store_credit import StoreCreditParticipant
 from db.xa import ProtocolViolation
@@ -59,11 +57,6 @@ def stock(engine):
 @pytest.fixture
 def credit(engine):
     return StoreCreditParticipant(engine, lock_timeout_ms=500)
-
-
-@pytest.fixture
-def card(sessions):
-    return CardHoldParticipant(sessions, timedelta(days=7))
 
 
 async def test_prepare_twice_holds_one_prepared_transaction(stock, engine, product):
@@ -158,7 +151,13 @@ async def test_store_credit_never_goes_negative(credit, engine):
     assert await factories.balance_of(engine, customer_id) == 400
 
 
-async def test_card_try_twice_confirm_twice_captures_once(card, engine):
+async def books(admin, order_id: str) -> list[tuple[str, int]]:
+    """The provider's authorizations for an order: (status, amount captured)."""
+    held = (await admin.get("/v1/payments", params={"order_id": order_id})).json()
+    return [(a["status"], a["amount_captured"]) for a in held["authorizations"]]
+
+
+async def test_card_try_twice_confirm_twice_captures_once(card, engine, provider_admin):
     call = card_call(2500)
 
     votes = [(await card.try_card_hold(call)).vote for _ in range(2)]
@@ -169,29 +168,60 @@ async def test_card_try_twice_confirm_twice_captures_once(card, engine):
     assert (await factories.hold_of(engine, call.tx_id)).status == "CAPTURED"
     [payment] = await factories.payments_of(engine, call.tx_id)
     assert (payment.status, payment.amount) == ("CAPTURED", 2500)
+    assert await books(provider_admin, call.tx_id) == [("captured", 2500)]
+    assert payment.provider_authorization_id is not None
     with pytest.raises(ProtocolViolation):
         await card.cancel_card_hold(call)
 
 
-async def test_card_cancel_before_try_makes_the_late_try_vote_no(card, engine):
+async def test_card_cancel_before_try_makes_the_late_try_vote_no(card, engine, provider_admin):
     call = card_call(900)
 
     await card.cancel_card_hold(call)
     late = await card.try_card_hold(call)
 
     assert late.vote is Vote.NO
+    assert await books(provider_admin, call.tx_id) == []  # nothing was authorized
     assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
     with pytest.raises(ProtocolViolation):
         await card.confirm_card_hold(call)
 
 
-async def test_declined_card_votes_no(card, engine):
-    call = card_call(900, token="tok_decline")
+@pytest.mark.parametrize(
+    ("token", "refusal"),
+    [
+        ("tok_decline", "PaymentDeclined"),
+        ("tok_insufficient", "PaymentDeclined"),
+        ("tok_invalid", "PaymentRejected"),
+    ],
+)
+async def test_a_card_the_provider_refuses_votes_no(card, engine, provider_admin, token, refusal):
+    call = card_call(900, token=token)
 
     reply = await card.try_card_hold(call)
+    again = await card.try_card_hold(call)
 
-    assert (reply.vote, reply.refusal) == (Vote.NO, "PaymentDeclined")
+    assert (reply.vote, reply.refusal) == (Vote.NO, refusal)
+    assert again.vote is Vote.NO
     assert (await factories.hold_of(engine, call.tx_id)).status == "REFUSED"
+    assert await books(provider_admin, call.tx_id) == []
+
+
+async def test_a_try_cut_short_after_authorizing_is_voided_by_cancel(card, provider_admin):
+    call = card_call(800)
+    # The try authorized at the provider, then its worker died before recording.
+    p = call.payload
+    body = {k: p[k] for k in ("order_id", "amount", "currency", "payment_token")}
+    authorized = await provider_admin.post(
+        "/v1/authorizations", json=body, headers={"Idempotency-Key": f"{call.gid}:authorize"}
+    )
+    assert authorized.status_code == 201
+
+    ack = await card.cancel_card_hold(call)
+    late = await card.try_card_hold(call)
+
+    assert ack.outcome == "VOIDED" and late.vote is Vote.NO
+    assert await books(provider_admin, call.tx_id) == [("voided", 0)]
 
 
 async def test_card_cancel_overlapping_an_in_flight_try_still_voids_it(card, engine):

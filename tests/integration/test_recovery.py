@@ -37,11 +37,13 @@ async def prepare_stock(engine, sku: str, quantity: int) -> BranchCall:
     return call
 
 
-async def test_branch_without_coordinator_or_decision_is_presumed_aborted(engine, client, product):
+async def test_branch_without_coordinator_or_decision_is_presumed_aborted(
+    engine, client, product, card
+):
     sku = await product(stock=5)
     call = await prepare_stock(engine, sku, 2)
 
-    report = await sweep(engine, client, NOW)
+    report = await sweep(engine, client, NOW, card)
 
     assert call.tx_id in report.aborted
     assert await factories.prepared_branches(engine, call.tx_id) == []
@@ -49,7 +51,7 @@ async def test_branch_without_coordinator_or_decision_is_presumed_aborted(engine
     assert (await factories.decision_of(engine, call.tx_id)).decision == "ABORT"
 
 
-async def test_branch_with_a_logged_commit_is_committed(engine, client, sessions, product):
+async def test_branch_with_a_logged_commit_is_committed(engine, client, sessions, product, card):
     sku = await product(stock=5)
     call = await prepare_stock(engine, sku, 2)
     await CoordinatorLog(sessions).record_decision(
@@ -61,7 +63,7 @@ async def test_branch_with_a_logged_commit_is_committed(engine, client, sessions
         )
     )
 
-    report = await sweep(engine, client, NOW)
+    report = await sweep(engine, client, NOW, card)
 
     assert call.tx_id in report.committed
     assert await factories.prepared_branches(engine, call.tx_id) == []
@@ -82,18 +84,19 @@ def card_call(tx_id: str) -> BranchCall:
     )
 
 
-async def test_orphaned_card_hold_is_voided(engine, client, sessions):
+async def test_orphaned_card_hold_is_voided(engine, client, sessions, card, provider_admin):
     tx_id = str(uuid.uuid4())
     call = card_call(tx_id)
-    await CardHoldParticipant(sessions, timedelta(days=7)).try_card_hold(call)
+    await card.try_card_hold(call)
 
-    report = await sweep(engine, client, NOW)
+    report = await sweep(engine, client, NOW, card)
 
     assert tx_id in report.aborted
     assert (await factories.hold_of(engine, tx_id)).status == "VOIDED"
+    assert await voided_at_provider(provider_admin, call)
 
 
-async def test_branch_of_a_running_coordinator_is_left_to_it(engine, client, product):
+async def test_branch_of_a_running_coordinator_is_left_to_it(engine, client, product, card):
     sku = await product(stock=5)
     call = await prepare_stock(engine, sku, 1)
     # A coordinator that exists but has no worker yet: it still owns the decision.
@@ -104,9 +107,9 @@ async def test_branch_of_a_running_coordinator_is_left_to_it(engine, client, pro
         task_queue=f"idle-{uuid.uuid4().hex[:8]}",
     )
 
-    left = await sweep(engine, client, NOW)
+    left = await sweep(engine, client, NOW, card)
     await handle.terminate("test: coordinator lost")
-    after = await sweep(engine, client, NOW)
+    after = await sweep(engine, client, NOW, card)
 
     assert call.tx_id in left.left_to_coordinator
     assert await factories.decision_of(engine, call.tx_id) is not None
@@ -114,18 +117,18 @@ async def test_branch_of_a_running_coordinator_is_left_to_it(engine, client, pro
     assert await factories.stock_of(engine, sku) == 5
 
 
-async def test_young_branches_are_not_touched(engine, client, product):
+async def test_young_branches_are_not_touched(engine, client, product, card):
     sku = await product(stock=5)
     call = await prepare_stock(engine, sku, 1)
 
-    report = await sweep(engine, client, timedelta(minutes=5))
+    report = await sweep(engine, client, timedelta(minutes=5), card)
 
     assert call.tx_id not in report.aborted
     assert await factories.prepared_branches(engine, call.tx_id) == [call.gid]
     await StockParticipant(engine).abort_stock(call)
 
 
-async def lapsed_hold(engine, sessions) -> tuple[CardHoldParticipant, BranchCall]:
+async def lapsed_hold(engine, card) -> tuple[CardHoldParticipant, BranchCall]:
     """A card hold taken, then pushed past its expiry."""
     from sqlalchemy import update
 
@@ -133,7 +136,6 @@ async def lapsed_hold(engine, sessions) -> tuple[CardHoldParticipant, BranchCall
 
     tx_id = str(uuid.uuid4())
     call = card_call(tx_id)
-    card = CardHoldParticipant(sessions, timedelta(days=7))
     assert (await card.try_card_hold(call)).vote is Vote.YES
     async with engine.begin() as conn:
         await conn.execute(
@@ -144,20 +146,29 @@ async def lapsed_hold(engine, sessions) -> tuple[CardHoldParticipant, BranchCall
     return card, call
 
 
-async def test_an_expired_hold_is_voided_whatever_the_grace(engine, client, sessions):
-    card, call = await lapsed_hold(engine, sessions)
+async def voided_at_provider(admin, call: BranchCall) -> bool:
+    held = (await admin.get("/v1/payments", params={"order_id": call.payload["order_id"]})).json()
+    return [a["status"] for a in held["authorizations"]] == ["voided"]
 
-    report = await sweep(engine, client, timedelta(hours=1))
+
+async def test_an_expired_hold_is_voided_whatever_the_grace(
+    engine, client, sessions, card, provider_admin
+):
+    card, call = await lapsed_hold(engine, card)
+
+    report = await sweep(engine, client, timedelta(hours=1), card)
 
     assert call.tx_id in report.aborted  # an hour's grace, but the hold had lapsed
     assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
+    assert await voided_at_provider(provider_admin, call)
     assert (await card.try_card_hold(call)).vote is Vote.NO
 
 
-async def test_a_try_on_a_lapsed_hold_votes_no(engine, sessions):
-    card, call = await lapsed_hold(engine, sessions)
+async def test_a_try_on_a_lapsed_hold_votes_no(engine, card, provider_admin):
+    card, call = await lapsed_hold(engine, card)
 
     again = await card.try_card_hold(call)
 
     assert again.vote is Vote.NO
     assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
+    assert await voided_at_provider(provider_admin, call)

@@ -32,7 +32,14 @@ async def state_of(handle: Any) -> SagaState:
     return state
 
 
-async def test_all_yes_commits_stock_credit_and_card_together(saga, product, engine):
+async def provider_authorizations(admin, order_id: str) -> list[tuple[str, int]]:
+    held = (await admin.get("/v1/payments", params={"order_id": order_id})).json()
+    return [(a["status"], a["amount_captured"]) for a in held["authorizations"]]
+
+
+async def test_all_yes_commits_stock_credit_and_card_together(
+    saga, product, engine, provider_admin
+):
     sku = await product(stock=10, price=3000)
     customer = await factories.insert_wallet(engine, balance=5000)
 
@@ -49,6 +56,7 @@ async def test_all_yes_commits_stock_credit_and_card_together(saga, product, eng
     assert (await factories.hold_of(engine, state.order_id)).status == "CAPTURED"
     [payment] = await factories.payments_of(engine, state.order_id)
     assert (payment.status, payment.amount) == ("CAPTURED", 2000)
+    assert await provider_authorizations(provider_admin, state.order_id) == [("captured", 2000)]
     decision = await factories.decision_of(engine, state.order_id)
     assert (decision.decision, decision.completed_at is not None) == ("COMMIT", True)
     assert await factories.prepared_branches(engine, state.order_id) == []
@@ -70,7 +78,9 @@ async def test_order_paid_fully_with_store_credit_has_no_card(saga, product, eng
     assert await factories.hold_of(engine, state.order_id) is None
 
 
-async def test_one_no_aborts_everywhere_and_the_saga_compensates(saga, product, engine):
+async def test_one_no_aborts_everywhere_and_the_saga_compensates(
+    saga, product, engine, provider_admin
+):
     sku = await product(stock=10, price=3000)
     customer = await factories.insert_wallet(engine, balance=100)
     handle = await saga([(sku, 1)], customer_id=customer, store_credit=2000)
@@ -88,6 +98,7 @@ async def test_one_no_aborts_everywhere_and_the_saga_compensates(saga, product, 
     assert await factories.balance_of(engine, customer) == 100
     assert (await factories.hold_of(engine, state.order_id)).status == "VOIDED"
     assert await factories.payments_of(engine, state.order_id) == []
+    assert await provider_authorizations(provider_admin, state.order_id) == [("voided", 0)]
     assert (await factories.decision_of(engine, state.order_id)).decision == "ABORT"
     assert await factories.prepared_branches(engine, state.order_id) == []
 
@@ -177,7 +188,7 @@ async def shipping_refuses(cmd: CreateShipment) -> ShipmentCreated:
 
 
 async def test_failure_after_commit_undoes_every_committed_effect(
-    saga, product, engine, custom_worker
+    saga, product, engine, custom_worker, provider_admin
 ):
     queue = await custom_worker({Act.CREATE_SHIPMENT: shipping_refuses})
     sku = await product(stock=5, price=1000)
@@ -198,6 +209,11 @@ async def test_failure_after_commit_undoes_every_committed_effect(
     assert await factories.balance_of(engine, customer) == 700
     [payment] = await factories.payments_of(engine, state.order_id)
     assert (payment.status, payment.refunded_amount) == ("REFUNDED", 1300)
+    held = (await provider_admin.get("/v1/payments", params={"order_id": state.order_id})).json()
+    assert [(a["status"], a["amount_refunded"]) for a in held["authorizations"]] == [
+        ("refunded", 1300)
+    ]
+    assert [r["amount"] for r in held["refunds"]] == [1300]
 
 
 async def test_two_orders_preparing_on_the_last_unit_one_commits(saga, product, engine):
