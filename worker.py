@@ -46,15 +46,21 @@ def build_worker(
     activities: Mapping[str, Callable[..., Any]],
     max_concurrent_activities: int = 100,
 ) -> Worker:
-    """The worker of one bulkhead: its queue, its activities, its slots."""
+    """The worker of one bulkhead: its queue, its activities, its slots.
+
+    The base queue's worker also registers every other activity: tasks that
+    sagas started by a release before the bulkheads scheduled there (an undo
+    retrying for hours) must still find a worker after an upgrade.
+    """
+    base = bulkhead is Bulkhead.ORDERS
     return Worker(
         client,
         task_queue=queue_name(base_queue, bulkhead),
-        workflows=list(WORKFLOWS) if bulkhead is Bulkhead.ORDERS else [],
+        workflows=list(WORKFLOWS) if base else [],
         activities=[
             fn
             for name, fn in activities.items()
-            if BULKHEAD_OF.get(name, Bulkhead.ORDERS) is bulkhead
+            if base or BULKHEAD_OF.get(name, Bulkhead.ORDERS) is bulkhead
         ],
         max_concurrent_activities=max_concurrent_activities,
         # Activities are short transactions: let in-flight ones commit on SIGTERM
@@ -69,9 +75,30 @@ def build_workers(
     activities: Mapping[str, Callable[..., Any]],
     settings: Settings | None = None,
 ) -> list[Worker]:
-    """Every bulkhead in one process, sharing `activities` (tests, benchmarks)."""
+    """Every bulkhead in one process, sharing `activities` and their engine (benchmarks)."""
     slots = bulkhead_slots(settings or Settings())
     return [build_worker(client, b, base_queue, activities, slots[b]) for b in Bulkhead]
+
+
+def open_bulkheads(
+    client: Client,
+    settings: Settings,
+    provider: PaymentProviderClient,
+    bulkheads: Iterable[Bulkhead] = tuple(Bulkhead),
+    stand_ins: Mapping[str, Callable[..., Any]] | None = None,
+) -> tuple[list[Worker], dict[Bulkhead, AsyncEngine]]:
+    """One worker per bulkhead, each with a database pool of its own; dispose the engines."""
+    engines: dict[Bulkhead, AsyncEngine] = {}
+    workers = []
+    slots = bulkhead_slots(settings)
+    for bulkhead in bulkheads:
+        pool_size = getattr(settings, f"{bulkhead.value}_db_pool_size")
+        engine = engines[bulkhead] = create_engine(settings.database_target, pool_size=pool_size)
+        activities = {**all_activities(engine, settings, provider), **(stand_ins or {})}
+        workers.append(
+            build_worker(client, bulkhead, settings.task_queue, activities, slots[bulkhead])
+        )
+    return workers, engines
 
 
 def bulkhead_slots(settings: Settings) -> dict[Bulkhead, int]:
@@ -105,14 +132,23 @@ async def serve(settings: Settings, bulkheads: list[Bulkhead]) -> None:
     client = await connect(settings, wait_seconds=60)
     await ensure_search_attributes(client, settings.temporal_namespace)
     provider = payment_provider_client(settings)
-    engines: dict[Bulkhead, AsyncEngine] = {}
-    workers = []
-    for bulkhead in bulkheads:
-        pool_size = getattr(settings, f"{bulkhead.value}_db_pool_size")
-        engine = engines[bulkhead] = create_engine(settings.database_target, pool_size=pool_size)
-        activities = all_activities(engine, settings, provider)
-        slots = bulkhead_slots(settings)[bulkhead]
-        workers.append(build_worker(client, bulkhead, settings.task_queue, activities, slots))
+    workers, engines = open_bulkheads(client, settings, provider, bulkheads)
+    try:
+        await _serve_until_stopped(settings, client, workers, engines, provider)
+    finally:
+        await provider.aclose()
+        for engine in engines.values():
+            await engine.dispose()
+    log.info("worker stopped")
+
+
+async def _serve_until_stopped(
+    settings: Settings,
+    client: Client,
+    workers: list[Worker],
+    engines: dict[Bulkhead, AsyncEngine],
+    provider: PaymentProviderClient,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,17 +163,16 @@ async def serve(settings: Settings, bulkheads: list[Bulkhead]) -> None:
             len(worker.config().get("activities") or []),
             worker.config().get("max_concurrent_activities"),
         )
-    async with running(workers):
-        await stop.wait()
-        log.info("stopping: finishing in-flight tasks")
+    try:
+        async with running(workers):
+            await stop.wait()
+            log.info("stopping: finishing in-flight tasks")
+    finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for server in servers:
             server.close()
-    await provider.aclose()
-    for engine in engines.values():
-        await engine.dispose()
-    log.info("worker stopped")
 
 
 async def _background(

@@ -10,8 +10,11 @@ Provider calls use keys derived from the branch gid, so a retried call, or a
 try and a cancel racing to void one authorization, meet the provider's record.
 
 No database transaction is held open across a provider call: the row is
-written after the authorization, and cancel re-checks for the provider's
-record itself, so a try that authorized but never recorded is still voided.
+written after the authorization, and cancel (and a try that finds a
+tombstone) asks the provider for an authorization under the try's key, so a
+try that authorized but never recorded is voided once the provider lists it.
+A request the provider applies only after every such look is not seen here:
+that is the residue the payment audit (issue 9) reconciles.
 """
 
 from __future__ import annotations
@@ -64,9 +67,14 @@ class CardHoldParticipant:
             except ProviderRefused as err:
                 refused = err
         status, recorded_auth = await self._record_try(call, auth_id)
-        if status == "VOIDED" and (auth_id or recorded_auth):
-            # Cancelled (or lapsed) while we held an authorization: release it.
-            await self._void(call, auth_id or recorded_auth)
+        if status == "VOIDED":
+            # Cancelled (or lapsed) while, or before, we authorized: release it.
+            # An earlier attempt may have authorized and failed before voiding.
+            voidable = recorded_auth or await self._find_authorization(
+                call, str(call.payload["order_id"])
+            )
+            if voidable is not None:
+                await self._void(call, voidable)
         vote = VOTES[status]
         if vote is Vote.YES:
             return VoteReply(vote=vote)
@@ -165,6 +173,17 @@ class CardHoldParticipant:
                     )
                     .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
                 )
+            if auth_id is not None:
+                # Found a tombstone: remember what we authorized, so a retry of
+                # this try (if the void below fails) still knows what to void.
+                await session.execute(
+                    update(card_holds)
+                    .where(
+                        card_holds.c.tx_id == call.tx_id,
+                        card_holds.c.provider_authorization_id.is_(None),
+                    )
+                    .values(provider_authorization_id=auth_id)
+                )
             # A hold past its expiry has lapsed: voting YES on it would promise
             # a capture the card issuer will refuse.
             await session.execute(
@@ -196,7 +215,12 @@ class CardHoldParticipant:
                 )
             ).first()
             if captured is None:
-                return  # a concurrent confirm recorded it
+                status = await session.scalar(
+                    select(card_holds.c.status).where(card_holds.c.tx_id == call.tx_id)
+                )
+                if status == "CAPTURED":
+                    return  # a concurrent confirm recorded it
+                raise ProtocolViolation(f"hold {call.tx_id} captured at the provider but {status}")
             # The capture is the payment the saga's refund_payment undoes.
             payment_id = stable_id(call.gid)
             await session.execute(

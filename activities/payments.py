@@ -21,7 +21,7 @@ from sqlalchemy import func, update
 from temporalio import activity
 
 from activities._common import context, stable_id
-from activities.provider_client import PaymentProviderClient
+from activities.provider_client import PaymentProviderClient, ProviderUnavailable
 from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
 from db.tables import payments
@@ -104,9 +104,7 @@ class PaymentActivities:
                 undone = PaymentRefunded(refunded_amount=local.amount)
             else:
                 known = local.provider_authorization_id if local is not None else None
-                undone = await self._undo_at_provider(
-                    cmd.order_id, {known, authorize_key(cmd.fences or "")}, refund_key
-                )
+                undone = await self._undo_at_provider(cmd.order_id, known, cmd.fences, refund_key)
             if undone.undid:
                 payload = {
                     "order_id": cmd.order_id,
@@ -124,18 +122,29 @@ class PaymentActivities:
         )
 
     async def _undo_at_provider(
-        self, order_id: str, wanted: set[str | None], refund_key: str
+        self, order_id: str, known: str | None, charge_key: str | None, refund_key: str
     ) -> PaymentRefunded:
         """Whatever the charge did at the provider, recorded here or not (a lost answer).
 
-        `wanted` holds the recorded authorization id (a saga charge, or the 2PC's
-        card hold) and the charge step's authorize key (an answer that was lost).
+        It looks for the recorded authorization (a saga charge, or the 2PC's card
+        hold) and for one made under the charge step's authorize key.
         """
+        wanted = {known} if known else set()
+        if charge_key:
+            wanted.add(authorize_key(charge_key))
         held = await self._provider.payments_for(order_id)
+        found = [a for a in held["authorizations"] if wanted & {a["id"], a["idempotency_key"]}]
+        if known and known not in {a["id"] for a in found}:
+            # Recorded here, unknown there: the wrong provider, or its data lost.
+            # Not "nothing to refund": retried, and visible as a stuck undo.
+            raise ProviderUnavailable(f"authorization {known} of order {order_id} not listed")
         undone = PaymentRefunded(refunded_amount=0)
-        for auth in held["authorizations"]:
-            if wanted & {auth["id"], auth["idempotency_key"]}:
-                undone = await self._undo_authorization(auth, refund_key)
+        for auth in found:
+            one = await self._undo_authorization(auth, refund_key)
+            undone = PaymentRefunded(
+                refunded_amount=undone.refunded_amount + one.refunded_amount,
+                voided=undone.voided or one.voided,
+            )
         return undone
 
     async def _undo_authorization(self, auth: dict[str, Any], key: str) -> PaymentRefunded:
@@ -144,8 +153,12 @@ class PaymentActivities:
             await self._provider.void(auth["id"], key=f"{key}:void:{auth['id']}")
         if auth["status"] in ("authorized", "voided"):
             return PaymentRefunded(refunded_amount=0, voided=True)
-        outstanding = int(auth["amount_captured"]) - int(auth["amount_refunded"])
+        refunded = int(auth["amount_refunded"])
+        outstanding = int(auth["amount_captured"]) - refunded
         if outstanding > 0:
-            await self._provider.refund(auth["id"], outstanding, key=f"{key}:refund:{auth['id']}")
+            # The key names what was refunded before: if that changed (someone
+            # refunded part by hand), this is another request, not a replay.
+            refund_key = f"{key}:refund:{auth['id']}:{refunded}"
+            await self._provider.refund(auth["id"], outstanding, key=refund_key)
         # Counted whole: a retry after a refund whose answer was lost finds it done.
         return PaymentRefunded(refunded_amount=int(auth["amount_captured"]))

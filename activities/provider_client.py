@@ -2,14 +2,16 @@
 
 Every answer is sorted into one of three kinds, which is all callers branch on:
 - a result (2xx);
-- `ProviderRefused`: the provider answered and said no (400, 401, 402, 404,
-  409, 422). Asking again gets the same no, so nothing retries it;
+- `ProviderRefused`: the provider answered and said no (any other 4xx: 400,
+  401, 402, 404, 409, 422). Asking again gets the same no, so nothing retries it;
 - `ProviderUnavailable`: no usable answer (connect error, timeout, dropped
-  connection, 5xx, 429). The same request may well succeed later; it carries
-  the provider's `Retry-After` when it sent one.
+  connection, 408, 429, 5xx, or no free connection in our own pool). The
+  same request may well succeed later; it carries the provider's
+  `Retry-After` when it sent one.
 The breaker counts the third kind as failures and refusals as successes (the
 provider is up and judging); a 429 counts as neither: the provider is up and
-asked us to slow down, which Retry-After already does. While the breaker is
+asked us to slow down, which Retry-After already does; nor does a full pool,
+which is our congestion, not the provider's. While the breaker is
 open, calls fail at once with `resilience.breaker.CircuitOpen`.
 
 Every request that changes money carries an Idempotency-Key, derived by the
@@ -108,10 +110,17 @@ class PaymentProviderClient:
                 response = await self._http.request(
                     method, path, json=json, params=params, headers=headers
                 )
+            except httpx.PoolTimeout as err:
+                # Our own pool is full: congestion here says nothing about the provider.
+                permit.ignore()
+                raise ProviderUnavailable(f"no free connection for {method} {path}") from err
             except httpx.TransportError as err:  # connect, timeouts, dropped connections
                 permit.failure()
                 raise ProviderUnavailable(f"{type(err).__name__} on {method} {path}") from err
             status = response.status_code
+            if status == 408:
+                permit.failure()
+                raise ProviderUnavailable(f"408 on {method} {path}")
             if status == 429:
                 permit.ignore()
                 raise ProviderUnavailable("429 rate limited", _retry_after(response))

@@ -16,6 +16,7 @@ push the failure past Temporal's size limit, leaving operators nothing to read.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -40,16 +41,28 @@ REFUSED_UNDO = "ProviderRefusedUndo"
 
 class ProviderRetry:
     def __init__(
-        self, backoff: Backoff, step_deadline_s: float, rng: random.Random | None = None
+        self,
+        backoff: Backoff,
+        step_deadline_s: float,
+        attempt_timeout_s: float = 25.0,
+        rng: random.Random | None = None,
     ) -> None:
         self._backoff = backoff
         self._deadline_s = step_deadline_s
+        # Under the step's 30 s start-to-close: an attempt that ran into every
+        # timeout on every call (pool, connect, read, a row lock) ends itself,
+        # rolled back, instead of running on after Temporal gave up on it.
+        self._attempt_timeout_s = attempt_timeout_s
         self._rng = rng or random.Random()
 
     async def step(self, call: Callable[[], Awaitable[T]]) -> T:
         """A forward step: refusals are final, transient faults retry until the deadline."""
         try:
-            return await call()
+            async with asyncio.timeout(self._attempt_timeout_s):
+                return await call()
+        except TimeoutError:
+            slow = ProviderUnavailable(f"attempt took over {self._attempt_timeout_s:g} s")
+            raise self._later(slow, deadline_s=self._deadline_s) from None
         except ProviderRefused as err:
             kind = ErrorType.PAYMENT_DECLINED if err.status == 402 else ErrorType.PAYMENT_REJECTED
             raise refusal(kind, err.message, status=err.status, code=err.code) from None
@@ -67,7 +80,11 @@ class ProviderRetry:
     async def undo(self, call: Callable[[], Awaitable[T]]) -> T:
         """An undo: everything retries, refusals too, since an undo must end done."""
         try:
-            return await call()
+            async with asyncio.timeout(self._attempt_timeout_s):
+                return await call()
+        except TimeoutError:
+            slow = ProviderUnavailable(f"attempt took over {self._attempt_timeout_s:g} s")
+            raise self._later(slow, deadline_s=None) from None
         except (ProviderRefused, ProviderUnavailable, CircuitOpen) as err:
             raise self._later(err, deadline_s=None) from None
 
@@ -80,7 +97,9 @@ class ProviderRetry:
             return max(delay, err.retry_after)
         return delay
 
-    def _later(self, err: Exception, deadline_s: float | None) -> ApplicationError:
+    def _later(self, err: Exception, deadline_s: float | None) -> Exception:
+        if not activity.in_activity():
+            return err  # the recovery sweep: it logs and tries again next round
         info = activity.info()
         delay = self.delay_for(err, info.attempt)
         if deadline_s is not None:

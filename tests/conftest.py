@@ -37,7 +37,7 @@ from stack.postgres import EmbeddedPostgres
 from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
 from temporal_client import connect
 from tests import factories
-from worker import build_workers, running
+from worker import build_workers, open_bulkheads, running
 
 _exit_status = 0
 
@@ -189,15 +189,14 @@ async def worker(
 
 
 @pytest.fixture
-async def custom_worker(
-    client: Client, settings: Settings, engine: AsyncEngine
-) -> AsyncIterator[Callable[..., Any]]:
+async def custom_worker(client: Client, settings: Settings) -> AsyncIterator[Callable[..., Any]]:
     """Start workers on a fresh base task queue, some activities swapped for stand-ins.
 
     Stand-ins are registered under the real activity names, so the saga is
-    unchanged; everything not swapped is the real activity. `overrides` are
-    settings of these workers alone (a breaker, retry pacing); they get their
-    own provider client and circuit breaker.
+    unchanged; everything not swapped is the real activity. The workers are
+    built as `worker.py` builds them: one per bulkhead, each with its own
+    database pool, and their own provider client and circuit breaker;
+    `overrides` are settings of theirs alone (a faster breaker, fewer slots).
     """
     async with contextlib.AsyncExitStack() as stack:
 
@@ -205,11 +204,13 @@ async def custom_worker(
             stand_ins: dict[str, Callable[..., Any]] | None = None, **overrides: Any
         ) -> str:
             queue = f"custom-{uuid.uuid4().hex[:8]}"
-            own = settings.model_copy(update=overrides)
+            own = settings.model_copy(update={"task_queue": queue, **overrides})
             provider = payment_provider_client(own)
             stack.push_async_callback(provider.aclose)
-            activities = {**all_activities(engine, own, provider), **(stand_ins or {})}
-            for one in build_workers(client, queue, activities, own):
+            workers, engines = open_bulkheads(client, own, provider, stand_ins=stand_ins)
+            for engine in engines.values():
+                stack.push_async_callback(engine.dispose)
+            for one in workers:
                 await stack.enter_async_context(one)
             return queue
 

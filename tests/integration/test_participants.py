@@ -224,6 +224,61 @@ async def test_a_try_cut_short_after_authorizing_is_voided_by_cancel(card, provi
     assert await books(provider_admin, call.tx_id) == [("voided", 0)]
 
 
+async def test_a_retried_try_finding_the_tombstone_voids_what_an_earlier_attempt_held(
+    card, provider_admin
+):
+    call = card_call(600)
+    await card.cancel_card_hold(call)
+    # An earlier attempt of the try authorized, then failed before voiding.
+    p = call.payload
+    body = {k: p[k] for k in ("order_id", "amount", "currency", "payment_token")}
+    await provider_admin.post(
+        "/v1/authorizations", json=body, headers={"Idempotency-Key": f"{call.gid}:authorize"}
+    )
+
+    again = await card.try_card_hold(call)
+
+    assert again.vote is Vote.NO
+    assert await books(provider_admin, call.tx_id) == [("voided", 0)]
+
+
+async def test_a_refund_of_a_payment_the_provider_does_not_list_is_retried_not_skipped(
+    engine, sessions, provider_client, settings
+):
+    from activities import provider_retry
+    from activities.payments import PaymentActivities
+    from activities.provider_client import ProviderUnavailable
+    from db.tables import payments
+    from domain.activities import RefundPayment
+
+    order_id = str(uuid.uuid4())
+    async with engine.begin() as conn:
+        await conn.execute(
+            payments.insert().values(
+                payment_id=str(uuid.uuid4()),
+                order_id=order_id,
+                customer_id="c",
+                amount=500,
+                currency="EUR",
+                status="CAPTURED",
+                provider_authorization_id="auth_unknown_to_the_provider",
+            )
+        )
+    refunds = PaymentActivities(sessions, provider_client, provider_retry(settings))
+    command = RefundPayment(
+        idempotency_key=f"order-{order_id}:refund_payment",
+        order_id=order_id,
+        correlation_id=f"order-{order_id}",
+        fences=f"order-{order_id}:charge_payment",
+    )
+
+    with pytest.raises(ProviderUnavailable, match="not listed"):
+        await refunds.refund_payment(command)
+
+    [payment] = await factories.payments_of(engine, order_id)
+    assert (payment.status, payment.refunded_amount) == ("CAPTURED", 0)
+
+
 async def test_card_cancel_overlapping_an_in_flight_try_still_voids_it(card, engine):
     from sqlalchemy import text
 

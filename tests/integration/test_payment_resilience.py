@@ -183,7 +183,7 @@ async def test_a_charge_whose_answer_timed_out_is_retried_under_its_key_and_char
 ):
     # The provider applies the request, then holds its answer past the
     # client's read timeout: charged, but the worker can't know it.
-    queue = await custom_worker(payment_read_timeout_s=0.5, **FAST_RETRIES)
+    queue = await custom_worker(payment_read_timeout_s=1.0, **FAST_RETRIES)
     sku = await product(stock=5, price=700)
     path = "/capture" if lost_on == "capture" else "/v1/authorizations"
     await fault(provider_admin, mode="lose_answer", seconds=5, count=1, path_contains=path)
@@ -193,7 +193,7 @@ async def test_a_charge_whose_answer_timed_out_is_retried_under_its_key_and_char
     assert state.status == "CONFIRMED"
     (started,) = await attempts_of(handle, Act.CHARGE_PAYMENT)
     attrs = started.activity_task_started_event_attributes
-    assert attrs.attempt == 2 and "ReadTimeout" in attrs.last_failure.message
+    assert attrs.attempt >= 2 and "ReadTimeout" in attrs.last_failure.message
     books = await provider_books(provider_admin, state.order_id)
     assert [(a["status"], a["amount_captured"]) for a in books["authorizations"]] == [
         ("captured", 700)
@@ -225,7 +225,10 @@ async def test_provider_down_past_the_step_deadline_compensates_cleanly(
     assert isinstance(failed.value.cause, ApplicationError)
     assert failed.value.cause.type == "PaymentUnavailable"
     assert "deadline" in failed.value.cause.message
-    assert 2.0 <= gave_up_s <= 15, gave_up_s
+    # It gives up once the next attempt would start past the 3 s deadline.
+    assert gave_up_s < 3.0 + 5, gave_up_s
+    (last,) = await attempts_of(handle, Act.CHARGE_PAYMENT)
+    assert last.activity_task_started_event_attributes.attempt >= 3
     order_id = handle.id.removeprefix("order-")
     assert await factories.stock_of(engine, sku) == 5
     assert await factories.payments_of(engine, order_id) == []
@@ -243,7 +246,7 @@ async def test_breaker_opens_fails_fast_half_opens_and_closes_when_the_provider_
         failure_rate_threshold=50.0,
         sliding_window_size=4,
         minimum_calls=2,
-        wait_in_open_s=3.0,
+        wait_in_open_s=8.0,
         half_open_calls=1,
         on_state_change=lambda _, old, new: transitions.append((old, new)),
     )
@@ -260,17 +263,20 @@ async def test_breaker_opens_fails_fast_half_opens_and_closes_when_the_provider_
             return breaker.state is BreakerState.OPEN
 
         await factories.eventually(opened, bool, deadline_s=20)
+
+        async def failing_fast() -> Any:
+            description = await handle.describe()
+            return [
+                p.last_failure.application_failure_info.type
+                for p in description.raw_description.pending_activities
+                if p.activity_type.name == Act.CHARGE_PAYMENT
+            ]
+
         # Open: attempts fail in the worker, and the provider sees none of them.
-        await asyncio.sleep(1.0)
+        await factories.eventually(failing_fast, lambda types: types == ["CircuitOpen"])
+        assert breaker.state is BreakerState.OPEN
         (active,) = (await provider_admin.get("/admin/faults")).json()["faults"]
         assert active["id"] == fault_id and active["remaining"] == 98
-        description = await handle.describe()
-        (pending,) = [
-            p
-            for p in description.raw_description.pending_activities
-            if p.activity_type.name == Act.CHARGE_PAYMENT
-        ]
-        assert pending.last_failure.application_failure_info.type == "CircuitOpen"
         await provider_admin.delete("/admin/faults")
         state: SagaState = await handle.result()
     await provider.aclose()
@@ -312,7 +318,8 @@ async def test_a_hanging_provider_does_not_hold_up_inventory(
 
     await factories.eventually(reserved, bool, deadline_s=10)
     reserve_s = time.monotonic() - started
-    assert reserve_s < 5, f"inventory waited {reserve_s:.1f} s behind the stalled provider"
+    # Well under the 30 s hang the payment slots are stuck in.
+    assert reserve_s < 10, f"inventory waited {reserve_s:.1f} s behind the stalled provider"
     assert await factories.stock_of(engine, sku) == 50 - 3 - 8
     for handle in stalled + fresh:
         await handle.terminate("test over")
