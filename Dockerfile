@@ -19,6 +19,7 @@ COPY consumers ./consumers
 COPY payment_provider ./payment_provider
 COPY resilience ./resilience
 COPY observability ./observability
+COPY history_corpus ./history_corpus
 RUN pip install . && useradd --create-home --uid 10001 saga
 USER saga
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint migrate seed clean recover bench-2pc bench-relay
+.PHONY: run test lint migrate seed clean recover bench-2pc bench-relay replay record-histories
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,11 @@ recover: $(STAMP)
 
 bench-relay: $(STAMP)
 	$(BIN)/python -m bench.relay_throughput --json bench/relay_throughput.json
+
+# The replay corpus alone: does today's workflow code still replay every recorded saga?
+replay: $(STAMP)
+	$(BIN)/python -m pytest -q tests/replay
+
+# Re-record the corpus (after a deliberate, patched change; see README "Evolving sagas").
+record-histories: $(STAMP)
+	$(BIN)/sagactl record-histories

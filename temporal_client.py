@@ -1,4 +1,9 @@
-"""Connecting to Temporal the same way from the worker, the API and the tools."""
+"""Connecting to Temporal the same way from the worker, the API and the tools.
+
+Also what a worker is made of besides its activities (workflows, data
+converter, interceptors), in one place: the replayer that checks recorded
+histories in CI is built from the same definition, so the two cannot drift.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,24 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
+from temporalio.worker import Interceptor, Replayer
 
 from domain.search_attributes import SAGA_SEARCH_ATTRIBUTES
 from settings import Settings
+from workflows import WORKFLOWS
 
 log = logging.getLogger(__name__)
+
+DATA_CONVERTER: DataConverter = pydantic_data_converter
+# Worker interceptors (tracing, ...) go here, and so reach the replayer too.
+INTERCEPTORS: tuple[Interceptor, ...] = ()
+
+
+def replayer() -> Replayer:
+    """A replayer configured exactly as the worker's workflow side."""
+    return Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER, interceptors=INTERCEPTORS)
 
 
 async def connect(settings: Settings, wait_seconds: float = 0.0) -> Client:
@@ -30,7 +47,7 @@ async def connect(settings: Settings, wait_seconds: float = 0.0) -> Client:
             return await Client.connect(
                 settings.temporal_target,
                 namespace=settings.temporal_namespace,
-                data_converter=pydantic_data_converter,
+                data_converter=DATA_CONVERTER,
             )
         except RuntimeError as err:  # the SDK's bridge reports connection failures so
             if time.monotonic() >= deadline:

@@ -33,7 +33,7 @@ from observability.endpoint import serve as serve_metrics
 from recovery.sweep import run_periodically
 from resilience.breaker import CircuitBreaker
 from settings import Settings
-from temporal_client import connect, ensure_search_attributes
+from temporal_client import INTERCEPTORS, connect, ensure_search_attributes
 from workflows import WORKFLOWS
 
 log = logging.getLogger("worker")
@@ -62,6 +62,7 @@ def build_worker(
             for name, fn in activities.items()
             if base or BULKHEAD_OF.get(name, Bulkhead.ORDERS) is bulkhead
         ],
+        interceptors=INTERCEPTORS,
         max_concurrent_activities=max_concurrent_activities,
         # Activities are short transactions: let in-flight ones commit on SIGTERM
         # rather than be cancelled and retried by the next worker.

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -132,6 +133,33 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(once())
 
 
+def _record_histories(settings: Settings, args: argparse.Namespace) -> int:
+    from history_corpus.cases import CASES
+    from history_corpus.record import record
+
+    try:
+        written = asyncio.run(record(args.case or list(CASES), args.out))
+    except ValueError as err:  # an unknown case: say which ones exist
+        print(f"sagactl record-histories: {err}", file=sys.stderr)
+        return _ERROR_EXIT
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _fetch_history(settings: Settings, args: argparse.Namespace) -> int:
+    from history_corpus.files import save
+    from temporal_client import connect
+
+    async def once() -> int:
+        client = await connect(settings)
+        history = await client.get_workflow_handle(args.workflow_id).fetch_history()
+        print(f"wrote {save(history, args.name, args.out)}")
+        return 0
+
+    return asyncio.run(once())
+
+
 _COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
     "run": (
         _run,
@@ -146,6 +174,16 @@ _COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] 
         _dead_letters,
         "list events the relay gave up on; --redrive [EVENT_ID ...] queues them again (all "
         "when no id is given)",
+    ),
+    "record-histories": (
+        _record_histories,
+        "run the saga paths on a throwaway embedded stack and write their histories to the "
+        "replay corpus (tests/histories); --case NAME for some only",
+    ),
+    "fetch-history": (
+        _fetch_history,
+        "copy one workflow's history from the Temporal server in settings into the corpus "
+        "as NAME (e.g. order_saga/seen_in_production)",
     ),
     "recover": (
         _recover,
@@ -165,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         if name == "dead-letters":
             sub.add_argument("--redrive", nargs="*", metavar="EVENT_ID")
+        if name in ("record-histories", "fetch-history"):
+            from history_corpus.files import CORPUS
+
+            sub.add_argument("--out", type=Path, default=CORPUS, help="corpus directory")
+        if name == "record-histories":
+            sub.add_argument("--case", action="append", metavar="NAME")
+        if name == "fetch-history":
+            sub.add_argument("workflow_id")
+            sub.add_argument("name", metavar="NAME", help="<workflow dir>/<case>")
     return parser
 
 

@@ -1,0 +1,178 @@
+"""The saga paths the corpus holds: each drives real workers to one outcome.
+
+A case returns the workflows it produced, each under the corpus name its
+history is saved as. Faults come from the payment provider simulator; a
+refusal no real service makes on demand (shipping) from a stand-in activity
+on workers of the case's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from db.tables import products, wallets
+from domain.activities import Act, CreateShipment, ShipmentCreated
+from domain.errors import ErrorType
+from domain.orders import OrderLine, PlaceOrder, workflow_id_for
+from domain.saga import CancelRequest, SagaState
+from domain.two_phase import coordinator_workflow_id
+
+Produced = list[tuple[str, WorkflowHandle[Any, Any]]]
+
+
+@dataclass
+class Stage:
+    client: Client
+    engine: AsyncEngine
+    provider: httpx.AsyncClient  # the simulator, for faults
+    queue: str
+    start_workers: Callable[[dict[str, Callable[..., Any]]], Awaitable[str]]
+
+    async def product(self, stock: int = 10, price: int = 1500) -> str:
+        sku = f"REC-{uuid.uuid4().hex[:8].upper()}"
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(products).values(
+                    sku=sku, name=f"recorded {sku}", price=price, currency="EUR", stock=stock
+                )
+            )
+        return sku
+
+    async def wallet(self, balance: int) -> str:
+        customer = f"rec-{uuid.uuid4().hex[:8]}"
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(wallets).values(customer_id=customer, balance=balance, currency="EUR")
+            )
+        return customer
+
+    async def order(
+        self, sku: str, *, queue: str | None = None, **fields: Any
+    ) -> WorkflowHandle[Any, Any]:
+        order = PlaceOrder(
+            order_id=str(uuid.uuid4()),
+            customer_id=fields.pop("customer_id", f"rec-{uuid.uuid4().hex[:8]}"),
+            items=[OrderLine(sku=sku, quantity=fields.pop("quantity", 1))],
+            payment_token=fields.pop("payment_token", "tok_visa"),
+            **fields,
+        )
+        return await self.client.start_workflow(
+            "OrderSaga",
+            order,
+            id=workflow_id_for(order.order_id),
+            task_queue=queue or self.queue,
+            result_type=SagaState,
+        )
+
+    async def fault(self, **spec: Any) -> None:
+        (await self.provider.post("/admin/faults", json=spec)).raise_for_status()
+
+    async def at_step(self, handle: WorkflowHandle[Any, Any], step: str) -> None:
+        for _ in range(400):
+            state = await handle.query("state", result_type=SagaState)
+            if state.current_step == step:
+                return
+            await asyncio.sleep(0.025)
+        raise TimeoutError(f"{handle.id} never reached {step}")
+
+
+async def confirmed(stage: Stage) -> Produced:
+    return [("order_saga/confirmed", await stage.order(await stage.product(), quantity=2))]
+
+
+async def out_of_stock(stage: Stage) -> Produced:
+    handle = await stage.order(await stage.product(stock=1), quantity=2)
+    return [("order_saga/out_of_stock", handle)]
+
+
+async def payment_declined(stage: Stage) -> Produced:
+    handle = await stage.order(await stage.product(), payment_token="tok_decline")
+    return [("order_saga/payment_declined", handle)]
+
+
+async def provider_retried(stage: Stage) -> Produced:
+    await stage.fault(status=503, count=2)
+    return [("order_saga/provider_retried", await stage.order(await stage.product()))]
+
+
+async def shipping_refused(stage: Stage) -> Produced:
+    @activity.defn(name=Act.CREATE_SHIPMENT)
+    async def refuse(cmd: CreateShipment) -> ShipmentCreated:
+        raise ApplicationError(
+            "no carrier serves this address", type=ErrorType.SHIPPING_REFUSED, non_retryable=True
+        )
+
+    queue = await stage.start_workers({Act.CREATE_SHIPMENT: refuse})
+    handle = await stage.order(await stage.product(), queue=queue)
+    return [("order_saga/shipping_refused", handle)]
+
+
+async def cancelled_by_update(stage: Stage) -> Produced:
+    # A slow authorization holds the saga in charge_payment while the cancel lands.
+    await stage.fault(mode="latency", seconds=1.5, count=1, path_contains="/v1/authorizations")
+    handle = await stage.order(await stage.product())
+    await stage.at_step(handle, Act.CHARGE_PAYMENT)
+    await handle.execute_update("cancel", CancelRequest(reason="customer changed their mind"))
+    return [("order_saga/cancelled_by_update", handle)]
+
+
+async def cancelled_by_request(stage: Stage) -> Produced:
+    await stage.fault(mode="latency", seconds=1.5, count=1, path_contains="/v1/authorizations")
+    handle = await stage.order(await stage.product())
+    await stage.at_step(handle, Act.CHARGE_PAYMENT)
+    await handle.cancel()
+    return [("order_saga/cancelled_by_request", handle)]
+
+
+async def two_phase_committed(stage: Stage) -> Produced:
+    customer = await stage.wallet(balance=1000)
+    handle = await stage.order(
+        await stage.product(price=1500), customer_id=customer, store_credit=700
+    )
+    return [
+        ("order_saga/two_phase_committed", handle),
+        ("two_phase_commit/committed", _coordinator(stage, handle)),
+    ]
+
+
+async def two_phase_aborted(stage: Stage) -> Produced:
+    customer = await stage.wallet(balance=100)
+    handle = await stage.order(
+        await stage.product(price=1500), customer_id=customer, store_credit=700
+    )
+    return [
+        ("order_saga/two_phase_aborted", handle),
+        ("two_phase_commit/aborted", _coordinator(stage, handle)),
+    ]
+
+
+def _coordinator(stage: Stage, saga: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, Any]:
+    order_id = saga.id.removeprefix("order-")
+    return stage.client.get_workflow_handle(coordinator_workflow_id(order_id))
+
+
+CASES: dict[str, Callable[[Stage], Awaitable[Produced]]] = {
+    case.__name__: case
+    for case in (
+        confirmed,
+        out_of_stock,
+        payment_declined,
+        provider_retried,
+        shipping_refused,
+        cancelled_by_update,
+        cancelled_by_request,
+        two_phase_committed,
+        two_phase_aborted,
+    )
+}

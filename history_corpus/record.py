@@ -1,0 +1,102 @@
+"""Record the corpus on a throwaway embedded stack, or fetch one history from a server.
+
+Recording starts its own PostgreSQL, in-memory Temporal dev server and payment
+provider simulator on free ports (nothing of `make run` is touched), runs the
+production workers as `worker.py` builds them, drives each case to its end and
+writes every workflow's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import WorkflowFailureError
+
+from activities import payment_provider_client
+from db.migrate import upgrade
+from history_corpus.cases import CASES, Stage
+from history_corpus.files import CORPUS, save
+from payment_provider.embedded import EmbeddedProvider
+from settings import Settings
+from stack.ports import free_port
+from stack.postgres import EmbeddedPostgres
+from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
+from temporal_client import connect
+from worker import open_bulkheads
+
+log = logging.getLogger(__name__)
+
+
+async def record(cases: Sequence[str] = tuple(CASES), corpus: Path = CORPUS) -> list[Path]:
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        raise ValueError(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
+    workdir = Path(tempfile.mkdtemp(prefix="saga-record-"))
+    postgres = EmbeddedPostgres(workdir / "pg", free_port(), "record", 64, workdir / "logs")
+    temporal = TemporalDevServer(
+        free_port(),
+        free_port(),
+        None,
+        workdir / "logs",
+        SEARCH_ATTRIBUTES,
+        headless=True,
+    )
+    provider = EmbeddedProvider(free_port())
+    await asyncio.gather(postgres.start(), temporal.start(), provider.start())
+    try:
+        await asyncio.to_thread(upgrade, postgres.url)
+        settings = Settings(
+            temporal_address=temporal.address,
+            database_url=postgres.url,
+            payment_provider_url=provider.url,
+            task_queue=f"record-{uuid.uuid4().hex[:6]}",
+            # Fast retries: recorded attempts then take a second, not a minute.
+            payment_retry_initial_s=0.2,
+            payment_retry_cap_s=1.0,
+        )
+        return await _record_on(settings, cases, corpus)
+    finally:
+        await asyncio.gather(temporal.stop(), postgres.stop(), provider.stop())
+
+
+async def _record_on(settings: Settings, cases: Sequence[str], corpus: Path) -> list[Path]:
+    client = await connect(settings)
+    written: list[Path] = []
+    engines: list[Any] = []
+    async with contextlib.AsyncExitStack() as stack:
+        provider = payment_provider_client(settings)
+        stack.push_async_callback(provider.aclose)
+
+        async def start_workers(stand_ins: dict[str, Callable[..., Any]]) -> str:
+            own = settings.model_copy(update={"task_queue": f"record-{uuid.uuid4().hex[:6]}"})
+            workers, own_engines = open_bulkheads(client, own, provider, stand_ins=stand_ins)
+            for engine in own_engines.values():
+                stack.push_async_callback(engine.dispose)
+                engines.append(engine)
+            for one in workers:
+                await stack.enter_async_context(one)
+            return own.task_queue
+
+        base = await start_workers({})
+        admin = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=settings.payment_provider_target, timeout=10)
+        )
+        stage = Stage(client, engines[0], admin, base, start_workers)
+        for name in cases:
+            produced = await CASES[name](stage)
+            for corpus_name, handle in produced:
+                with contextlib.suppress(WorkflowFailureError):
+                    await asyncio.wait_for(handle.result(), 60)
+                path = save(await handle.fetch_history(), corpus_name, corpus)
+                log.info("recorded %s (%s)", path, handle.id)
+                written.append(path)
+            await admin.delete("/admin/faults")
+    return written

@@ -1,0 +1,54 @@
+"""Every recorded history replays on today's workflow code.
+
+A change that would break sagas already running (a step added, removed or
+reordered without `workflow.patched`) fails here, naming the workflow and the
+history file. No server: the Replayer re-runs the code against the history.
+The replayer is the worker's own definition (temporal_client.replayer).
+"""
+
+from __future__ import annotations
+
+import pytest
+from temporalio import workflow
+
+from history_corpus.cases import CASES
+from history_corpus.files import CORPUS, Recorded, load_all
+from temporal_client import replayer
+from workflows import WORKFLOWS
+
+defn = workflow._Definition.must_from_class
+
+RECORDED = load_all()
+
+
+def test_the_corpus_holds_every_recorded_path():
+    names = {f"{r.path.parent.name}/{r.path.stem}" for r in RECORDED}
+    expected = {
+        "order_saga/confirmed",
+        "order_saga/out_of_stock",
+        "order_saga/payment_declined",
+        "order_saga/provider_retried",
+        "order_saga/shipping_refused",
+        "order_saga/cancelled_by_update",
+        "order_saga/cancelled_by_request",
+        "order_saga/two_phase_committed",
+        "order_saga/two_phase_aborted",
+        "two_phase_commit/committed",
+        "two_phase_commit/aborted",
+    }
+    assert expected <= names, f"missing from {CORPUS}: {sorted(expected - names)}"
+    assert len(CASES) == 9
+    assert {r.workflow_type for r in RECORDED} == {
+        w.__temporal_workflow_definition.name for w in WORKFLOWS
+    }  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("recorded", RECORDED, ids=lambda r: f"{r.path.parent.name}/{r.path.stem}")
+async def test_history_replays(recorded: Recorded):
+    result = await replayer().replay_workflow(recorded.history, raise_on_replay_failure=False)
+    if result.replay_failure is not None:
+        where = recorded.path.relative_to(CORPUS.parents[1])
+        pytest.fail(
+            f"{recorded.workflow_type} no longer replays {where}: {result.replay_failure}",
+            pytrace=False,
+        )
