@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     breaker_wait_in_open_s: float = 60.0
     breaker_half_open_calls: int = 10
 
+    # The fraud check before payment: orders above this total (minor units), or
+    # a customer's order beyond this many in a minute, are refused.
+    fraud_max_order_total: int = 1_000_000
+    fraud_max_orders_per_minute: int = 30
+
     # Two-phase commit (orders paid with store credit).
     two_phase_prepare_timeout_s: float = 10.0
     # A prepare waits this long for rows another branch holds, then votes no.

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.card_hold import CardHoldParticipant
 from activities.coordinator_log import CoordinatorLog
+from activities.fraud import FraudActivities
 from activities.inventory import InventoryActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
@@ -42,8 +43,12 @@ def all_activities(
     credit = StoreCreditParticipant(engine, settings.xa_lock_timeout_ms)
     card = card_participant(engine, settings, provider)
     log = CoordinatorLog(sessions)
+    fraud = FraudActivities(
+        engine, settings.fraud_max_order_total, settings.fraud_max_orders_per_minute
+    )
     return {
         Act.CREATE_ORDER: orders.create_order,
+        Act.CHECK_FRAUD: fraud.check_fraud,
         Act.CONFIRM_ORDER: orders.confirm_order,
         Act.CANCEL_ORDER: orders.cancel_order,
         Act.RESERVE_STOCK: inventory.reserve_stock,

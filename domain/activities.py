@@ -13,6 +13,7 @@ from domain.orders import OrderLine, PricedLine
 
 class Act:
     CREATE_ORDER = "create_order"
+    CHECK_FRAUD = "check_fraud"
     CONFIRM_ORDER = "confirm_order"
     CANCEL_ORDER = "cancel_order"
     RESERVE_STOCK = "reserve_stock"
@@ -63,6 +64,17 @@ class OrderClosed(BaseModel):
     @property
     def undid(self) -> bool:
         return self.changed and self.status == "CANCELLED"
+
+
+class CheckFraud(StepInput):
+    customer_id: str
+    total: int
+    currency: str
+
+
+class FraudCleared(BaseModel):
+    # The customer's orders in the last minute, this one included: what the rule saw.
+    recent_orders: int
 
 
 class ReserveStock(StepInput):

@@ -27,6 +27,7 @@ class Bulkhead(StrEnum):
 
 BULKHEAD_OF: dict[str, Bulkhead] = {
     Act.CREATE_ORDER: Bulkhead.ORDERS,
+    Act.CHECK_FRAUD: Bulkhead.ORDERS,
     Act.CONFIRM_ORDER: Bulkhead.ORDERS,
     Act.CANCEL_ORDER: Bulkhead.ORDERS,
     TwoPhaseAct.RECORD_DECISION: Bulkhead.ORDERS,

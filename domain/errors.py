@@ -15,6 +15,7 @@ class ErrorType(StrEnum):
     # The provider stayed unreachable past the step's deadline.
     PAYMENT_UNAVAILABLE = "PaymentUnavailable"
     SHIPPING_REFUSED = "ShippingRefused"
+    FRAUD_SUSPECTED = "FraudSuspected"
     INVALID_ORDER = "InvalidOrder"
     INSUFFICIENT_CREDIT = "InsufficientCredit"
     ORDER_NOT_CANCELLABLE = "OrderNotCancellable"

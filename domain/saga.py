@@ -12,6 +12,7 @@ class StepName:
     """Saga steps; with the workflow id they make the idempotency keys, so never rename one."""
 
     CREATE_ORDER = "create_order"
+    CHECK_FRAUD = "check_fraud"
     RESERVE_STOCK = "reserve_stock"
     CHARGE_PAYMENT = "charge_payment"
     SETTLE_TWO_PHASE = "settle_two_phase"

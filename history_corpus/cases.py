@@ -101,6 +101,12 @@ async def payment_declined(stage: Stage) -> Produced:
     return [("order_saga/payment_declined", handle)]
 
 
+async def fraud_suspected(stage: Stage) -> Produced:
+    # Above the default SAGA_FRAUD_MAX_ORDER_TOTAL: refused before stock or money moves.
+    handle = await stage.order(await stage.product(price=600_000), quantity=2)
+    return [("order_saga/fraud_suspected", handle)]
+
+
 async def provider_retried(stage: Stage) -> Produced:
     await stage.fault(status=503, count=2)
     return [("order_saga/provider_retried", await stage.order(await stage.product()))]
@@ -168,6 +174,7 @@ CASES: dict[str, Callable[[Stage], Awaitable[Produced]]] = {
         confirmed,
         out_of_stock,
         payment_declined,
+        fraud_suspected,
         provider_retried,
         shipping_refused,
         cancelled_by_update,

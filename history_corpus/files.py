@@ -23,9 +23,17 @@ class Recorded:
         return str(first.workflow_type.name)
 
 
-def save(history: WorkflowHistory, case: str, corpus: Path = CORPUS) -> Path:
-    """Write one history as `<corpus>/<case>.json`; `case` is `<workflow dir>/<name>`."""
+def save(
+    history: WorkflowHistory, case: str, corpus: Path = CORPUS, overwrite: bool = False
+) -> Path:
+    """Write one history as `<corpus>/<case>.json`; `case` is `<workflow dir>/<name>`.
+
+    An existing file is kept unless `overwrite`: it is the record of sagas an
+    earlier release started, and those must keep replaying.
+    """
     path = corpus / f"{case}.json"
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists: record under another --tag, or --force")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Indented: a changed history reads as a diff in review.
     path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")

@@ -35,10 +35,18 @@ from worker import open_bulkheads
 log = logging.getLogger(__name__)
 
 
-async def record(cases: Sequence[str] = tuple(CASES), corpus: Path = CORPUS) -> list[Path]:
+async def record(
+    cases: Sequence[str] = tuple(CASES),
+    corpus: Path = CORPUS,
+    tag: str | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Record `cases`; with `tag`, each file is `<case>@<tag>.json` beside the older ones."""
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         raise ValueError(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
+    if tag is not None and not tag.replace("-", "").replace(".", "").isalnum():
+        raise ValueError(f"tag {tag!r}: letters, digits, '-' and '.' only")
     workdir = Path(tempfile.mkdtemp(prefix="saga-record-"))
     postgres = EmbeddedPostgres(workdir / "pg", free_port(), "record", 64, workdir / "logs")
     temporal = TemporalDevServer(
@@ -62,12 +70,14 @@ async def record(cases: Sequence[str] = tuple(CASES), corpus: Path = CORPUS) -> 
             payment_retry_initial_s=0.2,
             payment_retry_cap_s=1.0,
         )
-        return await _record_on(settings, cases, corpus)
+        return await _record_on(settings, cases, corpus, tag, overwrite)
     finally:
         await asyncio.gather(temporal.stop(), postgres.stop(), provider.stop())
 
 
-async def _record_on(settings: Settings, cases: Sequence[str], corpus: Path) -> list[Path]:
+async def _record_on(
+    settings: Settings, cases: Sequence[str], corpus: Path, tag: str | None, overwrite: bool
+) -> list[Path]:
     client = await connect(settings)
     written: list[Path] = []
     engines: list[Any] = []
@@ -95,7 +105,8 @@ async def _record_on(settings: Settings, cases: Sequence[str], corpus: Path) -> 
             for corpus_name, handle in produced:
                 with contextlib.suppress(WorkflowFailureError):
                     await asyncio.wait_for(handle.result(), 60)
-                path = save(await handle.fetch_history(), corpus_name, corpus)
+                name = f"{corpus_name}@{tag}" if tag else corpus_name
+                path = save(await handle.fetch_history(), name, corpus, overwrite)
                 log.info("recorded %s (%s)", path, handle.id)
                 written.append(path)
             await admin.delete("/admin/faults")

@@ -138,8 +138,8 @@ def _record_histories(settings: Settings, args: argparse.Namespace) -> int:
     from history_corpus.record import record
 
     try:
-        written = asyncio.run(record(args.case or list(CASES), args.out))
-    except ValueError as err:  # an unknown case: say which ones exist
+        written = asyncio.run(record(args.case or list(CASES), args.out, args.tag, args.force))
+    except (ValueError, FileExistsError) as err:  # an unknown case, a file kept
         print(f"sagactl record-histories: {err}", file=sys.stderr)
         return _ERROR_EXIT
     for path in written:
@@ -154,7 +154,11 @@ def _fetch_history(settings: Settings, args: argparse.Namespace) -> int:
     async def once() -> int:
         client = await connect(settings)
         history = await client.get_workflow_handle(args.workflow_id).fetch_history()
-        print(f"wrote {save(history, args.name, args.out)}")
+        try:
+            print(f"wrote {save(history, args.name, args.out)}")
+        except FileExistsError as err:
+            print(f"sagactl fetch-history: {err}", file=sys.stderr)
+            return _ERROR_EXIT
         return 0
 
     return asyncio.run(once())
@@ -209,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--out", type=Path, default=CORPUS, help="corpus directory")
         if name == "record-histories":
             sub.add_argument("--case", action="append", metavar="NAME")
+            sub.add_argument("--tag", help="file names <case>@<tag>.json: one per release")
+            sub.add_argument("--force", action="store_true", help="overwrite existing files")
         if name == "fetch-history":
             sub.add_argument("workflow_id")
             sub.add_argument("name", metavar="NAME", help="<workflow dir>/<case>")

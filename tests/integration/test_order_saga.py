@@ -57,6 +57,7 @@ async def test_happy_path_confirms_and_applies_every_effect_once(saga, product, 
     assert state.total == 2 * 1250 + 5 * 300
     assert state.steps == [
         "create_order",
+        "check_fraud",
         "reserve_stock",
         "charge_payment",
         "create_shipment",
@@ -89,7 +90,7 @@ async def test_out_of_stock_cancels_the_order_and_touches_nothing_else(saga, pro
     assert error.type == "OutOfStock"
     state: SagaState = await handle.query("state", result_type=SagaState)
     assert state.status == "CANCELLED"
-    assert state.steps == ["create_order"]
+    assert state.steps == ["create_order", "check_fraud"]
     assert state.compensations == ["cancel_order"]
     row = await order_row(engine, state.order_id)
     assert row.status == "CANCELLED"
@@ -139,7 +140,7 @@ async def test_shipping_failure_refunds_and_releases_in_reverse(
 
     assert error.type == "ShippingRefused"
     state: SagaState = await handle.query("state", result_type=SagaState)
-    assert state.steps == ["create_order", "reserve_stock", "charge_payment"]
+    assert state.steps == ["create_order", "check_fraud", "reserve_stock", "charge_payment"]
     assert state.compensations == ["refund_payment", "release_stock", "cancel_order"]
     row = await order_row(engine, state.order_id)
     assert (row.status, row.failure_reason) == ("CANCELLED", "carrier refused the parcel")
@@ -332,6 +333,6 @@ async def test_query_reports_progress_while_running(saga, product, custom_worker
     )
 
     assert state.status == "PENDING"
-    assert state.steps == ["create_order", "reserve_stock", "charge_payment"]
+    assert state.steps == ["create_order", "check_fraud", "reserve_stock", "charge_payment"]
     shipping.release.set()
     assert (await handle.result()).status == "CONFIRMED"

@@ -47,7 +47,13 @@ async def test_all_yes_commits_stock_credit_and_card_together(
     state: SagaState = await handle.result()
 
     assert state.status == "CONFIRMED"
-    assert state.steps == ["create_order", "settle_two_phase", "create_shipment", "confirm_order"]
+    assert state.steps == [
+        "create_order",
+        "check_fraud",
+        "settle_two_phase",
+        "create_shipment",
+        "confirm_order",
+    ]
     assert state.two_phase is not None
     assert state.two_phase.decision == "COMMIT"
     assert state.two_phase.votes == {"stock": "YES", "store_credit": "YES", "card": "YES"}
