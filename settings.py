@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     inventory_db_pool_size: int = 10
     payments_db_pool_size: int = 10
     shipping_db_pool_size: int = 5
+    # Worker versioning: set both to run the workers as one version of a Worker
+    # Deployment (README "Evolving sagas"); unset, workers are unversioned.
+    worker_deployment_name: str | None = None
+    worker_build_id: str | None = None
     # Which bulkheads `python worker.py` runs: a comma list or "all".
     worker_bulkheads: str = "all"
     # The worker's own figures (breaker state, ...) in Prometheus text; 0 turns it off.
@@ -116,6 +120,14 @@ class Settings(BaseSettings):
     relay_metrics_port: int = 9101
     relay_metrics_host: str = LOOPBACK
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _deployment_needs_a_build_id(self) -> Settings:
+        if (self.worker_deployment_name is None) != (self.worker_build_id is None):
+            raise ValueError(
+                "SAGA_WORKER_DEPLOYMENT_NAME and SAGA_WORKER_BUILD_ID: set both or neither"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod

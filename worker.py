@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 
 from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
@@ -45,6 +45,7 @@ def build_worker(
     base_queue: str,
     activities: Mapping[str, Callable[..., Any]],
     max_concurrent_activities: int = 100,
+    deployment: WorkerDeploymentConfig | None = None,
 ) -> Worker:
     """The worker of one bulkhead: its queue, its activities, its slots.
 
@@ -63,6 +64,7 @@ def build_worker(
             if base or BULKHEAD_OF.get(name, Bulkhead.ORDERS) is bulkhead
         ],
         interceptors=INTERCEPTORS,
+        deployment_config=deployment,
         max_concurrent_activities=max_concurrent_activities,
         # Activities are short transactions: let in-flight ones commit on SIGTERM
         # rather than be cancelled and retried by the next worker.
@@ -92,14 +94,35 @@ def open_bulkheads(
     engines: dict[Bulkhead, AsyncEngine] = {}
     workers = []
     slots = bulkhead_slots(settings)
+    deployment = deployment_config(settings)
     for bulkhead in bulkheads:
         pool_size = getattr(settings, f"{bulkhead.value}_db_pool_size")
         engine = engines[bulkhead] = create_engine(settings.database_target, pool_size=pool_size)
         activities = {**all_activities(engine, settings, provider), **(stand_ins or {})}
         workers.append(
-            build_worker(client, bulkhead, settings.task_queue, activities, slots[bulkhead])
+            build_worker(
+                client, bulkhead, settings.task_queue, activities, slots[bulkhead], deployment
+            )
         )
     return workers, engines
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """This process as one version of a Worker Deployment, when settings name one.
+
+    Every bulkhead's worker joins the same version: a versioned workflow's
+    activities are dispatched to workers of its own version, on every queue.
+    Workflows declare their own behaviour (OrderSaga auto-upgrades, its 2PC
+    child is pinned), so no default is set here.
+    """
+    if settings.worker_deployment_name is None or settings.worker_build_id is None:
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(
+            deployment_name=settings.worker_deployment_name, build_id=settings.worker_build_id
+        ),
+        use_worker_versioning=True,
+    )
 
 
 def bulkhead_slots(settings: Settings) -> dict[Bulkhead, int]:
@@ -235,8 +258,21 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="orders, inventory, payments, shipping or all (default: SAGA_WORKER_BULKHEADS)",
     )
+    parser.add_argument("--deployment", help="Worker Deployment name (SAGA_WORKER_DEPLOYMENT_NAME)")
+    parser.add_argument("--build-id", help="this version's build id (SAGA_WORKER_BUILD_ID)")
     args = parser.parse_args(argv)
-    settings = Settings()
+    versioning = {
+        key: value
+        for key, value in (
+            ("worker_deployment_name", args.deployment),
+            ("worker_build_id", args.build_id),
+        )
+        if value is not None
+    }
+    try:
+        settings = Settings(**versioning)
+    except ValueError as err:
+        parser.error(" ".join(str(err).split()))
     try:
         bulkheads = parse_bulkheads(args.bulkhead or [settings.worker_bulkheads])
     except ValueError as err:

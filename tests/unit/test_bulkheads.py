@@ -77,3 +77,22 @@ def test_breaker_metrics_mark_the_current_state():
     assert 'saga_circuit_breaker_state{name="provider",state="closed"} 0' in text
     assert 'saga_circuit_breaker_failure_rate{name="provider"} 100.0' in text
     assert 'saga_circuit_breaker_transitions_total{name="provider"} 1' in text
+
+
+def test_a_deployment_without_a_build_id_is_a_message(capsys, monkeypatch):
+    monkeypatch.delenv("SAGA_WORKER_BUILD_ID", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["--deployment", "saga"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "SAGA_WORKER_BUILD_ID" in err and "Traceback" not in err
+
+
+def test_versioned_settings_make_one_deployment_version_for_every_bulkhead():
+    from settings import Settings
+    from worker import deployment_config
+
+    assert deployment_config(Settings()) is None
+    config = deployment_config(Settings(worker_deployment_name="saga", worker_build_id="b7"))
+    assert config is not None and config.use_worker_versioning
+    assert (config.version.deployment_name, config.version.build_id) == ("saga", "b7")
