@@ -35,6 +35,7 @@ from resilience.breaker import CircuitBreaker
 from settings import Settings
 from temporal_client import INTERCEPTORS, connect, ensure_search_attributes
 from workflows import WORKFLOWS
+from workflows.versioned import VERSIONED_WORKFLOWS
 
 log = logging.getLogger("worker")
 
@@ -57,7 +58,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=queue_name(base_queue, bulkhead),
-        workflows=list(WORKFLOWS) if base else [],
+        workflows=list(VERSIONED_WORKFLOWS if deployment else WORKFLOWS) if base else [],
         activities=[
             fn
             for name, fn in activities.items()
@@ -112,8 +113,8 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
 
     Every bulkhead's worker joins the same version: a versioned workflow's
     activities are dispatched to workers of its own version, on every queue.
-    Workflows declare their own behaviour (OrderSaga auto-upgrades, its 2PC
-    child is pinned), so no default is set here.
+    The workflows' behaviours come with the classes a versioned worker
+    registers (workflows.versioned), so no default is set here.
     """
     if settings.worker_deployment_name is None or settings.worker_build_id is None:
         return None

@@ -20,7 +20,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -57,36 +57,45 @@ class ProviderRetry:
 
     async def step(self, call: Callable[[], Awaitable[T]]) -> T:
         """A forward step: refusals are final, transient faults retry until the deadline."""
-        try:
-            async with asyncio.timeout(self._attempt_timeout_s):
-                return await call()
-        except TimeoutError:
-            slow = ProviderUnavailable(f"attempt took over {self._attempt_timeout_s:g} s")
-            raise self._later(slow, deadline_s=self._deadline_s) from None
-        except ProviderRefused as err:
-            kind = ErrorType.PAYMENT_DECLINED if err.status == 402 else ErrorType.PAYMENT_REJECTED
-            raise refusal(kind, err.message, status=err.status, code=err.code) from None
-        except (ProviderUnavailable, CircuitOpen) as err:
-            raise self._later(err, deadline_s=self._deadline_s) from None
+        return await self._attempt(call, refusals="final", deadline_s=self._deadline_s)
 
     async def transient(self, call: Callable[[], Awaitable[T]]) -> T:
         """Transient faults retried (bounded by the caller's Temporal timeouts);
         refusals raised to the caller, which turns them into a vote."""
-        try:
-            return await call()
-        except (ProviderUnavailable, CircuitOpen) as err:
-            raise self._later(err, deadline_s=None) from None
+        return await self._attempt(call, refusals="raise", deadline_s=None)
 
     async def undo(self, call: Callable[[], Awaitable[T]]) -> T:
         """An undo: everything retries, refusals too, since an undo must end done."""
+        return await self._attempt(call, refusals="retry", deadline_s=None)
+
+    async def _attempt(
+        self,
+        call: Callable[[], Awaitable[T]],
+        refusals: Literal["final", "raise", "retry"],
+        deadline_s: float | None,
+    ) -> T:
+        err: Exception
         try:
             async with asyncio.timeout(self._attempt_timeout_s):
                 return await call()
         except TimeoutError:
-            slow = ProviderUnavailable(f"attempt took over {self._attempt_timeout_s:g} s")
-            raise self._later(slow, deadline_s=None) from None
-        except (ProviderRefused, ProviderUnavailable, CircuitOpen) as err:
-            raise self._later(err, deadline_s=None) from None
+            err = ProviderUnavailable(f"attempt took over {self._attempt_timeout_s:g} s")
+        except ProviderRefused as refused:
+            if refusals == "raise":
+                raise
+            if refusals == "final":
+                kind = (
+                    ErrorType.PAYMENT_DECLINED
+                    if refused.status == 402
+                    else ErrorType.PAYMENT_REJECTED
+                )
+                raise refusal(
+                    kind, refused.message, status=refused.status, code=refused.code
+                ) from None
+            err = refused
+        except (ProviderUnavailable, CircuitOpen) as transient:
+            err = transient
+        raise self._later(err, deadline_s=deadline_s) from None
 
     def delay_for(self, err: Exception, attempt: int) -> float:
         delay = self._backoff.delay(attempt, self._rng)

@@ -22,7 +22,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,15 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities import all_activities, payment_provider_client
 from db.engine import create_engine
-from db.migrate import upgrade
 from db.tables import products, wallets
 from domain.orders import OrderLine, PlaceOrder, Settlement, workflow_id_for
 from domain.saga import SagaState
-from payment_provider.embedded import EmbeddedProvider
-from settings import Settings
-from stack.ports import free_port
-from stack.postgres import EmbeddedPostgres
-from stack.temporal import DYNAMIC_CONFIG, TemporalDevServer
+from stack.temporal import DYNAMIC_CONFIG
+from stack.throwaway import throwaway_stack
 from temporal_client import connect
 from worker import build_workers, running
 
@@ -123,29 +118,9 @@ async def run_batch(client: Any, queue: str, orders: list[PlaceOrder], concurren
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="saga-bench-"))
-    postgres = EmbeddedPostgres(
-        data_dir=workdir / "pg",
-        port=free_port(),
-        database="bench",
-        max_prepared_transactions=200,
-        log_dir=workdir / "logs",
-    )
-    temporal = TemporalDevServer(
-        port=free_port(), ui_port=free_port(), db_file=None, log_dir=workdir / "logs", headless=True
-    )
-    provider = EmbeddedProvider(free_port())
-    await asyncio.gather(postgres.start(), temporal.start(), provider.start())
-    try:
-        await asyncio.to_thread(upgrade, postgres.url)
-        settings = Settings(
-            temporal_address=temporal.address,
-            database_url=postgres.url,
-            payment_provider_url=provider.url,
-            db_pool_size=20,
-        )
+    async with throwaway_stack("bench", max_prepared_transactions=200, db_pool_size=20) as settings:
         client = await connect(settings)
-        engine = create_engine(postgres.url, pool_size=20)
+        engine = create_engine(settings.database_target, pool_size=20)
         queue = f"bench-{uuid.uuid4().hex[:6]}"
         provider_client = payment_provider_client(settings)
         activities = all_activities(engine, settings, provider_client)
@@ -166,8 +141,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"round {round_no + 1}/{args.rounds} {variant:<11} done", file=sys.stderr)
         await engine.dispose()
         await provider_client.aclose()
-    finally:
-        await asyncio.gather(temporal.stop(), postgres.stop(), provider.stop())
     return {
         "orders_per_variant": per_round * args.rounds,
         "concurrency": args.concurrency,

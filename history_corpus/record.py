@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,14 +20,10 @@ import httpx
 from temporalio.client import WorkflowFailureError
 
 from activities import payment_provider_client
-from db.migrate import upgrade
 from history_corpus.cases import CASES, Stage
 from history_corpus.files import CORPUS, save
-from payment_provider.embedded import EmbeddedProvider
 from settings import Settings
-from stack.ports import free_port
-from stack.postgres import EmbeddedPostgres
-from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
+from stack.throwaway import throwaway_stack
 from temporal_client import connect
 from worker import open_bulkheads
 
@@ -47,32 +42,14 @@ async def record(
         raise ValueError(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
     if tag is not None and not tag.replace("-", "").replace(".", "").isalnum():
         raise ValueError(f"tag {tag!r}: letters, digits, '-' and '.' only")
-    workdir = Path(tempfile.mkdtemp(prefix="saga-record-"))
-    postgres = EmbeddedPostgres(workdir / "pg", free_port(), "record", 64, workdir / "logs")
-    temporal = TemporalDevServer(
-        free_port(),
-        free_port(),
-        None,
-        workdir / "logs",
-        SEARCH_ATTRIBUTES,
-        headless=True,
-    )
-    provider = EmbeddedProvider(free_port())
-    await asyncio.gather(postgres.start(), temporal.start(), provider.start())
-    try:
-        await asyncio.to_thread(upgrade, postgres.url)
-        settings = Settings(
-            temporal_address=temporal.address,
-            database_url=postgres.url,
-            payment_provider_url=provider.url,
-            task_queue=f"record-{uuid.uuid4().hex[:6]}",
-            # Fast retries: recorded attempts then take a second, not a minute.
-            payment_retry_initial_s=0.2,
-            payment_retry_cap_s=1.0,
-        )
+    # Fast retries: recorded attempts then take a second, not a minute.
+    async with throwaway_stack(
+        "record",
+        task_queue=f"record-{uuid.uuid4().hex[:6]}",
+        payment_retry_initial_s=0.2,
+        payment_retry_cap_s=1.0,
+    ) as settings:
         return await _record_on(settings, cases, corpus, tag, overwrite)
-    finally:
-        await asyncio.gather(temporal.stop(), postgres.stop(), provider.stop())
 
 
 async def _record_on(

@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -116,10 +116,7 @@ PROVIDER_BACKSTOP = timedelta(minutes=15)
 FRAUD_CHECK = "fraud-check-before-payment"
 
 
-# Auto-upgrade: a saga can run for days, longer than a worker version lives,
-# so it moves to the current version at its next workflow task; changes that
-# running sagas would see go behind workflow.patched (see FRAUD_CHECK).
-@workflow.defn(name="OrderSaga", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+@workflow.defn(name="OrderSaga")
 class OrderSaga:
     @workflow.init
     def __init__(self, order: PlaceOrder) -> None:

@@ -18,7 +18,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -54,9 +54,7 @@ FOREVER = RetryPolicy(
 PHASE_TWO_TIMEOUT = timedelta(seconds=15)
 
 
-# Pinned: a coordinator lives seconds; it finishes on the code that began it,
-# so its protocol never changes under it mid-transaction.
-@workflow.defn(name="TwoPhaseCommit", versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn(name="TwoPhaseCommit")
 class TwoPhaseCommit:
     def __init__(self) -> None:
         self._outcome: TwoPhaseOutcome | None = None

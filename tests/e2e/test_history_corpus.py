@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from history_corpus.files import load_all
@@ -52,7 +54,7 @@ async def test_fetch_history_copies_a_finished_saga_from_the_server(
     assert result.replay_failure is None
 
 
-async def _in_thread(fn, argv):
+async def _in_thread(fn: Callable[[list[str]], int], argv: list[str]) -> int:
     # The CLI runs its own event loop (asyncio.run); keep it off the test's.
     import asyncio
 

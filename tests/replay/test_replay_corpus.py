@@ -45,9 +45,7 @@ def test_the_corpus_holds_every_recorded_path():
     assert expected <= names, f"missing from {CORPUS}: {sorted(expected - names)}"
     recorded_cases = {name.split("/")[1].split("@")[0] for name in names}
     assert set(CASES) <= recorded_cases, f"cases never recorded: {set(CASES) - recorded_cases}"
-    assert {r.workflow_type for r in RECORDED} == {
-        w.__temporal_workflow_definition.name for w in WORKFLOWS
-    }  # type: ignore[attr-defined]
+    assert {r.workflow_type for r in RECORDED} == {defn(w).name for w in WORKFLOWS}
 
 
 @pytest.mark.parametrize("recorded", RECORDED, ids=lambda r: f"{r.path.parent.name}/{r.path.stem}")

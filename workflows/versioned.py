@@ -1,0 +1,44 @@
+"""The workflows as a versioned worker (a Worker Deployment version) registers them.
+
+The server refuses a versioning behaviour from a worker that is not versioned,
+so the behaviours live on these subclasses, registered only by versioned
+workers; the code and the workflow names are the same.
+
+- OrderSaga auto-upgrades: a saga can run for days, longer than a worker
+  version lives, so it moves to the current version at its next workflow
+  task; changes running sagas would see go behind workflow.patched.
+- TwoPhaseCommit is pinned: a coordinator lives seconds and finishes on the
+  code that began it, so its protocol never changes mid-transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from temporalio import workflow
+from temporalio.common import VersioningBehavior
+
+with workflow.unsafe.imports_passed_through():
+    from domain.orders import PlaceOrder
+    from domain.saga import SagaState
+    from domain.two_phase import TwoPhaseInput, TwoPhaseOutcome
+
+from workflows.order_saga import OrderSaga
+from workflows.two_phase import TwoPhaseCommit
+
+
+@workflow.defn(name="OrderSaga", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class AutoUpgradingOrderSaga(OrderSaga):
+    @workflow.run
+    async def run(self, order: PlaceOrder) -> SagaState:
+        return await super().run(order)
+
+
+@workflow.defn(name="TwoPhaseCommit", versioning_behavior=VersioningBehavior.PINNED)
+class PinnedTwoPhaseCommit(TwoPhaseCommit):
+    @workflow.run
+    async def run(self, tx: TwoPhaseInput) -> TwoPhaseOutcome:
+        return await super().run(tx)
+
+
+VERSIONED_WORKFLOWS: Sequence[type] = (AutoUpgradingOrderSaga, PinnedTwoPhaseCommit)
