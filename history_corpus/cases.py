@@ -112,6 +112,13 @@ async def provider_retried(stage: Stage) -> Produced:
     return [("order_saga/provider_retried", await stage.order(await stage.product()))]
 
 
+async def payment_unavailable(stage: Stage) -> Produced:
+    # Down past the charge's deadline (the recorder's is 2 s): the saga gives up
+    # and compensates; the refund waits for the provider to be back to ask it.
+    await stage.fault(mode="down", for_seconds=3)
+    return [("order_saga/payment_unavailable", await stage.order(await stage.product()))]
+
+
 async def shipping_refused(stage: Stage) -> Produced:
     @activity.defn(name=Act.CREATE_SHIPMENT)
     async def refuse(cmd: CreateShipment) -> ShipmentCreated:
@@ -176,6 +183,7 @@ CASES: dict[str, Callable[[Stage], Awaitable[Produced]]] = {
         payment_declined,
         fraud_suspected,
         provider_retried,
+        payment_unavailable,
         shipping_refused,
         cancelled_by_update,
         cancelled_by_request,

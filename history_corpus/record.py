@@ -48,6 +48,7 @@ async def record(
         task_queue=f"record-{uuid.uuid4().hex[:6]}",
         payment_retry_initial_s=0.2,
         payment_retry_cap_s=1.0,
+        payment_step_deadline_s=2.0,
     ) as settings:
         return await _record_on(settings, cases, corpus, tag, overwrite)
 

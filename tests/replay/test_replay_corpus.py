@@ -38,6 +38,7 @@ def test_the_corpus_holds_every_recorded_path():
         # Recorded after the fraud check was added behind workflow.patched.
         "order_saga/confirmed@fraud-check",
         "order_saga/fraud_suspected@fraud-check",
+        "order_saga/payment_unavailable@fraud-check",
         "order_saga/payment_declined@fraud-check",
         "order_saga/two_phase_committed@fraud-check",
         "two_phase_commit/committed@fraud-check",
