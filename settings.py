@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     worker_build_id: str | None = None
     # Which bulkheads `python worker.py` runs: a comma list or "all".
     worker_bulkheads: str = "all"
-    # The worker's own figures (breaker state, ...) in Prometheus text; 0 turns it off.
+    # The worker's metrics (the SDK's, the sagas', steps', the breaker's) in
+    # Prometheus text at http://<host>:<port>/metrics; 0 turns it off.
     worker_metrics_port: int = 9102
     worker_metrics_host: str = LOOPBACK
 
@@ -120,6 +121,8 @@ class Settings(BaseSettings):
     relay_metrics_port: int = 9101
     relay_metrics_host: str = LOOPBACK
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one object a line with workflow_id / order_id (observability.logs).
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _deployment_needs_a_build_id(self) -> Settings:

@@ -19,18 +19,20 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 from temporalio.worker import Interceptor, Replayer
 
 from domain.search_attributes import SAGA_SEARCH_ATTRIBUTES
+from observability.temporal_metrics import StepTelemetry
 from settings import Settings
 from workflows import WORKFLOWS
 
 log = logging.getLogger(__name__)
 
 DATA_CONVERTER: DataConverter = pydantic_data_converter
-# Worker interceptors (tracing, ...) go here, and so reach the replayer too.
-INTERCEPTORS: tuple[Interceptor, ...] = ()
+# Worker interceptors go here, and so reach the replayer too.
+INTERCEPTORS: tuple[Interceptor, ...] = (StepTelemetry(),)
 
 
 def replayer() -> Replayer:
@@ -38,7 +40,9 @@ def replayer() -> Replayer:
     return Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER, interceptors=INTERCEPTORS)
 
 
-async def connect(settings: Settings, wait_seconds: float = 0.0) -> Client:
+async def connect(
+    settings: Settings, wait_seconds: float = 0.0, runtime: Runtime | None = None
+) -> Client:
     """Connect with the pydantic converter, retrying for up to `wait_seconds`."""
     deadline = time.monotonic() + wait_seconds
     delay = 0.2
@@ -48,6 +52,7 @@ async def connect(settings: Settings, wait_seconds: float = 0.0) -> Client:
                 settings.temporal_target,
                 namespace=settings.temporal_namespace,
                 data_converter=DATA_CONVERTER,
+                runtime=runtime,
             )
         except RuntimeError as err:  # the SDK's bridge reports connection failures so
             if time.monotonic() >= deadline:

@@ -29,9 +29,9 @@ from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
 from db.engine import create_engine
 from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_name
-from observability.endpoint import serve as serve_metrics
+from observability.logs import configure as configure_logging
+from observability.temporal_metrics import prometheus_runtime
 from recovery.sweep import run_periodically
-from resilience.breaker import CircuitBreaker
 from settings import Settings
 from temporal_client import INTERCEPTORS, connect, ensure_search_attributes
 from workflows import WORKFLOWS
@@ -154,9 +154,13 @@ def parse_bulkheads(values: Iterable[str]) -> list[Bulkhead]:
 
 
 async def serve(settings: Settings, bulkheads: list[Bulkhead]) -> None:
-    client = await connect(settings, wait_seconds=60)
+    runtime = None
+    if settings.worker_metrics_port:
+        # Every metric of this process, the SDK's and ours, on one endpoint.
+        runtime = prometheus_runtime(settings.worker_metrics_host, settings.worker_metrics_port)
+    client = await connect(settings, wait_seconds=60, runtime=runtime)
     await ensure_search_attributes(client, settings.temporal_namespace)
-    provider = payment_provider_client(settings)
+    provider = payment_provider_client(settings, runtime.metric_meter if runtime else None)
     workers, engines = open_bulkheads(client, settings, provider, bulkheads)
     try:
         await _serve_until_stopped(settings, client, workers, engines, provider)
@@ -178,7 +182,7 @@ async def _serve_until_stopped(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks, servers = await _background(settings, client, engines, provider)
+    tasks = await _background(settings, client, engines, provider)
     for worker in workers:
         log.info(
             "worker serving task queue %r on %s: %d workflow(s), %d activities, %d slots",
@@ -196,8 +200,6 @@ async def _serve_until_stopped(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for server in servers:
-            server.close()
 
 
 async def _background(
@@ -205,10 +207,9 @@ async def _background(
     client: Client,
     engines: Mapping[Bulkhead, AsyncEngine],
     provider: PaymentProviderClient,
-) -> tuple[list[asyncio.Task[Any]], list[asyncio.Server]]:
-    """The recovery sweep beside the orders bulkhead, the breaker's metrics beside payments."""
+) -> list[asyncio.Task[Any]]:
+    """The recovery sweep, beside the orders bulkhead."""
     tasks: list[asyncio.Task[Any]] = []
-    servers: list[asyncio.Server] = []
     if Bulkhead.ORDERS in engines:
         sweep = run_periodically(
             engines[Bulkhead.ORDERS],
@@ -218,37 +219,7 @@ async def _background(
             card=card_participant(engines[Bulkhead.ORDERS], settings, provider),
         )
         tasks.append(asyncio.create_task(sweep))
-    if Bulkhead.PAYMENTS in engines and settings.worker_metrics_port:
-        breaker = provider.breaker
-
-        async def body() -> str:
-            return render_breaker(breaker)
-
-        server = await serve_metrics(
-            settings.worker_metrics_host, settings.worker_metrics_port, body
-        )
-        servers.extend([server] if server is not None else [])
-    return tasks, servers
-
-
-def render_breaker(breaker: CircuitBreaker) -> str:
-    """The breaker as Prometheus text: one gauge per state, 1 for the current one."""
-    snap = breaker.snapshot()
-    name = snap["name"]
-    lines = [
-        "# HELP saga_circuit_breaker_state Circuit breaker state (1 = current).",
-        "# TYPE saga_circuit_breaker_state gauge",
-        *(
-            f'saga_circuit_breaker_state{{name="{name}",state="{state}"}} '
-            f"{1 if snap['state'] == state else 0}"
-            for state in ("closed", "open", "half_open")
-        ),
-        "# TYPE saga_circuit_breaker_failure_rate gauge",
-        f'saga_circuit_breaker_failure_rate{{name="{name}"}} {snap["failure_rate"] or 0.0}',
-        "# TYPE saga_circuit_breaker_transitions_total counter",
-        f'saga_circuit_breaker_transitions_total{{name="{name}"}} {snap["transitions"]}',
-    ]
-    return "\n".join(lines) + "\n"
+    return tasks
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,9 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         bulkheads = parse_bulkheads(args.bulkhead or [settings.worker_bulkheads])
     except ValueError as err:
         parser.error(str(err))
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "worker")
     asyncio.run(serve(settings, bulkheads))
     logging.shutdown()
     sys.stdout.flush()

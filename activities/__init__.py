@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.common import MetricMeter
 
 from activities.card_hold import CardHoldParticipant
 from activities.coordinator_log import CoordinatorLog
@@ -22,6 +23,7 @@ from activities.store_credit import StoreCreditParticipant, StoreCreditRefunds
 from activities.transaction_recovery import TransactionRecovery
 from db.engine import create_session_factory
 from domain.activities import Act, TwoPhaseAct
+from observability.temporal_metrics import BreakerGauge
 from resilience.backoff import Backoff
 from resilience.breaker import CircuitBreaker
 from settings import Settings
@@ -92,15 +94,22 @@ def card_participant(
     )
 
 
-def payment_provider_client(settings: Settings) -> PaymentProviderClient:
-    """The provider client a worker process shares, with its one breaker; close it on exit."""
+def payment_provider_client(
+    settings: Settings, meter: MetricMeter | None = None
+) -> PaymentProviderClient:
+    """The provider client a worker process shares, with its one breaker; close it on exit.
+
+    With `meter`, the breaker's state is exported as a gauge.
+    """
+    name = "payment-provider"
     breaker = CircuitBreaker(
-        name="payment-provider",
+        name=name,
         failure_rate_threshold=settings.breaker_failure_rate_threshold,
         sliding_window_size=settings.breaker_sliding_window_size,
         minimum_calls=settings.breaker_minimum_calls,
         wait_in_open_s=settings.breaker_wait_in_open_s,
         half_open_calls=settings.breaker_half_open_calls,
+        on_state_change=BreakerGauge(meter, name) if meter is not None else None,
     )
     return PaymentProviderClient(
         settings.payment_provider_target,

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from api.app import create_app
+from observability.logs import configure as configure_logging
 from settings import Settings
 
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "api")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        # Through our handler (JSON, redaction); our middleware logs each request.
+        log_config=None,
+        access_log=False,
         # Bounded shutdown: in-flight requests finish, then the process exits.
         timeout_graceful_shutdown=10,
     )

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problems
+from api import metrics, problems
 from api.routes import health, orders, products, wallets
 from db.engine import create_engine, create_session_factory
 from settings import Settings
@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    metrics.install(app)
     app.include_router(orders.router)
     app.include_router(products.router)
     app.include_router(wallets.router)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from consumers.order_history import order_history_consumer
 from consumers.service import serve
+from observability.logs import configure as configure_logging
 from settings import Settings
 
 
@@ -21,9 +21,7 @@ async def _run(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "consumers")
     asyncio.run(_run(settings))
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
+from observability.logs import configure as configure_logging
 from relay.service import run_relay
 from settings import Settings
 
@@ -20,9 +20,7 @@ async def _main(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "relay")
     asyncio.run(_main(settings))
 
 

@@ -16,6 +16,7 @@ whose transaction committed after a later-numbered one is still published.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import service_tables
 from domain import events as wire
+from observability.logs import log_context, order_id_of
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +228,16 @@ EVENT_FAULTS: tuple[type[BaseException], ...] = (
 )
 
 
+def event_log_context(row: Row[Any]) -> contextlib.AbstractContextManager[None]:
+    """What a line about this event is about: the event, its saga, its order."""
+    workflow_id = str((row.headers or {}).get("correlation_id") or "")
+    return log_context(
+        event_id=str(row.event_id),
+        workflow_id=workflow_id,
+        order_id=order_id_of(workflow_id),
+    )
+
+
 async def _publish_chain(
     js: Any, schema: str, chain: list[Row[Any]], config: RelayConfig, deadline: float | None
 ) -> ChainOutcome:
@@ -245,7 +257,8 @@ async def _publish_chain(
             return outcome
         if getattr(ack, "duplicate", False):
             outcome.duplicates += 1
-            log.warning("event %s was already in the stream (published twice)", row.event_id)
+            with event_log_context(row):
+                log.warning("event %s was already in the stream (published twice)", row.event_id)
         outcome.published.append(str(row.event_id))
     return outcome
 
@@ -264,7 +277,10 @@ async def _record_failure(
     message = f"{type(error).__name__}: {error}"[:1000]
     if dead:
         await _dead_letter(js, schema, row, message, config)
-        log.error("event %s dead-lettered after %d attempts: %s", row.event_id, attempts, message)
+        with event_log_context(row):
+            log.error(
+                "event %s dead-lettered after %d attempts: %s", row.event_id, attempts, message
+            )
     # Full jitter: relays retrying together must not hammer the broker in step.
     delay = random.uniform(0, min(config.backoff_cap_s, config.backoff_base_s * 2**attempts))
     await conn.execute(

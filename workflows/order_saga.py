@@ -83,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         coordinator_workflow_id,
     )
     from workflows.compensation import UNDO_RETRY, Compensations, refusal_type, shielded
+    from workflows.metrics import count
     from workflows.settlement import CARD, STORE_CREDIT, participants_for
 
 R = TypeVar("R", bound=BaseModel)
@@ -135,6 +136,8 @@ class OrderSaga:
         workflow.upsert_search_attributes(
             [ORDER_STATUS.value_set(OrderStatus.PENDING), CUSTOMER_ID.value_set(order.customer_id)]
         )
+        settlement = "two_phase" if order.settles_atomically else "saga"
+        count("saga_started", "Order sagas started", settlement=settlement)
         self._steps = asyncio.create_task(self._forward(order))
         try:
             await self._steps
@@ -143,6 +146,14 @@ class OrderSaga:
             # this code fails the workflow task instead, so a fixed worker can
             # resume it.
             await self._undo(order, self._reason_for(err))
+            outcome = (
+                "cancelled" if self._cancel_reason or self._temporal_cancel(err) else "refused"
+            )
+            count(
+                "saga_compensated",
+                "Order sagas that ended undone",
+                reason=refusal_type(err) or outcome,
+            )
             await workflow.wait_condition(workflow.all_handlers_finished)
             if self._cancel_reason is None and self._temporal_cancel(err):
                 raise asyncio.CancelledError("workflow cancelled") from err  # ends Canceled
@@ -367,6 +378,7 @@ class OrderSaga:
             )
         state = self.state()
         state.status, state.current_step = OrderStatus.CONFIRMED, None
+        count("saga_confirmed", "Order sagas that ended confirmed")
         workflow.upsert_search_attributes([ORDER_STATUS.value_set(OrderStatus.CONFIRMED)])
         workflow.set_current_details(f"Order {order.order_id} confirmed")
 
@@ -478,6 +490,9 @@ class OrderSaga:
     def _progress(self) -> None:
         state = self.state()
         state.steps = list(self._saga.completed)
+        if len(self._saga.compensated) > len(state.compensations):
+            undo = self._saga.compensated[-1]
+            count("saga_compensations", "Undo steps that undid something", undo=undo)
         state.compensations = list(self._saga.compensated)
 
     def _reason_for(self, err: ActivityError | ApplicationError | asyncio.CancelledError) -> str:

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         branch_gid,
     )
     from workflows.compensation import shielded
+    from workflows.metrics import count
 
 # Retries inside the prepare deadline: a brief fault is no reason to abort.
 PREPARE_RETRY = RetryPolicy(
@@ -98,6 +99,7 @@ class TwoPhaseCommit:
         )
         # The log is the authority: if recovery logged first, follow it.
         outcome.decision, outcome.phase = logged.decision, logged.decision.lower()
+        count("two_phase_decisions", "2PC decisions logged", decision=logged.decision.value)
         self._show()
         await asyncio.gather(*(self._finish(tx, p, logged.decision) for p in tx.participants))
         await workflow.execute_activity(

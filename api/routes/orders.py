@@ -22,7 +22,8 @@ from api.schemas import (
     OrderView,
     PlaceOrderRequest,
 )
-from domain.orders import OrderStatus, PlaceOrder
+from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
+from observability.logs import bind as bind_log_context
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -90,6 +91,7 @@ async def place_order(
         prepare_timeout_s=settings.two_phase_prepare_timeout_s,
     )
     response.headers["Location"] = f"/orders/{order.order_id}"
+    bind_log_context(order_id=order.order_id, workflow_id=workflow_id_for(order.order_id))
     existing = await _existing_fingerprint(client, engine, settings.task_queue, order)
     if existing is None:
         return OrderAccepted(order_id=order.order_id, status=OrderStatus.PENDING)

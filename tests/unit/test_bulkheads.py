@@ -7,8 +7,7 @@ import pytest
 from activities import all_activities
 from domain.activities import Act, TwoPhaseAct
 from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_for
-from resilience.breaker import CircuitBreaker
-from worker import main, parse_bulkheads, render_breaker
+from worker import main, parse_bulkheads
 
 
 def test_every_activity_the_workers_register_has_a_bulkhead():
@@ -63,20 +62,6 @@ def test_an_unknown_bulkhead_is_a_message_not_a_traceback(capsys):
     err = capsys.readouterr().err
     assert "unknown bulkhead 'billing'" in err and "payments" in err
     assert "Traceback" not in err
-
-
-def test_breaker_metrics_mark_the_current_state():
-    now = [0.0]
-    breaker = CircuitBreaker(
-        "provider", minimum_calls=2, sliding_window_size=2, clock=lambda: now[0]
-    )
-    for _ in range(2):
-        breaker.acquire().failure()
-    text = render_breaker(breaker)
-    assert 'saga_circuit_breaker_state{name="provider",state="open"} 1' in text
-    assert 'saga_circuit_breaker_state{name="provider",state="closed"} 0' in text
-    assert 'saga_circuit_breaker_failure_rate{name="provider"} 100.0' in text
-    assert 'saga_circuit_breaker_transitions_total{name="provider"} 1' in text
 
 
 def test_a_deployment_without_a_build_id_is_a_message(capsys, monkeypatch):
