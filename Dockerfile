@@ -20,6 +20,7 @@ COPY payment_provider ./payment_provider
 COPY resilience ./resilience
 COPY observability ./observability
 COPY history_corpus ./history_corpus
+COPY security ./security
 RUN pip install . && useradd --create-home --uid 10001 saga
 USER saga
 

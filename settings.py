@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
@@ -47,6 +47,19 @@ class Settings(BaseSettings):
 
     api_host: str = LOOPBACK
     api_port: int = 8000
+    # dev: the API is open unless keys are set; production: keys are required.
+    environment: Literal["dev", "production"] = "dev"
+    # JSON lists, e.g. SAGA_API_KEYS='["k1"]'. Read keys may only GET.
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_read_keys: list[SecretStr] = Field(default_factory=list)
+    api_max_body_bytes: int = 65536
+    # Base64 of 32 bytes: workflow payloads are then AES-256-GCM encrypted
+    # (security.codec), and the API serves a codec endpoint for the Web UI.
+    payload_codec_key: SecretStr | None = None
+    payload_codec_key_id: str = "k1"
+    codec_cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
+    )
 
     # Bulkheads (domain.bulkheads): each task queue's worker has its own
     # activity slots and database pool, so one stalled downstream fills only
@@ -123,6 +136,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # json: one object a line with workflow_id / order_id (observability.logs).
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("payload_codec_key")
+    @classmethod
+    def _a_real_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            from security.codec import parse_key
+
+            parse_key(key.get_secret_value())  # a ValueError names what is wrong
+        return key
+
+    @model_validator(mode="after")
+    def _keys_outside_dev(self) -> Settings:
+        if self.environment != "dev" and not self.api_keys:
+            raise ValueError("SAGA_API_KEYS must be set outside dev mode (SAGA_ENVIRONMENT)")
+        return self
 
     @model_validator(mode="after")
     def _deployment_needs_a_build_id(self) -> Settings:

@@ -8,6 +8,7 @@ histories in CI is built from the same definition, so the two cannot drift.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -25,6 +26,7 @@ from temporalio.worker import Interceptor, Replayer
 
 from domain.search_attributes import SAGA_SEARCH_ATTRIBUTES
 from observability.temporal_metrics import StepTelemetry
+from security.codec import AesGcmCodec, parse_key
 from settings import Settings
 from workflows import WORKFLOWS
 
@@ -35,9 +37,29 @@ DATA_CONVERTER: DataConverter = pydantic_data_converter
 INTERCEPTORS: tuple[Interceptor, ...] = (StepTelemetry(),)
 
 
-def replayer() -> Replayer:
-    """A replayer configured exactly as the worker's workflow side."""
-    return Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER, interceptors=INTERCEPTORS)
+def data_converter(settings: Settings | None = None) -> DataConverter:
+    """The converter clients and workers use: pydantic, encrypted when a key is set."""
+    if settings is None or settings.payload_codec_key is None:
+        return DATA_CONVERTER
+    return dataclasses.replace(DATA_CONVERTER, payload_codec=payload_codec(settings))
+
+
+def payload_codec(settings: Settings) -> AesGcmCodec | None:
+    if settings.payload_codec_key is None:
+        return None
+    key = parse_key(settings.payload_codec_key.get_secret_value())
+    return AesGcmCodec(key, settings.payload_codec_key_id)
+
+
+def replayer(settings: Settings | None = None) -> Replayer:
+    """A replayer configured exactly as the worker's workflow side.
+
+    With settings that hold a payload key, it reads encrypted histories
+    (`sagactl fetch-history` from an encrypting cluster) too.
+    """
+    return Replayer(
+        workflows=WORKFLOWS, data_converter=data_converter(settings), interceptors=INTERCEPTORS
+    )
 
 
 async def connect(
@@ -51,7 +73,7 @@ async def connect(
             return await Client.connect(
                 settings.temporal_target,
                 namespace=settings.temporal_namespace,
-                data_converter=DATA_CONVERTER,
+                data_converter=data_converter(settings),
                 runtime=runtime,
             )
         except RuntimeError as err:  # the SDK's bridge reports connection failures so

@@ -6,18 +6,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api import metrics, problems
-from api.routes import health, orders, products, wallets
+from api.access import AccessControl
+from api.routes import codec, health, orders, products, wallets
 from db.engine import create_engine, create_session_factory
 from settings import Settings
-from temporal_client import connect
+from temporal_client import connect, payload_codec
 
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
+        app.state.codec = payload_codec(settings)
         app.state.client = await connect(settings, wait_seconds=60)
         app.state.engine = create_engine(settings.database_target, settings.db_pool_size)
         app.state.sessions = create_session_factory(app.state.engine)
@@ -36,9 +39,20 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    # Added innermost first: metrics and the access log (outermost) see every
+    # request, refusals included; CORS answers the Web UI's preflights before
+    # access control, which refuses before any route runs.
+    app.add_middleware(AccessControl, settings=settings)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.codec_cors_origins,
+        allow_methods=["POST"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Namespace"],
+    )
     metrics.install(app)
     app.include_router(orders.router)
     app.include_router(products.router)
     app.include_router(wallets.router)
     app.include_router(health.router)
+    app.include_router(codec.router)
     return app

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -225,14 +226,22 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, StackError):
         return exc.summary  # written for people already; details are in the log files
     if isinstance(exc, ValidationError):
-        # Name the variable the person set, not the field behind it.
-        return "; ".join(
-            f"{' or '.join(env_names(str(e['loc'][0])))}: {e['msg']} (got {e['input']!r})"
-            for e in exc.errors()
-        )
+        # Name the variable the person set, not the field behind it; never echo a secret.
+        return "; ".join(_setting_error(e) for e in exc.errors())
     text = " ".join(str(exc).split())  # e.g. pydantic's multi-line validation errors
     name = type(exc).__name__
     return f"{name}: {text[:400]}" if text else name
+
+
+SECRET_SETTINGS = frozenset({"payload_codec_key", "api_keys", "api_read_keys"})
+
+
+def _setting_error(error: Any) -> str:
+    if not error["loc"]:  # a rule across settings: its message names the variables
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = str(error["loc"][0])
+    shown = "" if field in SECRET_SETTINGS else f" (got {error['input']!r})"
+    return f"{' or '.join(env_names(field))}: {error['msg']}{shown}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

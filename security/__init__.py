@@ -1,0 +1,1 @@
+"""Protecting what the system holds: workflow payload encryption, API credentials."""

@@ -1,0 +1,180 @@
+"""API credentials, request size limits, and encrypted workflow payloads with a codec server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from google.protobuf.json_format import MessageToDict
+from pydantic import ValidationError
+
+from activities import payment_provider_client
+from api.app import create_app
+from domain.saga import SagaState
+from settings import Settings
+from stack.cli import main
+from temporal_client import connect, replayer
+from tests import factories
+from tests.conftest import start_saga
+from worker import open_bulkheads, running
+
+pytestmark = pytest.mark.timeout(120)
+WRITE, READ = "write-key-7f3a", "read-key-19c2"
+CODEC_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+def validated(settings: Settings, **update: object) -> Settings:
+    """`settings` with `update`, validated as a process would load them (model_copy doesn't)."""
+    fields = {k: getattr(settings, k) for k in Settings.model_fields}
+    return Settings(**{**fields, **update})
+
+
+@pytest.fixture
+async def guarded(settings) -> AsyncIterator[httpx.AsyncClient]:
+    own = validated(
+        settings,
+        environment="production",
+        api_keys=[WRITE],
+        api_read_keys=[READ],
+        api_max_body_bytes=2048,
+    )
+    async for http in serve(own):
+        yield http
+
+
+def order_body(sku: str, customer: str) -> dict[str, object]:
+    return {
+        "customer_id": customer,
+        "items": [{"sku": sku, "quantity": 1}],
+        "payment_token": "tok_visa",
+    }
+
+
+async def test_credentials_are_required_and_read_keys_only_read(guarded, product, worker):
+    sku, customer = await product(), factories.customer()
+    body = order_body(sku, customer)
+
+    missing = await guarded.post("/orders", json=body)
+    unknown = await guarded.post("/orders", json=body, headers={"X-API-Key": "guess"})
+    read_write = await guarded.post("/orders", json=body, headers={"X-API-Key": READ})
+    read_read = await guarded.get(
+        "/orders", params={"customer_id": customer}, headers={"Authorization": f"Bearer {READ}"}
+    )
+    placed = await guarded.post("/orders", json=body, headers={"Authorization": f"Bearer {WRITE}"})
+    health = await guarded.get("/healthz")
+
+    assert (missing.status_code, missing.json()["type"]) == (401, "/problems/unauthenticated")
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert "X-API-Key" in missing.json()["detail"]
+    assert (unknown.status_code, unknown.json()["title"]) == (401, "Unknown credentials")
+    assert (read_write.status_code, read_write.json()["type"]) == (403, "/problems/forbidden")
+    assert (read_read.status_code, read_read.json()) == (200, [])
+    assert placed.status_code == 202
+    assert health.status_code == 200
+    metrics = (await guarded.get("/metrics")).text
+    assert 'status="401"' in metrics and 'status="403"' in metrics
+
+
+async def test_a_body_over_the_limit_is_refused_and_nothing_is_placed(guarded, product, engine):
+    sku, customer = await product(), factories.customer()
+    body = order_body(sku, customer) | {"note": "x" * 4096}
+    headers = {"X-API-Key": WRITE}
+
+    declared = await guarded.post("/orders", json=body, headers=headers)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        data = json.dumps(body).encode()
+        for start in range(0, len(data), 512):
+            yield data[start : start + 512]
+
+    streamed = await guarded.post(
+        "/orders", content=chunks(), headers={**headers, "content-type": "application/json"}
+    )
+
+    for refused in (declared, streamed):
+        assert (refused.status_code, refused.json()["type"]) == (413, "/problems/too-large")
+        assert "2048 bytes" in refused.json()["detail"]
+    assert (
+        await factories.count(
+            engine, "SELECT count(*) FROM orders.orders WHERE customer_id = :c", c=customer
+        )
+        == 0
+    )
+
+
+def test_production_without_keys_and_a_bad_codec_key_are_clear_errors(monkeypatch, capsys):
+    with pytest.raises(ValidationError, match="SAGA_API_KEYS must be set"):
+        Settings(environment="production")
+    monkeypatch.setenv("SAGA_PAYLOAD_CODEC_KEY", "not-a-real-key-zz")
+
+    assert main(["migrate"]) == 2
+
+    err = capsys.readouterr().err
+    assert "SAGA_PAYLOAD_CODEC_KEY" in err and "32 random bytes" in err
+    assert "not-a-real-key-zz" not in err and "Traceback" not in err
+
+
+async def test_payloads_are_encrypted_at_rest_and_the_codec_server_decodes_them(settings, product):
+    secret = validated(
+        settings,
+        payload_codec_key=CODEC_KEY,
+        task_queue=f"sealed-{uuid.uuid4().hex[:8]}",
+        api_keys=[WRITE],
+    )
+    client = await connect(secret)
+    provider = payment_provider_client(secret)
+    workers, engines = open_bulkheads(client, secret, provider)
+    try:
+        async with running(workers):
+            handle = await start_saga(
+                client, secret.task_queue, [(await product(), 1)], payment_token="tok_sealed"
+            )
+            state: SagaState = await handle.result()
+    finally:
+        await provider.aclose()
+        for one in engines.values():
+            await one.dispose()
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+
+    assert state.status == "CONFIRMED"
+    assert started.metadata["encoding"] == b"binary/encrypted"
+    raw = b"".join(event.SerializeToString() for event in history.events)
+    # Inputs, results and failures are ciphertext; the workflow id and the
+    # search attributes stay readable by design (they are how sagas are found).
+    assert b"tok_sealed" not in raw and b"payment_token" not in raw and b"idempotency" not in raw
+    result = await replayer(secret).replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None
+
+    async for http in serve(secret):
+        body = {"payloads": [MessageToDict(started)]}
+        refused = await http.post("/codec/decode", json=body)
+        decoded = await http.post("/codec/decode", json=body, headers={"X-API-Key": WRITE})
+        preflight = await http.options(
+            "/codec/decode",
+            headers={
+                "Origin": "http://127.0.0.1:8233",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-api-key,content-type",
+            },
+        )
+    assert refused.status_code == 401
+    assert decoded.status_code == 200
+    (plain,) = decoded.json()["payloads"]
+    order = json.loads(base64.b64decode(plain["data"]))
+    assert (order["order_id"], order["payment_token"]) == (state.order_id, "tok_sealed")
+    assert preflight.headers["access-control-allow-origin"] == "http://127.0.0.1:8233"
