@@ -1,0 +1,147 @@
+"""The Temporal Web UI, in a real headless Chromium: sagas listed by OrderStatus, a saga's steps.
+
+A dev server with its UI starts for this test; a confirmed, a compensated and
+a 2PC order run on it; Chromium (Debian's, driven by Selenium) then reads the
+UI as an operator would. Screenshots go to test-output/temporal-ui/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from temporalio.client import WorkflowFailureError
+
+from activities import payment_provider_client
+from settings import Settings
+from stack.ports import free_port
+from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
+from temporal_client import connect
+from tests import factories
+from tests.conftest import start_saga
+from worker import open_bulkheads, running
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "temporal-ui"
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="Chromium and ChromeDriver are not installed (Debian packages chromium and "
+        "chromium-driver; .ci/run installs them)",
+    ),
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.mkdtemp(prefix="saga-chromium-")
+    # This machine's network is closed: keep Chromium from calling home.
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def listing(ui: str, status: str) -> str:
+    query = 'OrderStatus="' + status + '"'
+    return f"{ui}?query={quote(query)}"
+
+
+def wait_for_text(driver, texts: list[str], within_s: float = 45) -> str:
+    deadline = time.monotonic() + within_s
+    while True:
+        page = driver.find_element("tag name", "body").text
+        if all(text in page for text in texts):
+            return str(page)
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{texts} not shown within {within_s} s; page reads:\n{page[:2000]}"
+            )
+        time.sleep(0.5)
+
+
+async def test_the_ui_lists_sagas_by_status_and_shows_a_sagas_steps(
+    settings, product, engine, browser, tmp_path
+):
+    server = TemporalDevServer(
+        free_port(), free_port(), None, tmp_path / "logs", SEARCH_ATTRIBUTES, headless=False
+    )
+    await server.start()
+    try:
+        own = Settings(
+            **{
+                **{k: getattr(settings, k) for k in Settings.model_fields},
+                "temporal_address": server.address,
+                "task_queue": f"ui-{uuid.uuid4().hex[:6]}",
+            }
+        )
+        client = await connect(own)
+        provider = payment_provider_client(own)
+        workers, engines = open_bulkheads(client, own, provider)
+        sku = await product(stock=10, price=1200)
+        customer = await factories.insert_wallet(engine, balance=500)
+        try:
+            async with running(workers):
+                confirmed = await start_saga(client, own.task_queue, [(sku, 1)])
+                declined = await start_saga(
+                    client, own.task_queue, [(sku, 1)], payment_token="tok_decline"
+                )
+                settled = await start_saga(
+                    client, own.task_queue, [(sku, 1)], customer_id=customer, store_credit=500
+                )
+                for handle in (confirmed, declined, settled):
+                    with contextlib.suppress(WorkflowFailureError):
+                        await handle.result()
+        finally:
+            await provider.aclose()
+            for one in engines.values():
+                await one.dispose()
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        ui = f"{server.ui_url}/namespaces/default/workflows"
+
+        browser.get(listing(ui, "CONFIRMED"))
+        listed = wait_for_text(browser, [confirmed.id, settled.id])
+        browser.save_screenshot(str(OUTPUT / "confirmed-sagas.png"))
+        assert declined.id not in listed
+
+        browser.get(listing(ui, "CANCELLED"))
+        listed = wait_for_text(browser, [declined.id])
+        browser.save_screenshot(str(OUTPUT / "cancelled-sagas.png"))
+        assert confirmed.id not in listed
+
+        run_id = (await confirmed.describe()).run_id
+        browser.get(f"{ui}/{confirmed.id}/{run_id}/history")
+        wait_for_text(browser, ["Reserve 1 unit(s)", "Charge 1200 EUR", "Create shipment"])
+        browser.save_screenshot(str(OUTPUT / "saga-steps.png"))
+        assert (OUTPUT / "saga-steps.png").stat().st_size > 10_000
+    finally:
+        await server.stop()
