@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     relay_metrics_port: int = 9101
     relay_metrics_host: str = LOOPBACK
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Traces (observability.tracing): none, console, or otlp to the endpoint.
+    tracing_exporter: Literal["none", "console", "otlp"] = "none"
+    tracing_otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     # json: one object a line with workflow_id / order_id (observability.logs).
     log_format: Literal["text", "json"] = "text"
 

@@ -26,6 +26,7 @@ from temporalio.worker import Interceptor, Replayer
 
 from domain.search_attributes import SAGA_SEARCH_ATTRIBUTES
 from observability.temporal_metrics import StepTelemetry
+from observability.tracing import TEMPORAL_TRACING
 from security.codec import AesGcmCodec, parse_key
 from settings import Settings
 from workflows import WORKFLOWS
@@ -33,8 +34,10 @@ from workflows import WORKFLOWS
 log = logging.getLogger(__name__)
 
 DATA_CONVERTER: DataConverter = pydantic_data_converter
-# Worker interceptors go here, and so reach the replayer too.
-INTERCEPTORS: tuple[Interceptor, ...] = (StepTelemetry(),)
+# The worker's own interceptors; the client's (tracing) reach workers built from
+# it by themselves. INTERCEPTORS is what a worker ends up with, for the replayer.
+WORKER_INTERCEPTORS: tuple[Interceptor, ...] = (StepTelemetry(),)
+INTERCEPTORS: tuple[Interceptor, ...] = (*WORKER_INTERCEPTORS, TEMPORAL_TRACING)
 
 
 def data_converter(settings: Settings | None = None) -> DataConverter:
@@ -74,6 +77,7 @@ async def connect(
                 settings.temporal_target,
                 namespace=settings.temporal_namespace,
                 data_converter=data_converter(settings),
+                interceptors=[TEMPORAL_TRACING],
                 runtime=runtime,
             )
         except RuntimeError as err:  # the SDK's bridge reports connection failures so

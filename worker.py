@@ -31,9 +31,10 @@ from db.engine import create_engine
 from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_name
 from observability.logs import configure as configure_logging
 from observability.temporal_metrics import prometheus_runtime
+from observability.tracing import configure as configure_tracing
 from recovery.sweep import run_periodically
 from settings import Settings
-from temporal_client import INTERCEPTORS, connect, ensure_search_attributes
+from temporal_client import WORKER_INTERCEPTORS, connect, ensure_search_attributes
 from workflows import WORKFLOWS
 from workflows.versioned import VERSIONED_WORKFLOWS
 
@@ -64,7 +65,7 @@ def build_worker(
             for name, fn in activities.items()
             if base or BULKHEAD_OF.get(name, Bulkhead.ORDERS) is bulkhead
         ],
-        interceptors=INTERCEPTORS,
+        interceptors=WORKER_INTERCEPTORS,
         deployment_config=deployment,
         max_concurrent_activities=max_concurrent_activities,
         # Activities are short transactions: let in-flight ones commit on SIGTERM
@@ -250,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         parser.error(str(err))
     configure_logging(settings, "worker")
+    configure_tracing(settings, "worker")
     asyncio.run(serve(settings, bulkheads))
     logging.shutdown()
     sys.stdout.flush()

@@ -6,12 +6,14 @@ import uvicorn
 
 from api.app import create_app
 from observability.logs import configure as configure_logging
+from observability.tracing import configure as configure_tracing
 from settings import Settings
 
 
 def main() -> None:
     settings = Settings()
     configure_logging(settings, "api")
+    configure_tracing(settings, "api")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

@@ -12,6 +12,8 @@ import re
 import time
 
 from fastapi import FastAPI, Response
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.orders import workflow_id_for
 from observability.logs import bind
+from observability.tracing import TRACER
 
 access_log = logging.getLogger("api.access")
 _ORDER_PATH = re.compile(r"^/orders/([^/]+)")
@@ -62,11 +65,16 @@ class RequestMetrics:
                 status = int(message["status"])  # type: ignore[call-overload]
             await send(message)
 
+        span = TRACER.start_span(f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER)
         try:
-            await self.app(scope, receive, record_status)  # type: ignore[arg-type]
+            with trace.use_span(span, end_on_exit=True):
+                await self.app(scope, receive, record_status)  # type: ignore[arg-type]
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
+            # Named by route template, like the metrics: ids are attributes, not names.
+            span.update_name(f"{scope['method']} {template}")
+            span.set_attributes({"http.route": template, "http.response.status_code": status})
             elapsed = time.perf_counter() - started
             self.requests.labels(scope["method"], template, str(status)).inc()
             self.latency.labels(scope["method"], template).observe(elapsed)

@@ -8,6 +8,7 @@ import signal
 from consumers.order_history import order_history_consumer
 from consumers.service import serve
 from observability.logs import configure as configure_logging
+from observability.tracing import configure as configure_tracing
 from settings import Settings
 
 
@@ -22,6 +23,7 @@ async def _run(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(settings, "consumers")
+    configure_tracing(settings, "consumers")
     asyncio.run(_run(settings))
 
 

@@ -32,10 +32,13 @@ import sqlalchemy.exc
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers import inbox
 from domain.events import STREAM, Envelope
+from observability.tracing import TRACER
+from observability.tracing import extract as extract_trace
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +197,13 @@ class ConsumerRunner:
             await msg.term()
             return Outcome.POISON
         try:
-            applied = await self._apply_through_outages(msg, envelope)
+            with TRACER.start_as_current_span(
+                f"consume {envelope.event_type}",
+                context=extract_trace(msg.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={"consumer": self.consumer.name, "event_id": envelope.event_id},
+            ):
+                applied = await self._apply_through_outages(msg, envelope)
         except Exception as err:  # the handler's fault: redeliver later, then give up
             return await self._failed(msg, envelope, err)
         await msg.ack()

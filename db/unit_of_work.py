@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from db.engine import SessionFactory
 from db.tables import service_tables
 from domain.errors import ErrorType
+from observability.tracing import inject as inject_trace
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -66,16 +67,19 @@ def event_row(
 ) -> dict[str, Any]:
     """An outbox row whose id the same step derives again on every attempt."""
     key = f"{context.service}:{context.idempotency_key}:{event_type}:{ordinal}"
+    headers = {
+        "correlation_id": context.correlation_id,
+        "idempotency_key": context.idempotency_key,
+    }
+    # The activity's trace continues through the relay to the consumers.
+    inject_trace(headers)
     return {
         "event_id": str(uuid.uuid5(EVENT_NAMESPACE, key)),
         "aggregate_type": aggregate_type,
         "aggregate_id": aggregate_id,
         "event_type": event_type,
         "payload": payload,
-        "headers": {
-            "correlation_id": context.correlation_id,
-            "idempotency_key": context.idempotency_key,
-        },
+        "headers": headers,
     }
 
 

@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 from observability.logs import configure as configure_logging
+from observability.tracing import configure as configure_tracing
 from relay.service import run_relay
 from settings import Settings
 
@@ -21,6 +22,7 @@ async def _main(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(settings, "relay")
+    configure_tracing(settings, "relay")
     asyncio.run(_main(settings))
 
 

@@ -28,12 +28,16 @@ from typing import Any, Protocol
 
 import nats.errors
 import nats.js.errors
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Row, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import service_tables
 from domain import events as wire
 from observability.logs import log_context, order_id_of
+from observability.tracing import TRACER
+from observability.tracing import extract as extract_trace
+from observability.tracing import inject as inject_trace
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +252,16 @@ async def _publish_chain(
             return outcome
         try:
             subject, body, headers = envelope_of(schema, row)
-            ack = await js.publish(subject, body, timeout=config.publish_timeout_s, headers=headers)
+            with TRACER.start_as_current_span(
+                f"publish {row.event_type}",
+                context=extract_trace(row.headers),
+                kind=SpanKind.PRODUCER,
+                attributes={"messaging.destination.name": subject, "event_id": str(row.event_id)},
+            ):
+                inject_trace(headers)
+                ack = await js.publish(
+                    subject, body, timeout=config.publish_timeout_s, headers=headers
+                )
         except EVENT_FAULTS as err:
             outcome.failure = (row, err)
             return outcome
