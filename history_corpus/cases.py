@@ -149,24 +149,22 @@ async def cancelled_by_request(stage: Stage) -> Produced:
 
 
 async def two_phase_committed(stage: Stage) -> Produced:
-    customer = await stage.wallet(balance=1000)
-    handle = await stage.order(
-        await stage.product(price=1500), customer_id=customer, store_credit=700
-    )
-    return [
-        ("order_saga/two_phase_committed", handle),
-        ("two_phase_commit/committed", _coordinator(stage, handle)),
-    ]
+    return await _store_credit_order(stage, wallet=1000, outcome="committed")
 
 
 async def two_phase_aborted(stage: Stage) -> Produced:
-    customer = await stage.wallet(balance=100)
+    # 700 of credit from a wallet holding 100: the wallet votes no.
+    return await _store_credit_order(stage, wallet=100, outcome="aborted")
+
+
+async def _store_credit_order(stage: Stage, wallet: int, outcome: str) -> Produced:
+    customer = await stage.wallet(balance=wallet)
     handle = await stage.order(
         await stage.product(price=1500), customer_id=customer, store_credit=700
     )
     return [
-        ("order_saga/two_phase_aborted", handle),
-        ("two_phase_commit/aborted", _coordinator(stage, handle)),
+        (f"order_saga/two_phase_{outcome}", handle),
+        (f"two_phase_commit/{outcome}", _coordinator(stage, handle)),
     ]
 
 
