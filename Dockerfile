@@ -21,6 +21,7 @@ COPY resilience ./resilience
 COPY observability ./observability
 COPY history_corpus ./history_corpus
 COPY security ./security
+COPY audit ./audit
 RUN pip install . && useradd --create-home --uid 10001 saga
 USER saga
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint migrate seed clean recover bench-2pc bench-relay replay record-histories
+.PHONY: run test lint migrate seed clean recover bench-2pc bench-relay replay record-histories audit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,7 @@ replay: $(STAMP)
 # Re-record the corpus (after a deliberate, patched change; see README "Evolving sagas").
 record-histories: $(STAMP)
 	$(BIN)/sagactl record-histories
+
+# Every order fully done or fully undone? Against the database (and provider) in settings.
+audit: $(STAMP)
+	$(BIN)/sagactl audit

@@ -165,6 +165,33 @@ def _fetch_history(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(once())
 
 
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from activities import payment_provider_client
+    from audit import Scope, run_audit
+    from db.engine import create_engine
+
+    since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
+    scope = Scope(since=since, grace=timedelta(minutes=args.grace_minutes))
+
+    async def once() -> int:
+        engine = create_engine(settings.database_target, pool_size=2)
+        provider = None if args.no_provider else payment_provider_client(settings)
+        try:
+            found = await run_audit(engine, scope, provider)
+        finally:
+            await engine.dispose()
+            if provider is not None:
+                await provider.aclose()
+        for violation in found:
+            print(violation)
+        print(f"{len(found)} violation(s)" if found else "no violations")
+        return 1 if found else 0
+
+    return asyncio.run(once())
+
+
 _COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
     "run": (
         _run,
@@ -190,6 +217,11 @@ _COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] 
         "copy one workflow's history from the Temporal server in settings into the corpus "
         "as NAME (e.g. order_saga/seen_in_production)",
     ),
+    "audit": (
+        _audit,
+        "check that every order ended fully done or fully undone (stock, money, shipments, "
+        "wallets, open 2PC branches and holds, the provider's books); exit 1 listing violations",
+    ),
     "recover": (
         _recover,
         "resolve 2PC branches and card holds whose coordinator is gone, from the decision "
@@ -212,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
             from history_corpus.files import CORPUS
 
             sub.add_argument("--out", type=Path, default=CORPUS, help="corpus directory")
+        if name == "audit":
+            sub.add_argument("--hours", type=float, help="only orders of the last HOURS")
+            sub.add_argument(
+                "--grace-minutes",
+                type=float,
+                default=10.0,
+                help="open orders, branches and holds younger than this are in flight",
+            )
+            sub.add_argument(
+                "--no-provider", action="store_true", help="skip the payment provider's books"
+            )
         if name == "record-histories":
             sub.add_argument("--case", action="append", metavar="NAME")
             sub.add_argument("--tag", help="file names <case>@<tag>.json: one per release")

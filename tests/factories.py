@@ -21,6 +21,7 @@ from db.tables import (
     reservations,
     service_tables,
     shipments,
+    wallet_entries,
     wallets,
 )
 
@@ -105,6 +106,12 @@ async def insert_wallet(engine: AsyncEngine, balance: int, customer_id: str | No
     async with engine.begin() as conn:
         await conn.execute(
             wallets.insert().values(customer_id=customer_id, balance=balance, currency="EUR")
+        )
+        # As a top-up does: the balance is the sum of the wallet's ledger.
+        await conn.execute(
+            wallet_entries.insert().values(
+                entry_id=str(uuid.uuid4()), customer_id=customer_id, amount=balance, kind="CREDIT"
+            )
         )
     return customer_id
 

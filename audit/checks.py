@@ -1,0 +1,121 @@
+"""The invariants every order must satisfy, checked in SQL across the services' schemas.
+
+Each check returns violations, one per offending order (or wallet, or branch),
+each naming what is wrong. A scope limits the orders looked at: those created
+at or after `since` (none: all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    subject: str  # an order id, a customer id, a branch gid
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.subject}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    since: datetime | None = None
+    # Open things (prepared branches, holds, pending orders) younger than this are in flight.
+    grace: timedelta = timedelta(minutes=10)
+
+
+_IN_SCOPE = "(CAST(:since AS timestamptz) IS NULL OR o.created_at >= CAST(:since AS timestamptz))"
+
+# One row per order and problem: (order id, what is wrong).
+_ORDER_CHECKS: dict[str, str] = {
+    "confirmed-stock": f"""
+        SELECT o.order_id, 'line ' || l.sku || ' x' || l.quantity || ' is not held by a '
+               || 'reservation (found ' || coalesce(r.status || ' x' || r.quantity, 'none') || ')'
+        FROM orders.orders o
+        JOIN orders.order_lines l ON l.order_id = o.order_id
+        LEFT JOIN inventory.reservations r ON r.order_id = o.order_id AND r.sku = l.sku
+        WHERE o.status = 'CONFIRMED' AND {_IN_SCOPE}
+          AND (r.status IS DISTINCT FROM 'RESERVED'
+               OR r.quantity <> (SELECT sum(quantity) FROM orders.order_lines x
+                                 WHERE x.order_id = o.order_id AND x.sku = l.sku))
+    """,
+    "confirmed-shipment": f"""
+        SELECT o.order_id, 'expected one CREATED shipment, found '
+               || coalesce(max(s.status), 'none')
+        FROM orders.orders o LEFT JOIN shipping.shipments s ON s.order_id = o.order_id
+        WHERE o.status = 'CONFIRMED' AND {_IN_SCOPE}
+        GROUP BY o.order_id HAVING count(s.*) <> 1 OR max(s.status) <> 'CREATED'
+    """,
+    "confirmed-money": f"""
+        SELECT o.order_id, 'total ' || o.total || ' but captured ' || coalesce(p.amount, 0)
+               || ' by card and ' || coalesce(-w.net, 0) || ' from the wallet'
+        FROM orders.orders o
+        LEFT JOIN payments.payments p ON p.order_id = o.order_id AND p.status = 'CAPTURED'
+        LEFT JOIN (SELECT order_id, sum(amount) AS net FROM payments.wallet_entries
+                   WHERE order_id IS NOT NULL GROUP BY order_id) w ON w.order_id = o.order_id
+        WHERE o.status = 'CONFIRMED' AND {_IN_SCOPE}
+          AND coalesce(p.amount, 0) - coalesce(w.net, 0) <> o.total
+    """,
+    "cancelled-stock": f"""
+        SELECT o.order_id, 'still holds ' || r.quantity || ' x ' || r.sku
+        FROM orders.orders o JOIN inventory.reservations r ON r.order_id = o.order_id
+        WHERE o.status = 'CANCELLED' AND r.status = 'RESERVED' AND {_IN_SCOPE}
+    """,
+    "cancelled-shipment": f"""
+        SELECT o.order_id, 'shipment ' || s.tracking_number || ' is still CREATED'
+        FROM orders.orders o JOIN shipping.shipments s ON s.order_id = o.order_id
+        WHERE o.status = 'CANCELLED' AND s.status = 'CREATED' AND {_IN_SCOPE}
+    """,
+    "cancelled-money": f"""
+        SELECT o.order_id, 'kept ' || (p.amount - p.refunded_amount) || ' of a card payment'
+        FROM orders.orders o JOIN payments.payments p ON p.order_id = o.order_id
+        WHERE o.status = 'CANCELLED' AND p.amount <> p.refunded_amount AND {_IN_SCOPE}
+        UNION ALL
+        SELECT o.order_id, 'wallet entries net ' || sum(w.amount) || ', not 0'
+        FROM orders.orders o JOIN payments.wallet_entries w ON w.order_id = o.order_id
+        WHERE o.status = 'CANCELLED' AND {_IN_SCOPE}
+        GROUP BY o.order_id HAVING sum(w.amount) <> 0
+    """,
+    "stuck-order": f"""
+        SELECT o.order_id, 'PENDING since ' || o.created_at
+        FROM orders.orders o
+        WHERE o.status = 'PENDING' AND o.created_at < now() - CAST(:grace AS interval)
+          AND {_IN_SCOPE}
+    """,
+}
+
+_GLOBAL_CHECKS: dict[str, str] = {
+    # The balance is the sum of its ledger: nothing moved money around it.
+    "wallet-ledger": """
+        SELECT w.customer_id, 'balance ' || w.balance || ' but entries sum to '
+               || coalesce(sum(e.amount), 0)
+        FROM payments.wallets w LEFT JOIN payments.wallet_entries e USING (customer_id)
+        GROUP BY w.customer_id, w.balance HAVING w.balance <> coalesce(sum(e.amount), 0)
+    """,
+    "open-branch": """
+        SELECT gid, 'prepared since ' || prepared
+        FROM pg_prepared_xacts
+        WHERE gid LIKE 'tpc:%' AND prepared < now() - CAST(:grace AS interval)
+    """,
+    "open-hold": """
+        SELECT tx_id, 'card hold HELD since ' || created_at
+        FROM payments.card_holds
+        WHERE status = 'HELD' AND created_at < now() - CAST(:grace AS interval)
+    """,
+}
+
+
+async def database_violations(conn: AsyncConnection, scope: Scope) -> list[Violation]:
+    params = {"since": scope.since, "grace": scope.grace}
+    found: list[Violation] = []
+    for check, sql in {**_ORDER_CHECKS, **_GLOBAL_CHECKS}.items():
+        rows = await conn.execute(text(sql), params)
+        found += [Violation(check, str(subject), str(detail)) for subject, detail in rows]
+    return found

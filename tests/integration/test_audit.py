@@ -1,0 +1,150 @@
+"""The audit: real sagas of every ending pass it; each kind of damage done behind them is found.
+
+The test database holds other tests' debris (sagas terminated mid-flight on
+purpose), so the audit is scoped to orders created during this test and its
+findings are read for this test's orders and customers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from audit import Scope, Violation, run_audit
+from domain.activities import Act, CreateShipment, ShipmentCreated
+from domain.errors import ErrorType
+from stack.cli import main
+from tests import factories
+from tests.conftest import start_saga
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@activity.defn(name=Act.CREATE_SHIPMENT)
+async def shipping_refuses(cmd: CreateShipment) -> ShipmentCreated:
+    raise ApplicationError("no carrier", type=ErrorType.SHIPPING_REFUSED, non_retryable=True)
+
+
+async def db_now(engine: AsyncEngine) -> datetime:
+    async with engine.connect() as conn:
+        now: datetime = await conn.scalar(text("SELECT now()"))
+        return now
+
+
+async def execute(engine, sql: str, **params) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text(sql), params)
+
+
+def about(found: list[Violation], subjects: set[str]) -> set[tuple[str, str]]:
+    return {(v.check, v.subject) for v in found if v.subject in subjects}
+
+
+@pytest.fixture
+async def endings(client, settings, worker, custom_worker, product, engine):
+    """One order of every ending, run by the real workers; returns their ids."""
+    since = await db_now(engine)
+    refusing = await custom_worker({Act.CREATE_SHIPMENT: shipping_refuses})
+    sku, scarce = await product(stock=20, price=1000), await product(stock=0)
+    rich = await factories.insert_wallet(engine, balance=1500)
+    poor = await factories.insert_wallet(engine, balance=100)
+    queue = settings.task_queue
+    handles = {
+        "confirmed": await start_saga(client, queue, [(sku, 2)]),
+        "declined": await start_saga(client, queue, [(sku, 1)], payment_token="tok_decline"),
+        "out_of_stock": await start_saga(client, queue, [(scarce, 1)]),
+        "shipping_refused": await start_saga(client, refusing, [(sku, 1)]),
+        "two_phase": await start_saga(
+            client, queue, [(sku, 1)], customer_id=rich, store_credit=600
+        ),
+        "two_phase_aborted": await start_saga(
+            client, queue, [(sku, 1)], customer_id=poor, store_credit=600
+        ),
+    }
+    for handle in handles.values():
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+    ids = {name: h.id.removeprefix("order-") for name, h in handles.items()}
+    return since, ids, {"rich": rich, "poor": poor}
+
+
+async def test_every_ending_passes_and_each_kind_of_damage_is_found(
+    endings, engine, provider_client, provider_admin
+):
+    since, ids, wallets = endings
+    scope = Scope(since=since - timedelta(seconds=1), grace=timedelta(hours=1))
+    mine = set(ids.values()) | set(wallets.values())
+
+    clean = await run_audit(engine, scope, provider_client)
+    assert about(clean, mine) == set(), [v for v in clean if v.subject in mine]
+
+    # Damage behind the sagas' backs, one kind each.
+    await execute(
+        engine,
+        "UPDATE inventory.reservations SET status = 'RELEASED' WHERE order_id = :o",
+        o=ids["confirmed"],
+    )
+    await execute(
+        engine,
+        "UPDATE shipping.shipments SET status = 'CANCELLED' WHERE order_id = :o",
+        o=ids["two_phase"],
+    )
+    await execute(
+        engine,
+        "UPDATE payments.payments SET status = 'CAPTURED', refunded_amount = 0 WHERE order_id = :o",
+        o=ids["shipping_refused"],
+    )
+    await execute(
+        engine,
+        "UPDATE payments.wallets SET balance = balance + 1 WHERE customer_id = :c",
+        c=wallets["rich"],
+    )
+    # A charge the provider applied after the saga had given up on it.
+    body = {
+        "order_id": ids["declined"],
+        "amount": 999,
+        "currency": "EUR",
+        "payment_token": "tok_visa",
+    }
+    late = await provider_admin.post("/v1/authorizations", json=body)
+    assert late.status_code == 201
+
+    found = await run_audit(engine, scope, provider_client)
+
+    assert about(found, mine) == {
+        ("confirmed-stock", ids["confirmed"]),
+        ("confirmed-shipment", ids["two_phase"]),
+        ("cancelled-money", ids["shipping_refused"]),
+        ("wallet-ledger", wallets["rich"]),
+        ("provider-money", ids["declined"]),
+    }
+    shown = "\n".join(str(v) for v in found)
+    assert f"provider-money: {ids['declined']}: cancelled, but" in shown
+
+
+async def test_the_cli_lists_violations_and_exits_1(endings, engine, settings, monkeypatch, capsys):
+    _since, ids, _ = endings
+    # A parcel sent for an order that was cancelled.
+    await execute(
+        engine,
+        "INSERT INTO shipping.shipments (shipment_id, order_id, customer_id, tracking_number,"
+        " status) VALUES (gen_random_uuid(), :o, 'c', :t, 'CREATED')",
+        o=ids["declined"],
+        t=f"TRK-{ids['declined'][:8]}",
+    )
+    monkeypatch.setenv("DATABASE_URL", settings.database_target)
+
+    code = await asyncio.to_thread(main, ["audit", "--hours", "1", "--no-provider"])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"cancelled-shipment: {ids['declined']}: shipment TRK-" in out
+    assert "violation(s)" in out.splitlines()[-1]
