@@ -91,6 +91,21 @@ _ORDER_CHECKS: dict[str, str] = {
     """,
 }
 
+# An order's events must reach the broker: none dead-lettered, none left behind.
+_OUTBOX_CHECK = " UNION ALL ".join(
+    f"""
+        SELECT o.order_id, '{schema} event ' || e.event_type || ' ' || e.event_id || ' is '
+               || e.status || CASE WHEN e.status = 'FAILED' THEN ': ' || coalesce(e.last_error, '')
+                                   ELSE ' since ' || e.created_at END
+        FROM orders.orders o JOIN {schema}.outbox e ON e.aggregate_id = o.order_id
+        WHERE {_IN_SCOPE}
+          AND (e.status = 'FAILED'
+               OR (e.status = 'PENDING' AND e.created_at < now() - CAST(:grace AS interval)))
+    """
+    for schema in ("orders", "inventory", "payments", "shipping")
+)
+_ORDER_CHECKS["unpublished-event"] = _OUTBOX_CHECK
+
 _GLOBAL_CHECKS: dict[str, str] = {
     # The balance is the sum of its ledger: nothing moved money around it.
     "wallet-ledger": """

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from domain.saga import SagaState
+from domain.two_phase import coordinator_workflow_id
 from tests import factories
 from tests.conftest import start_saga
 from tests.factories import eventually
@@ -70,6 +71,15 @@ async def test_sigkill_between_phases_completes_with_the_logged_decision(
         prepared = await eventually(
             lambda: factories.prepared_branches(engine, order_id), lambda b: len(b) == 2
         )
+        # Every vote in, the card's (TCC at the provider) too: killed before a
+        # try answered, the prepare would miss its deadline and the 2PC abort.
+        coordinator = client.get_workflow_handle(coordinator_workflow_id(order_id))
+
+        async def deciding() -> list[str]:
+            described = await coordinator.describe()
+            return [p.activity_type.name for p in described.raw_description.pending_activities]
+
+        await eventually(deciding, lambda pending: pending == ["record_decision"], deadline_s=30)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         await blocker.rollback()

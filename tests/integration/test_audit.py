@@ -107,6 +107,12 @@ async def test_every_ending_passes_and_each_kind_of_damage_is_found(
         "UPDATE payments.wallets SET balance = balance + 1 WHERE customer_id = :c",
         c=wallets["rich"],
     )
+    await execute(
+        engine,
+        "UPDATE orders.outbox SET status = 'FAILED', last_error = 'too large'"
+        " WHERE aggregate_id = :o",
+        o=ids["two_phase_aborted"],
+    )
     # A charge the provider applied after the saga had given up on it.
     body = {
         "order_id": ids["declined"],
@@ -125,6 +131,7 @@ async def test_every_ending_passes_and_each_kind_of_damage_is_found(
         ("cancelled-money", ids["shipping_refused"]),
         ("wallet-ledger", wallets["rich"]),
         ("provider-money", ids["declined"]),
+        ("unpublished-event", ids["two_phase_aborted"]),
     }
     shown = "\n".join(str(v) for v in found)
     assert f"provider-money: {ids['declined']}: cancelled, but" in shown
