@@ -58,7 +58,7 @@ class PaymentProviderClient:
         read_timeout_s: float = 5.0,
         max_connections: int = 20,
     ) -> None:
-        self.breaker = breaker
+        self._breaker = breaker
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
@@ -105,7 +105,7 @@ class PaymentProviderClient:
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": key} if key is not None else None
-        with self.breaker.acquire() as permit:
+        with self._breaker.acquire() as permit:
             try:
                 response = await self._http.request(
                     method, path, json=json, params=params, headers=headers

@@ -97,7 +97,7 @@ class ProviderRetry:
             err = transient
         raise self._later(err, deadline_s=deadline_s) from None
 
-    def delay_for(self, err: Exception, attempt: int) -> float:
+    def _delay_for(self, err: Exception, attempt: int) -> float:
         delay = self._backoff.delay(attempt, self._rng)
         if isinstance(err, CircuitOpen):
             # Everyone waiting on the breaker must not arrive in the same instant.
@@ -110,7 +110,7 @@ class ProviderRetry:
         if not activity.in_activity():
             return err  # the recovery sweep: it logs and tries again next round
         info = activity.info()
-        delay = self.delay_for(err, info.attempt)
+        delay = self._delay_for(err, info.attempt)
         if deadline_s is not None:
             elapsed = (datetime.now(UTC) - info.scheduled_time).total_seconds()
             if elapsed + delay > deadline_s:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api import metrics, problems
+from api import problems, telemetry
 from api.access import AccessControl
 from api.routes import codec, health, orders, products, wallets
 from db.engine import create_engine, create_session_factory
@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
         allow_methods=["POST"],
         allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Namespace"],
     )
-    metrics.install(app)
+    telemetry.install(app)
     app.include_router(orders.router)
     app.include_router(products.router)
     app.include_router(wallets.router)

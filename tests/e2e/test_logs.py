@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 
 from observability.logs import configure, redact
+from payment_provider.embedded import EmbeddedProvider
 from relay.publisher import event_log_context
 from settings import Settings
+from stack.ports import free_port
 from tests.conftest import start_saga
 
 
@@ -37,12 +40,22 @@ def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
 
 
 async def test_activity_and_api_lines_name_the_workflow_and_the_order(
-    json_lines, client, custom_worker, product, provider_admin, api
+    json_lines, client, custom_worker, product, api
 ):
-    queue = await custom_worker(payment_retry_initial_s=0.2, payment_retry_cap_s=1.0)
-    await provider_admin.post("/admin/faults", json={"status": 503, "count": 1})
-    handle = await start_saga(client, queue, [(await product(), 1)], payment_token="tok_visa")
-    await handle.result()
+    # A provider of this test's own: the session's may be answering other
+    # tests' sagas still in flight, which would take the one injected fault.
+    provider = EmbeddedProvider(free_port())
+    await provider.start()
+    try:
+        queue = await custom_worker(
+            payment_provider_url=provider.url, payment_retry_initial_s=0.2, payment_retry_cap_s=1.0
+        )
+        async with httpx.AsyncClient(base_url=provider.url) as admin:
+            await admin.post("/admin/faults", json={"status": 503, "count": 1})
+        handle = await start_saga(client, queue, [(await product(), 1)])
+        await handle.result()
+    finally:
+        await provider.stop()
     order_id = handle.id.removeprefix("order-")
     await api.get(f"/orders/{order_id}")
 

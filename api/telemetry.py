@@ -1,4 +1,5 @@
-"""The API's request counts and latencies (Prometheus text at `GET /metrics`) and access log.
+"""Each API request's telemetry: counts and latencies (Prometheus text at `GET /metrics`),
+its server span (observability.tracing) and one access-log line.
 
 Labelled by route template (`/orders/{order_id}`), never by the raw path, so
 order ids don't become label values. Each app has its own registry. Every
@@ -31,7 +32,7 @@ access_log = logging.getLogger("api.access")
 _ORDER_PATH = re.compile(r"^/orders/([^/]+)")
 
 
-class RequestMetrics:
+class RequestTelemetry:
     """Pure ASGI middleware: it sees every response, problems and 404s included."""
 
     def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
@@ -85,7 +86,7 @@ class RequestMetrics:
 
 def install(app: FastAPI) -> None:
     registry = CollectorRegistry()
-    app.add_middleware(RequestMetrics, registry=registry)
+    app.add_middleware(RequestTelemetry, registry=registry)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
