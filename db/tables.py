@@ -151,6 +151,9 @@ products = Table(
     Column("currency", String(3), nullable=False),
     # Units free to sell: a reservation takes them out, a release puts them back.
     Column("stock", Integer, nullable=False),
+    # Every unit ever received (opening stock, set by a trigger when omitted, plus
+    # restocks): received - units RESERVED = stock, which the audit checks.
+    Column("stock_received", Integer, nullable=False),
     CheckConstraint("stock >= 0", name="stock_non_negative"),
     CheckConstraint("price >= 0", name="price_non_negative"),
     schema="inventory",

@@ -176,10 +176,15 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     scope = Scope(since=since, grace=timedelta(minutes=args.grace_minutes))
 
     async def once() -> int:
+        from temporal_client import connect
+
+        temporal = None if args.no_temporal else await connect(settings, wait_seconds=5)
         engine = create_engine(settings.database_target, pool_size=2)
         provider = None if args.no_provider else payment_provider_client(settings)
         try:
-            found = await run_audit(engine, scope, provider)
+            found = await run_audit(
+                engine, scope, provider, temporal, read_model=not args.no_read_model
+            )
         finally:
             await engine.dispose()
             if provider is not None:
@@ -220,7 +225,8 @@ _COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] 
     "audit": (
         _audit,
         "check that every order ended fully done or fully undone (stock, money, shipments, "
-        "wallets, open 2PC branches and holds, the provider's books); exit 1 listing violations",
+        "stock and wallet conservation, open 2PC branches and holds, events published and "
+        "projected, stuck sagas, the provider's books); exit 1 listing violations",
     ),
     "recover": (
         _recover,
@@ -254,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
             sub.add_argument(
                 "--no-provider", action="store_true", help="skip the payment provider's books"
+            )
+            sub.add_argument(
+                "--no-temporal", action="store_true", help="skip looking for stuck sagas"
+            )
+            sub.add_argument(
+                "--no-read-model",
+                action="store_true",
+                help="skip the order-history read model (no consumer runs)",
             )
         if name == "record-histories":
             sub.add_argument("--case", action="append", metavar="NAME")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -73,15 +74,15 @@ async def endings(client, settings, worker, custom_worker, product, engine):
         with contextlib.suppress(WorkflowFailureError):
             await handle.result()
     ids = {name: h.id.removeprefix("order-") for name, h in handles.items()}
-    return since, ids, {"rich": rich, "poor": poor}
+    return since, ids, {"rich": rich, "poor": poor}, sku
 
 
 async def test_every_ending_passes_and_each_kind_of_damage_is_found(
     endings, engine, provider_client, provider_admin
 ):
-    since, ids, wallets = endings
+    since, ids, wallets, sku = endings
     scope = Scope(since=since - timedelta(seconds=1), grace=timedelta(hours=1))
-    mine = set(ids.values()) | set(wallets.values())
+    mine = set(ids.values()) | set(wallets.values()) | {sku}
 
     clean = await run_audit(engine, scope, provider_client)
     assert about(clean, mine) == set(), [v for v in clean if v.subject in mine]
@@ -127,6 +128,8 @@ async def test_every_ending_passes_and_each_kind_of_damage_is_found(
 
     assert about(found, mine) == {
         ("confirmed-stock", ids["confirmed"]),
+        # The released reservation gave no units back: the product no longer adds up.
+        ("stock-conservation", sku),
         ("confirmed-shipment", ids["two_phase"]),
         ("cancelled-money", ids["shipping_refused"]),
         ("wallet-ledger", wallets["rich"]),
@@ -138,7 +141,7 @@ async def test_every_ending_passes_and_each_kind_of_damage_is_found(
 
 
 async def test_the_cli_lists_violations_and_exits_1(endings, engine, settings, monkeypatch, capsys):
-    _since, ids, _ = endings
+    _since, ids, _, _ = endings
     # A parcel sent for an order that was cancelled.
     await execute(
         engine,
@@ -149,9 +152,67 @@ async def test_the_cli_lists_violations_and_exits_1(endings, engine, settings, m
     )
     monkeypatch.setenv("DATABASE_URL", settings.database_target)
 
-    code = await asyncio.to_thread(main, ["audit", "--hours", "1", "--no-provider"])
+    code = await asyncio.to_thread(
+        main, ["audit", "--hours", "1", "--no-provider", "--no-temporal", "--no-read-model"]
+    )
 
     out = capsys.readouterr().out
     assert code == 1
     assert f"cancelled-shipment: {ids['declined']}: shipment TRK-" in out
     assert "violation(s)" in out.splitlines()[-1]
+
+
+async def test_stock_taken_behind_the_sagas_backs_breaks_conservation(engine, product):
+    sku = await product(stock=10)
+    mine = {sku}
+    assert about(await run_audit(engine, Scope(), read_model=False), mine) == set()
+
+    await execute(engine, "UPDATE inventory.products SET stock = stock - 1 WHERE sku = :s", s=sku)
+
+    found = await run_audit(engine, Scope(), read_model=False)
+    assert about(found, mine) == {("stock-conservation", sku)}
+    assert f"stock-conservation: {sku}: received 10, reserved 0, but stock is 9" in map(str, found)
+
+
+async def test_a_published_event_missing_from_the_read_model_is_found(endings, engine):
+    since, ids, _, _ = endings
+    scope = Scope(since=since - timedelta(seconds=1), grace=timedelta(minutes=5))
+    order = ids["confirmed"]
+    # As if the relay had published it long ago and no consumer ever projected it.
+    await execute(
+        engine,
+        "UPDATE orders.outbox SET status = 'PUBLISHED', published_at = now() - interval '1 hour'"
+        " WHERE aggregate_id = :o AND event_type = 'OrderConfirmed'",
+        o=order,
+    )
+    missing = await run_audit(engine, scope)
+    assert about(missing, {order}) == {("read-model", order)}
+
+    await execute(
+        engine,
+        "INSERT INTO readmodels.order_history (event_id, order_id, source, aggregate_type,"
+        " event_type, payload, occurred_at) SELECT event_id, aggregate_id, 'orders',"
+        " aggregate_type, event_type, payload, created_at FROM orders.outbox"
+        " WHERE aggregate_id = :o AND event_type = 'OrderConfirmed'",
+        o=order,
+    )
+    assert about(await run_audit(engine, scope), {order}) == set()
+
+
+async def test_a_saga_silent_past_the_grace_is_stuck(client, engine):
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    orphan = await start_saga(client, f"nobody-{uuid.uuid4().hex[:8]}", [("NONE", 1)])
+    try:
+        await asyncio.sleep(3)
+        scope = Scope(since=since, grace=timedelta(seconds=2))
+        found = await run_audit(engine, scope, temporal=client, read_model=False)
+        stuck = [v for v in found if v.check == "stuck-saga"]
+        assert [v.subject for v in stuck] == [orphan.id]
+        assert "OrderSaga open since" in stuck[0].detail
+
+        # With a grace longer than its silence it is merely slow.
+        patient = Scope(since=since, grace=timedelta(minutes=1))
+        found = await run_audit(engine, patient, temporal=client, read_model=False)
+        assert [v for v in found if v.check == "stuck-saga"] == []
+    finally:
+        await orphan.terminate("test over")
