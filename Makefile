@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint migrate seed clean recover bench-2pc bench-relay replay record-histories audit
+.PHONY: run test lint migrate seed clean recover bench bench-2pc bench-relay chaos replay record-histories audit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ seed: $(STAMP)
 clean:
 	rm -rf .data
 
+# Orders through the API under load beside a bare workflow's floor; JSON and PNG in bench/results.
+bench: $(STAMP)
+	$(BIN)/python -m bench.load $(BENCH_ARGS)
+
 bench-2pc: $(STAMP)
 	$(BIN)/python -m bench.two_phase_vs_saga --json bench/two_phase_vs_saga.json
 
@@ -52,3 +56,7 @@ record-histories: $(STAMP)
 # Every order fully done or fully undone? Against the database (and provider) in settings.
 audit: $(STAMP)
 	$(BIN)/sagactl audit
+
+# Load while the worker, the relay, PostgreSQL and Temporal die; then the audit. Exit 1 on any violation.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos --json bench/results/chaos.json $(CHAOS_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from temporalio.api.common.v1 import WorkflowExecution as ProtoExecution
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import Client, WorkflowExecution
@@ -43,7 +44,7 @@ async def _last_event_time(client: Client, execution: WorkflowExecution) -> date
     reply = await client.workflow_service.get_workflow_execution_history_reverse(
         GetWorkflowExecutionHistoryReverseRequest(
             namespace=client.namespace,
-            execution={"workflow_id": execution.id, "run_id": execution.run_id},
+            execution=ProtoExecution(workflow_id=execution.id, run_id=execution.run_id),
             maximum_page_size=1,
         )
     )

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 _API_READY_S = 60.0  # imports alone take seconds on 2 busy cores
 
 
-class _Server(Protocol):
+class Server(Protocol):
     process: ManagedProcess
 
     async def start(self) -> None: ...
@@ -66,13 +66,27 @@ def redact_url(url: str) -> str:
 class Supervisor:
     """Owns every child `run` starts; stop() is safe whatever start() got through."""
 
-    def __init__(self, settings: Settings, root: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        root: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        app_logs_to_files: bool = False,
+    ) -> None:
+        """`env` is the children's base environment (default: ours); with
+        `app_logs_to_files` the apps log under log_dir instead of to our terminal."""
         self._settings = settings
         self._root = root
+        self._env = dict(os.environ if env is None else env)
         data = settings.data_dir
         self.data_dir = data if data.is_absolute() else root / data
         self.log_dir = self.data_dir / "logs"
+        self._app_log_dir = self.log_dir if app_logs_to_files else None
         self._units: list[_Unit] = []
+        # By process name, for whoever must kill or restart one (the chaos run).
+        self.servers: dict[str, Server] = {}
+        self.apps: dict[str, ManagedProcess] = {}
         self.temporal_address = settings.temporal_target
         self.temporal_ui: str | None = None
         self.database_url = settings.database_target
@@ -81,6 +95,17 @@ class Supervisor:
         host = settings.api_host
         host = LOOPBACK if host in ("0.0.0.0", "::", "") else host
         self.api_base = f"http://{f'[{host}]' if ':' in host else host}:{settings.api_port}"
+
+    def client_settings(self) -> Settings:
+        """Settings that reach what this supervisor started (for a client beside the apps)."""
+        return self._settings.model_copy(
+            update={
+                "temporal_address": self.temporal_address,
+                "database_url": self.database_url,
+                "nats_url": self.nats_url,
+                "payment_provider_url": self.payment_provider_url,
+            }
+        )
 
     async def start(self) -> None:
         """Servers, then database migrations and seed, then the apps."""
@@ -162,10 +187,10 @@ class Supervisor:
         ]
         return "\n".join(lines)
 
-    def _plan_servers(self) -> list[_Server]:
+    def _plan_servers(self) -> list[Server]:
         s, data, logs = self._settings, self.data_dir, self.log_dir
         _check_ports(s)
-        servers: list[_Server] = []
+        servers: list[Server] = []
         if s.database_url is None:
             pg = EmbeddedPostgres(
                 data / "postgres", s.pg_port, s.pg_database, s.pg_max_prepared_transactions, logs
@@ -189,9 +214,10 @@ class Supervisor:
             self.nats_url = nats.url
         return servers
 
-    async def _start_servers(self, servers: list[_Server]) -> None:
+    async def _start_servers(self, servers: list[Server]) -> None:
         # Registered before starting, so stop() also covers a start cut short.
         self._units += [_Unit(server.process, server.stop) for server in servers]
+        self.servers.update({server.process.name: server for server in servers})
         # Concurrently: they don't depend on each other, and startup is mostly waiting.
         results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
         for result in results:
@@ -200,7 +226,7 @@ class Supervisor:
 
     def _start_app(self, name: str, argv: list[str]) -> ManagedProcess:
         env = {
-            **os.environ,
+            **self._env,
             # The children then start nothing themselves and all use the same servers.
             "TEMPORAL_ADDRESS": self.temporal_address,
             "DATABASE_URL": self.database_url,
@@ -208,7 +234,8 @@ class Supervisor:
             "SAGA_PAYMENT_PROVIDER_URL": self.payment_provider_url,
         }
         env.setdefault("PYTHONUNBUFFERED", "1")  # uvicorn logs to stdout, maybe a pipe
-        process = ManagedProcess(name, argv, log_dir=None, cwd=self._root, env=env)
+        process = ManagedProcess(name, argv, log_dir=self._app_log_dir, cwd=self._root, env=env)
+        self.apps[name] = process
         # The worker may be finishing activities; uvicorn bounds its own shutdown.
         grace_s = 15.0 if name == "api" else 30.0
         self._units.append(_Unit(process, functools.partial(process.stop, grace_s)))

@@ -1,0 +1,85 @@
+"""`python -m chaos` (`make chaos`): see chaos.run; exits 1 unless every order ended clean.
+
+python -m chaos [--faults 8] [--concurrency 6] [--seed N] [--json FILE] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bench.orders import Mix
+from chaos.run import ChaosPlan, ChaosReport, run_chaos
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m chaos",
+        description="Orders under load while the worker, the relay, PostgreSQL and Temporal "
+        "are killed and restarted at random moments; then every saga is awaited and audited.",
+    )
+    parser.add_argument("--faults", type=int, default=8, help="faults to strike (all kinds)")
+    parser.add_argument("--concurrency", type=int, default=6, help="clients placing orders")
+    parser.add_argument("--min-gap", type=float, default=3.0, help="seconds of load between")
+    parser.add_argument("--max-gap", type=float, default=10.0)
+    parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait at the end")
+    parser.add_argument("--seed", type=int, help="for the same faults in the same order")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--keep", action="store_true", help="keep the data and logs")
+    args = parser.parse_args(argv)
+    if args.faults < 1 or args.concurrency < 1:
+        parser.error("--faults and --concurrency must be at least 1")
+    if not 0 < args.min_gap <= args.max_gap:
+        parser.error("need 0 < --min-gap <= --max-gap")
+    return args
+
+
+def print_report(report: ChaosReport) -> None:
+    summary = report.summary()
+    print(
+        f"\n{summary['orders']} orders in {summary['load_s']}s of load; "
+        f"settled in {summary['settle_s']}s"
+    )
+    print("outcomes (meant -> ended):")
+    for kind, ended in summary["outcomes"].items():
+        print(f"  {kind:<13} {ended}")
+    print(f"orders in PostgreSQL by status: {summary['orders_by_status']}")
+    print(f"requests retried by clients (5xx, dropped connections): {summary['retried_requests']}")
+    if report.open_sagas:
+        print(f"sagas still open: {report.open_sagas}")
+    print(
+        f"audit: {len(report.violations)} violation(s)"
+        if report.violations
+        else "audit: no violations"
+    )
+    for violation in report.violations:
+        print(f"  {violation}")
+    print("PASSED" if report.passed else f"FAILED (logs: {report.log_dir})")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    plan = ChaosPlan(
+        faults=args.faults,
+        gap_s=(args.min_gap, args.max_gap),
+        concurrency=args.concurrency,
+        mix=Mix(declined=0.05, out_of_stock=0.05, cancelled=0.05, store_credit=0.15),
+        settle_s=args.settle,
+        seed=args.seed,
+        keep=args.keep,
+    )
+    report = asyncio.run(run_chaos(plan, say=lambda line: print(line, flush=True)))
+    print_report(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.summary(), indent=2) + "\n")
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""What the chaos run does to the system: each fault kills or restarts one part, then revives it.
+
+The worker and the relay are SIGKILLed (no shutdown hook runs: in-flight
+activities and publishes are cut off mid-way). PostgreSQL is SIGKILLed with
+its backends, so it comes back through crash recovery, prepared 2PC branches
+included. The Temporal dev server is stopped and started again on its SQLite
+file. Each fault records when it struck and how long the part was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from stack.run import Supervisor
+
+
+class Fault(StrEnum):
+    KILL_WORKER = "kill-worker"
+    KILL_RELAY = "kill-relay"
+    CRASH_POSTGRES = "crash-postgres"
+    RESTART_TEMPORAL = "restart-temporal"
+
+
+@dataclass(frozen=True)
+class Struck:
+    fault: Fault
+    at_s: float  # since the load began
+    down_s: float  # from the kill until the part answered again
+    orders_in_flight: int
+    detail: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.at_s:7.1f}s  {self.fault:<17} down {self.down_s:5.1f}s  "
+            f"{self.orders_in_flight:>2} orders in flight  {self.detail}"
+        )
+
+
+async def strike(
+    system: Supervisor, fault: Fault, outage_s: float, began: float, in_flight: int
+) -> Struck:
+    """Apply one fault, leave the part down for `outage_s`, and bring it back."""
+    at = time.perf_counter() - began
+    hit: Callable[[Supervisor, float], Awaitable[str]] = _FAULTS[fault]
+    detail = await hit(system, outage_s)
+    return Struck(fault, at, time.perf_counter() - began - at, in_flight, detail)
+
+
+async def _kill_app(system: Supervisor, name: str, outage_s: float) -> str:
+    process = system.apps[name]
+    pid = process.pid
+    code = process.kill()
+    await asyncio.sleep(outage_s)
+    process.start()
+    return f"pid {pid} SIGKILLed (exit {code}), restarted as pid {process.pid}"
+
+
+async def _kill_worker(system: Supervisor, outage_s: float) -> str:
+    return await _kill_app(system, "worker", outage_s)
+
+
+async def _kill_relay(system: Supervisor, outage_s: float) -> str:
+    return await _kill_app(system, "relay", outage_s)
+
+
+async def _crash_postgres(system: Supervisor, outage_s: float) -> str:
+    server = system.servers["postgres"]
+    pid = server.process.pid
+    server.process.kill()  # the postmaster and every backend: its process group
+    await asyncio.sleep(outage_s)
+    await server.start()  # crash recovery, then ready
+    return f"postmaster pid {pid} and its backends SIGKILLed, recovered as pid {server.process.pid}"
+
+
+async def _restart_temporal(system: Supervisor, outage_s: float) -> str:
+    server = system.servers["temporal"]
+    pid = server.process.pid
+    await server.stop()
+    await asyncio.sleep(outage_s)
+    await server.start()
+    return f"pid {pid} stopped, started again on its SQLite file as pid {server.process.pid}"
+
+
+_FAULTS: dict[Fault, Callable[[Supervisor, float], Awaitable[str]]] = {
+    Fault.KILL_WORKER: _kill_worker,
+    Fault.KILL_RELAY: _kill_relay,
+    Fault.CRASH_POSTGRES: _crash_postgres,
+    Fault.RESTART_TEMPORAL: _restart_temporal,
+}

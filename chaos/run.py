@@ -1,0 +1,187 @@
+"""The chaos run: orders under load while the system's parts die, then the audit over what is left.
+
+Starts the whole system (stack.sandbox), keeps `concurrency` clients placing
+orders through the API, and at random moments strikes a fault (chaos.faults):
+every kind once per cycle, in random order. When the faults are done the load
+stops; every saga is waited for, then the outbox and the read model are given
+time to catch up, and the audit (with the provider's books and Temporal's open
+sagas) is the verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from temporalio.client import Client
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+from activities import payment_provider_client
+from audit import Scope, Violation, run_audit
+from bench.orders import Kind, Mix, OrderClient, Outcome, outcome_counts, seed_catalog
+from chaos.faults import Fault, Struck, strike
+from db.engine import create_engine
+from stack.sandbox import sandbox
+from temporal_client import connect
+
+# The SDK core warns on every retried call while Temporal is down, which is
+# the point of the run: keep its errors only.
+_QUIET = Runtime(
+    telemetry=TelemetryConfig(
+        logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+    )
+)
+_BY_STATUS = text("SELECT status, count(*) FROM orders.orders GROUP BY status ORDER BY status")
+_OPEN_SAGAS = "WorkflowType IN ('OrderSaga', 'TwoPhaseCommit') AND ExecutionStatus = 'Running'"
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    faults: int = 8
+    gap_s: tuple[float, float] = (3.0, 10.0)  # load between faults
+    outage_s: tuple[float, float] = (0.5, 3.0)  # how long a part stays down
+    concurrency: int = 6
+    mix: Mix = field(default_factory=lambda: Mix(0.05, 0.05, 0.05, 0.15))
+    settle_s: float = 300.0  # for sagas, outbox and read model to finish after the load
+    seed: int | None = None
+    keep: bool = False  # leave the data and logs for a look
+
+
+@dataclass
+class ChaosReport:
+    struck: list[Struck]
+    outcomes: list[Outcome]
+    open_sagas: int
+    violations: list[Violation]
+    orders_by_status: dict[str, int]  # what PostgreSQL holds at the end
+    load_s: float
+    settle_s: float
+    log_dir: str
+
+    @property
+    def passed(self) -> bool:
+        unfinished = [o for o in self.outcomes if o.status not in ("CONFIRMED", "CANCELLED")]
+        return not self.violations and self.open_sagas == 0 and not unfinished
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "orders": len(self.outcomes),
+            "load_s": round(self.load_s, 1),
+            "settle_s": round(self.settle_s, 1),
+            "faults": [
+                {"fault": s.fault.value, "at_s": round(s.at_s, 1), "down_s": round(s.down_s, 1),
+                 "orders_in_flight": s.orders_in_flight, "detail": s.detail}
+                for s in self.struck
+            ],
+            "outcomes": outcome_counts(self.outcomes),
+            "retried_requests": sum(o.retries for o in self.outcomes),
+            "orders_by_status": self.orders_by_status,
+            "open_sagas": self.open_sagas,
+            "violations": [str(v) for v in self.violations],
+        }  # fmt: skip
+
+
+def fault_schedule(count: int, rng: random.Random) -> list[Fault]:
+    """`count` faults: every kind once per cycle of len(Fault), shuffled within the cycle."""
+    schedule: list[Fault] = []
+    while len(schedule) < count:
+        cycle = list(Fault)
+        rng.shuffle(cycle)
+        schedule += cycle
+    return schedule[:count]
+
+
+async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> ChaosReport:
+    rng = random.Random(plan.seed)
+    say("starting PostgreSQL, Temporal (SQLite), NATS, worker, relay, consumers and API...")
+    # A killed relay's lease is free sooner; the rest are the production defaults.
+    async with sandbox("chaos", keep=plan.keep, relay_lease_ttl_s=5.0) as system:
+        settings = system.client_settings()
+        client = await connect(settings, wait_seconds=30, runtime=_QUIET)
+        engine = create_engine(settings.database_target, pool_size=2)
+        provider = payment_provider_client(settings)
+        try:
+            catalog = await seed_catalog(engine, 100_000)
+            async with httpx.AsyncClient(base_url=system.api_base, timeout=10) as http:
+                orders = OrderClient(http, client, catalog, patience_s=plan.settle_s, rng=rng)
+                began = time.perf_counter()
+                stop = asyncio.Event()
+                load = _Load(orders, plan.mix, rng)
+                running = asyncio.ensure_future(load.run(plan.concurrency, stop))
+                struck = []
+                for fault in fault_schedule(plan.faults, rng):
+                    await asyncio.sleep(rng.uniform(*plan.gap_s))
+                    outage = rng.uniform(*plan.outage_s)
+                    struck.append(await strike(system, fault, outage, began, load.in_flight))
+                    say(str(struck[-1]))
+                await asyncio.sleep(plan.gap_s[0])  # load on the recovered system, too
+                stop.set()
+                outcomes = await running
+                load_s = time.perf_counter() - began
+                say(f"load stopped after {load_s:.0f}s and {len(outcomes)} orders; settling...")
+                open_sagas = await _wait_for_sagas(client, plan.settle_s)
+                violations = await _settled_audit(engine, provider, client, plan.settle_s)
+                settle_s = time.perf_counter() - began - load_s
+                async with engine.connect() as conn:
+                    rows = await conn.execute(_BY_STATUS)
+                    by_status = {str(status): int(n) for status, n in rows}
+        finally:
+            await provider.aclose()
+            await engine.dispose()
+        return ChaosReport(
+            struck, outcomes, open_sagas, violations, by_status, load_s, settle_s,
+            str(system.log_dir),
+        )  # fmt: skip
+
+
+class _Load:
+    """Clients placing orders one after another until told to stop."""
+
+    def __init__(self, orders: OrderClient, mix: Mix, rng: random.Random) -> None:
+        self._orders, self._mix, self._rng = orders, mix, rng
+        self.outcomes: list[Outcome] = []
+        self.in_flight = 0
+
+    async def run(self, clients: int, stop: asyncio.Event) -> list[Outcome]:
+        await asyncio.gather(*(self._client(stop) for _ in range(clients)))
+        return self.outcomes
+
+    async def _client(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            kind: Kind = self._mix.draw(self._rng)
+            self.in_flight += 1
+            try:
+                self.outcomes.append(await self._orders.run(kind))
+            finally:
+                self.in_flight -= 1
+
+
+async def _wait_for_sagas(client: Client, within_s: float) -> int:
+    """Open sagas left after `within_s` (0: all ended)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        still_open = (await client.count_workflows(_OPEN_SAGAS)).count
+        if still_open == 0 or time.monotonic() > deadline:
+            return still_open
+        await asyncio.sleep(1.0)
+
+
+async def _settled_audit(
+    engine: Any, provider: Any, client: Client, within_s: float
+) -> list[Violation]:
+    """The audit with no grace, asked again until clean while the outbox and the read
+    model catch up; what it still finds after `within_s` is the verdict."""
+    deadline = time.monotonic() + within_s
+    while True:
+        found = await run_audit(engine, Scope(grace=timedelta(0)), provider, client)
+        if not found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(2.0)

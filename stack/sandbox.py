@@ -1,0 +1,62 @@
+"""The whole system `make run` starts, on free ports in a temporary directory.
+
+For the load benchmark and the chaos run: the same supervisor, servers and app
+processes (worker, relay, consumers, API, payment simulator), with the
+Temporal dev server on SQLite so it can be restarted without losing sagas.
+`make run`'s ports and data are never touched, and settings from the caller's
+environment (DATABASE_URL, SAGA_*) do not leak in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from settings import Settings
+from stack.ports import free_port
+from stack.run import Supervisor, project_root
+
+_PORTS = (
+    "temporal_port",
+    "temporal_ui_port",
+    "pg_port",
+    "nats_port",
+    "api_port",
+    "payment_provider_port",
+    "worker_metrics_port",
+    "relay_metrics_port",
+)
+_EXTERNAL = ("TEMPORAL_ADDRESS", "DATABASE_URL", "NATS_URL")
+
+
+@asynccontextmanager
+async def sandbox(prefix: str, keep: bool = False, **fields: Any) -> AsyncIterator[Supervisor]:
+    """Start everything; `fields` are further settings (for the children too).
+
+    The working directory (data and logs) is removed afterwards unless `keep`."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"saga-{prefix}-"))
+    values: dict[str, Any] = {name: free_port() for name in _PORTS}
+    values.update(data_dir=workdir, **fields)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _EXTERNAL and not key.startswith("SAGA_")
+    }
+    env.update({f"SAGA_{key.upper()}": str(value) for key, value in values.items()})
+    # Explicit Nones: the embedded servers, whatever the caller's environment says.
+    settings = Settings(
+        temporal_address=None, database_url=None, nats_url=None, payment_provider_url=None, **values
+    )
+    supervisor = Supervisor(settings, project_root(), env=env, app_logs_to_files=True)
+    try:
+        await supervisor.start()
+        yield supervisor
+    finally:
+        await supervisor.stop()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
