@@ -1,0 +1,73 @@
+"""The load's order mix and the benchmark's and chaos run's argument checks."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from bench.load import parse_args as bench_args
+from bench.orders import Kind, Mix
+from chaos.__main__ import parse_args as chaos_args
+from chaos.faults import Fault
+from chaos.run import fault_schedule
+
+
+def test_a_plan_has_exactly_the_mixed_counts():
+    mix = Mix(declined=0.1, out_of_stock=0.05, cancelled=0.2, store_credit=0.15)
+
+    kinds = Counter(mix.plan(200, random.Random(1)))
+
+    assert kinds == {
+        Kind.DECLINE: 20,
+        Kind.OUT_OF_STOCK: 10,
+        Kind.CANCEL: 40,
+        Kind.STORE_CREDIT: 30,
+        Kind.CONFIRM: 100,
+    }
+
+
+def test_draws_follow_the_mix():
+    mix = Mix(declined=0.5)
+    rng = random.Random(3)
+
+    kinds = Counter(mix.draw(rng) for _ in range(4000))
+
+    assert set(kinds) == {Kind.DECLINE, Kind.CONFIRM}
+    assert 1800 < kinds[Kind.DECLINE] < 2200
+
+
+def test_a_mix_over_one_is_refused():
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        Mix(declined=0.6, cancelled=0.6)
+
+
+def test_every_fault_strikes_once_per_cycle():
+    schedule = fault_schedule(10, random.Random(5))
+
+    assert len(schedule) == 10
+    assert set(schedule[:4]) == set(Fault) == set(schedule[4:8])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--orders", "0"], "must be at least 1"),
+        (["--declined", "1.5"], "not a fraction"),
+        (["--declined", "0.6", "--cancelled", "0.6"], "sum to at most 1"),
+        (["--rate", "-2"], "--rate must be above 0"),
+        (["--rate", "5", "--concurrency", "3"], "not allowed with argument"),
+    ],
+)
+def test_the_benchmark_refuses_bad_arguments_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench_args(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_chaos_run_refuses_bad_gaps(capsys):
+    with pytest.raises(SystemExit):
+        chaos_args(["--min-gap", "5", "--max-gap", "1"])
+    assert "--min-gap <= --max-gap" in capsys.readouterr().err
