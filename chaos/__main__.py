@@ -47,6 +47,8 @@ def print_report(report: ChaosReport) -> None:
     print("outcomes (meant -> ended):")
     for kind, ended in summary["outcomes"].items():
         print(f"  {kind:<13} {ended}")
+    for lost in summary["cost"]:
+        print(f"  meant to confirm, {lost['status']}: {lost['order_id']} ({lost['reason']})")
     print(f"orders in PostgreSQL by status: {summary['orders_by_status']}")
     print(f"requests retried by clients (5xx, dropped connections): {summary['retried_requests']}")
     if report.open_sagas:

@@ -82,6 +82,13 @@ class ChaosReport:
                 for s in self.struck
             ],
             "outcomes": outcome_counts(self.outcomes),
+            # Orders meant to confirm that did not, and why: what the faults cost.
+            "cost": [
+                {"kind": o.kind.value, "order_id": o.order_id, "status": o.status,
+                 "reason": o.reason}
+                for o in self.outcomes
+                if o.kind in (Kind.CONFIRM, Kind.STORE_CREDIT) and o.status != "CONFIRMED"
+            ],
             "retried_requests": sum(o.retries for o in self.outcomes),
             "orders_by_status": self.orders_by_status,
             "open_sagas": self.open_sagas,
