@@ -91,14 +91,17 @@ _ORDER_CHECKS: dict[str, str] = {
     """,
 }
 
-# An order's events must reach the broker: none dead-lettered, none left behind.
+# Every event must reach the broker: none dead-lettered, none left behind. An
+# order's events are named by the order; others (a wallet top-up) by their
+# aggregate, and scoped by their own creation time.
 _OUTBOX_CHECK = " UNION ALL ".join(
     f"""
-        SELECT o.order_id, '{schema} event ' || e.event_type || ' ' || e.event_id || ' is '
+        SELECT e.aggregate_id, '{schema} event ' || e.event_type || ' ' || e.event_id || ' is '
                || e.status || CASE WHEN e.status = 'FAILED' THEN ': ' || coalesce(e.last_error, '')
                                    ELSE ' since ' || e.created_at END
-        FROM orders.orders o JOIN {schema}.outbox e ON e.aggregate_id = o.order_id
-        WHERE {_IN_SCOPE}
+        FROM {schema}.outbox e LEFT JOIN orders.orders o ON o.order_id = e.aggregate_id
+        WHERE (CAST(:since AS timestamptz) IS NULL
+               OR coalesce(o.created_at, e.created_at) >= CAST(:since AS timestamptz))
           AND (e.status = 'FAILED'
                OR (e.status = 'PENDING' AND e.created_at < now() - CAST(:grace AS interval)))
     """

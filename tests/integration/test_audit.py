@@ -114,6 +114,14 @@ async def test_every_ending_passes_and_each_kind_of_damage_is_found(
         " WHERE aggregate_id = :o",
         o=ids["two_phase_aborted"],
     )
+    # A top-up's event, which belongs to no order, given up on by the relay.
+    await execute(
+        engine,
+        "INSERT INTO payments.outbox (event_id, aggregate_type, aggregate_id, event_type,"
+        " payload, status, last_error) VALUES (gen_random_uuid(), 'wallet', :c,"
+        " 'WalletCredited', '{}', 'FAILED', 'too large')",
+        c=wallets["poor"],
+    )
     # A charge the provider applied after the saga had given up on it.
     body = {
         "order_id": ids["declined"],
@@ -135,6 +143,7 @@ async def test_every_ending_passes_and_each_kind_of_damage_is_found(
         ("wallet-ledger", wallets["rich"]),
         ("provider-money", ids["declined"]),
         ("unpublished-event", ids["two_phase_aborted"]),
+        ("unpublished-event", wallets["poor"]),
     }
     shown = "\n".join(str(v) for v in found)
     assert f"provider-money: {ids['declined']}: cancelled, but" in shown
