@@ -22,7 +22,6 @@ COPY observability ./observability
 COPY history_corpus ./history_corpus
 COPY security ./security
 COPY audit ./audit
-COPY dual_write ./dual_write
 RUN pip install . && useradd --create-home --uid 10001 saga
 USER saga
 
