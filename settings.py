@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     two_phase_prepare_timeout_s: float = 10.0
     # A prepare waits this long for rows another branch holds, then votes no.
     xa_lock_timeout_ms: int = 5000
+    # The wallet's event stream keeps a folded snapshot every this many events.
+    wallet_snapshot_every: int = Field(default=50, ge=1)
     card_hold_ttl_s: int = 7 * 24 * 3600
     # The worker's sweep for branches and holds whose coordinator is gone.
     recovery_interval_s: float = 30.0

@@ -22,6 +22,7 @@ from activities.stock_branch import StockParticipant
 from activities.store_credit import StoreCreditParticipant, StoreCreditRefunds
 from activities.transaction_recovery import TransactionRecovery
 from db.engine import create_session_factory
+from db.wallet_store import WalletStore
 from domain.activities import Act, TwoPhaseAct
 from observability.temporal_metrics import BreakerGauge
 from resilience.backoff import Backoff
@@ -42,7 +43,8 @@ def all_activities(
     payments = PaymentActivities(sessions, provider, provider_retry(settings))
     shipping = ShippingActivities(sessions)
     stock = StockParticipant(engine, settings.xa_lock_timeout_ms)
-    credit = StoreCreditParticipant(engine, settings.xa_lock_timeout_ms)
+    wallets = WalletStore(settings.wallet_snapshot_every)
+    credit = StoreCreditParticipant(engine, settings.xa_lock_timeout_ms, wallets)
     card = card_participant(engine, settings, provider)
     log = CoordinatorLog(sessions)
     fraud = FraudActivities(
@@ -65,7 +67,7 @@ def all_activities(
         TwoPhaseAct.PREPARE_STORE_CREDIT: credit.prepare_store_credit,
         TwoPhaseAct.COMMIT_STORE_CREDIT: credit.commit_store_credit,
         TwoPhaseAct.ABORT_STORE_CREDIT: credit.abort_store_credit,
-        TwoPhaseAct.REFUND_STORE_CREDIT: StoreCreditRefunds(sessions).refund_store_credit,
+        TwoPhaseAct.REFUND_STORE_CREDIT: StoreCreditRefunds(sessions, wallets).refund_store_credit,
         TwoPhaseAct.TRY_CARD_HOLD: card.try_card_hold,
         TwoPhaseAct.CONFIRM_CARD_HOLD: card.confirm_card_hold,
         TwoPhaseAct.CANCEL_CARD_HOLD: card.cancel_card_hold,

@@ -1,23 +1,27 @@
-"""Store credit: the wallet as an XA participant, its saga refund, and top-ups."""
+"""Store credit: the wallet as an XA participant, its saga refund, and top-ups.
+
+Each writes to the wallet's event stream (db.wallet_store) in its own transaction.
+"""
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
-from activities._common import context, stable_id
+from activities._common import context
 from db.engine import SessionFactory
-from db.tables import wallet_entries, wallets
+from db.tables import wallet_entries
 from db.unit_of_work import Step, StepContext, apply_once, event_row, insert_events
+from db.wallet_store import DEFAULT_CURRENCY, WalletStore
 from db.xa import XaBranches
+from domain import wallet
 from domain.activities import RefundStoreCredit, StoreCreditRefunded, TwoPhaseAct
 from domain.errors import ErrorType
 from domain.two_phase import BranchAck, BranchCall, Vote, VoteReply
-
-DEFAULT_CURRENCY = "EUR"
 
 
 class WalletCredited(BaseModel):
@@ -29,8 +33,11 @@ class WalletCredited(BaseModel):
 
 
 class StoreCreditParticipant:
-    def __init__(self, engine: AsyncEngine, lock_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, engine: AsyncEngine, lock_timeout_ms: int = 5000, store: WalletStore | None = None
+    ) -> None:
         self._branches = XaBranches(engine, "payments", lock_timeout_ms)
+        self._store = store or WalletStore()
 
     @activity.defn(name=TwoPhaseAct.PREPARE_STORE_CREDIT)
     async def prepare_store_credit(self, call: BranchCall) -> VoteReply:
@@ -39,29 +46,16 @@ class StoreCreditParticipant:
         order_id = str(call.payload["order_id"])
 
         async def debit(conn: AsyncConnection) -> VoteReply | None:
-            # Conditional update: the balance cannot be spent twice, even by
-            # two orders preparing at once; CHECK (balance >= 0) stands behind it.
-            debited = await conn.execute(
-                update(wallets)
-                .where(wallets.c.customer_id == customer_id, wallets.c.balance >= amount)
-                .values(balance=wallets.c.balance - amount, updated_at=func.now())
-                .returning(wallets.c.balance)
-            )
-            if debited.first() is None:
+            # Decided on the stream's state and appended at its next version: a
+            # debit decided on a balance another order spent meanwhile never lands.
+            try:
+                await self._store.change(
+                    conn, customer_id, lambda state: wallet.debit(state, amount, call.gid, order_id)
+                )
+            except wallet.Overdraft as refused:
                 return VoteReply(
-                    vote=Vote.NO,
-                    reason=f"insufficient store credit for {amount}",
-                    refusal=ErrorType.INSUFFICIENT_CREDIT,
+                    vote=Vote.NO, reason=str(refused), refusal=ErrorType.INSUFFICIENT_CREDIT
                 )
-            await conn.execute(
-                wallet_entries.insert().values(
-                    entry_id=stable_id(call.gid),
-                    customer_id=customer_id,
-                    amount=-amount,
-                    kind="DEBIT",
-                    order_id=order_id,
-                )
-            )
             event = event_row(
                 StepContext("payments", call.gid, call.tx_id),
                 "wallet",
@@ -86,8 +80,9 @@ class StoreCreditParticipant:
 class StoreCreditRefunds:
     """The saga's undo of a committed debit: credit the same amount back, once."""
 
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(self, sessions: SessionFactory, store: WalletStore | None = None) -> None:
         self._sessions = sessions
+        self._store = store or WalletStore()
 
     @activity.defn(name=TwoPhaseAct.REFUND_STORE_CREDIT)
     async def refund_store_credit(self, cmd: RefundStoreCredit) -> StoreCreditRefunded:
@@ -104,7 +99,14 @@ class StoreCreditRefunds:
                 net = int(total)  # sum() of bigint is numeric: back to minor units
                 if net >= 0:
                     continue  # nothing debited, or already refunded
-                await _credit(step, customer_id, -net, "REFUND", cmd.order_id)
+                key = f"{step.context.idempotency_key}:{customer_id}"
+                reversal = wallet.reverse_debit(-net, key, cmd.order_id)
+                # A reversal needs no decision: the debit it undoes was committed.
+                await self._store.change(
+                    step.session, customer_id, functools.partial(_as_is, reversal)
+                )
+                payload = {"customer_id": customer_id, "amount": -net, "order_id": cmd.order_id}
+                step.record("wallet", customer_id, "StoreCreditRefunded", payload)
                 refunded += -net
             return StoreCreditRefunded(refunded_amount=refunded)
 
@@ -113,49 +115,35 @@ class StoreCreditRefunds:
         )
 
 
+def _as_is(events: list[wallet.WalletEvent], _: wallet.WalletState) -> list[wallet.WalletEvent]:
+    return events
+
+
 async def top_up(
-    sessions: SessionFactory, customer_id: str, amount: int, key: str, request_hash: str
+    sessions: SessionFactory,
+    customer_id: str,
+    amount: int,
+    key: str,
+    request_hash: str,
+    store: WalletStore | None = None,
 ) -> WalletCredited:
     """Add store credit; the same key returns the first answer (compare its request_hash)."""
+    store = store or WalletStore()
 
     async def change(step: Step) -> WalletCredited:
-        balance, currency = await _credit(step, customer_id, amount, "CREDIT", None)
+        entry = step.context.idempotency_key
+        state = await store.change(
+            step.session, customer_id, lambda now: wallet.credit(now, amount, entry)
+        )
+        payload = {"customer_id": customer_id, "amount": amount, "order_id": None}
+        step.record("wallet", customer_id, "StoreCreditAdded", payload)
         return WalletCredited(
             customer_id=customer_id,
             amount=amount,
-            balance=balance,
-            currency=currency,
+            balance=state.balance,
+            currency=DEFAULT_CURRENCY,
             request_hash=request_hash,
         )
 
     ctx = StepContext("payments", f"wallet-credit:{customer_id}:{key}", f"wallet-{customer_id}")
     return await apply_once(sessions, ctx, change, WalletCredited)
-
-
-async def _credit(
-    step: Step, customer_id: str, amount: int, kind: str, order_id: str | None
-) -> tuple[int, str]:
-    row = (
-        await step.session.execute(
-            insert(wallets)
-            .values(customer_id=customer_id, balance=amount, currency=DEFAULT_CURRENCY)
-            .on_conflict_do_update(
-                index_elements=[wallets.c.customer_id],
-                set_={"balance": wallets.c.balance + amount, "updated_at": func.now()},
-            )
-            .returning(wallets.c.balance, wallets.c.currency)
-        )
-    ).one()
-    await step.session.execute(
-        wallet_entries.insert().values(
-            entry_id=stable_id(step.context.idempotency_key, kind),
-            customer_id=customer_id,
-            amount=amount,
-            kind=kind,
-            order_id=order_id,
-        )
-    )
-    event = "StoreCreditRefunded" if kind == "REFUND" else "StoreCreditAdded"
-    payload = {"customer_id": customer_id, "amount": amount, "order_id": order_id}
-    step.record("wallet", customer_id, event, payload)
-    return int(row.balance), str(row.currency)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from activities.store_credit import DEFAULT_CURRENCY
 from api.schemas import OrderEvent, OrderSummary, OrderView, Product, Wallet
 from db.tables import decisions, order_history, order_lines, orders, products, wallets
+from db.wallet_store import DEFAULT_CURRENCY
 from domain.orders import OrderStatus, PricedLine
 from domain.saga import TwoPhaseView
 
@@ -134,11 +134,16 @@ async def wallet(engine: AsyncEngine, customer_id: str) -> Wallet:
     async with engine.connect() as conn:
         row = (
             await conn.execute(
-                select(wallets.c.balance, wallets.c.currency).where(
+                select(wallets.c.balance, wallets.c.currency, wallets.c.version).where(
                     wallets.c.customer_id == customer_id
                 )
             )
         ).first()
     if row is None:
         return Wallet(customer_id=customer_id, balance=0, currency=DEFAULT_CURRENCY)
-    return Wallet(customer_id=customer_id, balance=int(row.balance), currency=row.currency)
+    return Wallet(
+        customer_id=customer_id,
+        balance=int(row.balance),
+        currency=row.currency,
+        version=int(row.version),
+    )

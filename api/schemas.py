@@ -142,6 +142,10 @@ class Wallet(BaseModel):
     customer_id: str
     balance: int
     currency: str
+    # The wallet's event stream version this balance reflects (0: no events yet).
+    version: int = 0
+    # Set when the balance is the wallet as it stood at a past moment (`?at=`).
+    as_of: datetime | None = None
 
 
 class AddCreditRequest(BaseModel):

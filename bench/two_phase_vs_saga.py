@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities import all_activities, payment_provider_client
 from db.engine import create_engine
-from db.tables import products, wallets
+from db.tables import products
+from db.wallet_store import WalletStore
 from domain.orders import OrderLine, PlaceOrder, Settlement, workflow_id_for
 from domain.saga import SagaState
 from stack.temporal import DYNAMIC_CONFIG
@@ -72,10 +73,9 @@ async def seed(engine: AsyncEngine, orders: int) -> tuple[str, list[str]]:
                 sku=sku, name="bench", price=PRICE, currency="EUR", stock=orders * 10
             )
         )
-        await conn.execute(
-            wallets.insert(),
-            [{"customer_id": c, "balance": PRICE, "currency": "EUR"} for c in customers],
-        )
+        store = WalletStore()
+        for customer in customers:
+            await store.open_with(conn, customer, PRICE)
     return sku, customers
 
 

@@ -21,7 +21,8 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from db.tables import products, wallets
+from db.tables import products
+from db.wallet_store import WalletStore
 from domain.activities import Act, CreateShipment, ShipmentCreated
 from domain.errors import ErrorType
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
@@ -52,9 +53,7 @@ class Stage:
     async def wallet(self, balance: int) -> str:
         customer = f"rec-{uuid.uuid4().hex[:8]}"
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(wallets).values(customer_id=customer, balance=balance, currency="EUR")
-            )
+            await WalletStore().open_with(conn, customer, balance)
         return customer
 
     async def order(

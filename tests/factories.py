@@ -21,9 +21,9 @@ from db.tables import (
     reservations,
     service_tables,
     shipments,
-    wallet_entries,
     wallets,
 )
+from db.wallet_store import WalletStore
 
 T = TypeVar("T")
 
@@ -104,15 +104,7 @@ async def eventually(
 async def insert_wallet(engine: AsyncEngine, balance: int, customer_id: str | None = None) -> str:
     customer_id = customer_id or customer()
     async with engine.begin() as conn:
-        await conn.execute(
-            wallets.insert().values(customer_id=customer_id, balance=balance, currency="EUR")
-        )
-        # As a top-up does: the balance is the sum of the wallet's ledger.
-        await conn.execute(
-            wallet_entries.insert().values(
-                entry_id=str(uuid.uuid4()), customer_id=customer_id, amount=balance, kind="CREDIT"
-            )
-        )
+        await WalletStore().open_with(conn, customer_id, balance)  # as a first top-up does
     return customer_id
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import AwareDatetime
 
 from activities.store_credit import top_up
 from api import queries
-from api.deps import EngineDep, IdempotencyKey, SessionsDep
+from api.deps import EngineDep, IdempotencyKey, SessionsDep, SettingsDep
 from api.problems import Problem
 from api.schemas import PRINTABLE, AddCreditRequest, CreditAdded, Wallet
+from db.wallet_store import DEFAULT_CURRENCY, WalletStore
 
 router = APIRouter(prefix="/wallets", tags=["wallets"])
 
@@ -20,8 +22,27 @@ CREDIT_KEY_NAMESPACE = uuid.UUID("7d1e9c52-3b6a-4f0e-8c21-5a9b4e7f1d03")
 
 
 @router.get("/{customer_id}", response_model=Wallet, summary="A customer's store credit")
-async def get_wallet(customer_id: CustomerPath, engine: EngineDep) -> Wallet:
-    return await queries.wallet(engine, customer_id)
+async def get_wallet(
+    customer_id: CustomerPath,
+    engine: EngineDep,
+    at: Annotated[
+        AwareDatetime | None,
+        Query(description="the wallet as it stood then, folded from its events (ISO 8601)"),
+    ] = None,
+) -> Wallet:
+    # Read from the primary, after any commit the caller saw: a balance read
+    # right after a 2PC commit shows the debit (read-your-writes).
+    if at is None:
+        return await queries.wallet(engine, customer_id)
+    async with engine.connect() as conn:
+        state = await WalletStore().state_at(conn, customer_id, at)
+    return Wallet(
+        customer_id=customer_id,
+        balance=state.balance,
+        currency=DEFAULT_CURRENCY,
+        version=state.version,
+        as_of=at,
+    )
 
 
 @router.post(
@@ -36,6 +57,7 @@ async def add_credit(
     body: AddCreditRequest,
     response: Response,
     sessions: SessionsDep,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> CreditAdded:
     fingerprint = body.fingerprint()
@@ -44,7 +66,12 @@ async def add_credit(
     # duplicate that merely waited for the first is told apart: it gets 200.
     nonce = uuid.uuid4().hex
     credited = await top_up(
-        sessions, customer_id, body.amount, _step_key(idempotency_key), f"{fingerprint}:{nonce}"
+        sessions,
+        customer_id,
+        body.amount,
+        _step_key(idempotency_key),
+        f"{fingerprint}:{nonce}",
+        WalletStore(settings.wallet_snapshot_every),
     )
     first_fingerprint, _, first_nonce = credited.request_hash.partition(":")
     if first_fingerprint != fingerprint:
