@@ -20,7 +20,13 @@ async def test_customer_without_a_wallet_has_zero_credit(api):
     response = await api.get(f"/wallets/{customer_id}")
 
     assert response.status_code == 200
-    assert response.json() == {"customer_id": customer_id, "balance": 0, "currency": "EUR"}
+    assert response.json() == {
+        "customer_id": customer_id,
+        "balance": 0,
+        "currency": "EUR",
+        "version": 0,
+        "as_of": None,
+    }
 
 
 async def test_wallet_reads_its_balance(api, engine):
@@ -28,7 +34,14 @@ async def test_wallet_reads_its_balance(api, engine):
 
     wallet = (await api.get(f"/wallets/{customer_id}")).json()
 
-    assert wallet == {"customer_id": customer_id, "balance": 1234, "currency": "EUR"}
+    # Opened, then credited: the stream's version 2.
+    assert wallet == {
+        "customer_id": customer_id,
+        "balance": 1234,
+        "currency": "EUR",
+        "version": 2,
+        "as_of": None,
+    }
 
 
 async def test_top_up_without_a_key_credits_every_time(api, engine):
@@ -144,6 +157,7 @@ async def test_order_paid_partly_with_store_credit_commits_all_three_by_two_phas
         "decision": "COMMIT",
         "votes": {"stock": "YES", "store_credit": "YES", "card": "YES"},
     }
+    # Read-your-writes: the balance read right after the commit shows the debit.
     assert (await api.get(f"/wallets/{customer_id}")).json()["balance"] == 3800
     assert await factories.stock_of(engine, sku) == 8
     hold = await factories.hold_of(engine, order["order_id"])
