@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     pg_database: str = "saga"
     # Headroom for 2PC participants (PREPARE TRANSACTION); 0 would disable them.
     pg_max_prepared_transactions: int = 64
+    # The most WAL a replication slot (the CDC relay's) may hold back; beyond it
+    # PostgreSQL gives the slot up rather than fill the disk.
+    pg_max_slot_wal_keep_mb: int = 1024
     db_pool_size: int = 10
 
     nats_url: str | None = Field(
@@ -123,7 +126,11 @@ class Settings(BaseSettings):
 
     # The outbox relay: NOTIFY wakes it at commit; this poll catches what a
     # notification missed (a dropped listener connection, a relay restart).
+    # hybrid: NOTIFY + poll; poll: the poll alone; cdc: the outbox read from the WAL.
+    relay_mode: Literal["hybrid", "poll", "cdc"] = "hybrid"
     relay_poll_interval_s: float = 1.0
+    # CDC mode: how often the replication slot is read when it had nothing new.
+    relay_cdc_poll_s: float = 0.05
     relay_batch_size: int = 500
     relay_publish_timeout_s: float = 5.0
     # Attempts before an event is dead-lettered (marked FAILED, copied to deadletter.>).

@@ -11,7 +11,8 @@ Starts its own PostgreSQL and NATS on free ports, then measures:
                  one relay instance publishes and marks them (events/s)
   relay lag      a steady offered load of `--rate` events/s, one transaction
                  each, for `--seconds`: commit-to-publish lag p50/p99 (database
-                 clock: created_at to published_at)
+                 clock: created_at to published_at), for each relay mode in
+                 turn: hybrid (NOTIFY + poll), poll alone, and CDC (the WAL)
 
 and prints each relay figure beside the raw rate as a ratio.
 """
@@ -29,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import nats
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,7 +40,8 @@ from db.engine import create_engine
 from db.migrate import upgrade
 from db.tables import service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
-from relay.service import RelayStats, run_relay
+from relay.cdc import SLOT, ensure_slot
+from relay.service import RelayStats, asyncpg_dsn, run_relay
 from settings import Settings
 from stack.nats import NatsServer
 from stack.ports import free_port
@@ -158,26 +161,54 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         drain = args.events / (time.perf_counter() - started)
         print(f"drained {args.events} events", file=sys.stderr)
-        kind, achieved = await offered_load(engine, args.rate, args.seconds)
-        await asyncio.sleep(2)  # let the tail of the load go out
-        lag = await lags_ms(engine, kind)
         stop.set()
         await relay
+        lag: dict[str, dict[str, Any]] = {}
+        for mode in ("hybrid", "poll", "cdc"):
+            print(f"lag under load: {mode}", file=sys.stderr)
+            lag[mode] = await lag_run(engine, settings, mode, args)
         await engine.dispose()
     finally:
         await asyncio.gather(broker.stop(), postgres.stop())
-    pct = statistics.quantiles(lag, n=100) if len(lag) >= 2 else lag * 99
     return {
         "raw_publish_sequential_per_s": round(raw_seq),
         "raw_publish_pipelined_per_s": round(raw_pipe),
         "relay_drain_per_s": round(drain),
         "relay_vs_raw_pipelined": round(drain / raw_pipe, 2),
         "offered_rate_per_s": args.rate,
-        "achieved_rate_per_s": round(achieved),
+        "duplicates": stats.duplicates,
+        **{f"{mode}_{key}": value for mode, row in lag.items() for key, value in row.items()},
+    }
+
+
+async def lag_run(
+    engine: AsyncEngine, settings: Settings, mode: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Commit-to-publish lag of one relay mode under the offered load."""
+    dsn = asyncpg_dsn(settings.database_target)
+    if mode == "cdc":  # the slot must exist before the load it is to carry
+        conn = await asyncpg.connect(dsn)
+        await ensure_slot(conn)
+        await conn.close()
+    stop = asyncio.Event()
+    relay = asyncio.create_task(
+        run_relay(settings.model_copy(update={"relay_mode": mode}), stop, stats=RelayStats())
+    )
+    kind, achieved = await offered_load(engine, args.rate, args.seconds)
+    await asyncio.sleep(2)  # let the tail of the load go out
+    lag = await lags_ms(engine, kind)
+    stop.set()
+    await relay
+    if mode == "cdc":  # a slot nobody reads would hold back WAL
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("SELECT pg_drop_replication_slot($1)", SLOT)
+        await conn.close()
+    pct = statistics.quantiles(lag, n=100) if len(lag) >= 2 else lag * 99
+    return {
+        "achieved_per_s": round(achieved),
         "lag_events": len(lag),
         "lag_p50_ms": round(statistics.median(lag), 2) if lag else None,
         "lag_p99_ms": round(pct[98], 2) if lag else None,
-        "duplicates": stats.duplicates,
     }
 
 

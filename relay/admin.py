@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.tables import SERVICES, relay_leases, service_tables
@@ -63,6 +63,34 @@ async def status(engine: AsyncEngine) -> list[OutboxStatus]:
                 )
             )
     return found
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """The CDC relay's replication slot: WAL it holds back, and whether PostgreSQL
+    still keeps that WAL (`lost` once max_slot_wal_keep_size was passed)."""
+
+    retained_bytes: int
+    wal_status: str
+    active: bool
+
+
+async def cdc_slot(engine: AsyncEngine) -> SlotStatus | None:
+    from relay.cdc import SLOT
+
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), wal_status, active"
+                    " FROM pg_replication_slots WHERE slot_name = :slot"
+                ),
+                {"slot": SLOT},
+            )
+        ).first()
+    if row is None:
+        return None
+    return SlotStatus(int(row[0] or 0), str(row[1]), bool(row[2]))
 
 
 async def partitions_held(engine: AsyncEngine) -> dict[str, list[int]]:

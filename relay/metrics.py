@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from relay.admin import status
+from relay.admin import cdc_slot, status
 
 
 async def render(engine: AsyncEngine, counters: dict[str, int], partitions_held: int) -> str:
@@ -30,4 +30,11 @@ async def render(engine: AsyncEngine, counters: dict[str, int], partitions_held:
         "# TYPE saga_relay_failed_events gauge",
         *(f'saga_relay_failed_events{{service="{r.service}"}} {r.failed}' for r in rows),
     ]
+    slot = await cdc_slot(engine)
+    if slot is not None:
+        lines += [
+            "# HELP saga_relay_cdc_slot_retained_bytes WAL the CDC slot holds back.",
+            "# TYPE saga_relay_cdc_slot_retained_bytes gauge",
+            f"saga_relay_cdc_slot_retained_bytes {slot.retained_bytes}",
+        ]
     return "\n".join(lines) + "\n"

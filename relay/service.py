@@ -1,5 +1,8 @@
 """The relay process: wake on NOTIFY or on the poll, drain every service's outbox.
 
+`SAGA_RELAY_MODE`: `hybrid` (the default, below), `poll` (no NOTIFY: the poll
+alone), or `cdc` (relay.cdc: the outbox read from the WAL instead).
+
 Hybrid wake-up: a NOTIFY sent in each outbox-writing transaction reaches the
 relay at commit (sub-millisecond on one machine), and a poll every
 `relay_poll_interval_s` catches whatever a notification missed — a listener
@@ -89,6 +92,9 @@ async def run_relay(
     from consumers.stream import ensure_stream
 
     stats = stats if stats is not None else RelayStats()
+    if settings.relay_mode == "cdc":
+        await _run_cdc(settings, stop, stats)
+        return
     config = config_from(settings)
     # Long enough for a pass that waits on slow acks, short enough that a
     # process paused inside a pass frees its partitions soon.
@@ -116,7 +122,7 @@ async def run_relay(
         )
         last_prune = 0.0
         while not stop.is_set():
-            if listener is None or listener.is_closed():
+            if settings.relay_mode == "hybrid" and (listener is None or listener.is_closed()):
                 listener = await _listen(settings.database_target, wake)
             if leases is not None and leases.due():
                 await _heartbeat(leases)
@@ -139,6 +145,19 @@ async def run_relay(
             await listener.close()
         with contextlib.suppress(Exception):  # a broker already gone cannot be drained
             await client.drain()
+        await engine.dispose()
+
+
+async def _run_cdc(settings: Settings, stop: asyncio.Event, stats: RelayStats) -> None:
+    from relay.cdc import run_cdc_relay
+
+    engine = create_engine(settings.database_target, pool_size=1)
+    exporter = await _export_metrics(settings, engine, stats, None)
+    try:
+        await run_cdc_relay(settings, stop, stats)
+    finally:
+        if exporter is not None:
+            exporter.close()
         await engine.dispose()
 
 
@@ -199,10 +218,14 @@ async def _prune(engine: AsyncEngine, retention_s: int) -> None:
         log.exception("pruning published outbox rows failed")
 
 
+def asyncpg_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL in settings as a plain libpq DSN, for asyncpg's own connections."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 async def _listen(database_url: str, wake: asyncio.Event) -> asyncpg.Connection | None:
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        connection = await asyncpg.connect(dsn, timeout=5)
+        connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=5)
         await connection.add_listener(OUTBOX_CHANNEL, lambda *_: wake.set())
         return connection
     except Exception as err:  # polling carries on without the listener

@@ -85,13 +85,14 @@ def _relay(settings: Settings, args: argparse.Namespace) -> int:
 
 def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
     from db.engine import create_engine
-    from relay.admin import partitions_held, status
+    from relay.admin import cdc_slot, partitions_held, status
 
     async def once() -> int:
         engine = create_engine(settings.database_target, pool_size=1)
         try:
             rows = await status(engine)
             held = await partitions_held(engine)
+            slot = await cdc_slot(engine)
         finally:
             await engine.dispose()
         print(f"{'service':<10}{'pending':>9}{'failed':>8}{'published/min':>15}{'lag':>10}")
@@ -103,6 +104,13 @@ def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
         print(f"relay instances holding partitions: {len(held)}")
         for owner, parts in sorted(held.items()):
             print(f"  {owner}: {len(parts)} partitions")
+        if slot is not None:
+            reader = "read by a CDC relay" if slot.active else "no CDC relay reading it"
+            print(
+                f"CDC slot saga_outbox: retains {slot.retained_bytes / 1_048_576:.1f} MB of WAL "
+                f"(limit SAGA_PG_MAX_SLOT_WAL_KEEP_MB / max_slot_wal_keep_size), "
+                f"wal_status {slot.wal_status}, {reader}"
+            )
         return 0
 
     return asyncio.run(once())

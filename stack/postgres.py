@@ -44,8 +44,10 @@ class EmbeddedPostgres(ManagedServer):
         database: str,
         max_prepared_transactions: int,
         log_dir: Path,
+        max_slot_wal_keep_mb: int = 1024,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        self._max_slot_wal_keep_mb = max_slot_wal_keep_mb
         self.port = port
         self.database = database
         self._max_prepared = max_prepared_transactions
@@ -108,6 +110,9 @@ class EmbeddedPostgres(ManagedServer):
             # Worker, API, relay and a test session each hold a pool (size + overflow):
             # the default 100 leaves little headroom.
             "max_connections": 200,
+            # The CDC relay reads the outbox from the WAL by logical decoding.
+            "wal_level": "logical",
+            "max_slot_wal_keep_size": f"{self._max_slot_wal_keep_mb}MB",
             "log_line_prefix": "%m [%p] ",
         }
         args = ["-D", str(self.data_dir), "-h", LOOPBACK, "-p", str(self.port)]

@@ -193,7 +193,12 @@ class Supervisor:
         servers: list[Server] = []
         if s.database_url is None:
             pg = EmbeddedPostgres(
-                data / "postgres", s.pg_port, s.pg_database, s.pg_max_prepared_transactions, logs
+                data / "postgres",
+                s.pg_port,
+                s.pg_database,
+                s.pg_max_prepared_transactions,
+                logs,
+                s.pg_max_slot_wal_keep_mb,
             )
             servers.append(pg)
             self.database_url = pg.url

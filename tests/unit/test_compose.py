@@ -104,6 +104,12 @@ def test_postgres_allows_prepared_transactions(compose):
     assert "max_prepared_transactions=0" not in command
 
 
+def test_postgres_allows_logical_decoding_with_bounded_slots(compose):
+    command = compose["services"]["postgres"]["command"]
+    assert "wal_level=logical" in command
+    assert any(arg.startswith("max_slot_wal_keep_size=") for arg in command)
+
+
 def test_the_image_copies_every_package_the_project_installs():
     import tomllib
 
