@@ -3,15 +3,19 @@
 Each test runs its own workers (own task queues, provider client and circuit
 breaker, settings of its own), installs faults with the simulator's admin API
 (cleared when the test ends), and checks the order's outcome in PostgreSQL,
-the provider's books, and the saga's workflow history.
+the provider's books, and the saga's workflow history. The simulator is this
+module's own: a saga of another test still charging on the session's
+simulator can never take a fault meant for these.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -21,12 +25,44 @@ from activities import all_activities
 from activities.provider_client import PaymentProviderClient
 from domain.activities import Act
 from domain.saga import SagaState
+from payment_provider.embedded import EmbeddedProvider
 from resilience.breaker import BreakerState, CircuitBreaker
+from stack.ports import free_port
 from tests import factories
 from tests.conftest import start_saga
 from worker import build_workers, running
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+async def private_provider() -> AsyncIterator[EmbeddedProvider]:
+    server = EmbeddedProvider(free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def provider_admin(private_provider: EmbeddedProvider) -> AsyncIterator[httpx.AsyncClient]:
+    """This module's simulator's HTTP API; faults a test installs are cleared when it ends."""
+    async with httpx.AsyncClient(base_url=private_provider.url, timeout=10) as http:
+        yield http
+        await http.delete("/admin/faults")
+
+
+@pytest.fixture
+def custom_worker(custom_worker: Any, private_provider: EmbeddedProvider) -> Any:
+    """The conftest's custom workers, calling this module's simulator."""
+
+    async def start(stand_ins: Any = None, **overrides: Any) -> str:
+        queue: str = await custom_worker(
+            stand_ins, payment_provider_url=private_provider.url, **overrides
+        )
+        return queue
+
+    return start
+
 
 FAST_RETRIES = {"payment_retry_initial_s": 0.4, "payment_retry_cap_s": 5.0}
 
@@ -238,7 +274,7 @@ async def test_provider_down_past_the_step_deadline_compensates_cleanly(
 
 
 async def test_breaker_opens_fails_fast_half_opens_and_closes_when_the_provider_recovers(
-    client: Client, settings, engine, product, provider_admin
+    client: Client, settings, engine, product, provider_admin, private_provider
 ):
     transitions: list[tuple[BreakerState, BreakerState]] = []
     breaker = CircuitBreaker(
@@ -250,7 +286,7 @@ async def test_breaker_opens_fails_fast_half_opens_and_closes_when_the_provider_
         half_open_calls=1,
         on_state_change=lambda _, old, new: transitions.append((old, new)),
     )
-    own = settings.model_copy(update=FAST_RETRIES)
+    own = settings.model_copy(update={**FAST_RETRIES, "payment_provider_url": private_provider.url})
     provider = PaymentProviderClient(own.payment_provider_target, breaker, read_timeout_s=2)
     queue = f"breaker-{time.monotonic_ns()}"
     fault_id = await fault(provider_admin, status=503, count=100)
