@@ -138,9 +138,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "saga": saga,
         "floor": base,
         "ratio": {
-            "p50": round(saga["p50_ms"] / base["p50_ms"], 2),
-            "p99": round(saga["p99_ms"] / base["p99_ms"], 2),
-            "per_s": round(saga["per_s"] / base["per_s"], 2),
+            key: round(saga[field] / base[field], 2)
+            for key, field in (("p50", "p50_ms"), ("p99", "p99_ms"), ("per_s", "per_s"))
+            if saga.get(field) and base.get(field)
         },
         "saga_p50_by_kind_ms": {k: v.get("p50_ms") for k, v in by_kind.items()},
         "outcomes": outcome_counts(runs["saga"]),
@@ -161,6 +161,9 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"{'':<8}{'per s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for name in ("saga", "floor"):
         row = report[name]
+        if not row.get("workflows"):
+            print(f"{name:<8}no workflow finished")
+            continue
         print(f"{name:<8}{row['per_s']:>8}{row['p50_ms']:>9}{row['p95_ms']:>9}{row['p99_ms']:>9}")
     ratio = report["ratio"]
     print(f"saga/floor: p50 {ratio['p50']}x, p99 {ratio['p99']}x, throughput {ratio['per_s']}x")

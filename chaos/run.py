@@ -124,12 +124,17 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                 load = _Load(orders, plan.mix, rng)
                 running = asyncio.ensure_future(load.run(plan.concurrency, stop))
                 struck = []
-                for fault in fault_schedule(plan.faults, rng):
-                    await asyncio.sleep(rng.uniform(*plan.gap_s))
-                    outage = rng.uniform(*plan.outage_s)
-                    struck.append(await strike(system, fault, outage, began, load.in_flight))
-                    say(str(struck[-1]))
-                await asyncio.sleep(plan.gap_s[0])  # load on the recovered system, too
+                try:
+                    for fault in fault_schedule(plan.faults, rng):
+                        await asyncio.sleep(rng.uniform(*plan.gap_s))
+                        outage = rng.uniform(*plan.outage_s)
+                        struck.append(await strike(system, fault, outage, began, load.in_flight))
+                        say(str(struck[-1]))
+                    await asyncio.sleep(plan.gap_s[0])  # load on the recovered system, too
+                except BaseException:
+                    running.cancel()  # its clients must not outlive the system
+                    await asyncio.gather(running, return_exceptions=True)
+                    raise
                 stop.set()
                 outcomes = await running
                 load_s = time.perf_counter() - began

@@ -70,9 +70,13 @@ class SlotStatus:
     """The CDC relay's replication slot: WAL it holds back, and whether PostgreSQL
     still keeps that WAL (`lost` once max_slot_wal_keep_size was passed)."""
 
-    retained_bytes: int
+    retained_bytes: int | None  # None once lost: PostgreSQL no longer keeps its WAL
     wal_status: str
     active: bool
+
+    @property
+    def lost(self) -> bool:
+        return self.wal_status == "lost" or self.retained_bytes is None
 
 
 async def cdc_slot(engine: AsyncEngine) -> SlotStatus | None:
@@ -90,7 +94,7 @@ async def cdc_slot(engine: AsyncEngine) -> SlotStatus | None:
         ).first()
     if row is None:
         return None
-    return SlotStatus(int(row[0] or 0), str(row[1]), bool(row[2]))
+    return SlotStatus(None if row[0] is None else int(row[0]), str(row[1]), bool(row[2]))
 
 
 async def partitions_held(engine: AsyncEngine) -> dict[str, list[int]]:

@@ -35,6 +35,9 @@ async def render(engine: AsyncEngine, counters: dict[str, int], partitions_held:
         lines += [
             "# HELP saga_relay_cdc_slot_retained_bytes WAL the CDC slot holds back.",
             "# TYPE saga_relay_cdc_slot_retained_bytes gauge",
-            f"saga_relay_cdc_slot_retained_bytes {slot.retained_bytes}",
+            f"saga_relay_cdc_slot_retained_bytes {slot.retained_bytes or 0}",
+            "# HELP saga_relay_cdc_slot_lost 1 once PostgreSQL gave the slot up (WAL limit).",
+            "# TYPE saga_relay_cdc_slot_lost gauge",
+            f"saga_relay_cdc_slot_lost {int(slot.lost)}",
         ]
     return "\n".join(lines) + "\n"

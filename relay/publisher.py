@@ -146,7 +146,7 @@ async def relay_pass(
         deadline = fence.deadline() if fence is not None else None
         chains = await _ready_chains(conn, schema, rows)
         outcomes = await asyncio.gather(
-            *(_publish_chain(js, schema, c, config, deadline) for c in chains)
+            *(publish_chain(js, schema, c, config, deadline) for c in chains)
         )
         published = [event_id for o in outcomes for event_id in o.published]
         failures = [o.failure for o in outcomes if o.failure is not None]
@@ -242,7 +242,7 @@ def event_log_context(row: Row[Any]) -> contextlib.AbstractContextManager[None]:
     )
 
 
-async def _publish_chain(
+async def publish_chain(
     js: Any, schema: str, chain: list[Row[Any]], config: RelayConfig, deadline: float | None
 ) -> ChainOutcome:
     outcome = ChainOutcome()
@@ -289,7 +289,7 @@ async def _record_failure(
     dead = attempts >= config.max_attempts
     message = f"{type(error).__name__}: {error}"[:1000]
     if dead:
-        await _dead_letter(js, schema, row, message, config)
+        await dead_letter(js, schema, row, message, config)
         with event_log_context(row):
             log.error(
                 "event %s dead-lettered after %d attempts: %s", row.event_id, attempts, message
@@ -309,7 +309,7 @@ async def _record_failure(
     return dead
 
 
-async def _dead_letter(
+async def dead_letter(
     js: Any, schema: str, row: Row[Any], reason: str, config: RelayConfig
 ) -> None:
     _, body, headers = envelope_of(schema, row)

@@ -151,10 +151,19 @@ async def run_relay(
 async def _run_cdc(settings: Settings, stop: asyncio.Event, stats: RelayStats) -> None:
     from relay.cdc import run_cdc_relay
 
-    engine = create_engine(settings.database_target, pool_size=1)
+    engine = create_engine(settings.database_target, pool_size=2)
     exporter = await _export_metrics(settings, engine, stats, None)
+    config = config_from(settings)
+
+    async def drain(js: Any) -> None:
+        while await _drain(engine, js, None, config, stats):
+            pass  # full batches: more is waiting
+
+    async def prune() -> None:
+        await _prune(engine, settings.relay_retention_s)
+
     try:
-        await run_cdc_relay(settings, stop, stats)
+        await run_cdc_relay(settings, stop, drain, prune, stats)
     finally:
         if exporter is not None:
             exporter.close()

@@ -104,11 +104,16 @@ def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
         print(f"relay instances holding partitions: {len(held)}")
         for owner, parts in sorted(held.items()):
             print(f"  {owner}: {len(parts)} partitions")
-        if slot is not None:
-            reader = "read by a CDC relay" if slot.active else "no CDC relay reading it"
+        if slot is not None and slot.lost:
             print(
-                f"CDC slot saga_outbox: retains {slot.retained_bytes / 1_048_576:.1f} MB of WAL "
-                f"(limit SAGA_PG_MAX_SLOT_WAL_KEEP_MB / max_slot_wal_keep_size), "
+                "CDC slot saga_outbox: LOST (past max_slot_wal_keep_size); a CDC relay "
+                "makes it again and drains what is pending from the tables"
+            )
+        elif slot is not None:
+            reader = "a CDC relay is reading it" if slot.active else "no CDC relay reading it now"
+            print(
+                f"CDC slot saga_outbox: retains {(slot.retained_bytes or 0) / 1_048_576:.1f} MB "
+                f"of WAL (limit SAGA_PG_MAX_SLOT_WAL_KEEP_MB / max_slot_wal_keep_size), "
                 f"wal_status {slot.wal_status}, {reader}"
             )
         return 0
@@ -186,7 +191,13 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     async def once() -> int:
         from temporal_client import connect
 
-        temporal = None if args.no_temporal else await connect(settings, wait_seconds=5)
+        try:
+            temporal = None if args.no_temporal else await connect(settings, wait_seconds=5)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"Temporal at {settings.temporal_target} did not answer ({err}); "
+                "--no-temporal audits without looking for stuck sagas"
+            ) from err
         engine = create_engine(settings.database_target, pool_size=2)
         provider = None if args.no_provider else payment_provider_client(settings)
         try:

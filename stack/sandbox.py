@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
 from settings import Settings
 from stack.ports import free_port
 from stack.run import Supervisor, project_root
@@ -34,6 +36,21 @@ _PORTS = (
 _EXTERNAL = ("TEMPORAL_ADDRESS", "DATABASE_URL", "NATS_URL")
 
 
+class _Isolated(Settings):
+    """Settings from what is passed in and the defaults, never from the environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 @asynccontextmanager
 async def sandbox(prefix: str, keep: bool = False, **fields: Any) -> AsyncIterator[Supervisor]:
     """Start everything; `fields` are further settings (for the children too).
@@ -48,8 +65,8 @@ async def sandbox(prefix: str, keep: bool = False, **fields: Any) -> AsyncIterat
         if key not in _EXTERNAL and not key.startswith("SAGA_")
     }
     env.update({f"SAGA_{key.upper()}": str(value) for key, value in values.items()})
-    # Explicit Nones: the embedded servers, whatever the caller's environment says.
-    settings = Settings(
+    # The embedded servers, and the children's settings alone: not the caller's environment.
+    settings = _Isolated(
         temporal_address=None, database_url=None, nats_url=None, payment_provider_url=None, **values
     )
     supervisor = Supervisor(settings, project_root(), env=env, app_logs_to_files=True)

@@ -70,6 +70,20 @@ SELECT e.customer_id,
        abs(e.amount), e.order_id, e.entry_id, e.created_at
 FROM payments.wallet_entries e
 """
+# Wallets written with a balance but not (all) of it in the ledger: what the
+# ledger does not explain becomes an opening credit, so the fold keeps the money.
+_BACKFILL_UNEXPLAINED = """
+INSERT INTO payments.wallet_events
+    (customer_id, version, event_type, amount, entry_id, occurred_at)
+SELECT w.customer_id,
+       2 + (SELECT count(*) FROM payments.wallet_entries e WHERE e.customer_id = w.customer_id),
+       'Credited', w.balance - coalesce(l.net, 0), md5('unexplained:' || w.customer_id)::uuid,
+       w.updated_at
+FROM payments.wallets w
+LEFT JOIN (SELECT customer_id, sum(amount) AS net FROM payments.wallet_entries
+           GROUP BY customer_id) l ON l.customer_id = w.customer_id
+WHERE w.balance > coalesce(l.net, 0)
+"""
 _PROJECTION_VERSION = """
 UPDATE payments.wallets w SET version = coalesce(
     (SELECT max(version) FROM payments.wallet_events v WHERE v.customer_id = w.customer_id), 0)
@@ -90,7 +104,12 @@ def upgrade() -> None:
     for statement in (_EVENTS, _EVENTS_BY_ORDER, _EVENTS_BY_TIME, _SNAPSHOTS):
         op.execute(statement)
     op.execute("ALTER TABLE payments.wallets ADD COLUMN version bigint NOT NULL DEFAULT 0")
-    for statement in (_BACKFILL_OPENED, _BACKFILL_ENTRIES, _PROJECTION_VERSION):
+    for statement in (
+        _BACKFILL_OPENED,
+        _BACKFILL_ENTRIES,
+        _BACKFILL_UNEXPLAINED,
+        _PROJECTION_VERSION,
+    ):
         op.execute(statement)
     op.execute("DROP TABLE payments.wallet_entries")
     op.execute(_LEDGER_VIEW)

@@ -18,7 +18,7 @@ from consumers.runner import ConsumerRunner
 from db.tables import service_tables
 from domain.events import STREAM, subject_for
 from domain.saga import SagaState
-from relay.publisher import RelayConfig, _publish_chain
+from relay.publisher import RelayConfig, publish_chain
 from tests import factories
 
 pytestmark = pytest.mark.timeout(120)
@@ -76,7 +76,7 @@ async def test_one_trace_spans_api_workflow_activity_relay_and_consumer(
             )
         ).one()
     # The relay publishes this one row, and the order-history consumer applies it.
-    published = await _publish_chain(js, "orders", [row], RelayConfig(), None)
+    published = await publish_chain(js, "orders", [row], RelayConfig(), None)
     assert published.published == [str(row.event_id)]
     info = await js.stream_info(STREAM)
     sub = await js.pull_subscribe(

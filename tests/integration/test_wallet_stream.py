@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import functools
+from datetime import datetime
 
 import pytest
 from sqlalchemy import select, text
@@ -14,6 +15,10 @@ from domain import wallet
 from tests import factories
 
 pytestmark = pytest.mark.asyncio
+
+
+def credit(state: wallet.WalletState, amount: int, key: str) -> list[wallet.WalletEvent]:
+    return wallet.credit(state, amount, key)
 
 
 async def projection(engine, customer_id: str) -> tuple[int, int]:
@@ -104,9 +109,8 @@ async def test_a_snapshot_plus_later_events_equals_the_full_fold(engine):
     store = WalletStore(snapshot_every=3)
     async with engine.begin() as conn:
         for n in range(1, 10):
-            await store.change(
-                conn, customer, lambda s, n=n: wallet.credit(s, n * 10, f"{customer}:c{n}")
-            )
+            amount, key = n * 10, f"{customer}:c{n}"
+            await store.change(conn, customer, functools.partial(credit, amount=amount, key=key))
     async with engine.connect() as conn:
         snaps = (
             await conn.execute(
@@ -157,7 +161,6 @@ async def test_the_wallet_as_it_stood_at_a_past_moment(engine, api):
     naive = await api.get(f"/wallets/{customer}", params={"at": "2026-11-25T10:00:00"})
     assert naive.status_code == 422
     assert "at" in naive.text
-    assert datetime.now(UTC) > after_debit
 
 
 async def test_an_event_appended_again_under_its_entry_id_changes_nothing(engine):
