@@ -126,29 +126,37 @@ class CdcRelay:
                 chains.setdefault(key, []).append(_as_outbox_row(row))
         pending = await self._still_pending(chains)
         todo = {key: [r for r in rows if r.event_id in pending] for key, rows in chains.items()}
-        outcomes = await asyncio.gather(
+        delivered = await asyncio.gather(
             *(self._deliver(schema, rows) for (schema, _), rows in todo.items() if rows)
         )
-        if not all(outcomes):
+        # One statement per service for the whole pass, not one per aggregate.
+        by_schema: dict[str, list[str]] = {}
+        for schema, ids, _ in delivered:
+            by_schema.setdefault(schema, []).extend(ids)
+        for schema, ids in by_schema.items():
+            await self._mark(schema, ids)
+        if not all(settled for _, _, settled in delivered):
             raise PassIncomplete("some events were not acknowledged; the slot stays put")
         # Every row acknowledged (or dead-lettered) and marked: let go of their WAL.
         await self._advance(done[-1].commit_lsn)
         return sum(len(rows) for rows in todo.values())
 
-    async def _deliver(self, schema: str, rows: list[Any]) -> bool:
-        """Publish an aggregate's rows in order; True when all of them are settled."""
+    async def _deliver(self, schema: str, rows: list[Any]) -> tuple[str, list[str], bool]:
+        """Publish an aggregate's rows in order: (schema, acknowledged ids, all settled?)."""
         outcome = await publish_chain(self._js, schema, rows, self._config, None)
-        await self._mark(schema, outcome.published)
         self.stats.published += len(outcome.published) - outcome.duplicates
         self.stats.duplicates += outcome.duplicates
+        acked = list(outcome.published)
         if outcome.failure is not None:
             row, error = outcome.failure
             if not await self._fail(schema, row, error):
-                return False
-            return len(outcome.published) + 1 == len(rows) or await self._deliver(
-                schema, rows[len(outcome.published) + 1 :]
-            )
-        return outcome.broker_error is None
+                return schema, acked, False
+            rest = rows[len(outcome.published) + 1 :]
+            if rest:  # dead-lettered: its aggregate moves on
+                _, more, settled = await self._deliver(schema, rest)
+                return schema, acked + more, settled
+            return schema, acked, True
+        return schema, acked, outcome.broker_error is None
 
     async def _still_pending(self, chains: dict[tuple[str, str], list[Any]]) -> set[str]:
         pending: set[str] = set()
