@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +18,7 @@ from relay.cdc import SLOT, CdcRelay, ensure_slot
 from relay.service import RelayStats, asyncpg_dsn, config_from, run_relay
 from stack.cli import main
 from tests.factories import eventually
-from tests.integration.test_relay import messages_for, statuses, write_events
+from tests.integration.test_relay import messages_for, relay_process, statuses, write_events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,20 +133,7 @@ async def test_a_relay_dying_between_the_ack_and_the_mark_republishes_and_jetstr
 async def test_cdc_relay_sigkilled_under_load_loses_nothing_and_keeps_each_aggregate_in_order(
     engine, js, slot, cdc_settings, tmp_path
 ):
-    env = {
-        **os.environ,
-        "DATABASE_URL": cdc_settings.database_target,
-        "NATS_URL": cdc_settings.nats_target,
-        "SAGA_RELAY_MODE": "cdc",
-        "SAGA_RELAY_BATCH_SIZE": "10",
-        "SAGA_RELAY_METRICS_PORT": "0",
-    }
-    log = (tmp_path / "relay.log").open("ab")
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "relay"], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
+    start = relay_process(cdc_settings, tmp_path, SAGA_RELAY_MODE="cdc", SAGA_RELAY_BATCH_SIZE="10")
 
     order_ids: list[str] = []
     ids: list[str] = []

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,27 @@ async def messages_for(js, aggregate_id: str, expected: int, prefix: str = "even
     await eventually(more, lambda f: len(f) >= expected, deadline_s=20)
     await sub.unsubscribe()
     return found
+
+
+def relay_process(
+    settings: Settings, tmp_path: Path, **env: str
+) -> Callable[[], subprocess.Popen[bytes]]:
+    """Starts `python -m relay` as its own process (to be SIGKILLed), logging to tmp_path."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": settings.database_target,
+        "NATS_URL": settings.nats_target,
+        "SAGA_RELAY_METRICS_PORT": "0",
+        **env,
+    }
+    log = (tmp_path / "relay.log").open("ab")
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "relay"], cwd=ROOT, env=environment, stdout=log, stderr=log
+        )
+
+    return start
 
 
 async def statuses(engine, event_ids: list[str]) -> list[str]:
@@ -187,20 +208,9 @@ async def test_relay_killed_mid_batch_loses_nothing_and_the_read_model_gets_each
 
     order_ids = [str(uuid.uuid4()) for _ in range(40)]
     ids = [i for o in order_ids for i in await write_events(engine, o, ["A", "B", "C", "D", "E"])]
-    env = {
-        **os.environ,
-        "DATABASE_URL": relay_settings.database_target,
-        "NATS_URL": relay_settings.nats_target,
-        "SAGA_RELAY_BATCH_SIZE": "20",
-        "SAGA_RELAY_LEASE_TTL_S": "2",
-        "SAGA_RELAY_METRICS_PORT": "0",
-    }
-    log = (tmp_path / "relay.log").open("ab")
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "relay"], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
+    start = relay_process(
+        relay_settings, tmp_path, SAGA_RELAY_BATCH_SIZE="20", SAGA_RELAY_LEASE_TTL_S="2"
+    )
 
     async def published() -> int:
         return (await statuses(engine, ids)).count("PUBLISHED")
