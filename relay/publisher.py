@@ -118,6 +118,9 @@ async def relay_pass(
                 earlier.c.aggregate_id == outbox.c.aggregate_id,
                 earlier.c.status == "PENDING",
                 earlier.c.seq < outbox.c.seq,
+                # Matches ix_<service>_outbox_retrying, a handful of rows: without
+                # it a fresh backlog's plan scanned every pending row per candidate.
+                earlier.c.next_attempt_at.is_not(None),
                 earlier.c.next_attempt_at > func.now(),
             )
             .exists()
