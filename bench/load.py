@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import statistics
 import sys
 import time
 import uuid
@@ -42,6 +41,7 @@ from temporalio.worker import Worker
 
 from bench.bare_workflow import BareSteps, noop
 from bench.orders import Kind, Mix, OrderClient, Outcome, drive, outcome_counts, seed_catalog
+from bench.percentiles import percentiles
 from bench.plot import write_plot
 from bench.progress import Progress
 from db.engine import create_engine
@@ -54,17 +54,10 @@ WARM_UP = 6
 
 
 def figures(outcomes: list[Outcome], seconds: float) -> dict[str, Any]:
-    ended = sorted(o.latency_ms for o in outcomes if o.latency_ms > 0)
+    ended = [o.latency_ms for o in outcomes if o.latency_ms > 0]
     if not ended:
         return {"workflows": 0}
-    pct = statistics.quantiles(ended, n=100) if len(ended) >= 2 else ended * 99
-    return {
-        "workflows": len(ended),
-        "per_s": round(len(ended) / seconds, 2),
-        "p50_ms": round(statistics.median(ended), 1),
-        "p95_ms": round(pct[94], 1),
-        "p99_ms": round(pct[98], 1),
-    }
+    return {"workflows": len(ended), "per_s": round(len(ended) / seconds, 2), **percentiles(ended)}
 
 
 async def steps_of_a_confirmed_saga(client: Client, order_id: str) -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import nats
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.percentiles import percentiles
 from consumers.stream import ensure_stream
 from db.engine import create_engine
 from db.migrate import upgrade
@@ -203,12 +203,12 @@ async def lag_run(
         conn = await asyncpg.connect(dsn)
         await conn.execute("SELECT pg_drop_replication_slot($1)", SLOT)
         await conn.close()
-    pct = statistics.quantiles(lag, n=100) if len(lag) >= 2 else lag * 99
+    pct = percentiles(lag, digits=2)
     return {
         "achieved_per_s": round(achieved),
         "lag_events": len(lag),
-        "lag_p50_ms": round(statistics.median(lag), 2) if lag else None,
-        "lag_p99_ms": round(pct[98], 2) if lag else None,
+        "lag_p50_ms": pct.get("p50_ms"),
+        "lag_p99_ms": pct.get("p99_ms"),
     }
 
 

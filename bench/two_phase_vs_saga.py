@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import time
 import uuid
@@ -31,6 +30,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities import all_activities, payment_provider_client
+from bench.percentiles import percentiles
 from db.engine import create_engine
 from db.tables import products
 from db.wallet_store import WalletStore
@@ -52,14 +52,11 @@ class Figures:
     failed: int = 0
 
     def summary(self) -> dict[str, float]:
-        lat = sorted(self.latencies_ms)
-        pct = statistics.quantiles(lat, n=100) if len(lat) >= 2 else lat * 99
+        lat = self.latencies_ms
         return {
             "orders": len(lat),
             "failed": self.failed,
-            "p50_ms": round(statistics.median(lat), 1),
-            "p95_ms": round(pct[94], 1),
-            "p99_ms": round(pct[98], 1),
+            **percentiles(lat),
             "orders_per_s": round(len(lat) / self.seconds, 1) if self.seconds else 0.0,
         }
 
