@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import update
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import products
 from db.unit_of_work import insert_events
-from domain import events as wire
+from relay.publisher import envelope_of
 
 EVENT_TYPE = "StockReceived"
 AGGREGATE = "product"
@@ -79,18 +80,7 @@ async def _raise_stock(conn: AsyncConnection, sku: str, quantity: int) -> None:
 
 
 async def _publish(js: Any, event: dict[str, Any]) -> None:
-    body = wire.Envelope(
-        event_id=event["event_id"],
-        source="inventory",
-        aggregate_type=AGGREGATE,
-        aggregate_id=event["aggregate_id"],
-        event_type=EVENT_TYPE,
-        payload=event["payload"],
-        headers=event["headers"],
-        occurred_at=datetime.now(UTC),
-    )
-    await js.publish(
-        wire.subject_for(AGGREGATE, EVENT_TYPE),
-        body.model_dump_json().encode(),
-        headers={wire.MSG_ID: event["event_id"], wire.EVENT_TYPE: EVENT_TYPE},
-    )
+    # Exactly what the relay would publish for this row: subject, headers, envelope.
+    row = SimpleNamespace(**event, created_at=datetime.now(UTC))
+    subject, body, headers = envelope_of("inventory", row)
+    await js.publish(subject, body, headers=headers)

@@ -64,7 +64,8 @@ class PassResult:
     lag_ms: list[float] = field(default_factory=list)
 
 
-def envelope_of(schema: str, row: Row[Any]) -> tuple[str, bytes, dict[str, str]]:
+def envelope_of(schema: str, row: Any) -> tuple[str, bytes, dict[str, str]]:
+    """Subject, body and headers of an outbox row (a Row, or its columns as attributes)."""
     headers = dict(row.headers or {})
     body = wire.Envelope(
         event_id=str(row.event_id),
