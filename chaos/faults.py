@@ -10,6 +10,7 @@ file. Each fault records when it struck and how long the part was down.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,21 +51,13 @@ async def strike(
     return Struck(fault, at, time.perf_counter() - began - at, in_flight, detail)
 
 
-async def _kill_app(system: Supervisor, name: str, outage_s: float) -> str:
+async def _kill_app(name: str, system: Supervisor, outage_s: float) -> str:
     process = system.apps[name]
     pid = process.pid
     code = process.kill()
     await asyncio.sleep(outage_s)
     process.start()
     return f"pid {pid} SIGKILLed (exit {code}), restarted as pid {process.pid}"
-
-
-async def _kill_worker(system: Supervisor, outage_s: float) -> str:
-    return await _kill_app(system, "worker", outage_s)
-
-
-async def _kill_relay(system: Supervisor, outage_s: float) -> str:
-    return await _kill_app(system, "relay", outage_s)
 
 
 async def _crash_postgres(system: Supervisor, outage_s: float) -> str:
@@ -86,8 +79,8 @@ async def _restart_temporal(system: Supervisor, outage_s: float) -> str:
 
 
 _FAULTS: dict[Fault, Callable[[Supervisor, float], Awaitable[str]]] = {
-    Fault.KILL_WORKER: _kill_worker,
-    Fault.KILL_RELAY: _kill_relay,
+    Fault.KILL_WORKER: functools.partial(_kill_app, "worker"),
+    Fault.KILL_RELAY: functools.partial(_kill_app, "relay"),
     Fault.CRASH_POSTGRES: _crash_postgres,
     Fault.RESTART_TEMPORAL: _restart_temporal,
 }

@@ -9,6 +9,7 @@ from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.tables import SERVICES, relay_leases, service_tables
+from relay.cdc import SLOT
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,6 @@ class SlotStatus:
 
 
 async def cdc_slot(engine: AsyncEngine) -> SlotStatus | None:
-    from relay.cdc import SLOT
-
     async with engine.connect() as conn:
         row = (
             await conn.execute(

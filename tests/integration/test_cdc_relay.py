@@ -47,12 +47,12 @@ def cdc_settings(settings, nats):
     )
 
 
-async def wait_until_reading(engine, stop_task: asyncio.Task[None]) -> None:
+async def wait_until_reading(engine, relay_task: asyncio.Task[None]) -> None:
     """Once a probe event went out, the relay has drained at start and reads the slot."""
     probe = await write_events(engine, str(uuid.uuid4()), ["Probe"])
     await eventually(lambda: statuses(engine, probe), lambda s: s == ["PUBLISHED"], deadline_s=30)
     await asyncio.sleep(0.2)  # the relay counts it just after marking it
-    assert not stop_task.done()
+    assert not relay_task.done()
 
 
 async def test_committed_events_reach_jetstream_from_the_wal_in_order_with_headers(
