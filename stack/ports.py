@@ -13,11 +13,20 @@ LOOPBACK = "127.0.0.1"
 _PICK_FROM = range(20000, 32000)
 
 
+# Ports handed out by this process: callers pick several before any binds
+# (a whole stack's ports at once), and two of them must never be the same.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A free port outside the ephemeral range; still free only until someone binds it."""
+    """A free port outside the ephemeral range, never one this process handed out
+    before; still free only until someone binds it."""
+    if len(_HANDED_OUT) > len(_PICK_FROM) // 2:
+        _HANDED_OUT.clear()  # long gone by now; keep picks from running dry
     for _ in range(200):
         port = random.choice(_PICK_FROM)
-        if not port_in_use(port, host):
+        if port not in _HANDED_OUT and not port_in_use(port, host):
+            _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
