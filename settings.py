@@ -113,6 +113,15 @@ class Settings(BaseSettings):
     fraud_max_order_total: int = 1_000_000
     fraud_max_orders_per_minute: int = 30
 
+    # Choreographed orders ("mode": "choreography"): one not confirmed within
+    # this long is cancelled by the orders service's sweep, run this often.
+    choreography_timeout_s: float = Field(default=120.0, gt=0)
+    choreography_sweep_interval_s: float = Field(default=2.0, gt=0)
+    # Which services' handlers `python -m choreography` runs: a comma list or "all".
+    choreography_services: str = "all"
+    # Handlers pulling from each service's durable consumer at once.
+    choreography_concurrency: int = Field(default=4, ge=1)
+
     # Two-phase commit (orders paid with store credit).
     two_phase_prepare_timeout_s: float = 10.0
     # A prepare waits this long for rows another branch holds, then votes no.

@@ -11,7 +11,7 @@ from db.tables import order_lines, orders, products
 from db.unit_of_work import Step, apply_once
 from domain.activities import Act, CloseOrder, CreateOrder, OrderClosed, PricedOrder
 from domain.errors import ErrorType
-from domain.orders import OrderStatus, PricedLine, workflow_id_for
+from domain.orders import OrderStatus, PricedLine, SagaMode, workflow_id_for
 
 SERVICE = "orders"
 AGGREGATE = "order"
@@ -32,8 +32,15 @@ class OrderActivities:
                     status=OrderStatus.PENDING.value,
                     total=priced.total,
                     currency=priced.currency,
-                    workflow_id=workflow_id_for(cmd.order_id),
+                    # A choreographed order has no workflow: its correlation id stands in.
+                    workflow_id=(
+                        workflow_id_for(cmd.order_id)
+                        if cmd.saga_mode is SagaMode.ORCHESTRATION
+                        else cmd.correlation_id
+                    ),
                     request_hash=cmd.request_hash,
+                    saga_mode=cmd.saga_mode.value,
+                    deadline_at=cmd.deadline_at,
                 )
             )
             await step.session.execute(

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from api.schemas import OrderEvent, OrderSummary, OrderView, Product, Wallet
 from db.tables import decisions, order_history, order_lines, orders, products, wallets
 from db.wallet_store import DEFAULT_CURRENCY
-from domain.orders import OrderStatus, PricedLine
+from domain.orders import OrderStatus, PricedLine, SagaMode
 from domain.saga import TwoPhaseView
 
 
@@ -62,6 +62,8 @@ async def order_record(engine: AsyncEngine, order_id: str) -> OrderView | None:
             compensations=list(row.compensations),
             failure_reason=row.failure_reason,
             two_phase=await _two_phase(conn, order_id),
+            mode=SagaMode(row.saga_mode),
+            deadline_at=row.deadline_at,
         )
 
 
@@ -102,6 +104,12 @@ async def order_events(engine: AsyncEngine, order_id: str) -> list[OrderEvent] |
     return [] if known is not None else None
 
 
+async def saga_mode_of(engine: AsyncEngine, order_id: str) -> SagaMode | None:
+    async with engine.connect() as conn:
+        mode = await conn.scalar(select(orders.c.saga_mode).where(orders.c.order_id == order_id))
+    return SagaMode(mode) if mode is not None else None
+
+
 async def request_fingerprint(engine: AsyncEngine, order_id: str) -> str | None:
     async with engine.connect() as conn:
         return await conn.scalar(select(orders.c.request_hash).where(orders.c.order_id == order_id))
@@ -124,6 +132,7 @@ async def list_orders(
                 total=r.total,
                 currency=r.currency,
                 created_at=r.created_at,
+                mode=SagaMode(r.saga_mode),
             )
             for r in await conn.execute(query)
         ]

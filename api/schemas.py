@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.orders import MAX_ITEMS, MAX_QUANTITY, OrderLine, OrderStatus, PricedLine
+from domain.orders import MAX_ITEMS, MAX_QUANTITY, OrderLine, OrderStatus, PricedLine, SagaMode
 from domain.saga import TwoPhaseView
 
 # Printable text only: PostgreSQL refuses NUL in text, and no id or token of
@@ -67,14 +67,21 @@ class PlaceOrderRequest(BaseModel):
     store_credit: int = Field(
         default=0, ge=0, description="Minor units paid from the customer's wallet"
     )
+    mode: SagaMode = Field(
+        default=SagaMode.ORCHESTRATION,
+        description="orchestration: a Temporal workflow runs the saga; choreography: the "
+        "services react to each other's events (card-only orders)",
+    )
 
     def fingerprint(self) -> str:
         """Same body, same fingerprint: how a replayed Idempotency-Key is told from a reused one."""
         data = self.model_dump(mode="json")
-        # Absent when unused, so bodies from before store credit existed keep
-        # the fingerprint their orders were recorded with.
+        # Absent when unused or the default, so bodies from before these fields
+        # existed keep the fingerprint their orders were recorded with.
         if not data["store_credit"]:
             del data["store_credit"]
+        if data["mode"] == SagaMode.ORCHESTRATION:
+            del data["mode"]
         return _fingerprint(data)
 
 
@@ -108,6 +115,9 @@ class OrderView(BaseModel):
     # The two-phase settlement of an order paid partly with store credit: its
     # transaction id, the decision once made, and each participant's vote.
     two_phase: TwoPhaseView | None = None
+    mode: SagaMode = SagaMode.ORCHESTRATION
+    # Choreography: when the orders service cancels the order if it is still open.
+    deadline_at: datetime | None = None
 
 
 class OrderSummary(BaseModel):
@@ -117,6 +127,7 @@ class OrderSummary(BaseModel):
     total: int
     currency: str
     created_at: datetime
+    mode: SagaMode = SagaMode.ORCHESTRATION
 
 
 class OrderEvent(BaseModel):

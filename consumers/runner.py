@@ -50,11 +50,14 @@ class Consumer:
     """A durable consumer: its name (also its key in the inbox), subjects and handler."""
 
     name: str
-    filter_subject: str
+    filter_subject: str | tuple[str, ...]
     handler: Handler
     # Where a new durable starts: ALL replays what the stream retains (how a
     # read model is built, or rebuilt under a new name); NEW skips history.
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    # Events it does not want are acked unapplied, with no database work (the
+    # choreography's handlers pass over orchestrated orders' events).
+    wants: Callable[[Envelope], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class RunnerOptions:
     batch_size: int = 20
     # How long one fetch waits for messages; also how soon `run` sees `stop`.
     fetch_timeout_s: float = 1.0
+    # 0: redeliver for ever (handlers that undo, which must end done).
     max_deliver: int = 10
     # A message neither acked nor nak'ed this long (a crashed consumer) is redelivered.
     ack_wait_s: float = 30.0
@@ -76,6 +80,7 @@ class RunnerOptions:
 class Outcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
+    SKIPPED = "skipped"
     RETRY = "retry"
     GAVE_UP = "gave-up"
     POISON = "poison"
@@ -124,14 +129,16 @@ class ConsumerRunner:
         self._sub: JetStreamContext.PullSubscription | None = None
 
     def consumer_config(self) -> ConsumerConfig:
+        subjects = self.consumer.filter_subject
         return ConsumerConfig(
             name=self.consumer.name,
             durable_name=self.consumer.name,
-            filter_subject=self.consumer.filter_subject,
+            filter_subject=subjects if isinstance(subjects, str) else None,
+            filter_subjects=None if isinstance(subjects, str) else list(subjects),
             deliver_policy=self.consumer.deliver_policy,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.options.ack_wait_s,
-            max_deliver=self.options.max_deliver,
+            max_deliver=self.options.max_deliver or -1,
         )
 
     async def bind(self) -> None:
@@ -196,6 +203,9 @@ class ConsumerRunner:
             )
             await msg.term()
             return Outcome.POISON
+        if self.consumer.wants is not None and not self.consumer.wants(envelope):
+            await msg.ack()
+            return Outcome.SKIPPED
         try:
             with TRACER.start_as_current_span(
                 f"consume {envelope.event_type}",
@@ -258,7 +268,7 @@ class ConsumerRunner:
 
     async def _failed(self, msg: Msg, envelope: Envelope, err: Exception) -> Outcome:
         delivered = msg.metadata.num_delivered
-        if delivered >= self.options.max_deliver:
+        if 0 < self.options.max_deliver <= delivered:
             log.error(
                 "consumer %s: gave up on event %s after %d deliveries",
                 self.consumer.name,

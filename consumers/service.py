@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.runner import Consumer, ConsumerRunner, RunnerOptions
 from consumers.stream import ensure_stream
@@ -60,24 +62,39 @@ async def connect_nats(url: str, stop: asyncio.Event) -> NatsClient | None:
     return None
 
 
+Background = Callable[[AsyncEngine, asyncio.Event], Coroutine[Any, Any, None]]
+
+
 async def serve(
     settings: Settings,
     consumers: Sequence[Consumer],
     stop: asyncio.Event,
     options: RunnerOptions | None = None,
+    *,
+    instances: int = 1,
+    background: Sequence[Background] = (),
 ) -> None:
-    """Run `consumers` until `stop` is set; each applies one message at a time."""
+    """Run `consumers` until `stop` is set, and `background` tasks beside them.
+
+    Each runner applies one message at a time; `instances` runners pull from
+    each consumer's durable at once.
+    """
     client = await connect_nats(settings.nats_target, stop)
     if client is None:
         return
     log.info("nats connected: %s", settings.nats_target)
-    engine = create_engine(settings.database_target, pool_size=max(2, len(consumers)))
+    engine = create_engine(
+        settings.database_target, pool_size=max(2, len(consumers) * instances + len(background))
+    )
     try:
         js = client.jetstream()
         await ensure_stream(js)
         async with asyncio.TaskGroup() as tasks:
             for consumer in consumers:
-                tasks.create_task(ConsumerRunner(js, engine, consumer, options).run(stop))
+                for _ in range(instances):
+                    tasks.create_task(ConsumerRunner(js, engine, consumer, options).run(stop))
+            for task in background:
+                tasks.create_task(task(engine, stop))
     finally:
         await client.close()
         await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -44,3 +45,15 @@ def create_engine(
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def sessions_on(conn: AsyncConnection) -> SessionFactory:
+    """Sessions inside `conn`'s open transaction, each as a savepoint.
+
+    A consumer claims an event in its inbox and runs a step on one connection:
+    both commit together, and a refused step rolls back to its savepoint only,
+    leaving the transaction free to record the refusal.
+    """
+    return async_sessionmaker(
+        bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )

@@ -130,12 +130,24 @@ orders = Table(
     Column("failure_reason", Text),
     _now(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # orchestration: an OrderSaga workflow runs it (workflow_id); choreography:
+    # the services' event handlers do, and the orders service cancels it once
+    # deadline_at passes (workflow_id then holds its correlation id).
+    Column("saga_mode", String(16), nullable=False, server_default="orchestration"),
+    Column("deadline_at", DateTime(timezone=True)),
     CheckConstraint("status IN ('PENDING', 'CONFIRMED', 'CANCELLED')", name="order_status"),
+    CheckConstraint("saga_mode IN ('orchestration', 'choreography')", name="order_saga_mode"),
     CheckConstraint("total >= 0", name="order_total_non_negative"),
     schema="orders",
 )
 Index("ix_orders_created", orders.c.created_at.desc())
 Index("ix_orders_customer_created", orders.c.customer_id, orders.c.created_at.desc())
+# The orders service's timeout sweep: choreographed orders still open, by deadline.
+Index(
+    "ix_orders_choreography_open",
+    orders.c.deadline_at,
+    postgresql_where=text("status = 'PENDING' AND saga_mode = 'choreography'"),
+)
 
 order_lines = Table(
     "order_lines",

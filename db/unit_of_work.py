@@ -10,8 +10,10 @@ the key included, so nothing of a refused step remains.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -73,6 +75,7 @@ def event_row(
     }
     # The activity's trace continues through the relay to the consumers.
     inject_trace(headers)
+    headers.update(_carried.get() or {})
     return {
         "event_id": str(uuid.uuid5(EVENT_NAMESPACE, key)),
         "aggregate_type": aggregate_type,
@@ -81,6 +84,21 @@ def event_row(
         "payload": payload,
         "headers": headers,
     }
+
+
+# Headers a caller adds to every event written in its context, like the trace
+# above: how a choreographed order's facts ride along (domain.choreography)
+# without each activity knowing about them.
+_carried: ContextVar[Mapping[str, Any] | None] = ContextVar("carried_headers", default=None)
+
+
+@contextlib.contextmanager
+def carried_headers(headers: Mapping[str, Any]) -> Iterator[None]:
+    token = _carried.set(headers)
+    try:
+        yield
+    finally:
+        _carried.reset(token)
 
 
 # Stored under a forward step's key by its undo: the step must never apply after.

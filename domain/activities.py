@@ -6,9 +6,11 @@ that do database I/O.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
-from domain.orders import OrderLine, PricedLine
+from domain.orders import OrderLine, PricedLine, SagaMode
 
 
 class Act:
@@ -38,6 +40,9 @@ class CreateOrder(StepInput):
     customer_id: str
     items: list[OrderLine]
     request_hash: str = ""
+    saga_mode: SagaMode = SagaMode.ORCHESTRATION
+    # Choreography only: when the orders service gives up on the order.
+    deadline_at: datetime | None = None
 
 
 class PricedOrder(BaseModel):

@@ -16,6 +16,13 @@ class OrderStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class SagaMode(StrEnum):
+    """Who runs an order's steps: a Temporal workflow, or the services' event handlers."""
+
+    ORCHESTRATION = "orchestration"
+    CHOREOGRAPHY = "choreography"
+
+
 class OrderLine(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

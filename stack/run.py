@@ -1,8 +1,8 @@
 """`make run`: embedded servers where settings name none, then migrate, seed, worker and API.
 
 Children run in their own sessions, so Ctrl-C reaches only this supervisor; it
-then stops them in reverse start order: API, consumers, relay, worker, payment
-provider simulator, NATS, Temporal, PostgreSQL.
+then stops them in reverse start order: API, choreography, consumers, relay,
+worker, payment provider simulator, NATS, Temporal, PostgreSQL.
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class Supervisor:
         self._start_app("worker", [sys.executable, "worker.py"])
         self._start_app("relay", [sys.executable, "-m", "relay"])
         self._start_app("consumers", [sys.executable, "-m", "consumers"])
+        self._start_app("choreography", [sys.executable, "-m", "choreography"])
         api = self._start_app("api", [sys.executable, "-m", "api"])
         async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
 

@@ -6,10 +6,11 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import queries, sagas
+from api import choreographed, queries, sagas
 from api.deps import EngineDep, IdempotencyKey, SettingsDep, TemporalDep
 from api.problems import Problem
 from api.schemas import (
@@ -22,8 +23,10 @@ from api.schemas import (
     OrderView,
     PlaceOrderRequest,
 )
-from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
+from choreography import orders as choreographed_orders
+from domain.orders import OrderStatus, PlaceOrder, SagaMode, workflow_id_for
 from observability.logs import bind as bind_log_context
+from settings import Settings
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -80,6 +83,12 @@ async def place_order(
 ) -> OrderAccepted:
     total = await _priced_total(engine, body)
     _check_payment(body, total)
+    if body.mode is SagaMode.CHOREOGRAPHY and body.store_credit:
+        raise _invalid(
+            "mode",
+            "choreography settles card-only orders: store credit moves with stock and card "
+            "by two-phase commit, which needs the orchestrated saga",
+        )
     order = PlaceOrder(
         order_id=sagas.order_id_for_key(idempotency_key),
         customer_id=body.customer_id,
@@ -92,7 +101,7 @@ async def place_order(
     )
     response.headers["Location"] = f"/orders/{order.order_id}"
     bind_log_context(order_id=order.order_id, workflow_id=workflow_id_for(order.order_id))
-    existing = await _existing_fingerprint(client, engine, settings.task_queue, order)
+    existing = await _existing_fingerprint(client, engine, settings, order, body.mode)
     if existing is None:
         return OrderAccepted(order_id=order.order_id, status=OrderStatus.PENDING)
     if existing != order.request_hash:
@@ -136,13 +145,23 @@ def _check_payment(body: PlaceOrderRequest, total: int) -> None:
 
 
 async def _existing_fingerprint(
-    client: Client, engine: AsyncEngine, task_queue: str, order: PlaceOrder
+    client: Client, engine: AsyncEngine, settings: Settings, order: PlaceOrder, mode: SagaMode
 ) -> str | None:
+    """Start the order; or, if its id is taken, the fingerprint of the request that took it."""
     # The database outlives Temporal's retention of closed workflows; ask it first.
     recorded = await queries.request_fingerprint(engine, order.order_id)
     if recorded is not None:
         return recorded
-    return await sagas.start_saga(client, task_queue, order)
+    if mode is SagaMode.ORCHESTRATION:
+        return await sagas.start_saga(client, settings.task_queue, order)
+    try:
+        await choreographed.place(engine, settings, order)
+    except choreographed.Refused as err:
+        raise _invalid("items", str(err)) from err
+    except IntegrityError:
+        # An orchestrated saga created this order id in the meantime.
+        return await queries.request_fingerprint(engine, order.order_id)
+    return None
 
 
 @router.get("", response_model=list[OrderSummary], summary="List orders, newest first")
@@ -161,6 +180,8 @@ async def list_orders(
 async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> OrderView:
     _check_order_id(order_id)
     record = await queries.order_record(engine, order_id)
+    if record is not None and record.mode is SagaMode.CHOREOGRAPHY:
+        return await choreographed.view(engine, record)
     if record is not None and record.status != OrderStatus.PENDING:
         return record
     try:
@@ -208,6 +229,8 @@ async def cancel_order(
 ) -> CancelAcceptedResponse:
     _check_order_id(order_id)
     reason = (body or CancelOrderRequest()).reason
+    if await queries.saga_mode_of(engine, order_id) is SagaMode.CHOREOGRAPHY:
+        return await _cancel_choreographed(engine, order_id, reason)
     try:
         accepted = await sagas.request_cancel(client, order_id, reason)
     except sagas.NotCancellable as err:
@@ -219,6 +242,19 @@ async def cancel_order(
     if accepted is not None:
         return CancelAcceptedResponse(order_id=order_id)
     raise await _closed(client, engine, order_id)
+
+
+async def _cancel_choreographed(
+    engine: AsyncEngine, order_id: str, reason: str
+) -> CancelAcceptedResponse:
+    """Cancelled here and now; the services' undos follow through the events."""
+    closed = await choreographed_orders.cancel(engine, order_id, reason)
+    if closed is None:
+        raise _not_found(order_id)
+    if closed.status != OrderStatus.CANCELLED:
+        detail = f"order {order_id} is already {closed.status}"
+        raise Problem(409, "Order not cancellable", detail, code="order-not-cancellable")
+    return CancelAcceptedResponse(order_id=order_id)
 
 
 async def _closed(client: Client, engine: AsyncEngine, order_id: str) -> Problem:

@@ -173,6 +173,9 @@ def _printable(value: Any) -> bool:
         (lambda b: b.update(customer_id=f"{factories.customer()}\n"), "customer_id"),
         (lambda b: b.update(customer_id="x" * 129), "customer_id"),
         (lambda b: b.update(colour="red"), "colour"),
+        (lambda b: b.update(mode="telepathy"), "mode"),
+        # Store credit settles by 2PC, which only the orchestrated saga runs.
+        (lambda b: b.update(mode="choreography", store_credit=400), "mode"),
     ],
 )
 async def test_bad_order_is_refused_naming_the_field_and_leaves_nothing(

@@ -15,7 +15,7 @@ from worker import parse_bulkheads
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("worker-orders", "worker-inventory", "worker-payments", "worker-shipping")
-APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers")
+APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", "choreography")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_the_image_copies_every_package_the_project_installs():
 def test_every_long_running_service_has_a_health_check_on_a_port_it_serves(compose):
     ports = {"relay": "9101", **{name: "9102" for name in WORKERS}, "api": "8000"}
     for name, service in compose["services"].items():
-        if name in ("migrate", "consumers", "temporal-ui"):
+        if name in ("migrate", "consumers", "choreography", "temporal-ui"):
             continue  # one-shot; no endpoint; the UI is only looked at
         test = " ".join(service["healthcheck"]["test"])
         if name in ports:

@@ -1,0 +1,53 @@
+"""The API's side of a choreographed order: place it, show its progress, cancel it.
+
+No workflow holds a choreographed order's state: the orders table says where
+it stands, and the order-history read model says which steps the services
+have done and undone (eventually: it trails their commits by the relay's lag).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.exceptions import ApplicationError
+
+from api import queries
+from api.schemas import OrderView
+from choreography import orders as choreographed_orders
+from domain.choreography import FORWARD_STEPS, STEP_OF_EVENT, UNDO_OF_EVENT
+from domain.orders import OrderStatus, PlaceOrder
+from security.sealed import Sealer
+from settings import Settings
+
+
+class Refused(Exception):
+    """create_order refused the order (its lines are priced in two currencies)."""
+
+
+async def place(engine: AsyncEngine, settings: Settings, order: PlaceOrder) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=settings.choreography_timeout_s)
+    try:
+        await choreographed_orders.place(engine, order, deadline, Sealer.from_settings(settings))
+    except ApplicationError as err:
+        if not err.non_retryable:
+            raise
+        raise Refused(err.message) from err
+
+
+async def view(engine: AsyncEngine, record: OrderView) -> OrderView:
+    """The record with the steps the read model has seen done and undone."""
+    events = await queries.order_events(engine, record.order_id) or []
+    seen = [event.event_type for event in events]
+    done = [STEP_OF_EVENT[e] for e in seen if e in STEP_OF_EVENT]
+    undone = [UNDO_OF_EVENT[e] for e in seen if e in UNDO_OF_EVENT]
+    waiting = None
+    if record.status == OrderStatus.PENDING:
+        waiting = next((step for step in FORWARD_STEPS if step not in done), None)
+    return record.model_copy(
+        update={
+            "steps": list(dict.fromkeys(done)),
+            "compensations": list(dict.fromkeys(undone)),
+            "current_step": waiting,
+        }
+    )

@@ -1,0 +1,45 @@
+"""`python -m choreography [--services orders,inventory,...]`: until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from choreography.service import parse_services, run
+from observability.logs import configure as configure_logging
+from observability.tracing import configure as configure_tracing
+from settings import Settings
+
+
+async def _run(settings: Settings, services: list[str]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(settings, stop, services)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m choreography",
+        description="Run the services' handlers of choreographed orders.",
+    )
+    parser.add_argument(
+        "--services",
+        help="comma list of orders, inventory, payments, shipping, or all "
+        "(default: SAGA_CHOREOGRAPHY_SERVICES, all)",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings()
+    try:
+        services = parse_services(args.services or settings.choreography_services)
+    except ValueError as err:
+        parser.exit(2, f"python -m choreography: {err}\n")
+    configure_logging(settings, "choreography")
+    configure_tracing(settings, "choreography")
+    asyncio.run(_run(settings, services))
+
+
+if __name__ == "__main__":
+    main()

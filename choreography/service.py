@@ -1,0 +1,96 @@
+"""The choreography's process: each chosen service's handlers, and the orders service's timeout.
+
+Every service has one durable consumer on the subjects it reacts to
+(domain.choreography.REACTIONS) and passes over orchestrated orders' events
+unapplied. Deliveries are unlimited: an undo must end done, and a forward
+step read after its order's deadline is passed over, so only undos can
+retry for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Iterable, Sequence
+
+from nats.js.api import DeliverPolicy
+
+from activities import payment_provider_client, provider_retry
+from choreography.handlers import Reactions, is_choreographed
+from choreography.timeouts import run_periodically
+from consumers.runner import Consumer, RunnerOptions
+from consumers.service import Background, serve
+from domain.choreography import REACTIONS, SERVICES
+from domain.events import subject_for
+from security.sealed import Sealer
+from settings import Settings
+
+CONSUMER_PREFIX = "choreography"
+OPTIONS = RunnerOptions(max_deliver=0)
+
+
+def parse_services(text: str) -> list[str]:
+    """`all` or a comma list of services; a ValueError names an unknown one."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or "all" in names:
+        return list(SERVICES)
+    unknown = [name for name in names if name not in SERVICES]
+    if unknown:
+        raise ValueError(
+            f"unknown service {', '.join(unknown)}: choose from {', '.join(SERVICES)}, all"
+        )
+    return list(dict.fromkeys(names))
+
+
+def service_consumers(
+    reactions: Reactions,
+    services: Iterable[str],
+    prefix: str = CONSUMER_PREFIX,
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+) -> list[Consumer]:
+    """One durable consumer per service, named `{prefix}-{service}`."""
+    return [
+        Consumer(
+            name=f"{prefix}-{service}",
+            filter_subject=subjects_of(service),
+            handler=reactions.handler(service),
+            deliver_policy=deliver_policy,
+            wants=is_choreographed,
+        )
+        for service in services
+    ]
+
+
+def subjects_of(service: str) -> tuple[str, ...]:
+    """The subjects of the events `service` reacts to."""
+    mine = {subject_for(r.aggregate, r.event) for r in REACTIONS if r.service == service}
+    return tuple(sorted(mine))
+
+
+async def run(
+    settings: Settings,
+    stop: asyncio.Event,
+    services: Sequence[str],
+    *,
+    prefix: str = CONSUMER_PREFIX,
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+) -> None:
+    """Run `services`' handlers (and the timeout sweep with the orders service) until `stop`."""
+    provider = payment_provider_client(settings)
+    reactions = Reactions(provider, provider_retry(settings), Sealer.from_settings(settings))
+    background: list[Background] = []
+    if "orders" in services:
+        background.append(
+            functools.partial(run_periodically, interval_s=settings.choreography_sweep_interval_s)
+        )
+    try:
+        await serve(
+            settings,
+            service_consumers(reactions, services, prefix, deliver_policy),
+            stop,
+            OPTIONS,
+            instances=settings.choreography_concurrency,
+            background=background,
+        )
+    finally:
+        await provider.aclose()

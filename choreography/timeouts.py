@@ -1,0 +1,75 @@
+"""The orders service's timeout: a choreographed order open past its deadline is cancelled.
+
+No process waits on a choreographed order, so a service that is down, or an
+event given up on, would leave it open for ever, holding stock and money.
+The orders service owns the deadline: each sweep cancels what is overdue, and
+the OrderCancelled it writes makes every service undo its own step. The
+reason names the step the order stalled before, as the order history saw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from choreography.orders import cancel
+from db.tables import order_history, orders
+from domain.choreography import FORWARD_STEPS, STEP_OF_EVENT
+from domain.orders import OrderStatus, SagaMode
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+async def cancel_overdue(engine: AsyncEngine) -> list[str]:
+    """Cancel every choreographed order past its deadline; the ids this sweep cancelled."""
+    async with engine.connect() as conn:
+        overdue = (
+            await conn.execute(
+                select(orders.c.order_id, orders.c.deadline_at)
+                .where(
+                    orders.c.status == OrderStatus.PENDING.value,
+                    orders.c.saga_mode == SagaMode.CHOREOGRAPHY.value,
+                    orders.c.deadline_at < func.now(),
+                )
+                .order_by(orders.c.deadline_at)
+                .limit(BATCH)
+            )
+        ).all()
+    cancelled = []
+    for order_id, deadline in overdue:
+        reason = await stall_reason(engine, order_id, deadline)
+        closed = await cancel(engine, order_id, reason)
+        if closed is not None and closed.undid:
+            log.warning("order %s cancelled: %s", order_id, reason, extra={"order_id": order_id})
+            cancelled.append(order_id)
+    return cancelled
+
+
+async def stall_reason(engine: AsyncEngine, order_id: str, deadline: datetime) -> str:
+    async with engine.connect() as conn:
+        seen = set(
+            await conn.scalars(
+                select(order_history.c.event_type).where(order_history.c.order_id == order_id)
+            )
+        )
+    done = {STEP_OF_EVENT[e] for e in seen if e in STEP_OF_EVENT}
+    waiting = next((step for step in FORWARD_STEPS if step not in done), FORWARD_STEPS[-1])
+    return f"timed out waiting for {waiting} (deadline {deadline.isoformat(timespec='seconds')})"
+
+
+async def run_periodically(engine: AsyncEngine, stop: asyncio.Event, interval_s: float) -> None:
+    """Sweep every `interval_s` until `stop`; a failed sweep is logged and tried again."""
+    while not stop.is_set():
+        try:
+            await cancel_overdue(engine)
+        except Exception:
+            log.exception("timeout sweep failed; trying again in %.1f s", interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

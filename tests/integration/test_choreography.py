@@ -1,0 +1,464 @@
+"""The choreographed order on the real stack: PostgreSQL, the relay, JetStream, the
+services' handlers and the payment simulator; no Temporal workflow anywhere.
+
+Each test places an order through the orders service's entry point and reads
+the outcome where it lands: the services' rows, their outbox events, the
+provider's books and JetStream's consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.service import RPCError
+
+from activities import provider_retry
+from activities.provider_client import PaymentProviderClient
+from audit import Scope, run_audit
+from choreography import orders as choreographed
+from choreography.handlers import Reactions
+from choreography.service import OPTIONS, run, service_consumers
+from consumers.order_history import order_history_consumer
+from consumers.runner import ConsumerRunner, RunnerOptions
+from db.tables import orders, service_tables
+from domain import events as wire
+from domain.choreography import CARRIED_HEADER, SERVICES
+from domain.orders import OrderLine, PlaceOrder
+from relay.service import run_relay
+from security.sealed import Sealer
+from settings import Settings
+from tests import factories
+from tests.factories import eventually
+
+pytestmark = pytest.mark.asyncio
+
+Start = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def choreo_settings(settings: Settings, nats: Any) -> Settings:
+    return settings.model_copy(
+        update={
+            "nats_url": nats.url,
+            "relay_poll_interval_s": 0.2,
+            "relay_lease_ttl_s": 2.0,
+            "relay_metrics_port": 0,
+            "choreography_sweep_interval_s": 0.2,
+            "choreography_concurrency": 2,
+        }
+    )
+
+
+@pytest.fixture
+async def relay(choreo_settings: Settings) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_relay(choreo_settings, stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def order_history(js: JetStreamContext, engine: AsyncEngine) -> AsyncIterator[None]:
+    consumer = order_history_consumer(
+        f"test-history-{uuid.uuid4().hex[:8]}", deliver_policy=DeliverPolicy.NEW
+    )
+    runner = ConsumerRunner(js, engine, consumer, RunnerOptions(fetch_timeout_s=0.5))
+    await runner.bind()
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await js.delete_consumer(wire.STREAM, consumer.name)
+
+
+@pytest.fixture
+async def services(
+    js: JetStreamContext,
+    engine: AsyncEngine,
+    choreo_settings: Settings,
+    provider_client: PaymentProviderClient,
+    relay: None,
+    order_history: None,
+) -> AsyncIterator[Start]:
+    """`await services("orders", ...)` runs those services' handlers until the test ends.
+
+    Every service's durable exists from the start, as in a deployment where a
+    service is down rather than never installed: one started late finds the
+    events it missed waiting for it.
+    """
+    prefix = f"test-choreo-{uuid.uuid4().hex[:8]}"
+    reactions = Reactions(provider_client, provider_retry(choreo_settings), Sealer(None))
+    for consumer in service_consumers(reactions, SERVICES, prefix, DeliverPolicy.NEW):
+        await ConsumerRunner(js, engine, consumer, OPTIONS).bind()
+    stop = asyncio.Event()
+    running: list[asyncio.Task[None]] = []
+
+    async def start(*names: str) -> None:
+        running.append(
+            asyncio.create_task(
+                run(
+                    choreo_settings,
+                    stop,
+                    list(names),
+                    prefix=prefix,
+                    deliver_policy=DeliverPolicy.NEW,
+                )
+            )
+        )
+
+    yield start
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*running), 30)
+    for service in SERVICES:
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(wire.STREAM, f"{prefix}-{service}")
+
+
+async def place(
+    engine: AsyncEngine,
+    items: list[tuple[str, int]],
+    token: str = "tok_visa",
+    timeout_s: float = 60.0,
+) -> str:
+    order = PlaceOrder(
+        order_id=str(uuid.uuid4()),
+        customer_id=factories.customer(),
+        items=[OrderLine(sku=sku, quantity=qty) for sku, qty in items],
+        payment_token=token,
+    )
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
+    await choreographed.place(engine, order, deadline, Sealer(None))
+    return order.order_id
+
+
+async def order_row(engine: AsyncEngine, order_id: str) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(orders).where(orders.c.order_id == order_id))).one()
+
+
+async def closed(engine: AsyncEngine, order_id: str, deadline_s: float = 20.0) -> Any:
+    row = await eventually(
+        lambda: order_row(engine, order_id), lambda r: r.status != "PENDING", deadline_s
+    )
+    return row
+
+
+async def undone(engine: AsyncEngine, order_id: str, *expected: str) -> list[str]:
+    """Wait until the order's outbox holds every one of `expected` events."""
+    return await eventually(
+        lambda: factories.events_of(engine, order_id), lambda seen: set(expected) <= set(seen)
+    )
+
+
+async def outbox_headers(engine: AsyncEngine, order_id: str) -> list[dict[str, Any]]:
+    found = []
+    async with engine.connect() as conn:
+        for service in SERVICES:
+            outbox = service_tables[service].outbox
+            rows = await conn.execute(
+                select(outbox.c.headers).where(outbox.c.aggregate_id == order_id)
+            )
+            found += [r.headers for r in rows]
+    return found
+
+
+async def test_an_order_runs_from_event_to_event_to_confirmed(engine, services, product):
+    await services(*SERVICES)
+    sku = await product(stock=10, price=1500)
+    order_id = await place(engine, [(sku, 2)])
+
+    row = await closed(engine, order_id)
+
+    assert row.status == "CONFIRMED"
+    assert row.saga_mode == "choreography"
+    assert row.workflow_id == f"choreography-{order_id}"
+    assert await factories.stock_of(engine, sku) == 8
+    [reservation] = await factories.reservations_of(engine, order_id)
+    assert reservation.status == "RESERVED"
+    [payment] = await factories.payments_of(engine, order_id)
+    assert (payment.status, payment.amount) == ("CAPTURED", 3000)
+    [shipment] = await factories.shipments_of(engine, order_id)
+    assert shipment.status == "CREATED"
+    assert await factories.events_of(engine, order_id) == [
+        "OrderCreated",
+        "StockReserved",
+        "PaymentCaptured",
+        "ShipmentCreated",
+        "OrderConfirmed",
+    ]
+    # Each event carried the order on, priced from StockReserved on.
+    carried = [h[CARRIED_HEADER] for h in await outbox_headers(engine, order_id)]
+    assert len(carried) == 5 and all(c["order_id"] == order_id for c in carried)
+    totals = [c["total"] for c in carried]
+    assert (totals.count(None), totals.count(3000)) == (1, 4)
+
+
+async def test_a_declined_card_undoes_the_reservation_and_cancels_the_order(
+    engine, services, product, provider_client
+):
+    await services(*SERVICES)
+    sku = await product(stock=5)
+    order_id = await place(engine, [(sku, 3)], token="tok_decline")
+
+    row = await closed(engine, order_id)
+    await undone(engine, order_id, "StockReleased")
+
+    assert row.status == "CANCELLED"
+    assert "declined" in row.failure_reason
+    assert await factories.stock_of(engine, sku) == 5
+    [reservation] = await factories.reservations_of(engine, order_id)
+    assert reservation.status == "RELEASED"
+    assert await factories.payments_of(engine, order_id) == []
+    assert await factories.shipments_of(engine, order_id) == []
+    events = await factories.events_of(engine, order_id)
+    assert events[:4] == ["OrderCreated", "StockReserved", "PaymentFailed", "OrderCancelled"]
+    held = await provider_client.payments_for(order_id)
+    assert all(a["amount_captured"] == 0 for a in held["authorizations"])
+
+
+async def test_out_of_stock_cancels_the_order_with_nothing_to_undo(engine, services, product):
+    await services(*SERVICES)
+    sku = await product(stock=1)
+    order_id = await place(engine, [(sku, 2)])
+
+    row = await closed(engine, order_id)
+
+    assert row.status == "CANCELLED"
+    assert "out of stock" in row.failure_reason
+    assert await factories.stock_of(engine, sku) == 1
+    assert await factories.reservations_of(engine, order_id) == []
+    assert await factories.events_of(engine, order_id) == [
+        "OrderCreated",
+        "StockReservationFailed",
+        "OrderCancelled",
+    ]
+
+
+async def test_an_order_stalled_by_a_service_down_is_timed_out_and_undone(
+    engine, services, product, provider_client
+):
+    """Shipping is down: the order stalls after its payment, the orders service's
+    timeout cancels it, and inventory and payments undo their steps. Shipping,
+    back later, finds its step fenced and creates no shipment."""
+    await services("orders", "inventory", "payments")
+    sku = await product(stock=4, price=700)
+    order_id = await place(engine, [(sku, 1)], timeout_s=2.0)
+
+    row = await closed(engine, order_id, deadline_s=30)
+    await undone(engine, order_id, "StockReleased", "PaymentRefunded")
+
+    assert row.status == "CANCELLED"
+    assert row.failure_reason.startswith("timed out waiting for create_shipment")
+    assert await factories.stock_of(engine, sku) == 4
+    [payment] = await factories.payments_of(engine, order_id)
+    assert (payment.status, payment.refunded_amount) == ("REFUNDED", 700)
+    [auth] = (await provider_client.payments_for(order_id))["authorizations"]
+    assert auth["amount_refunded"] == auth["amount_captured"] == 700
+
+    await services("shipping")
+    await asyncio.sleep(2.0)  # shipping drains PaymentCaptured, then OrderCancelled
+    assert await factories.shipments_of(engine, order_id) == []
+    assert (await order_row(engine, order_id)).status == "CANCELLED"
+    violations = await run_audit(
+        engine, Scope(since=row.created_at, grace=timedelta(0)), provider_client, read_model=False
+    )
+    assert [v for v in violations if v.subject == order_id] == []
+
+
+async def test_a_client_cancel_undoes_what_the_services_did(engine, services, product):
+    await services("orders", "inventory")  # the order waits at payment
+    sku = await product(stock=3)
+    order_id = await place(engine, [(sku, 2)])
+    await undone(engine, order_id, "StockReserved")
+
+    closed_now = await choreographed.cancel(engine, order_id, "changed my mind")
+    await undone(engine, order_id, "StockReleased")
+
+    assert closed_now is not None and closed_now.status == "CANCELLED"
+    row = await order_row(engine, order_id)
+    assert (row.status, row.failure_reason) == ("CANCELLED", "changed my mind")
+    assert await factories.stock_of(engine, sku) == 3
+    # A second cancel finds it done; the timeout later changes nothing either.
+    again = await choreographed.cancel(engine, order_id, "again")
+    assert again is not None and again.status == "CANCELLED"
+    assert (await order_row(engine, order_id)).failure_reason == "changed my mind"
+
+
+async def test_an_event_delivered_twice_reserves_once(engine, js, services, product):
+    await services("inventory")
+    sku = await product(stock=10)
+    order_id = await place(engine, [(sku, 3)])
+    await undone(engine, order_id, "StockReserved")
+
+    # The relay's OrderCreated again, under a new message id: JetStream keeps it,
+    # the handler's inbox and the step's key must drop it.
+    outbox = service_tables["orders"].outbox
+    async with engine.connect() as conn:
+        created = (
+            await conn.execute(select(outbox).where(outbox.c.aggregate_id == order_id))
+        ).one()
+    envelope = wire.Envelope(
+        event_id=str(created.event_id),
+        source="orders",
+        aggregate_type=created.aggregate_type,
+        aggregate_id=order_id,
+        event_type=created.event_type,
+        payload=created.payload,
+        headers=created.headers,
+        occurred_at=created.created_at,
+    )
+    await js.publish(
+        wire.subject_for("order", "OrderCreated"),
+        envelope.model_dump_json().encode(),
+        headers={wire.MSG_ID: f"again-{uuid.uuid4()}"},
+    )
+    await asyncio.sleep(1.5)
+
+    assert await factories.stock_of(engine, sku) == 7
+    assert len(await factories.reservations_of(engine, order_id)) == 1
+    assert (await factories.events_of(engine, order_id)).count("StockReserved") == 1
+
+
+async def test_orchestrated_orders_events_are_passed_over(engine, services, saga, product):
+    await services(*SERVICES)
+    sku = await product(stock=10)
+    handle = await saga([(sku, 1)])
+    await handle.result()
+    order_id = handle.id.removeprefix("order-")
+    await asyncio.sleep(1.0)
+
+    # One reservation and one payment: the saga's, none from a handler.
+    assert len(await factories.reservations_of(engine, order_id)) == 1
+    assert len(await factories.payments_of(engine, order_id)) == 1
+    assert (await order_row(engine, order_id)).saga_mode == "orchestration"
+
+
+async def test_a_service_back_after_a_cancel_leaves_nothing_behind(
+    engine, services, product, provider_client
+):
+    """Shipping is down while the client cancels: when it comes back it reads the
+    payment's event and then the cancel, in either order, and no shipment stays."""
+    await services("orders", "inventory", "payments")
+    sku = await product(stock=2, price=900)
+    order_id = await place(engine, [(sku, 1)])
+    await undone(engine, order_id, "PaymentCaptured")
+
+    await choreographed.cancel(engine, order_id, "changed my mind")
+    await undone(engine, order_id, "StockReleased", "PaymentRefunded")
+    await services("shipping")
+    await asyncio.sleep(2.0)
+
+    assert [s.status for s in await factories.shipments_of(engine, order_id)] in ([], ["CANCELLED"])
+    assert await factories.stock_of(engine, sku) == 2
+    row = await order_row(engine, order_id)
+    violations = await run_audit(
+        engine, Scope(since=row.created_at, grace=timedelta(0)), provider_client, read_model=False
+    )
+    assert [v for v in violations if v.subject == order_id] == []
+
+
+def order_body(sku: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "customer_id": factories.customer(),
+        "items": [{"sku": sku, "quantity": 1}],
+        "payment_token": "tok_visa",
+        "mode": "choreography",
+        **extra,
+    }
+
+
+async def test_the_api_places_shows_and_lists_a_choreographed_order(
+    api, engine, client, services, product
+):
+    await services(*SERVICES)
+    sku = await product(stock=5, price=1200)
+    key = f"key-{uuid.uuid4()}"
+
+    placed = await api.post("/orders", json=order_body(sku), headers={"Idempotency-Key": key})
+    assert placed.status_code == 202, placed.text
+    order_id = placed.json()["order_id"]
+
+    async def view() -> dict[str, Any]:
+        return (await api.get(f"/orders/{order_id}")).json()  # type: ignore[no-any-return]
+
+    shown = await eventually(
+        view, lambda v: v["status"] == "CONFIRMED" and "confirm_order" in v["steps"]
+    )
+    assert shown["mode"] == "choreography"
+    assert shown["steps"] == [
+        "create_order",
+        "reserve_stock",
+        "charge_payment",
+        "create_shipment",
+        "confirm_order",
+    ]
+    assert (shown["compensations"], shown["current_step"], shown["total"]) == ([], None, 1200)
+    events = (await api.get(f"/orders/{order_id}/events")).json()
+    assert [e["event_type"] for e in events] == [
+        "OrderCreated",
+        "StockReserved",
+        "PaymentCaptured",
+        "ShipmentCreated",
+        "OrderConfirmed",
+    ]
+    listed = (await api.get("/orders", params={"customer_id": shown["customer_id"]})).json()
+    assert [(o["order_id"], o["mode"]) for o in listed] == [(order_id, "choreography")]
+    with pytest.raises(RPCError):  # no workflow ran it
+        await client.get_workflow_handle(f"order-{order_id}").describe()
+
+    # The key replayed: the same order; the key with another mode: refused.
+    replay = await api.post(
+        "/orders",
+        json=order_body(sku) | {"customer_id": shown["customer_id"]},
+        headers={"Idempotency-Key": key},
+    )
+    assert (replay.status_code, replay.json()["order_id"]) == (200, order_id)
+    other = order_body(sku) | {"customer_id": shown["customer_id"], "mode": "orchestration"}
+    reused = await api.post("/orders", json=other, headers={"Idempotency-Key": key})
+    assert reused.status_code == 409
+
+
+async def test_the_api_cancels_a_choreographed_order_and_shows_its_undos(
+    api, engine, services, product
+):
+    await services("orders", "inventory")  # waits at payment
+    sku = await product(stock=5)
+    order_id = (await api.post("/orders", json=order_body(sku))).json()["order_id"]
+    await undone(engine, order_id, "StockReserved")
+
+    cancelled = await api.post(f"/orders/{order_id}/cancel", json={"reason": "too slow"})
+    assert cancelled.status_code == 202, cancelled.text
+
+    async def view() -> dict[str, Any]:
+        return (await api.get(f"/orders/{order_id}")).json()  # type: ignore[no-any-return]
+
+    shown = await eventually(view, lambda v: "release_stock" in v["compensations"])
+    assert (shown["status"], shown["failure_reason"]) == ("CANCELLED", "too slow")
+    assert shown["steps"] == ["create_order", "reserve_stock"]
+    assert set(shown["compensations"]) == {"cancel_order", "release_stock"}
+    assert await factories.stock_of(engine, sku) == 5
+
+
+async def test_a_confirmed_choreographed_order_cannot_be_cancelled(api, engine, services, product):
+    await services(*SERVICES)
+    sku = await product(stock=5)
+    order_id = (await api.post("/orders", json=order_body(sku))).json()["order_id"]
+    await closed(engine, order_id)
+
+    refused = await api.post(f"/orders/{order_id}/cancel")
+
+    assert refused.status_code == 409
+    assert "CONFIRMED" in refused.json()["detail"]
+    assert (await order_row(engine, order_id)).status == "CONFIRMED"
