@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint migrate seed clean recover bench bench-2pc bench-relay chaos replay record-histories audit
+.PHONY: run test lint migrate seed clean recover bench bench-2pc bench-modes bench-relay chaos replay record-histories audit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ clean:
 # Orders through the API under load beside a bare workflow's floor; JSON and PNG in bench/results.
 bench: $(STAMP)
 	$(BIN)/python -m bench.load $(BENCH_ARGS)
+
+# The same orders orchestrated and choreographed, timed alike; JSON in bench/results.
+bench-modes: $(STAMP)
+	$(BIN)/python -m bench.saga_modes $(BENCH_ARGS)
 
 bench-2pc: $(STAMP)
 	$(BIN)/python -m bench.two_phase_vs_saga --json bench/two_phase_vs_saga.json

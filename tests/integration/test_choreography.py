@@ -9,7 +9,9 @@ provider's books and JetStream's consumers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.service import RPCError
@@ -55,6 +58,8 @@ def choreo_settings(settings: Settings, nats: Any) -> Settings:
             "relay_metrics_port": 0,
             "choreography_sweep_interval_s": 0.2,
             "choreography_concurrency": 2,
+            # Card tokens travel sealed (the API tests place theirs unsealed).
+            "payload_codec_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
         }
     )
 
@@ -126,11 +131,26 @@ async def services(
             await js.delete_consumer(wire.STREAM, f"{prefix}-{service}")
 
 
-async def place(
+@pytest.fixture
+def place(engine: AsyncEngine, choreo_settings: Settings) -> Callable[..., Awaitable[str]]:
+    """Place a choreographed order through the orders service, its card token sealed."""
+
+    async def place_one(
+        items: list[tuple[str, int]], token: str = "tok_visa", timeout_s: float = 60.0
+    ) -> str:
+        return await place_order(
+            engine, items, token, timeout_s, Sealer.from_settings(choreo_settings)
+        )
+
+    return place_one
+
+
+async def place_order(
     engine: AsyncEngine,
     items: list[tuple[str, int]],
-    token: str = "tok_visa",
-    timeout_s: float = 60.0,
+    token: str,
+    timeout_s: float,
+    sealer: Sealer,
 ) -> str:
     order = PlaceOrder(
         order_id=str(uuid.uuid4()),
@@ -139,7 +159,7 @@ async def place(
         payment_token=token,
     )
     deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
-    await choreographed.place(engine, order, deadline, Sealer(None))
+    await choreographed.place(engine, order, deadline, sealer)
     return order.order_id
 
 
@@ -174,10 +194,10 @@ async def outbox_headers(engine: AsyncEngine, order_id: str) -> list[dict[str, A
     return found
 
 
-async def test_an_order_runs_from_event_to_event_to_confirmed(engine, services, product):
+async def test_an_order_runs_from_event_to_event_to_confirmed(engine, services, product, place):
     await services(*SERVICES)
     sku = await product(stock=10, price=1500)
-    order_id = await place(engine, [(sku, 2)])
+    order_id = await place([(sku, 2)])
 
     row = await closed(engine, order_id)
 
@@ -203,14 +223,16 @@ async def test_an_order_runs_from_event_to_event_to_confirmed(engine, services, 
     assert len(carried) == 5 and all(c["order_id"] == order_id for c in carried)
     totals = [c["total"] for c in carried]
     assert (totals.count(None), totals.count(3000)) == (1, 4)
+    assert all(c["payment_token"].startswith("sealed:") for c in carried)
+    assert "tok_visa" not in str(await outbox_headers(engine, order_id))
 
 
 async def test_a_declined_card_undoes_the_reservation_and_cancels_the_order(
-    engine, services, product, provider_client
+    engine, services, product, provider_client, place
 ):
     await services(*SERVICES)
     sku = await product(stock=5)
-    order_id = await place(engine, [(sku, 3)], token="tok_decline")
+    order_id = await place([(sku, 3)], token="tok_decline")
 
     row = await closed(engine, order_id)
     await undone(engine, order_id, "StockReleased")
@@ -228,10 +250,12 @@ async def test_a_declined_card_undoes_the_reservation_and_cancels_the_order(
     assert all(a["amount_captured"] == 0 for a in held["authorizations"])
 
 
-async def test_out_of_stock_cancels_the_order_with_nothing_to_undo(engine, services, product):
+async def test_out_of_stock_cancels_the_order_with_nothing_to_undo(
+    engine, services, product, place
+):
     await services(*SERVICES)
     sku = await product(stock=1)
-    order_id = await place(engine, [(sku, 2)])
+    order_id = await place([(sku, 2)])
 
     row = await closed(engine, order_id)
 
@@ -247,14 +271,14 @@ async def test_out_of_stock_cancels_the_order_with_nothing_to_undo(engine, servi
 
 
 async def test_an_order_stalled_by_a_service_down_is_timed_out_and_undone(
-    engine, services, product, provider_client
+    engine, services, product, provider_client, place
 ):
     """Shipping is down: the order stalls after its payment, the orders service's
     timeout cancels it, and inventory and payments undo their steps. Shipping,
     back later, finds its step fenced and creates no shipment."""
     await services("orders", "inventory", "payments")
     sku = await product(stock=4, price=700)
-    order_id = await place(engine, [(sku, 1)], timeout_s=2.0)
+    order_id = await place([(sku, 1)], timeout_s=2.0)
 
     row = await closed(engine, order_id, deadline_s=30)
     await undone(engine, order_id, "StockReleased", "PaymentRefunded")
@@ -277,10 +301,10 @@ async def test_an_order_stalled_by_a_service_down_is_timed_out_and_undone(
     assert [v for v in violations if v.subject == order_id] == []
 
 
-async def test_a_client_cancel_undoes_what_the_services_did(engine, services, product):
+async def test_a_client_cancel_undoes_what_the_services_did(engine, services, product, place):
     await services("orders", "inventory")  # the order waits at payment
     sku = await product(stock=3)
-    order_id = await place(engine, [(sku, 2)])
+    order_id = await place([(sku, 2)])
     await undone(engine, order_id, "StockReserved")
 
     closed_now = await choreographed.cancel(engine, order_id, "changed my mind")
@@ -296,10 +320,10 @@ async def test_a_client_cancel_undoes_what_the_services_did(engine, services, pr
     assert (await order_row(engine, order_id)).failure_reason == "changed my mind"
 
 
-async def test_an_event_delivered_twice_reserves_once(engine, js, services, product):
+async def test_an_event_delivered_twice_reserves_once(engine, js, services, product, place):
     await services("inventory")
     sku = await product(stock=10)
-    order_id = await place(engine, [(sku, 3)])
+    order_id = await place([(sku, 3)])
     await undone(engine, order_id, "StockReserved")
 
     # The relay's OrderCreated again, under a new message id: JetStream keeps it,
@@ -346,13 +370,13 @@ async def test_orchestrated_orders_events_are_passed_over(engine, services, saga
 
 
 async def test_a_service_back_after_a_cancel_leaves_nothing_behind(
-    engine, services, product, provider_client
+    engine, services, product, provider_client, place
 ):
     """Shipping is down while the client cancels: when it comes back it reads the
     payment's event and then the cancel, in either order, and no shipment stays."""
     await services("orders", "inventory", "payments")
     sku = await product(stock=2, price=900)
-    order_id = await place(engine, [(sku, 1)])
+    order_id = await place([(sku, 1)])
     await undone(engine, order_id, "PaymentCaptured")
 
     await choreographed.cancel(engine, order_id, "changed my mind")
