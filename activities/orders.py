@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
 from activities._common import context, refusal
@@ -25,8 +26,9 @@ class OrderActivities:
     async def create_order(self, cmd: CreateOrder) -> PricedOrder:
         async def change(step: Step) -> PricedOrder:
             priced = await _price(step, cmd)
-            await step.session.execute(
-                orders.insert().values(
+            inserted = await step.session.execute(
+                insert(orders)
+                .values(
                     order_id=cmd.order_id,
                     customer_id=cmd.customer_id,
                     status=OrderStatus.PENDING.value,
@@ -42,7 +44,13 @@ class OrderActivities:
                     saga_mode=cmd.saga_mode.value,
                     deadline_at=cmd.deadline_at,
                 )
+                .on_conflict_do_nothing(index_elements=[orders.c.order_id])
+                .returning(orders.c.order_id)
             )
+            if inserted.first() is None:
+                # Another flow holds this id: one Idempotency-Key sent once per
+                # mode, both requests racing. The first to create the row owns it.
+                raise refusal(ErrorType.ORDER_EXISTS, f"order {cmd.order_id} already exists")
             await step.session.execute(
                 order_lines.insert(),
                 [
@@ -67,7 +75,13 @@ class OrderActivities:
         async def change(step: Step) -> OrderClosed:
             closed = await step.session.execute(
                 update(orders)
-                .where(orders.c.order_id == cmd.order_id, orders.c.status == "PENDING")
+                .where(
+                    orders.c.order_id == cmd.order_id,
+                    orders.c.status == "PENDING",
+                    # Only the flow that created the order closes it (its
+                    # workflow id, or a choreographed order's correlation id).
+                    orders.c.workflow_id == cmd.correlation_id,
+                )
                 .values(
                     status=status.value,
                     steps=cmd.steps,

@@ -16,6 +16,7 @@ from api import queries
 from api.schemas import OrderView
 from choreography import orders as choreographed_orders
 from domain.choreography import FORWARD_STEPS, STEP_OF_EVENT, UNDO_OF_EVENT
+from domain.errors import ErrorType
 from domain.orders import OrderStatus, PlaceOrder
 from security.sealed import Sealer
 from settings import Settings
@@ -26,10 +27,13 @@ class Refused(Exception):
 
 
 async def place(engine: AsyncEngine, settings: Settings, order: PlaceOrder) -> None:
+    """Create the order; if its id is taken, the caller's fingerprint check answers."""
     deadline = datetime.now(UTC) + timedelta(seconds=settings.choreography_timeout_s)
     try:
         await choreographed_orders.place(engine, order, deadline, Sealer.from_settings(settings))
     except ApplicationError as err:
+        if err.type == ErrorType.ORDER_EXISTS:
+            return
         if not err.non_retryable:
             raise
         raise Refused(err.message) from err

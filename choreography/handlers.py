@@ -3,9 +3,15 @@
 A reaction runs the same activity the orchestrated saga calls, on the
 consumer's connection: the inbox claim, the step's idempotency key, its rows
 and its outbox events commit in one transaction. A refused forward step rolls
-back to its savepoint and records the service's failure event instead. A
-forward event read after the order's deadline is passed over: the orders
-service's timeout cancels that order, and its OrderCancelled undoes what was done.
+back to its savepoint and records the service's failure event instead; so
+does one whose event cannot be acted on (a token that does not open), since
+redelivering it would never help. An event whose step reserves, charges or
+ships, read after the order's deadline, is passed over: the orders service's
+timeout cancels that order, and its OrderCancelled undoes what was done. (A
+late ShipmentCreated still confirms: the order is then done, only late.)
+
+Only inventory passes the card token on: every event from the charge on
+carries the order without it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from temporalio.exceptions import ApplicationError
 
@@ -59,8 +65,16 @@ Run = Callable[[SessionFactory], Awaitable[object]]
 
 
 def carried_of(envelope: Envelope) -> Carried | None:
+    """The order's facts; None for an orchestrated order's event, or a header that is not one."""
     raw = envelope.headers.get(CARRIED_HEADER)
-    return Carried.model_validate(raw) if raw is not None else None
+    if raw is None:
+        return None
+    try:
+        return Carried.model_validate(raw)
+    except ValidationError as err:
+        # No delivery will ever parse it: drop it loudly rather than loop.
+        log.error("event %s: unreadable %s header: %s", envelope.event_id, CARRIED_HEADER, err)
+        return None
 
 
 def is_choreographed(envelope: Envelope) -> bool:
@@ -116,8 +130,18 @@ class Reactions:
                     "currency": envelope.payload["currency"],
                 }
             )
-        run = self._step(reaction.step, carried, envelope)
-        with carried_headers({CARRIED_HEADER: carried.model_dump(mode="json")}):
+        onward = carried
+        if reaction.step != Act.RESERVE_STOCK:
+            onward = carried.model_copy(update={"payment_token": ""})
+        try:
+            run = self._step(reaction.step, carried, envelope)
+        except ValueError as err:
+            if reaction.on_refusal is None:
+                raise
+            unusable = ApplicationError(str(err), type=ErrorType.INVALID_ORDER, non_retryable=True)
+            await _record_refusal(conn, reaction, onward, unusable)
+            return
+        with carried_headers({CARRIED_HEADER: onward.model_dump(mode="json")}):
             try:
                 await run(sessions_on(conn))
             except ApplicationError as err:
@@ -125,7 +149,7 @@ class Reactions:
                     return  # undone before it could apply: the order was cancelled
                 if reaction.on_refusal is None or not err.non_retryable:
                     raise
-                await _record_refusal(conn, reaction, carried, err)
+                await _record_refusal(conn, reaction, onward, err)
 
     def _step(self, step: str, carried: Carried, envelope: Envelope) -> Run:
         order_id = carried.order_id
@@ -139,7 +163,7 @@ class Reactions:
                     customer_id=carried.customer_id,
                     amount=_known(carried.total, "total"),
                     currency=_known(carried.currency, "currency"),
-                    payment_token=self.sealer.open(carried.payment_token),
+                    payment_token=self.sealer.open(carried.payment_token, order_id),
                 )
                 return lambda s: self._payments(s).charge_payment(charge)
             case Act.CREATE_SHIPMENT:
@@ -172,7 +196,9 @@ def cancel_command(order_id: str, reason: str) -> CloseOrder:
     """The one cancel of a choreographed order, whoever asks (a failure, the timeout, the client).
 
     One key for all three: the first cancel applies with its reason; the
-    others find it done.
+    others find it done. The fence on create_order is the orchestrated
+    cancel's, kept so both modes close an order alike; here the order always
+    exists by the time anyone cancels it.
     """
     return CloseOrder(
         **keys(order_id, Act.CANCEL_ORDER, fences=StepName.CREATE_ORDER),

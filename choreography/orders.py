@@ -32,7 +32,7 @@ async def place(
         order_id=order.order_id,
         customer_id=order.customer_id,
         items=order.items,
-        payment_token=sealer.seal(order.payment_token),
+        payment_token=sealer.seal(order.payment_token, order.order_id),
         deadline=deadline,
     )
     command = CreateOrder(

@@ -2,9 +2,10 @@
 
 Every service has one durable consumer on the subjects it reacts to
 (domain.choreography.REACTIONS) and passes over orchestrated orders' events
-unapplied. Deliveries are unlimited: an undo must end done, and a forward
-step read after its order's deadline is passed over, so only undos can
-retry for long.
+unapplied. Deliveries are unlimited, because an undo must end done. A step
+that reserves, charges or ships stops retrying at its order's deadline (it is
+passed over from then on); the orders service's confirm and cancel retry
+only what the database refused (their own refusals are answers).
 """
 
 from __future__ import annotations

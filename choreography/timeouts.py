@@ -28,7 +28,11 @@ BATCH = 100
 
 
 async def cancel_overdue(engine: AsyncEngine) -> list[str]:
-    """Cancel every choreographed order past its deadline; the ids this sweep cancelled."""
+    """Cancel every choreographed order past its deadline; the ids cancelled.
+
+    Every orders-service process sweeps, and the cancel's key is shared: two
+    sweeps cancelling one order at once both find it cancelled and list it.
+    """
     async with engine.connect() as conn:
         overdue = (
             await conn.execute(
@@ -44,10 +48,15 @@ async def cancel_overdue(engine: AsyncEngine) -> list[str]:
         ).all()
     cancelled = []
     for order_id, deadline in overdue:
-        reason = await stall_reason(engine, order_id, deadline)
-        closed = await cancel(engine, order_id, reason)
+        try:
+            reason = await stall_reason(engine, order_id, deadline)
+            closed = await cancel(engine, order_id, reason)
+        except Exception:
+            # One order that cannot be cancelled must not hold up the others.
+            log.exception("timeout of order %s failed; next sweep tries again", order_id)
+            continue
         if closed is not None and closed.undid:
-            log.warning("order %s cancelled: %s", order_id, reason, extra={"order_id": order_id})
+            log.warning("order %s timed out: %s", order_id, reason, extra={"order_id": order_id})
             cancelled.append(order_id)
     return cancelled
 

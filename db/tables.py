@@ -137,6 +137,10 @@ orders = Table(
     Column("deadline_at", DateTime(timezone=True)),
     CheckConstraint("status IN ('PENDING', 'CONFIRMED', 'CANCELLED')", name="order_status"),
     CheckConstraint("saga_mode IN ('orchestration', 'choreography')", name="order_saga_mode"),
+    CheckConstraint(
+        "saga_mode <> 'choreography' OR deadline_at IS NOT NULL",
+        name="order_choreography_deadline",
+    ),
     CheckConstraint("total >= 0", name="order_total_non_negative"),
     schema="orders",
 )

@@ -9,16 +9,16 @@ No process holds the flow. Each service knows only the events it reacts to:
     *Failed         -> orders cancels the order   -> OrderCancelled
     OrderCancelled  -> inventory, payments and shipping each undo their own step
 
-A stalled order (a service down, an event given up on) is cancelled by the
-orders service once its deadline passes, and undone by the same
+A stalled order (a service down, or failing on the order's event every time)
+is cancelled by the orders service once its deadline passes, and undone by the same
 OrderCancelled. Each undo fences its forward step (db.unit_of_work), so a
 service that comes back late and reads the forward event finds it fenced and
 does nothing.
 
 Every event of a choreographed order carries `Carried` in its headers: what
-the next services need (customer, lines, the card token, the deadline, and
-once priced, the total). The services share no tables, so the events are the
-only way it can reach them.
+the next services need (customer, lines, the card token as far as payments,
+the deadline, and once priced, the total). No service reads another's tables,
+so the events are the only way it can reach them.
 """
 
 from __future__ import annotations

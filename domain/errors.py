@@ -20,6 +20,8 @@ class ErrorType(StrEnum):
     INSUFFICIENT_CREDIT = "InsufficientCredit"
     ORDER_NOT_CANCELLABLE = "OrderNotCancellable"
     ORDER_CLOSED = "OrderClosed"
+    # The order id is taken by an order of the other saga mode.
+    ORDER_EXISTS = "OrderExists"
     # A late attempt of a step whose undo already ran (see db.unit_of_work).
     STEP_FENCED = "StepFenced"
 

@@ -65,8 +65,9 @@ def log_context(**fields: str | None) -> Iterator[None]:
 
 
 def order_id_of(workflow_id: str) -> str | None:
-    """The order a saga or its 2PC coordinator is about, from its workflow id."""
-    for prefix in ("order-", "tpc-"):
+    """The order a saga, its 2PC coordinator or a choreographed order's events are about,
+    from its workflow id or correlation id."""
+    for prefix in ("order-", "tpc-", "choreography-"):
         if workflow_id.startswith(prefix):
             return workflow_id[len(prefix) :]
     return None

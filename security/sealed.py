@@ -33,14 +33,15 @@ class Sealer:
             parse_key(key.get_secret_value()) if key else None, settings.payload_codec_key_id
         )
 
-    def seal(self, secret: str) -> str:
+    def seal(self, secret: str, bound_to: str) -> str:
+        """`bound_to` (the order id) is authenticated too: the text opens for that order only."""
         if self._aead is None or not secret:
             return secret
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, secret.encode(), self._key_id.encode())
+        sealed = self._aead.encrypt(nonce, secret.encode(), _aad(self._key_id, bound_to))
         return f"{PREFIX}{self._key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
-    def open(self, text: str) -> str:
+    def open(self, text: str, bound_to: str) -> str:
         """The secret; text that was never sealed is returned as it is."""
         if not text.startswith(PREFIX):
             return text
@@ -48,9 +49,14 @@ class Sealer:
         if self._aead is None or key_id != self._key_id:
             raise ValueError(f"sealed with key {key_id!r}, which this process does not hold")
         data = base64.urlsafe_b64decode(blob)
+        nonce, sealed = data[:NONCE_BYTES], data[NONCE_BYTES:]
         try:
-            return self._aead.decrypt(
-                data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode()
-            ).decode()
+            return self._aead.decrypt(nonce, sealed, _aad(key_id, bound_to)).decode()
         except InvalidTag as err:
-            raise ValueError("sealed text does not decrypt with this key") from err
+            raise ValueError(
+                f"sealed text does not decrypt with this key for {bound_to!r}"
+            ) from err
+
+
+def _aad(key_id: str, bound_to: str) -> bytes:
+    return f"{key_id}|{bound_to}".encode()

@@ -6,7 +6,6 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -24,6 +23,7 @@ from api.schemas import (
     PlaceOrderRequest,
 )
 from choreography import orders as choreographed_orders
+from domain.choreography import correlation_id_for
 from domain.orders import OrderStatus, PlaceOrder, SagaMode, workflow_id_for
 from observability.logs import bind as bind_log_context
 from settings import Settings
@@ -100,7 +100,12 @@ async def place_order(
         prepare_timeout_s=settings.two_phase_prepare_timeout_s,
     )
     response.headers["Location"] = f"/orders/{order.order_id}"
-    bind_log_context(order_id=order.order_id, workflow_id=workflow_id_for(order.order_id))
+    flow_id = (
+        workflow_id_for(order.order_id)
+        if body.mode is SagaMode.ORCHESTRATION
+        else correlation_id_for(order.order_id)
+    )
+    bind_log_context(order_id=order.order_id, workflow_id=flow_id)
     existing = await _existing_fingerprint(client, engine, settings, order, body.mode)
     if existing is None:
         return OrderAccepted(order_id=order.order_id, status=OrderStatus.PENDING)
@@ -158,10 +163,10 @@ async def _existing_fingerprint(
         await choreographed.place(engine, settings, order)
     except choreographed.Refused as err:
         raise _invalid("items", str(err)) from err
-    except IntegrityError:
-        # An orchestrated saga created this order id in the meantime.
-        return await queries.request_fingerprint(engine, order.order_id)
-    return None
+    # A request with this key may have placed the order first (with another
+    # body, or in the other mode): the row says which request it was.
+    recorded = await queries.request_fingerprint(engine, order.order_id)
+    return None if recorded == order.request_hash else recorded
 
 
 @router.get("", response_model=list[OrderSummary], summary="List orders, newest first")

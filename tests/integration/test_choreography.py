@@ -23,6 +23,8 @@ from nats.js.api import DeliverPolicy
 from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities import provider_retry
@@ -41,6 +43,7 @@ from relay.service import run_relay
 from security.sealed import Sealer
 from settings import Settings
 from tests import factories
+from tests.conftest import start_saga
 from tests.factories import eventually
 
 pytestmark = pytest.mark.asyncio
@@ -223,7 +226,9 @@ async def test_an_order_runs_from_event_to_event_to_confirmed(engine, services, 
     assert len(carried) == 5 and all(c["order_id"] == order_id for c in carried)
     totals = [c["total"] for c in carried]
     assert (totals.count(None), totals.count(3000)) == (1, 4)
-    assert all(c["payment_token"].startswith("sealed:") for c in carried)
+    # The token, sealed, travels as far as payments and no further.
+    tokens = sorted(c["payment_token"][:7] for c in carried)
+    assert tokens == ["", "", "", "sealed:", "sealed:"]
     assert "tok_visa" not in str(await outbox_headers(engine, order_id))
 
 
@@ -486,3 +491,22 @@ async def test_a_confirmed_choreographed_order_cannot_be_cancelled(api, engine, 
     assert refused.status_code == 409
     assert "CONFIRMED" in refused.json()["detail"]
     assert (await order_row(engine, order_id)).status == "CONFIRMED"
+
+
+async def test_an_orchestrated_saga_given_a_choreographed_orders_id_leaves_it_alone(
+    engine, client, settings, worker, product, place
+):
+    """One Idempotency-Key sent once per mode, racing: the first to create the order
+    owns it, and the other saga ends refused without closing it."""
+    sku = await product(stock=5)
+    order_id = await place([(sku, 1)])  # no handlers run: it stays PENDING
+
+    handle = await start_saga(client, settings.task_queue, [(sku, 1)], order_id=order_id)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.type == "OrderExists"
+    row = await order_row(engine, order_id)
+    assert (row.status, row.saga_mode) == ("PENDING", "choreography")
+    assert await factories.stock_of(engine, sku) == 5

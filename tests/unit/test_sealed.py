@@ -19,35 +19,43 @@ def test_a_sealed_token_hides_the_token_and_opens_with_the_key():
     key = os.urandom(32)
     sealer = Sealer(key, "k2")
 
-    sealed = sealer.seal("tok_visa")
+    sealed = sealer.seal("tok_visa", "o-1")
 
     assert "tok_visa" not in sealed and sealed.startswith("sealed:k2:")
-    assert sealer.seal("tok_visa") != sealed  # a fresh nonce each time
-    assert Sealer(key, "k2").open(sealed) == "tok_visa"
+    assert sealer.seal("tok_visa", "o-1") != sealed  # a fresh nonce each time
+    assert Sealer(key, "k2").open(sealed, "o-1") == "tok_visa"
 
 
 def test_without_a_key_tokens_travel_as_they_are():
-    assert Sealer(None).seal("tok_visa") == "tok_visa"
-    assert Sealer(None).open("tok_visa") == "tok_visa"
+    assert Sealer(None).seal("tok_visa", "o-1") == "tok_visa"
+    assert Sealer(None).open("tok_visa", "o-1") == "tok_visa"
 
 
 def test_a_token_sealed_under_another_key_is_refused_by_name():
-    sealed = Sealer(os.urandom(32), "k1").seal("tok_visa")
+    sealed = Sealer(os.urandom(32), "k1").seal("tok_visa", "o-1")
 
     with pytest.raises(ValueError, match="does not decrypt"):
-        Sealer(os.urandom(32), "k1").open(sealed)
+        Sealer(os.urandom(32), "k1").open(sealed, "o-1")
     with pytest.raises(ValueError, match="'k1'"):
-        Sealer(None).open(sealed)
+        Sealer(None).open(sealed, "o-1")
 
 
 def test_tampered_text_does_not_open():
     key = os.urandom(32)
-    prefix, blob = Sealer(key).seal("tok_visa").rsplit(":", 1)
+    prefix, blob = Sealer(key).seal("tok_visa", "o-1").rsplit(":", 1)
     raw = bytearray(base64.urlsafe_b64decode(blob))
     raw[-1] ^= 1
 
     with pytest.raises(ValueError):
-        Sealer(key).open(f"{prefix}:{base64.urlsafe_b64encode(bytes(raw)).decode()}")
+        Sealer(key).open(f"{prefix}:{base64.urlsafe_b64encode(bytes(raw)).decode()}", "o-1")
+
+
+def test_a_token_opens_only_for_the_order_it_was_sealed_for():
+    key = os.urandom(32)
+    sealed = Sealer(key).seal("tok_visa", "o-1")
+
+    with pytest.raises(ValueError, match="'o-2'"):
+        Sealer(key).open(sealed, "o-2")
 
 
 def test_the_choreography_process_names_an_unknown_service_without_a_traceback():
