@@ -86,6 +86,7 @@ class Outcome:
     latency_ms: float = 0.0
     retries: int = 0  # requests repeated after a transport error or a 5xx
     ended_at: float = 0.0  # perf_counter
+    mode: str = "orchestration"
 
 
 @dataclass
@@ -120,6 +121,8 @@ class OrderClient:
     patience_s: float = 60.0
     cancel_within_s: float = 0.3
     rng: random.Random = field(default_factory=random.Random)
+    # The share of card-only orders sent with "mode": "choreography".
+    choreography: float = 0.0
 
     async def run(self, kind: Kind) -> Outcome:
         outcome = Outcome(kind)
@@ -141,6 +144,8 @@ class OrderClient:
                 outcome.status = "NOT_PLACED"
                 return outcome
             body["store_credit"] = PRICE // 2
+        elif self.rng.random() < self.choreography:
+            outcome.mode = body["mode"] = "choreography"
         placed = await self._request(
             outcome, "POST", "/orders", json=body, headers={"Idempotency-Key": key}
         )
@@ -153,7 +158,12 @@ class OrderClient:
             await asyncio.sleep(self.rng.uniform(0, self.cancel_within_s))
             # 409: it ended before the cancellation arrived; either way it ends.
             await self._request(outcome, "POST", f"/orders/{outcome.order_id}/cancel")
-        if not await self._saga_ended(outcome.order_id):
+        ended = (
+            await self._closed(outcome, outcome.order_id)
+            if outcome.mode == "choreography"
+            else await self._saga_ended(outcome.order_id)
+        )
+        if not ended:
             outcome.status, outcome.reason = "UNFINISHED", "saga still open"
             return outcome
         outcome.latency_ms = (time.perf_counter() - started) * 1000
@@ -186,6 +196,16 @@ class OrderClient:
             outcome.retries += 1
             await asyncio.sleep(delay * self.rng.uniform(0.5, 1.0))
             delay = min(delay * 2, 2.0)
+
+    async def _closed(self, outcome: Outcome, order_id: str) -> bool:
+        """A choreographed order has no workflow to wait on: its row says when it closed."""
+        deadline = time.monotonic() + self.patience_s
+        while time.monotonic() < deadline:
+            seen = await self._request(outcome, "GET", f"/orders/{order_id}")
+            if seen is not None and seen.status_code == 200 and seen.json()["status"] != "PENDING":
+                return True
+            await asyncio.sleep(0.2)
+        return False
 
     async def _saga_ended(self, order_id: str) -> bool:
         handle = self.temporal.get_workflow_handle(workflow_id_for(order_id))

@@ -19,20 +19,29 @@ from chaos.run import ChaosPlan, ChaosReport, run_chaos
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m chaos",
-        description="Orders under load while the worker, the relay, PostgreSQL and Temporal "
-        "are killed and restarted at random moments; then every saga is awaited and audited.",
+        description="Orders under load while the worker, the relay, the choreography "
+        "handlers, PostgreSQL and Temporal are killed and restarted at random moments; then "
+        "every saga is awaited and audited.",
     )
     parser.add_argument("--faults", type=int, default=8, help="faults to strike (all kinds)")
     parser.add_argument("--concurrency", type=int, default=6, help="clients placing orders")
     parser.add_argument("--min-gap", type=float, default=3.0, help="seconds of load between")
     parser.add_argument("--max-gap", type=float, default=10.0)
     parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait at the end")
+    parser.add_argument(
+        "--choreography",
+        type=float,
+        default=0.3,
+        help="share of card-only orders choreographed instead of orchestrated (0-1)",
+    )
     parser.add_argument("--seed", type=int, help="for the same faults in the same order")
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the data and logs")
     args = parser.parse_args(argv)
     if args.faults < 1 or args.concurrency < 1:
         parser.error("--faults and --concurrency must be at least 1")
+    if not 0 <= args.choreography <= 1:
+        parser.error("--choreography must be between 0 and 1")
     if not 0 < args.min_gap <= args.max_gap:
         parser.error("need 0 < --min-gap <= --max-gap")
     return args
@@ -47,6 +56,7 @@ def print_report(report: ChaosReport) -> None:
     print("outcomes (meant -> ended):")
     for kind, ended in summary["outcomes"].items():
         print(f"  {kind:<13} {ended}")
+    print(f"outcomes by saga mode: {summary['outcomes_by_mode']}")
     for lost in summary["cost"]:
         print(f"  meant to confirm, {lost['status']}: {lost['order_id']} ({lost['reason']})")
     print(f"orders in PostgreSQL by status: {summary['orders_by_status']}")
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         mix=Mix(declined=0.05, out_of_stock=0.05, cancelled=0.05, store_credit=0.15),
         settle_s=args.settle,
+        choreography=args.choreography,
         seed=args.seed,
         keep=args.keep,
     )

@@ -1,6 +1,6 @@
 """What the chaos run does to the system: each fault kills or restarts one part, then revives it.
 
-The worker and the relay are SIGKILLed (no shutdown hook runs: in-flight
+The worker, the relay and the choreography handlers are SIGKILLed (no shutdown hook runs: in-flight
 activities and publishes are cut off mid-way). PostgreSQL is SIGKILLed with
 its backends, so it comes back through crash recovery, prepared 2PC branches
 included. The Temporal dev server is stopped and started again on its SQLite
@@ -22,6 +22,7 @@ from stack.run import Supervisor
 class Fault(StrEnum):
     KILL_WORKER = "kill-worker"
     KILL_RELAY = "kill-relay"
+    KILL_CHOREOGRAPHY = "kill-choreography"
     CRASH_POSTGRES = "crash-postgres"
     RESTART_TEMPORAL = "restart-temporal"
 
@@ -81,6 +82,7 @@ async def _restart_temporal(system: Supervisor, outage_s: float) -> str:
 _FAULTS: dict[Fault, Callable[[Supervisor, float], Awaitable[str]]] = {
     Fault.KILL_WORKER: functools.partial(_kill_app, "worker"),
     Fault.KILL_RELAY: functools.partial(_kill_app, "relay"),
+    Fault.KILL_CHOREOGRAPHY: functools.partial(_kill_app, "choreography"),
     Fault.CRASH_POSTGRES: _crash_postgres,
     Fault.RESTART_TEMPORAL: _restart_temporal,
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -49,6 +50,7 @@ class ChaosPlan:
     outage_s: tuple[float, float] = (0.5, 3.0)  # how long a part stays down
     concurrency: int = 6
     mix: Mix = field(default_factory=lambda: Mix(0.05, 0.05, 0.05, 0.15))
+    choreography: float = 0.3  # of card-only orders, sent with "mode": "choreography"
     settle_s: float = 300.0  # for sagas, outbox and read model to finish after the load
     seed: int | None = None
     keep: bool = False  # leave the data and logs for a look
@@ -82,6 +84,10 @@ class ChaosReport:
                 for s in self.struck
             ],
             "outcomes": outcome_counts(self.outcomes),
+            "outcomes_by_mode": {
+                mode: dict(Counter(o.status for o in self.outcomes if o.mode == mode))
+                for mode in sorted({o.mode for o in self.outcomes})
+            },
             # Orders meant to confirm that did not, and why: what the faults cost.
             "cost": [
                 {"kind": o.kind.value, "order_id": o.order_id, "status": o.status,
@@ -118,7 +124,14 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
         try:
             catalog = await seed_catalog(engine, 100_000)
             async with httpx.AsyncClient(base_url=system.api_base, timeout=10) as http:
-                orders = OrderClient(http, client, catalog, patience_s=plan.settle_s, rng=rng)
+                orders = OrderClient(
+                    http,
+                    client,
+                    catalog,
+                    patience_s=plan.settle_s,
+                    rng=rng,
+                    choreography=plan.choreography,
+                )
                 began = time.perf_counter()
                 stop = asyncio.Event()
                 load = _Load(orders, plan.mix, rng)
