@@ -83,6 +83,15 @@ _ORDER_CHECKS: dict[str, str] = {
         WHERE o.status = 'CANCELLED' AND {_IN_SCOPE}
         GROUP BY o.order_id HAVING sum(w.amount) <> 0
     """,
+    # The orders service's sweep cancels these at their deadline; one left open
+    # well past it means no sweep runs (no orders service in `python -m choreography`).
+    "overdue-order": f"""
+        SELECT o.order_id, 'choreographed, PENDING ' || date_trunc('second', now() - o.deadline_at)
+               || ' past its deadline: is the orders service''s timeout sweep running?'
+        FROM orders.orders o
+        WHERE o.saga_mode = 'choreography' AND o.status = 'PENDING'
+          AND o.deadline_at < now() - CAST(:grace AS interval) AND {_IN_SCOPE}
+    """,
     "stuck-order": f"""
         SELECT o.order_id, 'PENDING since ' || o.created_at
         FROM orders.orders o

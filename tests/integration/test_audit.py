@@ -20,8 +20,11 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from audit import Scope, Violation, run_audit
+from choreography import orders as choreographed
 from domain.activities import Act, CreateShipment, ShipmentCreated
 from domain.errors import ErrorType
+from domain.orders import OrderLine, PlaceOrder
+from security.sealed import Sealer
 from stack.cli import main
 from tests import factories
 from tests.conftest import start_saga
@@ -225,3 +228,29 @@ async def test_a_saga_silent_past_the_grace_is_stuck(client, engine):
         assert [v for v in found if v.check == "stuck-saga"] == []
     finally:
         await orphan.terminate("test over")
+
+
+async def test_a_choreographed_order_left_open_past_its_deadline_is_overdue(engine, product):
+    """No orders service sweeps here, as when none runs: the audit says so."""
+    sku = await product(stock=3)
+    order = PlaceOrder(
+        order_id=str(uuid.uuid4()),
+        customer_id=factories.customer(),
+        items=[OrderLine(sku=sku, quantity=1)],
+        payment_token="tok_visa",
+    )
+    since = await db_now(engine)
+    await choreographed.place(engine, order, since - timedelta(minutes=5), Sealer(None))
+
+    found = await run_audit(engine, Scope(since=since, grace=timedelta(minutes=1)))
+
+    assert about(found, {order.order_id}) == {("overdue-order", order.order_id)}
+    [overdue] = [v for v in found if v.subject == order.order_id]
+    assert "past its deadline: is the orders service's timeout sweep running?" in overdue.detail
+    assert (
+        about(
+            await run_audit(engine, Scope(since=since, grace=timedelta(minutes=10))),
+            {order.order_id},
+        )
+        == set()
+    )

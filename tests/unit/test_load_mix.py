@@ -44,10 +44,11 @@ def test_a_mix_over_one_is_refused():
 
 
 def test_every_fault_strikes_once_per_cycle():
-    schedule = fault_schedule(10, random.Random(5))
+    kinds = len(Fault)
+    schedule = fault_schedule(2 * kinds + 2, random.Random(5))
 
-    assert len(schedule) == 10
-    assert set(schedule[:4]) == set(Fault) == set(schedule[4:8])
+    assert len(schedule) == 2 * kinds + 2
+    assert set(schedule[:kinds]) == set(Fault) == set(schedule[kinds : 2 * kinds])
 
 
 @pytest.mark.parametrize(
