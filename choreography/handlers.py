@@ -4,8 +4,10 @@ A reaction runs the same activity the orchestrated saga calls, on the
 consumer's connection: the inbox claim, the step's idempotency key, its rows
 and its outbox events commit in one transaction. A refused forward step rolls
 back to its savepoint and records the service's failure event instead; so
-does one whose event cannot be acted on (a token that does not open), since
-redelivering it would never help. An event whose step reserves, charges or
+does one whose event can never be acted on (a token that does not decrypt
+under the key it names, a missing total). A token sealed under a key this
+process lacks is retried instead: another instance, or the next release,
+may hold it. An event whose step reserves, charges or
 ships, read after the order's deadline, is passed over: the orders service's
 timeout cancels that order, and its OrderCancelled undoes what was done. (A
 late ShipmentCreated still confirms: the order is then done, only late.)
@@ -65,16 +67,12 @@ Run = Callable[[SessionFactory], Awaitable[object]]
 
 
 def carried_of(envelope: Envelope) -> Carried | None:
-    """The order's facts; None for an orchestrated order's event, or a header that is not one."""
+    """The order's facts; None for an orchestrated order's event.
+
+    A ValidationError when the header is there but this release cannot read it.
+    """
     raw = envelope.headers.get(CARRIED_HEADER)
-    if raw is None:
-        return None
-    try:
-        return Carried.model_validate(raw)
-    except ValidationError as err:
-        # No delivery will ever parse it: drop it loudly rather than loop.
-        log.error("event %s: unreadable %s header: %s", envelope.event_id, CARRIED_HEADER, err)
-        return None
+    return Carried.model_validate(raw) if raw is not None else None
 
 
 def is_choreographed(envelope: Envelope) -> bool:
@@ -104,10 +102,22 @@ class Reactions:
 
         async def handle(conn: AsyncConnection, envelope: Envelope) -> None:
             reaction = table.get((envelope.aggregate_type, envelope.event_type))
-            carried = carried_of(envelope)
-            if reaction is None or carried is None:
+            if reaction is None:
                 return
-            await self.react(conn, reaction, envelope, carried)
+            try:
+                carried = carried_of(envelope)
+            except ValidationError as err:
+                if reaction.on_refusal is None:
+                    # An undo or a close must end done: redelivered until a
+                    # release that reads this header runs.
+                    raise
+                # A forward step: dropped loudly; the timeout undoes the order.
+                log.error(
+                    "event %s: unreadable %s header: %s", envelope.event_id, CARRIED_HEADER, err
+                )
+                return
+            if carried is not None:
+                await self.react(conn, reaction, envelope, carried)
 
         return handle
 
@@ -130,16 +140,16 @@ class Reactions:
                     "currency": envelope.payload["currency"],
                 }
             )
-        onward = carried
-        if reaction.step != Act.RESERVE_STOCK:
-            onward = carried.model_copy(update={"payment_token": ""})
+        without_token = carried.model_copy(update={"payment_token": ""})
+        # Only a reservation passes the token on, to payments.
+        onward = carried if reaction.step == Act.RESERVE_STOCK else without_token
         try:
             run = self._step(reaction.step, carried, envelope)
         except ValueError as err:
             if reaction.on_refusal is None:
                 raise
             unusable = ApplicationError(str(err), type=ErrorType.INVALID_ORDER, non_retryable=True)
-            await _record_refusal(conn, reaction, onward, unusable)
+            await _record_refusal(conn, reaction, without_token, unusable)
             return
         with carried_headers({CARRIED_HEADER: onward.model_dump(mode="json")}):
             try:
@@ -149,7 +159,7 @@ class Reactions:
                     return  # undone before it could apply: the order was cancelled
                 if reaction.on_refusal is None or not err.non_retryable:
                     raise
-                await _record_refusal(conn, reaction, onward, err)
+                await _record_refusal(conn, reaction, without_token, err)
 
     def _step(self, step: str, carried: Carried, envelope: Envelope) -> Run:
         order_id = carried.order_id

@@ -31,6 +31,9 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         include_schemas=True,
         version_table_schema="public",
+        # Each migration commits on its own, so one that leaves its
+        # transaction (autocommit_block, for CONCURRENTLY) starts clean.
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -21,6 +21,13 @@ from settings import Settings
 PREFIX = "sealed:"
 
 
+class KeyNotHeld(Exception):
+    """Sealed under a key this process lacks: another process, or a later release, may hold it.
+
+    Not a ValueError: the text is not wrong, this reader is.
+    """
+
+
 class Sealer:
     def __init__(self, key: bytes | None, key_id: str = "k1") -> None:
         self._aead = AESGCM(key) if key is not None else None
@@ -47,7 +54,7 @@ class Sealer:
             return text
         key_id, _, blob = text[len(PREFIX) :].partition(":")
         if self._aead is None or key_id != self._key_id:
-            raise ValueError(f"sealed with key {key_id!r}, which this process does not hold")
+            raise KeyNotHeld(f"sealed with key {key_id!r}, which this process does not hold")
         data = base64.urlsafe_b64decode(blob)
         nonce, sealed = data[:NONCE_BYTES], data[NONCE_BYTES:]
         try:

@@ -23,19 +23,25 @@ CHECKS = {
 
 
 def upgrade() -> None:
+    # Re-runnable: should the concurrent index build below fail, the columns
+    # and checks are committed while Alembic still records 0009.
     # A constant default: existing rows take it without a table rewrite.
-    op.add_column(
-        "orders",
-        sa.Column("saga_mode", sa.String(16), nullable=False, server_default="orchestration"),
-        schema="orders",
+    op.execute(
+        "ALTER TABLE orders.orders ADD COLUMN IF NOT EXISTS saga_mode varchar(16)"
+        " NOT NULL DEFAULT 'orchestration'"
     )
-    op.add_column("orders", sa.Column("deadline_at", sa.DateTime(timezone=True)), schema="orders")
-    # Added NOT VALID, then validated: the scan of existing rows then holds no
-    # lock that blocks writes to orders.
+    op.execute("ALTER TABLE orders.orders ADD COLUMN IF NOT EXISTS deadline_at timestamptz")
     for name, check in CHECKS.items():
+        op.execute(f"ALTER TABLE orders.orders DROP CONSTRAINT IF EXISTS {name}")
         op.execute(f"ALTER TABLE orders.orders ADD CONSTRAINT {name} CHECK ({check}) NOT VALID")
-        op.execute(f"ALTER TABLE orders.orders VALIDATE CONSTRAINT {name}")
+    # Outside the migration's transaction, whose lock on orders blocks every
+    # read and write until it commits: validating then scans under a lock
+    # that lets writes go on, and the index builds without blocking them.
     with op.get_context().autocommit_block():
+        for name in CHECKS:
+            op.execute(f"ALTER TABLE orders.orders VALIDATE CONSTRAINT {name}")
+        # An invalid index a failed build left behind.
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS orders.ix_orders_choreography_open")
         op.create_index(
             "ix_orders_choreography_open",
             "orders",
@@ -43,7 +49,6 @@ def upgrade() -> None:
             schema="orders",
             postgresql_where=sa.text("status = 'PENDING' AND saga_mode = 'choreography'"),
             postgresql_concurrently=True,
-            if_not_exists=True,
         )
 
 

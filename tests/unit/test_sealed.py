@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from security.sealed import Sealer
+from security.sealed import KeyNotHeld, Sealer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,8 +36,10 @@ def test_a_token_sealed_under_another_key_is_refused_by_name():
 
     with pytest.raises(ValueError, match="does not decrypt"):
         Sealer(os.urandom(32), "k1").open(sealed, "o-1")
-    with pytest.raises(ValueError, match="'k1'"):
+    with pytest.raises(KeyNotHeld, match="'k1'"):
         Sealer(None).open(sealed, "o-1")
+    with pytest.raises(KeyNotHeld, match="'k1'"):
+        Sealer(os.urandom(32), "k2").open(sealed, "o-1")
 
 
 def test_tampered_text_does_not_open():
