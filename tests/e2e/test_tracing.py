@@ -7,9 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select
 
@@ -20,27 +18,15 @@ from domain.events import STREAM, subject_for
 from domain.saga import SagaState
 from relay.publisher import RelayConfig, publish_chain
 from tests import factories
+from tests.spans import ancestors, captured_spans
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    # The process-wide provider can be set once; every tracer so far is a proxy to it.
-    trace.set_tracer_provider(provider)
-    yield exporter
-
-
-def ancestors(span: ReadableSpan, spans: list[ReadableSpan]) -> list[int]:
-    by_id = {s.context.span_id: s for s in spans}
-    chain: list[int] = []
-    while span.parent is not None and span.parent.span_id in by_id:
-        chain.append(span.parent.span_id)
-        span = by_id[span.parent.span_id]
-    return chain
+    with captured_spans() as exporter:
+        yield exporter
 
 
 def named(spans: list[ReadableSpan], name: str) -> ReadableSpan:

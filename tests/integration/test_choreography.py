@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +46,7 @@ from settings import Settings
 from tests import factories
 from tests.conftest import start_saga
 from tests.factories import eventually
+from tests.spans import ancestors, captured_spans
 
 pytestmark = pytest.mark.asyncio
 
@@ -510,3 +512,45 @@ async def test_an_orchestrated_saga_given_a_choreographed_orders_id_leaves_it_al
     row = await order_row(engine, order_id)
     assert (row.status, row.saga_mode) == ("PENDING", "choreography")
     assert await factories.stock_of(engine, sku) == 5
+
+
+async def test_a_choreographed_order_is_one_trace_across_the_services(
+    api, engine, services, product
+):
+    """The trace context rides in the outbox headers, so each service's handler
+    continues the trace of the request that placed the order."""
+    await services(*SERVICES)
+    sku = await product(stock=5)
+    with captured_spans() as exporter:
+        placed = await api.post("/orders", json=order_body(sku))
+        order_id = placed.json()["order_id"]
+        await eventually(
+            lambda: api.get(f"/orders/{order_id}"), lambda r: r.json()["status"] == "CONFIRMED"
+        )
+        finished = list(exporter.get_finished_spans())
+
+    def handled(event: str) -> Any:
+        [span] = [
+            s
+            for s in finished
+            if s.name == f"consume {event}"
+            and str((s.attributes or {}).get("consumer", "")).startswith("test-choreo-")
+            and (s.attributes or {}).get("event_id") in ids
+        ]
+        return span
+
+    ids = set()
+    async with engine.connect() as conn:
+        for service in SERVICES:
+            outbox = service_tables[service].outbox
+            found = await conn.scalars(
+                select(outbox.c.event_id).where(outbox.c.aggregate_id == order_id)
+            )
+            ids |= {str(event_id) for event_id in found}
+    request = next(s for s in finished if s.name == "POST /orders")
+    events = ("OrderCreated", "StockReserved", "PaymentCaptured", "ShipmentCreated")
+    steps = [handled(event) for event in events]
+    assert {s.context.trace_id for s in steps} == {request.context.trace_id}
+    # Each service's handling descends from the one before it.
+    for earlier, later in itertools.pairwise(steps):
+        assert earlier.context.span_id in ancestors(later, finished)
