@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from api import queries
 from api.schemas import OrderView
 from choreography import orders as choreographed_orders
-from domain.choreography import FORWARD_STEPS, STEP_OF_EVENT, UNDO_OF_EVENT
+from domain.choreography import progress_of
 from domain.errors import ErrorType
 from domain.orders import OrderStatus, PlaceOrder
 from security.sealed import Sealer
@@ -42,16 +42,13 @@ async def place(engine: AsyncEngine, settings: Settings, order: PlaceOrder) -> N
 async def view(engine: AsyncEngine, record: OrderView) -> OrderView:
     """The record with the steps the read model has seen done and undone."""
     events = await queries.order_events(engine, record.order_id) or []
-    seen = [event.event_type for event in events]
-    done = [STEP_OF_EVENT[e] for e in seen if e in STEP_OF_EVENT]
-    undone = [UNDO_OF_EVENT[e] for e in seen if e in UNDO_OF_EVENT]
-    waiting = None
-    if record.status == OrderStatus.PENDING:
-        waiting = next((step for step in FORWARD_STEPS if step not in done), None)
+    progress = progress_of(event.event_type for event in events)
     return record.model_copy(
         update={
-            "steps": list(dict.fromkeys(done)),
-            "compensations": list(dict.fromkeys(undone)),
-            "current_step": waiting,
+            "steps": progress.steps,
+            "compensations": progress.compensations,
+            "current_step": (
+                progress.waiting_for if record.status == OrderStatus.PENDING else None
+            ),
         }
     )

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreography.orders import cancel
 from db.tables import order_history, orders
-from domain.choreography import FORWARD_STEPS, STEP_OF_EVENT
+from domain.choreography import FORWARD_STEPS, progress_of
 from domain.orders import OrderStatus, SagaMode
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,7 @@ async def stall_reason(engine: AsyncEngine, order_id: str, deadline: datetime) -
                 select(order_history.c.event_type).where(order_history.c.order_id == order_id)
             )
         )
-    done = {STEP_OF_EVENT[e] for e in seen if e in STEP_OF_EVENT}
-    waiting = next((step for step in FORWARD_STEPS if step not in done), FORWARD_STEPS[-1])
+    waiting = progress_of(seen).waiting_for or FORWARD_STEPS[-1]
     return f"timed out waiting for {waiting} (deadline {deadline.isoformat(timespec='seconds')})"
 
 

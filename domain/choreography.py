@@ -23,6 +23,7 @@ so the events are the only way it can reach them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -113,3 +114,20 @@ FORWARD_STEPS = (
     StepName.CREATE_SHIPMENT,
     StepName.CONFIRM_ORDER,
 )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where an order stands, as far as its events seen so far tell."""
+
+    steps: list[str]
+    compensations: list[str]
+    waiting_for: str | None  # the first forward step not yet seen done
+
+
+def progress_of(event_types: Iterable[str]) -> Progress:
+    seen = list(event_types)
+    done = list(dict.fromkeys(STEP_OF_EVENT[e] for e in seen if e in STEP_OF_EVENT))
+    undone = list(dict.fromkeys(UNDO_OF_EVENT[e] for e in seen if e in UNDO_OF_EVENT))
+    waiting = next((step for step in FORWARD_STEPS if step not in done), None)
+    return Progress(done, undone, waiting)

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from nats.js.api import DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
@@ -25,8 +26,11 @@ from temporalio.worker import Worker
 from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
 from api.app import create_app
+from consumers.order_history import order_history_consumer
+from consumers.runner import ConsumerRunner, RunnerOptions
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
+from domain.events import STREAM
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
 from domain.saga import SagaState
 from payment_provider.embedded import EmbeddedProvider
@@ -224,6 +228,22 @@ async def api(settings: Settings, worker: list[Worker]) -> AsyncIterator[httpx.A
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
+
+
+@pytest.fixture
+async def order_history(js: Any, engine: AsyncEngine) -> AsyncIterator[None]:
+    """The real order-history projection on all events from now on (earlier tests' are not ours)."""
+    consumer = order_history_consumer(
+        f"test-order-history-{uuid.uuid4().hex[:8]}", deliver_policy=DeliverPolicy.NEW
+    )
+    runner = ConsumerRunner(js, engine, consumer, RunnerOptions(fetch_timeout_s=0.5))
+    await runner.bind()
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    await js.delete_consumer(STREAM, consumer.name)
 
 
 @pytest.fixture

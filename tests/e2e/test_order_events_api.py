@@ -3,21 +3,16 @@ publishes them, projected by the order-history consumer and served in order."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.order_history import order_history_consumer
-from consumers.runner import ConsumerRunner, RunnerOptions
 from db.tables import SERVICES, orders, service_tables
 from domain import events as wire
 from domain.orders import workflow_id_for
@@ -25,22 +20,6 @@ from tests import factories
 from tests.factories import eventually
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def order_history(js: JetStreamContext, engine: AsyncEngine) -> AsyncIterator[None]:
-    """The real projection on all events, from now on (earlier tests' events are not ours)."""
-    consumer = order_history_consumer(
-        f"test-order-history-{uuid.uuid4().hex[:8]}", deliver_policy=DeliverPolicy.NEW
-    )
-    runner = ConsumerRunner(js, engine, consumer, RunnerOptions(fetch_timeout_s=0.5))
-    await runner.bind()
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    yield
-    stop.set()
-    await asyncio.wait_for(task, timeout=10)
-    await js.delete_consumer(wire.STREAM, consumer.name)
 
 
 async def outbox_envelopes(engine: AsyncEngine, order_id: str) -> list[wire.Envelope]:

@@ -34,8 +34,7 @@ from audit import Scope, run_audit
 from choreography import orders as choreographed
 from choreography.handlers import Reactions
 from choreography.service import OPTIONS, run, service_consumers
-from consumers.order_history import order_history_consumer
-from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.runner import ConsumerRunner
 from db.tables import orders, service_tables
 from domain import events as wire
 from domain.choreography import CARRIED_HEADER, SERVICES
@@ -76,21 +75,6 @@ async def relay(choreo_settings: Settings) -> AsyncIterator[None]:
     yield
     stop.set()
     await asyncio.wait_for(task, 30)
-
-
-@pytest.fixture
-async def order_history(js: JetStreamContext, engine: AsyncEngine) -> AsyncIterator[None]:
-    consumer = order_history_consumer(
-        f"test-history-{uuid.uuid4().hex[:8]}", deliver_policy=DeliverPolicy.NEW
-    )
-    runner = ConsumerRunner(js, engine, consumer, RunnerOptions(fetch_timeout_s=0.5))
-    await runner.bind()
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    yield
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    await js.delete_consumer(wire.STREAM, consumer.name)
 
 
 @pytest.fixture
