@@ -34,6 +34,7 @@ from domain.events import STREAM
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
 from domain.saga import SagaState
 from payment_provider.embedded import EmbeddedProvider
+from relay.service import RelayStats, run_relay
 from settings import Settings
 from stack.nats import NatsServer
 from stack.ports import free_port
@@ -228,6 +229,30 @@ async def api(settings: Settings, worker: list[Worker]) -> AsyncIterator[httpx.A
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
+
+
+@pytest.fixture
+def relay_settings(settings: Settings, nats: NatsServer) -> Settings:
+    """Settings for a relay on the session's servers, quick to poll and to give up."""
+    return settings.model_copy(
+        update={
+            "nats_url": nats.url,
+            "relay_poll_interval_s": 0.2,
+            "relay_max_attempts": 3,
+            "relay_lease_ttl_s": 2.0,
+            "relay_metrics_port": 0,
+        }
+    )
+
+
+@pytest.fixture
+async def relay(relay_settings: Settings) -> AsyncIterator[RelayStats]:
+    """The relay, in this process, for the test's duration."""
+    stop, stats = asyncio.Event(), RelayStats()
+    task = asyncio.create_task(run_relay(relay_settings, stop, stats=stats))
+    yield stats
+    stop.set()
+    await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture

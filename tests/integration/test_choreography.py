@@ -39,7 +39,8 @@ from db.tables import orders, service_tables
 from domain import events as wire
 from domain.choreography import CARRIED_HEADER, SERVICES
 from domain.orders import OrderLine, PlaceOrder
-from relay.service import run_relay
+from relay.publisher import envelope_of
+from relay.service import RelayStats
 from security.sealed import Sealer
 from settings import Settings
 from tests import factories
@@ -53,13 +54,9 @@ Start = Callable[..., Awaitable[None]]
 
 
 @pytest.fixture
-def choreo_settings(settings: Settings, nats: Any) -> Settings:
-    return settings.model_copy(
+def choreo_settings(relay_settings: Settings) -> Settings:
+    return relay_settings.model_copy(
         update={
-            "nats_url": nats.url,
-            "relay_poll_interval_s": 0.2,
-            "relay_lease_ttl_s": 2.0,
-            "relay_metrics_port": 0,
             "choreography_sweep_interval_s": 0.2,
             "choreography_concurrency": 2,
             # Card tokens travel sealed (the API tests place theirs unsealed).
@@ -69,21 +66,12 @@ def choreo_settings(settings: Settings, nats: Any) -> Settings:
 
 
 @pytest.fixture
-async def relay(choreo_settings: Settings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_relay(choreo_settings, stop))
-    yield
-    stop.set()
-    await asyncio.wait_for(task, 30)
-
-
-@pytest.fixture
 async def services(
     js: JetStreamContext,
     engine: AsyncEngine,
     choreo_settings: Settings,
     provider_client: PaymentProviderClient,
-    relay: None,
+    relay: RelayStats,
     order_history: None,
 ) -> AsyncIterator[Start]:
     """`await services("orders", ...)` runs those services' handlers until the test ends.
@@ -324,21 +312,8 @@ async def test_an_event_delivered_twice_reserves_once(engine, js, services, prod
         created = (
             await conn.execute(select(outbox).where(outbox.c.aggregate_id == order_id))
         ).one()
-    envelope = wire.Envelope(
-        event_id=str(created.event_id),
-        source="orders",
-        aggregate_type=created.aggregate_type,
-        aggregate_id=order_id,
-        event_type=created.event_type,
-        payload=created.payload,
-        headers=created.headers,
-        occurred_at=created.created_at,
-    )
-    await js.publish(
-        wire.subject_for("order", "OrderCreated"),
-        envelope.model_dump_json().encode(),
-        headers={wire.MSG_ID: f"again-{uuid.uuid4()}"},
-    )
+    subject, body, headers = envelope_of("orders", created)
+    await js.publish(subject, body, headers={**headers, wire.MSG_ID: f"again-{uuid.uuid4()}"})
     await asyncio.sleep(1.5)
 
     assert await factories.stock_of(engine, sku) == 7

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +26,6 @@ from tests.factories import eventually
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def relay_settings(settings: Settings, nats) -> Settings:
-    return settings.model_copy(
-        update={
-            "nats_url": nats.url,
-            "relay_poll_interval_s": 0.2,
-            "relay_max_attempts": 3,
-            "relay_lease_ttl_s": 2.0,
-            "relay_metrics_port": 0,
-        }
-    )
-
-
-@pytest.fixture
-async def relay(relay_settings) -> AsyncIterator[RelayStats]:
-    stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(relay_settings, stop, stats=stats))
-    yield stats
-    stop.set()
-    await asyncio.wait_for(task, 30)
 
 
 async def write_events(engine, aggregate_id: str, kinds: list[str], **payload: Any) -> list[str]:

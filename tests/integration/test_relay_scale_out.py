@@ -19,11 +19,10 @@ from db.tables import RELAY_PARTITIONS, relay_leases
 from relay.ring import assign
 from relay.service import RelayStats, run_relay
 from tests.factories import eventually
-from tests.integration.test_relay import messages_for, relay_settings, statuses, write_events
+from tests.integration.test_relay import messages_for, statuses, write_events
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
-_ = relay_settings  # a fixture, imported for its name
 
 
 class Relays:
