@@ -161,7 +161,9 @@ async def test_two_503s_then_success_charge_once_after_growing_jittered_delays(
         ceiling = 0.4 * 2 ** (n - 1)
         assert ceiling / 2 <= delay <= ceiling, (n, delays)
     assert delays == sorted(delays) and len(set(delays)) == 3
-    assert all(delay not in (0.2, 0.4, 0.8) for delay in delays)  # not the bare exponential
+    # Not the bare exponential at either edge. One delay may land on an edge by chance
+    # (they are rounded to the millisecond); all three only if jitter is missing.
+    assert delays not in ([0.4, 0.8, 1.6], [0.2, 0.4, 0.8]), delays
     waited = started[0].event_time.ToDatetime().timestamp() - await scheduled_at(
         handle, Act.CHARGE_PAYMENT
     )
