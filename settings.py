@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     choreography_services: str = "all"
     # Handlers pulling from each service's durable consumer at once.
     choreography_concurrency: int = Field(default=4, ge=1)
+    # Prometheus text at http://<host>:<port>/metrics (consumers.metrics); 0 turns it off.
+    choreography_metrics_port: int = 9104
+    choreography_metrics_host: str = LOOPBACK
 
     # Two-phase commit (orders paid with store credit).
     two_phase_prepare_timeout_s: float = 10.0
@@ -151,6 +154,10 @@ class Settings(BaseSettings):
     # Prometheus text at http://127.0.0.1:<port>/metrics; 0 turns it off.
     relay_metrics_port: int = 9101
     relay_metrics_host: str = LOOPBACK
+    # The consumers process (the order-history read model): its Prometheus text
+    # at http://<host>:<port>/metrics (consumers.metrics); 0 turns it off.
+    consumers_metrics_port: int = 9103
+    consumers_metrics_host: str = LOOPBACK
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Traces (observability.tracing): none, console, or otlp to the endpoint.
     tracing_exporter: Literal["none", "console", "otlp"] = "none"

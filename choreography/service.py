@@ -17,8 +17,11 @@ from collections.abc import Iterable, Sequence
 from nats.js.api import DeliverPolicy
 
 from activities import payment_provider_client, provider_retry
+from choreography import metrics
 from choreography.handlers import Reactions, is_choreographed
+from choreography.metrics import TimeoutStats
 from choreography.timeouts import run_periodically
+from consumers.metrics import MetricsEndpoint
 from consumers.runner import Consumer, RunnerOptions
 from consumers.service import Background, serve
 from domain.choreography import REACTIONS, SERVICES
@@ -80,10 +83,18 @@ async def run(
     provider = payment_provider_client(settings)
     reactions = Reactions(provider, provider_retry(settings), Sealer.from_settings(settings))
     background: list[Background] = []
+    extra = None
     if "orders" in services:
+        timeouts = TimeoutStats()
         background.append(
-            functools.partial(run_periodically, interval_s=settings.choreography_sweep_interval_s)
+            functools.partial(
+                run_periodically, interval_s=settings.choreography_sweep_interval_s, stats=timeouts
+            )
         )
+        extra = functools.partial(metrics.lines, timeouts=timeouts)
+    endpoint = MetricsEndpoint(
+        settings.choreography_metrics_host, settings.choreography_metrics_port, extra
+    )
     try:
         await serve(
             settings,
@@ -92,6 +103,7 @@ async def run(
             OPTIONS,
             instances=settings.choreography_concurrency,
             background=background,
+            metrics=endpoint,
         )
     finally:
         await provider.aclose()

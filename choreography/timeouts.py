@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from choreography.metrics import TimeoutStats
 from choreography.orders import cancel
 from db.tables import order_history, orders
 from domain.choreography import FORWARD_STEPS, progress_of
@@ -72,12 +73,16 @@ async def stall_reason(engine: AsyncEngine, order_id: str, deadline: datetime) -
     return f"timed out waiting for {waiting} (deadline {deadline.isoformat(timespec='seconds')})"
 
 
-async def run_periodically(engine: AsyncEngine, stop: asyncio.Event, interval_s: float) -> None:
+async def run_periodically(
+    engine: AsyncEngine, stop: asyncio.Event, interval_s: float, stats: TimeoutStats | None = None
+) -> None:
     """Sweep every `interval_s` until `stop`; a failed sweep is logged and tried again."""
+    stats = stats or TimeoutStats()
     while not stop.is_set():
         try:
-            await cancel_overdue(engine)
+            stats.timed_out += len(await cancel_overdue(engine))
         except Exception:
+            stats.failed_sweeps += 1
             log.exception("timeout sweep failed; trying again in %.1f s", interval_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)

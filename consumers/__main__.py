@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from consumers.metrics import MetricsEndpoint
 from consumers.order_history import order_history_consumer
 from consumers.service import serve
 from observability.logs import configure as configure_logging
@@ -17,7 +18,8 @@ async def _run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(settings, [order_history_consumer()], stop)
+    metrics = MetricsEndpoint(settings.consumers_metrics_host, settings.consumers_metrics_port)
+    await serve(settings, [order_history_consumer()], stop, metrics=metrics)
 
 
 def main() -> None:

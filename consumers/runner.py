@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -112,6 +113,16 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class ConsumerStats:
+    """Messages handled in this process, by consumer and outcome (consumers.metrics shows them)."""
+
+    def __init__(self) -> None:
+        self.handled: Counter[tuple[str, Outcome]] = Counter()
+
+    def count(self, consumer: str, outcome: Outcome) -> None:
+        self.handled[(consumer, outcome)] += 1
+
+
 class ConsumerRunner:
     """Runs one `Consumer`: binds its durable, then fetches and applies until stopped."""
 
@@ -121,9 +132,11 @@ class ConsumerRunner:
         engine: AsyncEngine,
         consumer: Consumer,
         options: RunnerOptions | None = None,
+        stats: ConsumerStats | None = None,
     ) -> None:
         self.consumer = consumer
         self.options = options or RunnerOptions()
+        self._stats = stats
         self._js = js
         self._engine = engine
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -171,7 +184,9 @@ class ConsumerRunner:
                     if stop.is_set():
                         await _release(batch[n:])
                         break
-                    await self.handle(msg)
+                    outcome = await self.handle(msg)
+                    if self._stats is not None:
+                        self._stats.count(self.consumer.name, outcome)
         finally:
             await self._unsubscribe()
         log.info("consumer %s stopped", self.consumer.name, extra={"consumer": self.consumer.name})

@@ -12,7 +12,8 @@ import nats
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.runner import Consumer, ConsumerRunner, RunnerOptions
+from consumers.metrics import MetricsEndpoint
+from consumers.runner import Consumer, ConsumerRunner, ConsumerStats, RunnerOptions
 from consumers.stream import ensure_stream
 from db.engine import create_engine
 from settings import Settings
@@ -73,11 +74,12 @@ async def serve(
     *,
     instances: int = 1,
     background: Sequence[Background] = (),
+    metrics: MetricsEndpoint | None = None,
 ) -> None:
     """Run `consumers` until `stop` is set, and `background` tasks beside them.
 
     Each runner applies one message at a time; `instances` runners pull from
-    each consumer's durable at once.
+    each consumer's durable at once. `metrics` serves what they did.
     """
     client = await connect_nats(settings.nats_target, stop)
     if client is None:
@@ -86,15 +88,23 @@ async def serve(
     engine = create_engine(
         settings.database_target, pool_size=max(2, len(consumers) * instances + len(background))
     )
+    stats = ConsumerStats()
+    exporter: asyncio.Server | None = None
     try:
         js = client.jetstream()
         await ensure_stream(js)
+        if metrics is not None:
+            names = [consumer.name for consumer in consumers]
+            exporter = await metrics.start(js, engine, stats, names)
         async with asyncio.TaskGroup() as tasks:
             for consumer in consumers:
                 for _ in range(instances):
-                    tasks.create_task(ConsumerRunner(js, engine, consumer, options).run(stop))
+                    runner = ConsumerRunner(js, engine, consumer, options, stats)
+                    tasks.create_task(runner.run(stop))
             for task in background:
                 tasks.create_task(task(engine, stop))
     finally:
+        if exporter is not None:
+            exporter.close()
         await client.close()
         await engine.dispose()

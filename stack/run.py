@@ -182,11 +182,23 @@ class Supervisor:
             f"  PostgreSQL   {redact_url(self.database_url)}",
             f"  NATS         {redact_url(self.nats_url)}",
             f"  Payments     {self.payment_provider_url}/docs (simulator: POST /admin/faults)",
+            *self._metrics_lines(),
             f"  Server logs  {self.log_dir}",
             "Ctrl-C stops everything.",
             "",
         ]
         return "\n".join(lines)
+
+    def _metrics_lines(self) -> list[str]:
+        s = self._settings
+        endpoints = [
+            ("worker", s.worker_metrics_host, s.worker_metrics_port),
+            ("relay", s.relay_metrics_host, s.relay_metrics_port),
+            ("consumers", s.consumers_metrics_host, s.consumers_metrics_port),
+            ("choreography", s.choreography_metrics_host, s.choreography_metrics_port),
+        ]
+        urls = [f"http://{host}:{port}/metrics ({name})" for name, host, port in endpoints if port]
+        return [f"  {'Metrics' if n == 0 else '':<12} {url}" for n, url in enumerate(urls)]
 
     def _plan_servers(self) -> list[Server]:
         s, data, logs = self._settings, self.data_dir, self.log_dir

@@ -32,6 +32,8 @@ _PORTS = (
     "payment_provider_port",
     "worker_metrics_port",
     "relay_metrics_port",
+    "consumers_metrics_port",
+    "choreography_metrics_port",
 )
 _EXTERNAL = ("TEMPORAL_ADDRESS", "DATABASE_URL", "NATS_URL")
 

@@ -149,6 +149,9 @@ def settings(
         payment_provider_url=payment_provider.url,
         task_queue=f"orders-test-{uuid.uuid4().hex[:8]}",
         data_dir=postgres.data_dir.parent,
+        # Tests that scrape a consumer process give it a free port of its own.
+        consumers_metrics_port=0,
+        choreography_metrics_port=0,
     )
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import WorkflowFailureError
 
 from activities import payment_provider_client
@@ -17,18 +16,10 @@ from stack.ports import LOOPBACK, free_port
 from temporal_client import connect
 from tests import factories
 from tests.conftest import start_saga
+from tests.prometheus import samples
 from worker import open_bulkheads, running
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def samples(text: str, name: str, **labels: str) -> list[float]:
-    return [
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    ]
 
 
 async def test_the_worker_endpoint_counts_sagas_steps_decisions_and_the_breaker(

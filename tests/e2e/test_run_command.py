@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stack.ports import free_port, port_in_use
 from tests.factories import eventually
+from tests.prometheus import samples
 
 pytestmark = pytest.mark.asyncio
 READY_LINE = "Ctrl-C stops everything."
@@ -33,6 +33,8 @@ class RunCommand:
             "SAGA_PAYMENT_PROVIDER_PORT": free_port(),
             "SAGA_WORKER_METRICS_PORT": free_port(),
             "SAGA_RELAY_METRICS_PORT": free_port(),
+            "SAGA_CONSUMERS_METRICS_PORT": free_port(),
+            "SAGA_CHOREOGRAPHY_METRICS_PORT": free_port(),
         }
         self.env = {
             key: value
@@ -75,6 +77,10 @@ class RunCommand:
         return await asyncio.to_thread(self.proc.wait, 60)
 
 
+async def scrape(http: httpx.AsyncClient, port: int) -> str:
+    return (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+
+
 async def place_and_confirm(api: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=api, timeout=10) as http:
         sku = (await http.get("/products")).json()[0]["sku"]
@@ -99,21 +105,29 @@ async def test_run_serves_orders_stops_cleanly_and_keeps_them(tmp_path):
     provider = f"http://127.0.0.1:{run.ports['SAGA_PAYMENT_PROVIDER_PORT']}"
     async with httpx.AsyncClient(base_url=provider) as http:
         books = (await http.get("/v1/payments", params={"order_id": order["order_id"]})).json()
-        metrics_port = run.ports["SAGA_WORKER_METRICS_PORT"]
-        metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        metrics = await scrape(http, run.ports["SAGA_WORKER_METRICS_PORT"])
+        # The read model applied the order's events; the choreography's page answers.
+        projected = await eventually(
+            lambda: scrape(http, run.ports["SAGA_CONSUMERS_METRICS_PORT"]),
+            lambda text: (
+                sum(samples(text, "saga_consumer_messages_total", outcome="applied")) >= 5
+                and samples(text, "saga_consumer_pending_messages", consumer="order-history") == [0]
+            ),
+        )
+        choreography = await scrape(http, run.ports["SAGA_CHOREOGRAPHY_METRICS_PORT"])
     exit_code = await run.stop()
 
     assert f"{run.api}/docs" in banner
     assert f"http://127.0.0.1:{run.ports['SAGA_TEMPORAL_UI_PORT']}" in banner
     assert f"http://127.0.0.1:{run.ports['SAGA_PAYMENT_PROVIDER_PORT']}/docs" in banner
+    for name in ("worker", "relay", "consumers", "choreography"):
+        port = run.ports[f"SAGA_{name.upper()}_METRICS_PORT"]
+        assert f"http://127.0.0.1:{port}/metrics ({name})" in banner
     assert [c["amount"] for c in books["captures"]] == [order["total"]]
-    breaker = [
-        sample.value
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-        if sample.name == "saga_circuit_breaker_state"
-    ]
-    assert breaker == [0]  # closed
+    assert samples(metrics, "saga_circuit_breaker_state") == [0]  # closed
+    assert samples(projected, "saga_consumer_messages_total", outcome="poison") == [0]
+    assert samples(choreography, "saga_choreography_overdue_orders") == [0]
+    assert len(samples(choreography, "saga_consumer_pending_messages")) == 4  # one per service
     assert "saga_confirmed_total" in metrics
     assert exit_code == 0
     assert not any(port_in_use(port) for port in run.ports.values())

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -31,6 +32,7 @@ from temporalio.service import RPCError
 from activities import provider_retry
 from activities.provider_client import PaymentProviderClient
 from audit import Scope, run_audit
+from choreography import metrics as choreography_metrics
 from choreography import orders as choreographed
 from choreography.handlers import Reactions
 from choreography.service import OPTIONS, run, service_consumers
@@ -43,9 +45,11 @@ from relay.publisher import envelope_of
 from relay.service import RelayStats
 from security.sealed import Sealer
 from settings import Settings
+from stack.ports import LOOPBACK, free_port
 from tests import factories
 from tests.conftest import start_saga
 from tests.factories import eventually
+from tests.prometheus import labels_of, samples
 from tests.spans import ancestors, captured_spans
 
 pytestmark = pytest.mark.asyncio
@@ -87,11 +91,12 @@ async def services(
     stop = asyncio.Event()
     running: list[asyncio.Task[None]] = []
 
-    async def start(*names: str) -> None:
+    async def start(*names: str, metrics_port: int = 0) -> None:
+        own = choreo_settings.model_copy(update={"choreography_metrics_port": metrics_port})
         running.append(
             asyncio.create_task(
                 run(
-                    choreo_settings,
+                    own,
                     stop,
                     list(names),
                     prefix=prefix,
@@ -278,6 +283,51 @@ async def test_an_order_stalled_by_a_service_down_is_timed_out_and_undone(
         engine, Scope(since=row.created_at, grace=timedelta(0)), provider_client, read_model=False
     )
     assert [v for v in violations if v.subject == order_id] == []
+
+
+async def test_the_metrics_page_shows_overdue_orders_the_timeouts_and_each_consumer(
+    engine, services, product, place
+):
+    """An order placed already past its deadline shows as overdue until a sweep runs;
+    the orders service's process then counts the timeout and what its consumers did."""
+    sku = await product(stock=3)
+    order_id = await place([(sku, 1)], timeout_s=-5.0)
+    before = await choreography_metrics.lines(engine, choreography_metrics.TimeoutStats())
+    port = free_port()
+    await services("orders", "inventory", metrics_port=port)
+
+    await closed(engine, order_id)
+    await undone(engine, order_id, "OrderCancelled")
+
+    async def scrape() -> str:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(f"http://{LOOPBACK}:{port}/metrics")).text
+
+    def settled(text: str) -> bool:
+        handled = samples(text, "saga_consumer_messages_total", outcome="applied")
+        return sum(handled) >= 2 and samples(text, "saga_choreography_overdue_orders") == [0]
+
+    page = await eventually(scrape, settled)
+    overdue = "\n".join(before)
+    assert samples(overdue, "saga_choreography_overdue_orders")[0] >= 1
+    assert samples(overdue, "saga_choreography_overdue_seconds")[0] >= 5
+    assert samples(page, "saga_choreography_timed_out_total")[0] >= 1
+    assert samples(page, "saga_choreography_failed_sweeps_total") == [0]
+    consumers = {
+        name.rsplit("-", 1)[1]: name
+        for name in {
+            labels["consumer"] for labels in labels_of(page, "saga_consumer_pending_messages")
+        }
+    }
+    assert sorted(consumers) == ["inventory", "orders"]
+    # Inventory passed over the expired OrderCreated and answered the cancel.
+    inventory = consumers["inventory"]
+    assert (
+        samples(page, "saga_consumer_messages_total", consumer=inventory, outcome="applied")[0] >= 2
+    )
+    for name in consumers.values():
+        assert samples(page, "saga_consumer_messages_total", consumer=name, outcome="poison") == [0]
+    assert await factories.stock_of(engine, sku) == 3
 
 
 async def test_a_client_cancel_undoes_what_the_services_did(engine, services, product, place):

@@ -129,14 +129,25 @@ def test_the_image_copies_every_package_the_project_installs():
 
 
 def test_every_long_running_service_has_a_health_check_on_a_port_it_serves(compose):
-    ports = {"relay": "9101", **{name: "9102" for name in WORKERS}, "api": "8000"}
+    ports = {
+        "relay": "9101",
+        **{name: "9102" for name in WORKERS},
+        "consumers": "9103",
+        "choreography": "9104",
+        "api": "8000",
+    }
     for name, service in compose["services"].items():
-        if name in ("migrate", "consumers", "choreography", "temporal-ui"):
-            continue  # one-shot; no endpoint; the UI is only looked at
+        if name in ("migrate", "temporal-ui"):
+            continue  # one-shot; the UI is only looked at
         test = " ".join(service["healthcheck"]["test"])
         if name in ports:
             assert f"localhost:{ports[name]}/" in test, name
-    relay_env = compose["services"]["relay"]["environment"]
-    assert relay_env["SAGA_RELAY_METRICS_HOST"] == "0.0.0.0"
+    # Reachable from Prometheus in another container.
+    for name, variable in [
+        ("relay", "SAGA_RELAY_METRICS_HOST"),
+        ("consumers", "SAGA_CONSUMERS_METRICS_HOST"),
+        ("choreography", "SAGA_CHOREOGRAPHY_METRICS_HOST"),
+    ]:
+        assert compose["services"][name]["environment"][variable] == "0.0.0.0", name
     for name in WORKERS:
         assert compose["services"][name]["environment"]["SAGA_WORKER_METRICS_HOST"] == "0.0.0.0"
