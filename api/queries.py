@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.schemas import OrderEvent, OrderSummary, OrderView, Product, Wallet
-from db.tables import decisions, order_history, order_lines, orders, products, wallets
+from db.tables import (
+    decisions,
+    order_history,
+    order_lines,
+    order_requests,
+    orders,
+    products,
+    wallets,
+)
 from db.wallet_store import DEFAULT_CURRENCY
 from domain.orders import OrderStatus, PricedLine, SagaMode
 from domain.saga import TwoPhaseView
@@ -108,6 +117,40 @@ async def saga_mode_of(engine: AsyncEngine, order_id: str) -> SagaMode | None:
     async with engine.connect() as conn:
         mode = await conn.scalar(select(orders.c.saga_mode).where(orders.c.order_id == order_id))
     return SagaMode(mode) if mode is not None else None
+
+
+async def claim_order_id(
+    engine: AsyncEngine, order_id: str, request_hash: str, mode: SagaMode
+) -> str:
+    """Claim `order_id` for this request; the fingerprint of the request that holds it.
+
+    A request racing with ours for the id waits on our insert (or we on
+    theirs) and then reads the claim that won.
+    """
+    async with engine.begin() as conn:
+        taken = await conn.scalar(
+            insert(order_requests)
+            .values(order_id=order_id, request_hash=request_hash, saga_mode=mode.value)
+            .on_conflict_do_nothing(index_elements=[order_requests.c.order_id])
+            .returning(order_requests.c.request_hash)
+        )
+        if taken is not None:
+            return str(taken)
+        holder = await conn.scalar(
+            select(order_requests.c.request_hash).where(order_requests.c.order_id == order_id)
+        )
+    return str(holder)
+
+
+async def release_claim(engine: AsyncEngine, order_id: str, request_hash: str) -> None:
+    """Give the id back: this request was refused before anything was written for it."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            delete(order_requests).where(
+                order_requests.c.order_id == order_id,
+                order_requests.c.request_hash == request_hash,
+            )
+        )
 
 
 async def request_fingerprint(engine: AsyncEngine, order_id: str) -> str | None:

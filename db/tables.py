@@ -153,6 +153,20 @@ Index(
     postgresql_where=text("status = 'PENDING' AND saga_mode = 'choreography'"),
 )
 
+# The API's claim on an order id, taken before either mode starts the order:
+# two requests racing with one Idempotency-Key (in one mode or in both) find
+# one claim, so only one of them is accepted. The orders row comes later (an
+# orchestrated order's, from its saga's first step).
+order_requests = Table(
+    "order_requests",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("saga_mode", String(16), nullable=False),
+    _now(),
+    schema="orders",
+)
+
 order_lines = Table(
     "order_lines",
     metadata,

@@ -106,7 +106,9 @@ async def place_order(
         else correlation_id_for(order.order_id)
     )
     bind_log_context(order_id=order.order_id, workflow_id=flow_id)
-    existing = await _existing_fingerprint(client, engine, settings, order, body.mode)
+    existing = await _existing_fingerprint(
+        client, engine, settings, order, body.mode, keyed=idempotency_key is not None
+    )
     if existing is None:
         return OrderAccepted(order_id=order.order_id, status=OrderStatus.PENDING)
     if existing != order.request_hash:
@@ -150,18 +152,31 @@ def _check_payment(body: PlaceOrderRequest, total: int) -> None:
 
 
 async def _existing_fingerprint(
-    client: Client, engine: AsyncEngine, settings: Settings, order: PlaceOrder, mode: SagaMode
+    client: Client,
+    engine: AsyncEngine,
+    settings: Settings,
+    order: PlaceOrder,
+    mode: SagaMode,
+    keyed: bool,
 ) -> str | None:
     """Start the order; or, if its id is taken, the fingerprint of the request that took it."""
-    # The database outlives Temporal's retention of closed workflows; ask it first.
+    if keyed:  # an id from no key is a fresh uuid4: nobody else can hold it
+        holder = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
+        if holder != order.request_hash:
+            return holder
+    # Ours, or an order from before claims: the database outlives Temporal's
+    # retention of closed workflows, so ask it first.
     recorded = await queries.request_fingerprint(engine, order.order_id)
     if recorded is not None:
         return recorded
     if mode is SagaMode.ORCHESTRATION:
+        # A replay after a lost answer, or after a start that failed, starts it (once) now.
         return await sagas.start_saga(client, settings.task_queue, order)
     try:
         await choreographed.place(engine, settings, order)
     except choreographed.Refused as err:
+        if keyed:  # nothing was written: the key may be used again with a valid body
+            await queries.release_claim(engine, order.order_id, order.request_hash)
         raise _invalid("items", str(err)) from err
     # A request with this key may have placed the order first (with another
     # body, or in the other mode): the row says which request it was.

@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -37,7 +38,7 @@ from choreography import orders as choreographed
 from choreography.handlers import Reactions
 from choreography.service import OPTIONS, run, service_consumers
 from consumers.runner import ConsumerRunner
-from db.tables import orders, service_tables
+from db.tables import orders, products, service_tables
 from domain import events as wire
 from domain.choreography import CARRIED_HEADER, SERVICES
 from domain.orders import OrderLine, PlaceOrder
@@ -145,9 +146,15 @@ async def place_order(
     return order.order_id
 
 
-async def order_row(engine: AsyncEngine, order_id: str) -> Any:
+async def row_or_none(engine: AsyncEngine, order_id: str) -> Any:
     async with engine.connect() as conn:
-        return (await conn.execute(select(orders).where(orders.c.order_id == order_id))).one()
+        return (await conn.execute(select(orders).where(orders.c.order_id == order_id))).first()
+
+
+async def order_row(engine: AsyncEngine, order_id: str) -> Any:
+    row = await row_or_none(engine, order_id)
+    assert row is not None, f"no order {order_id}"
+    return row
 
 
 async def closed(engine: AsyncEngine, order_id: str, deadline_s: float = 20.0) -> Any:
@@ -468,6 +475,49 @@ async def test_the_api_places_shows_and_lists_a_choreographed_order(
     other = order_body(sku) | {"customer_id": shown["customer_id"], "mode": "orchestration"}
     reused = await api.post("/orders", json=other, headers={"Idempotency-Key": key})
     assert reused.status_code == 409
+
+
+async def test_one_key_posted_in_both_modes_at_once_is_accepted_once(api, engine, product):
+    """Each key is sent once per mode at the same moment: one request is accepted,
+    the other refused, and the order runs in the accepted one's mode. (Before the
+    API claimed the id first, both could be accepted: the orchestrated saga writes
+    its row only when its first step runs.)"""
+    sku = await product(stock=20)
+    for _ in range(4):
+        key = {"Idempotency-Key": f"race-{uuid.uuid4()}"}
+        body = order_body(sku)
+        answers = await asyncio.gather(
+            api.post("/orders", json=body, headers=key),
+            api.post("/orders", json=body | {"mode": "orchestration"}, headers=key),
+        )
+        codes = [answer.status_code for answer in answers]
+        assert sorted(codes) == [202, 409], [answer.text for answer in answers]
+        won = ("choreography", "orchestration")[codes.index(202)]
+        order_id = answers[codes.index(202)].json()["order_id"]
+        row = await eventually(partial(row_or_none, engine, order_id), lambda r: r is not None)
+        assert row.saga_mode == won
+        if won == "orchestration":
+            assert (await closed(engine, order_id)).status == "CONFIRMED"
+
+
+async def test_a_refused_choreographed_order_leaves_its_key_free(api, engine, product):
+    """Lines in two currencies are refused with nothing written, so the same key
+    may then place a valid order."""
+    sku, other = await product(), await product()
+    async with engine.begin() as conn:
+        await conn.execute(products.update().where(products.c.sku == other).values(currency="USD"))
+    key = {"Idempotency-Key": f"refused-{uuid.uuid4()}"}
+    body = order_body(sku)
+    mixed = body | {"items": [{"sku": sku, "quantity": 1}, {"sku": other, "quantity": 1}]}
+
+    refused = await api.post("/orders", json=mixed, headers=key)
+    placed = await api.post("/orders", json=body, headers=key)
+
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "items"
+    assert placed.status_code == 202, placed.text
+    row = await order_row(engine, placed.json()["order_id"])
+    assert (row.saga_mode, row.status) == ("choreography", "PENDING")
 
 
 async def test_the_api_cancels_a_choreographed_order_and_shows_its_undos(
