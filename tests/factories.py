@@ -149,3 +149,13 @@ async def wallet_locked(engine: AsyncEngine, customer_id: str) -> AsyncIterator[
             {"c": customer_id},
         )
         yield holder
+
+
+async def lock_waits(engine: AsyncEngine, at_least: int) -> None:
+    """Wait until `at_least` sessions are blocked on a lock: a task reached its wait."""
+
+    async def waiting() -> int:
+        async with engine.connect() as conn:
+            return int(await conn.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")))
+
+    await eventually(waiting, lambda n: n >= at_least)

@@ -45,6 +45,8 @@ def order_body(sku: str, quantity: int = 1, **overrides: Any) -> dict[str, Any]:
 async def final_order(api: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
     async def fetch() -> dict[str, Any]:
         response = await api.get(f"/orders/{order_id}")
+        if response.status_code == 503:  # asked before the saga's first task: not yet
+            return {"status": "PENDING"}
         assert response.status_code == 200, response.text
         return dict(response.json())
 

@@ -24,7 +24,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -56,6 +56,7 @@ from tests.spans import ancestors, captured_spans
 pytestmark = pytest.mark.asyncio
 
 Start = Callable[..., Awaitable[None]]
+PREFIX = "test-choreo-"
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ async def services(
     service is down rather than never installed: one started late finds the
     events it missed waiting for it.
     """
-    prefix = f"test-choreo-{uuid.uuid4().hex[:8]}"
+    prefix = f"{PREFIX}{uuid.uuid4().hex[:8]}"
     reactions = Reactions(provider_client, provider_retry(choreo_settings), Sealer(None))
     for consumer in service_consumers(reactions, SERVICES, prefix, DeliverPolicy.NEW):
         await ConsumerRunner(js, engine, consumer, OPTIONS).bind()
@@ -169,6 +170,36 @@ async def undone(engine: AsyncEngine, order_id: str, *expected: str) -> list[str
     return await eventually(
         lambda: factories.events_of(engine, order_id), lambda seen: set(expected) <= set(seen)
     )
+
+
+async def drained(js: JetStreamContext, *names: str, engine: AsyncEngine | None = None) -> None:
+    """Wait until the test's durables of `names` have nothing undelivered or unacked
+    (with `engine`: first until every outbox row is published, so all is in the stream)."""
+    if engine is not None:
+        await eventually(lambda: unpublished(engine), lambda n: n == 0)
+
+    async def backlog() -> dict[str, int]:
+        infos = await js.consumers_info(wire.STREAM)
+        return {
+            info.name: (info.num_pending or 0) + (info.num_ack_pending or 0)
+            for info in infos
+            if info.name.startswith(PREFIX) and info.name.rsplit("-", 1)[1] in names
+        }
+
+    await eventually(backlog, lambda left: len(left) == len(names) and not any(left.values()))
+
+
+async def unpublished(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return sum(
+            [
+                await conn.scalar(
+                    select(func.count()).where(service_tables[s].outbox.c.status == "PENDING")
+                )
+                or 0
+                for s in SERVICES
+            ]
+        )
 
 
 async def outbox_headers(engine: AsyncEngine, order_id: str) -> list[dict[str, Any]]:
@@ -262,14 +293,15 @@ async def test_out_of_stock_cancels_the_order_with_nothing_to_undo(
 
 
 async def test_an_order_stalled_by_a_service_down_is_timed_out_and_undone(
-    engine, services, product, provider_client, place
+    engine, js, services, product, provider_client, place
 ):
     """Shipping is down: the order stalls after its payment, the orders service's
     timeout cancels it, and inventory and payments undo their steps. Shipping,
     back later, finds its step fenced and creates no shipment."""
     await services("orders", "inventory", "payments")
     sku = await product(stock=4, price=700)
-    order_id = await place([(sku, 1)], timeout_s=2.0)
+    # Long enough for two hops and a charge on a loaded machine: it must stall at shipping.
+    order_id = await place([(sku, 1)], timeout_s=8.0)
 
     row = await closed(engine, order_id, deadline_s=30)
     await undone(engine, order_id, "StockReleased", "PaymentRefunded")
@@ -283,7 +315,7 @@ async def test_an_order_stalled_by_a_service_down_is_timed_out_and_undone(
     assert auth["amount_refunded"] == auth["amount_captured"] == 700
 
     await services("shipping")
-    await asyncio.sleep(2.0)  # shipping drains PaymentCaptured, then OrderCancelled
+    await drained(js, "shipping", engine=engine)  # PaymentCaptured, then OrderCancelled
     assert await factories.shipments_of(engine, order_id) == []
     assert (await order_row(engine, order_id)).status == "CANCELLED"
     violations = await run_audit(
@@ -371,20 +403,20 @@ async def test_an_event_delivered_twice_reserves_once(engine, js, services, prod
         ).one()
     subject, body, headers = envelope_of("orders", created)
     await js.publish(subject, body, headers={**headers, wire.MSG_ID: f"again-{uuid.uuid4()}"})
-    await asyncio.sleep(1.5)
+    await drained(js, "inventory")
 
     assert await factories.stock_of(engine, sku) == 7
     assert len(await factories.reservations_of(engine, order_id)) == 1
     assert (await factories.events_of(engine, order_id)).count("StockReserved") == 1
 
 
-async def test_orchestrated_orders_events_are_passed_over(engine, services, saga, product):
+async def test_orchestrated_orders_events_are_passed_over(engine, js, services, saga, product):
     await services(*SERVICES)
     sku = await product(stock=10)
     handle = await saga([(sku, 1)])
     await handle.result()
     order_id = handle.id.removeprefix("order-")
-    await asyncio.sleep(1.0)
+    await drained(js, *SERVICES, engine=engine)
 
     # One reservation and one payment: the saga's, none from a handler.
     assert len(await factories.reservations_of(engine, order_id)) == 1
@@ -393,7 +425,7 @@ async def test_orchestrated_orders_events_are_passed_over(engine, services, saga
 
 
 async def test_a_service_back_after_a_cancel_leaves_nothing_behind(
-    engine, services, product, provider_client, place
+    engine, js, services, product, provider_client, place
 ):
     """Shipping is down while the client cancels: when it comes back it reads the
     payment's event and then the cancel, in either order, and no shipment stays."""
@@ -405,7 +437,7 @@ async def test_a_service_back_after_a_cancel_leaves_nothing_behind(
     await choreographed.cancel(engine, order_id, "changed my mind")
     await undone(engine, order_id, "StockReleased", "PaymentRefunded")
     await services("shipping")
-    await asyncio.sleep(2.0)
+    await drained(js, "shipping", engine=engine)
 
     assert [s.status for s in await factories.shipments_of(engine, order_id)] in ([], ["CANCELLED"])
     assert await factories.stock_of(engine, sku) == 2

@@ -57,8 +57,8 @@ async def copies_in_jetstream(js, event_id: str) -> int:
     try:
         while True:
             try:
-                batch = await sub.fetch(200, timeout=0.5)
-            except natsio.errors.TimeoutError:
+                batch = await sub.fetch(200, timeout=2)
+            except natsio.errors.TimeoutError:  # the stream is read to its end
                 return found
             for msg in batch:
                 await msg.ack()

@@ -372,7 +372,7 @@ async def test_a_fault_with_path_contains_spares_other_paths(http: httpx.AsyncCl
 
 
 async def test_fault_expires_after_for_seconds(http: httpx.AsyncClient) -> None:
-    await _fault(http, status=503, for_seconds=0.5)
+    await _fault(http, status=503, for_seconds=2.0)
     assert (await http.get("/v1/payments", params={"order_id": "x"})).status_code == 503
     deadline = time.monotonic() + 10
     while (await http.get("/v1/payments", params={"order_id": "x"})).status_code == 503:

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from db.tables import RELAY_PARTITIONS, relay_leases
 from relay.ring import assign
 from relay.service import RelayStats, run_relay
 from tests.factories import eventually
-from tests.integration.test_relay import messages_for, statuses, write_events
+from tests.integration.test_relay import messages_of, statuses, write_events
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,13 +69,28 @@ async def settled(engine, names: set[str]) -> dict[int, str | None]:
     return await eventually(lambda: owners(engine), lambda o: o == expected, deadline_s=30)
 
 
+async def spread(engine, count: int, owner: dict[int, str | None]) -> list[str]:
+    """`count` order ids whose partitions cover every owner at least once."""
+    # The outbox's own partition expression (db.tables), for the aggregate type "order".
+    partitions = text(
+        f"SELECT (hashtext('order:' || id) & 2147483647) % {RELAY_PARTITIONS}"
+        " FROM unnest(CAST(:ids AS text[])) AS id"
+    )
+    while True:
+        ids = [str(uuid.uuid4()) for _ in range(count)]
+        async with engine.connect() as conn:
+            parts = (await conn.scalars(partitions, {"ids": ids})).all()
+        if {owner[p] for p in parts} == set(owner.values()):
+            return ids
+
+
 async def test_three_instances_share_partitions_and_keep_each_aggregate_in_order(
     engine, js, relays
 ):
     stats = [relays.start(name) for name in ("r1", "r2", "r3")]
-    await settled(engine, {"r1", "r2", "r3"})
-    # 30 aggregates over 64 partitions: every instance gets some (all but surely).
-    aggregates = [str(uuid.uuid4()) for _ in range(30)]
+    owner = await settled(engine, {"r1", "r2", "r3"})
+    # 30 aggregates over 64 partitions, drawn so that every instance owns some.
+    aggregates = await spread(engine, 30, owner)
 
     async def writer(aggregate_id: str) -> None:
         for n in range(1, 6):
@@ -83,8 +98,7 @@ async def test_three_instances_share_partitions_and_keep_each_aggregate_in_order
 
     await asyncio.gather(*(writer(a) for a in aggregates))
 
-    for aggregate_id in aggregates:
-        msgs = await messages_for(js, aggregate_id, 5)
+    for msgs in (await messages_of(js, aggregates, 5)).values():
         assert [json.loads(m.data)["payload"]["n"] for m in msgs] == list(range(1, 6))
     assert sum(s.duplicates for s in stats) == 0
     assert all(s.published > 0 for s in stats)

@@ -47,9 +47,9 @@ async def test_undo_waits_for_the_step_in_flight_and_undoes_it(sessions, engine,
             text("SELECT 1 FROM inventory.products WHERE sku = :s FOR UPDATE"), {"s": sku}
         )
         reserving = asyncio.create_task(inventory.reserve_stock(reserve))
-        await asyncio.sleep(0.3)
+        await factories.lock_waits(engine, 1)
         releasing = asyncio.create_task(inventory.release_stock(release))
-        await asyncio.sleep(0.3)
+        await factories.lock_waits(engine, 2)
         assert not releasing.done()  # the undo waits for the step it undoes
         await blocker.rollback()
 

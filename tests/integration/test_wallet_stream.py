@@ -54,7 +54,7 @@ async def test_a_debit_decided_on_a_stale_balance_is_decided_again_and_refused(e
         )
         # The second writer loads version 2 too, and waits on version 3 until we commit.
         second = asyncio.create_task(debit(engine, store, customer, 100, "b"))
-        await asyncio.sleep(0.5)
+        await factories.lock_waits(engine, 1)
         assert not second.done()
     assert await second is False  # decided again on 50: refused, not overdrawn
     assert store.conflicts == 1
