@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -125,21 +125,34 @@ async def claim_order_id(
     """Claim `order_id` for this request; the fingerprint of the request that holds it.
 
     A request racing with ours for the id waits on our insert (or we on
-    theirs) and then reads the claim that won.
+    theirs) and then reads the claim that won. A claim given back between
+    the two statements is claimed again.
     """
+    claim = (
+        insert(order_requests)
+        .values(order_id=order_id, request_hash=request_hash, saga_mode=mode.value)
+        .on_conflict_do_nothing(index_elements=[order_requests.c.order_id])
+        .returning(order_requests.c.request_hash)
+    )
+    holder_of = select(order_requests.c.request_hash).where(order_requests.c.order_id == order_id)
+    while True:
+        async with engine.begin() as conn:
+            holder: str | None = await conn.scalar(claim)
+            if holder is None:
+                holder = await conn.scalar(holder_of)
+        if holder is not None:
+            return holder
+
+
+async def settle_claim(engine: AsyncEngine, order_id: str, ours: str, recorded: str) -> None:
+    """The order was there before our claim (placed before claims, or started
+    without the API): its claim is the request it records, not ours."""
     async with engine.begin() as conn:
-        taken = await conn.scalar(
-            insert(order_requests)
-            .values(order_id=order_id, request_hash=request_hash, saga_mode=mode.value)
-            .on_conflict_do_nothing(index_elements=[order_requests.c.order_id])
-            .returning(order_requests.c.request_hash)
+        await conn.execute(
+            update(order_requests)
+            .where(order_requests.c.order_id == order_id, order_requests.c.request_hash == ours)
+            .values(request_hash=recorded)
         )
-        if taken is not None:
-            return str(taken)
-        holder = await conn.scalar(
-            select(order_requests.c.request_hash).where(order_requests.c.order_id == order_id)
-        )
-    return str(holder)
 
 
 async def release_claim(engine: AsyncEngine, order_id: str, request_hash: str) -> None:

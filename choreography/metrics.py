@@ -2,43 +2,31 @@
 
 No process waits on a choreographed order, so these gauges are how an
 operator sees them: how many are open, how many are past their deadline (more
-than zero for longer than a sweep interval means no sweep is running), and how
-many the timeout has cancelled.
+than zero for longer than a sweep interval means they are not being cancelled:
+no sweep runs, or a sweep fails on them), and how many the timeout has
+cancelled. The counters are this process's: two sweeps racing for one order
+may both count it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from choreography.timeouts import OPEN, PAST_DEADLINE, TimeoutStats
 from db.tables import orders
-from domain.orders import OrderStatus, SagaMode
-
-
-@dataclass
-class TimeoutStats:
-    """What this process's sweeps did."""
-
-    timed_out: int = 0
-    failed_sweeps: int = 0
 
 
 async def lines(engine: AsyncEngine, timeouts: TimeoutStats) -> list[str]:
-    overdue = orders.c.deadline_at < func.now()
     async with engine.connect() as conn:
         row = (
             await conn.execute(
                 select(
                     func.count(),
-                    func.count().filter(overdue),
-                    func.min(orders.c.deadline_at).filter(overdue),
+                    func.count().filter(PAST_DEADLINE),
+                    func.min(orders.c.deadline_at).filter(PAST_DEADLINE),
                     func.now(),
-                ).where(
-                    orders.c.status == OrderStatus.PENDING.value,
-                    orders.c.saga_mode == SagaMode.CHOREOGRAPHY.value,
-                )
+                ).where(OPEN)
             )
         ).one()
     open_orders, overdue_orders, oldest_deadline, now = row
@@ -56,6 +44,9 @@ async def lines(engine: AsyncEngine, timeouts: TimeoutStats) -> list[str]:
         "# HELP saga_choreography_timed_out_total Orders this process's sweep cancelled.",
         "# TYPE saga_choreography_timed_out_total counter",
         f"saga_choreography_timed_out_total {timeouts.timed_out}",
+        "# HELP saga_choreography_timeout_failures_total Overdue orders a sweep could not cancel.",
+        "# TYPE saga_choreography_timeout_failures_total counter",
+        f"saga_choreography_timeout_failures_total {timeouts.failed}",
         "# HELP saga_choreography_failed_sweeps_total Sweeps that failed (retried next interval).",
         "# TYPE saga_choreography_failed_sweeps_total counter",
         f"saga_choreography_failed_sweeps_total {timeouts.failed_sweeps}",

@@ -19,8 +19,7 @@ from nats.js.api import DeliverPolicy
 from activities import payment_provider_client, provider_retry
 from choreography import metrics
 from choreography.handlers import Reactions, is_choreographed
-from choreography.metrics import TimeoutStats
-from choreography.timeouts import run_periodically
+from choreography.timeouts import TimeoutStats, run_periodically
 from consumers.metrics import MetricsEndpoint
 from consumers.runner import Consumer, RunnerOptions
 from consumers.service import Background, serve

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreography.metrics import TimeoutStats
 from choreography.orders import cancel
 from db.tables import order_history, orders
 from domain.choreography import FORWARD_STEPS, progress_of
@@ -26,9 +26,23 @@ from domain.orders import OrderStatus, SagaMode
 log = logging.getLogger(__name__)
 
 BATCH = 100
+# A choreographed order still open, and one of those past its deadline.
+OPEN = (orders.c.status == OrderStatus.PENDING.value) & (
+    orders.c.saga_mode == SagaMode.CHOREOGRAPHY.value
+)
+PAST_DEADLINE = orders.c.deadline_at < func.now()
 
 
-async def cancel_overdue(engine: AsyncEngine) -> list[str]:
+@dataclass
+class TimeoutStats:
+    """What this process's sweeps did (choreography.metrics shows it)."""
+
+    timed_out: int = 0
+    failed: int = 0  # orders a sweep could not cancel; the next sweep tries again
+    failed_sweeps: int = 0
+
+
+async def cancel_overdue(engine: AsyncEngine, stats: TimeoutStats | None = None) -> list[str]:
     """Cancel every choreographed order past its deadline; the ids cancelled.
 
     Every orders-service process sweeps, and the cancel's key is shared: two
@@ -38,11 +52,7 @@ async def cancel_overdue(engine: AsyncEngine) -> list[str]:
         overdue = (
             await conn.execute(
                 select(orders.c.order_id, orders.c.deadline_at)
-                .where(
-                    orders.c.status == OrderStatus.PENDING.value,
-                    orders.c.saga_mode == SagaMode.CHOREOGRAPHY.value,
-                    orders.c.deadline_at < func.now(),
-                )
+                .where(OPEN, PAST_DEADLINE)
                 .order_by(orders.c.deadline_at)
                 .limit(BATCH)
             )
@@ -55,6 +65,8 @@ async def cancel_overdue(engine: AsyncEngine) -> list[str]:
         except Exception:
             # One order that cannot be cancelled must not hold up the others.
             log.exception("timeout of order %s failed; next sweep tries again", order_id)
+            if stats is not None:
+                stats.failed += 1
             continue
         if closed is not None and closed.undid:
             log.warning("order %s timed out: %s", order_id, reason, extra={"order_id": order_id})
@@ -80,7 +92,7 @@ async def run_periodically(
     stats = stats or TimeoutStats()
     while not stop.is_set():
         try:
-            stats.timed_out += len(await cancel_overdue(engine))
+            stats.timed_out += len(await cancel_overdue(engine, stats))
         except Exception:
             stats.failed_sweeps += 1
             log.exception("timeout sweep failed; trying again in %.1f s", interval_s)

@@ -25,6 +25,11 @@ from observability.endpoint import serve
 
 log = logging.getLogger(__name__)
 
+# A page must answer within a scraper's timeout (Prometheus: 10 s; the compose
+# health checks: 3 s) even with NATS or PostgreSQL away.
+INFO_TIMEOUT_S = 1.0
+EXTRA_TIMEOUT_S = 1.5
+
 # More lines for the same page, read with the process's engine (the
 # choreography's open and overdue orders).
 Extra = Callable[[AsyncEngine], Awaitable[list[str]]]
@@ -51,7 +56,7 @@ class MetricsEndpoint:
             if self.extra is None:
                 return text
             try:
-                more = await self.extra(engine)
+                more = await asyncio.wait_for(self.extra(engine), EXTRA_TIMEOUT_S)
             except Exception as err:  # the database away: the consumers' figures still answer
                 log.warning("metrics: %r", err)
                 return text
@@ -87,13 +92,20 @@ _BACKLOG = {
 
 
 async def _backlog(js: JetStreamContext, consumers: Sequence[str]) -> list[str]:
+    # At once and briefly: a scrape during a NATS outage still answers (well
+    # within a scraper's timeout), the gauges missing.
+    answers = await asyncio.gather(
+        *(js.consumer_info(STREAM, name, timeout=INFO_TIMEOUT_S) for name in consumers),
+        return_exceptions=True,
+    )
     infos = {}
-    for name in consumers:
-        try:
-            infos[name] = await js.consumer_info(STREAM, name)
-        except (nats.errors.Error, TimeoutError) as err:
-            # A scrape during a NATS outage still answers; the gauge goes missing.
-            log.debug("consumer_info %s failed: %r", name, err)
+    for name, answer in zip(consumers, answers, strict=True):
+        if isinstance(answer, nats.errors.Error | TimeoutError):
+            log.debug("consumer_info %s failed: %r", name, answer)
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            infos[name] = answer
     lines = []
     for metric, (field, help_text) in _BACKLOG.items():
         lines += [

@@ -190,14 +190,10 @@ class Supervisor:
         return "\n".join(lines)
 
     def _metrics_lines(self) -> list[str]:
-        s = self._settings
-        endpoints = [
-            ("worker", s.worker_metrics_host, s.worker_metrics_port),
-            ("relay", s.relay_metrics_host, s.relay_metrics_port),
-            ("consumers", s.consumers_metrics_host, s.consumers_metrics_port),
-            ("choreography", s.choreography_metrics_host, s.choreography_metrics_port),
+        urls = [
+            f"http://{host}:{port}/metrics ({name})"
+            for name, host, port in _metrics_endpoints(self._settings)
         ]
-        urls = [f"http://{host}:{port}/metrics ({name})" for name, host, port in endpoints if port]
         return [f"  {'Metrics' if n == 0 else '':<12} {url}" for n, url in enumerate(urls)]
 
     def _plan_servers(self) -> list[Server]:
@@ -261,6 +257,17 @@ class Supervisor:
         return process
 
 
+def _metrics_endpoints(s: Settings) -> list[tuple[str, str, int]]:
+    """(process, host, port) of each metrics page `make run` serves; a port of 0 is off."""
+    endpoints = [
+        ("worker", s.worker_metrics_host, s.worker_metrics_port),
+        ("relay", s.relay_metrics_host, s.relay_metrics_port),
+        ("consumers", s.consumers_metrics_host, s.consumers_metrics_port),
+        ("choreography", s.choreography_metrics_host, s.choreography_metrics_port),
+    ]
+    return [(name, host, port) for name, host, port in endpoints if port]
+
+
 def _check_ports(s: Settings) -> None:
     """One clear line instead of a server's bind error buried in its log."""
     wanted: list[tuple[str, int, str]] = [(s.api_host, s.api_port, "SAGA_API_PORT")]
@@ -274,6 +281,10 @@ def _check_ports(s: Settings) -> None:
     if s.payment_provider_url is None:
         hint = "SAGA_PAYMENT_PROVIDER_PORT or SAGA_PAYMENT_PROVIDER_URL"
         wanted.append((LOOPBACK, s.payment_provider_port, hint))
+    # A page that cannot bind is only logged by its process: the banner would
+    # advertise another process's page.
+    for name, host, port in _metrics_endpoints(s):
+        wanted.append((host, port, f"SAGA_{name.upper()}_METRICS_PORT (0: off)"))
     taken = [
         f"port {port} is in use: set {hint}"
         for host, port, hint in wanted

@@ -156,6 +156,11 @@ async def lock_waits(engine: AsyncEngine, at_least: int) -> None:
 
     async def waiting() -> int:
         async with engine.connect() as conn:
-            return int(await conn.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")))
+            # This database's waits only: the session's cluster serves nothing else.
+            waits = text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.datname = current_database()"
+            )
+            return int(await conn.scalar(waits) or 0)
 
     await eventually(waiting, lambda n: n >= at_least)

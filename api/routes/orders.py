@@ -160,12 +160,22 @@ async def _existing_fingerprint(
     keyed: bool,
 ) -> str | None:
     """Start the order; or, if its id is taken, the fingerprint of the request that took it."""
-    if keyed:  # an id from no key is a fresh uuid4: nobody else can hold it
-        holder = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
-        if holder != order.request_hash:
-            return holder
-    # Ours, or an order from before claims: the database outlives Temporal's
-    # retention of closed workflows, so ask it first.
+    if not keyed:  # an id from no key is a fresh uuid4: nobody else can hold it
+        return await _start(client, engine, settings, order, mode)
+    holder = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
+    if holder != order.request_hash:
+        return holder
+    existing = await _start(client, engine, settings, order, mode)
+    if existing is not None and existing != order.request_hash:
+        await queries.settle_claim(engine, order.order_id, order.request_hash, existing)
+    return existing
+
+
+async def _start(
+    client: Client, engine: AsyncEngine, settings: Settings, order: PlaceOrder, mode: SagaMode
+) -> str | None:
+    """Start the order unless it exists: then the fingerprint it records."""
+    # The database outlives Temporal's retention of closed workflows; ask it first.
     recorded = await queries.request_fingerprint(engine, order.order_id)
     if recorded is not None:
         return recorded
@@ -175,8 +185,8 @@ async def _existing_fingerprint(
     try:
         await choreographed.place(engine, settings, order)
     except choreographed.Refused as err:
-        if keyed:  # nothing was written: the key may be used again with a valid body
-            await queries.release_claim(engine, order.order_id, order.request_hash)
+        # Nothing was written: the key may be used again with a valid body.
+        await queries.release_claim(engine, order.order_id, order.request_hash)
         raise _invalid("items", str(err)) from err
     # A request with this key may have placed the order first (with another
     # body, or in the other mode): the row says which request it was.

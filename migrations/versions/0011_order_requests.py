@@ -3,7 +3,7 @@
 Without it, an orchestrated POST was accepted when its workflow started,
 before its saga wrote the orders row, and a choreographed POST with the same
 Idempotency-Key in that window was accepted too. Orders placed before this
-migration have no claim; the API still checks their rows.
+migration are claimed for the request they record.
 
 Revision ID: 0011
 Revises: 0010
@@ -31,6 +31,17 @@ def upgrade() -> None:
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
         schema="orders",
+    )
+    # Orders started without a fingerprint (not through the API) stay unclaimed:
+    # the first request for one is then answered from its row, and its claim
+    # is set to what the row records.
+    op.execute(
+        """
+        INSERT INTO orders.order_requests (order_id, request_hash, saga_mode, created_at)
+        SELECT order_id, request_hash, saga_mode, created_at FROM orders.orders
+        WHERE request_hash <> ''
+        ON CONFLICT DO NOTHING
+        """
     )
 
 

@@ -9,11 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from activities import all_activities
+from db.tables import order_requests, orders
 from domain.activities import (
     Act,
     ChargePayment,
@@ -142,6 +144,28 @@ async def test_idempotency_key_with_another_body_is_a_conflict_and_changes_nothi
     )
     assert order["items"] == [{"sku": sku, "quantity": 1, "unit_price": 700, "currency": "EUR"}]
     assert await factories.stock_of(engine, sku) == 99
+
+
+async def test_an_order_placed_before_claims_keeps_answering_its_own_request(api, product, engine):
+    """An order from before migration 0011 (or started without the API) has no
+    claim: another body is refused from its row, and its own request, replayed
+    afterwards, is still answered as a replay."""
+    sku = await product()
+    key = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
+    body = order_body(sku, 1)
+    order_id = (await api.post("/orders", json=body, headers=key)).json()["order_id"]
+    await final_order(api, order_id)
+    async with engine.begin() as conn:
+        await conn.execute(delete(order_requests).where(order_requests.c.order_id == order_id))
+
+    other = await api.post("/orders", json=order_body(sku, 2), headers=key)
+    replay = await api.post("/orders", json=body, headers=key)
+
+    assert other.status_code == 409
+    assert (replay.status_code, replay.json()["order_id"]) == (200, order_id)
+    [claim] = await factories.rows(engine, order_requests, order_id)
+    [row] = await factories.rows(engine, orders, order_id)
+    assert claim.request_hash == row.request_hash
 
 
 def _printable(value: Any) -> bool:

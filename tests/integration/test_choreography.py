@@ -37,6 +37,7 @@ from choreography import metrics as choreography_metrics
 from choreography import orders as choreographed
 from choreography.handlers import Reactions
 from choreography.service import OPTIONS, run, service_consumers
+from choreography.timeouts import TimeoutStats
 from consumers.runner import ConsumerRunner
 from db.tables import orders, products, service_tables
 from domain import events as wire
@@ -327,16 +328,23 @@ async def test_an_order_stalled_by_a_service_down_is_timed_out_and_undone(
 async def test_the_metrics_page_shows_overdue_orders_the_timeouts_and_each_consumer(
     engine, services, product, place
 ):
-    """An order placed already past its deadline shows as overdue until a sweep runs;
-    the orders service's process then counts the timeout and what its consumers did."""
+    """An order placed already past its deadline counts as overdue until a sweep runs
+    (the gauges read with no sweep running); the orders service's process then times
+    it out, and its page counts that and what its consumers did."""
+
+    async def overdue_now() -> str:
+        return "\n".join(await choreography_metrics.lines(engine, TimeoutStats()))
+
+    baseline = samples(await overdue_now(), "saga_choreography_overdue_orders")[0]
     sku = await product(stock=3)
     order_id = await place([(sku, 1)], timeout_s=-5.0)
-    before = await choreography_metrics.lines(engine, choreography_metrics.TimeoutStats())
+    overdue = await overdue_now()
     port = free_port()
     await services("orders", "inventory", metrics_port=port)
 
-    await closed(engine, order_id)
+    row = await closed(engine, order_id)
     await undone(engine, order_id, "OrderCancelled")
+    assert row.failure_reason.startswith("timed out waiting for"), row  # by the sweep
 
     async def scrape() -> str:
         async with httpx.AsyncClient() as http:
@@ -347,10 +355,10 @@ async def test_the_metrics_page_shows_overdue_orders_the_timeouts_and_each_consu
         return sum(handled) >= 2 and samples(text, "saga_choreography_overdue_orders") == [0]
 
     page = await eventually(scrape, settled)
-    overdue = "\n".join(before)
-    assert samples(overdue, "saga_choreography_overdue_orders")[0] >= 1
+    assert samples(overdue, "saga_choreography_overdue_orders")[0] >= baseline + 1
     assert samples(overdue, "saga_choreography_overdue_seconds")[0] >= 5
-    assert samples(page, "saga_choreography_timed_out_total")[0] >= 1
+    assert samples(page, "saga_choreography_timed_out_total")[0] >= 1  # ours, and any left over
+    assert samples(page, "saga_choreography_timeout_failures_total") == [0]
     assert samples(page, "saga_choreography_failed_sweeps_total") == [0]
     consumers = {
         name.rsplit("-", 1)[1]: name

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from db.tables import RELAY_PARTITIONS, relay_leases
+from db.tables import RELAY_PARTITIONS, relay_leases, service_tables
 from relay.ring import assign
 from relay.service import RelayStats, run_relay
 from tests.factories import eventually
@@ -71,10 +71,12 @@ async def settled(engine, names: set[str]) -> dict[int, str | None]:
 
 async def spread(engine, count: int, owner: dict[int, str | None]) -> list[str]:
     """`count` order ids whose partitions cover every owner at least once."""
-    # The outbox's own partition expression (db.tables), for the aggregate type "order".
+    # The outbox's own partition expression (db.tables), on rows of aggregate type "order".
+    computed = service_tables["orders"].outbox.c.partition.computed
+    assert computed is not None
     partitions = text(
-        f"SELECT (hashtext('order:' || id) & 2147483647) % {RELAY_PARTITIONS}"
-        " FROM unnest(CAST(:ids AS text[])) AS id"
+        f"SELECT {computed.sqltext} FROM (SELECT 'order' AS aggregate_type,"
+        " unnest(CAST(:ids AS text[])) AS aggregate_id) AS outbox"
     )
     while True:
         ids = [str(uuid.uuid4()) for _ in range(count)]
