@@ -33,6 +33,13 @@ class ParticipantSpec(BaseModel):
     commit: str
     abort: str
     payload: dict[str, Any] = Field(default_factory=dict)
+    # A prepared branch holds its rows until the decision, so two transactions
+    # preparing in parallel can each hold what the other waits for (one the
+    # product, the other the wallet) until both time out and both abort. Ranked
+    # participants prepare in ascending rank, one rank after another: every
+    # transaction takes the shared rows in one order, and the waits form no
+    # cycle. None: it locks nothing shared, and prepares with the first rank.
+    lock_rank: int | None = None
 
 
 class TwoPhaseInput(BaseModel):

@@ -14,6 +14,9 @@ with workflow.unsafe.imports_passed_through():
     from domain.two_phase import ParticipantSpec
 
 STOCK, STORE_CREDIT, CARD = "stock", "store_credit", "card"
+# Products are shared by every order, a wallet by its customer's orders; the
+# card hold locks nothing shared (ParticipantSpec.lock_rank).
+LOCK_RANKS = {STOCK: 0, STORE_CREDIT: 1}
 
 
 def participants_for(order: PlaceOrder, priced: PricedOrder) -> list[ParticipantSpec]:
@@ -28,6 +31,7 @@ def participants_for(order: PlaceOrder, priced: PricedOrder) -> list[Participant
             commit=TwoPhaseAct.COMMIT_STOCK,
             abort=TwoPhaseAct.ABORT_STOCK,
             payload={"order_id": order.order_id, "lines": lines},
+            lock_rank=LOCK_RANKS[STOCK],
         )
     ]
     if order.store_credit > 0:
@@ -43,6 +47,7 @@ def participants_for(order: PlaceOrder, priced: PricedOrder) -> list[Participant
                     "customer_id": order.customer_id,
                     "amount": order.store_credit,
                 },
+                lock_rank=LOCK_RANKS[STORE_CREDIT],
             )
         )
     card_amount = priced.total - order.store_credit

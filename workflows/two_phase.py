@@ -1,7 +1,9 @@
 """TwoPhaseCommit: a durable 2PC coordinator any saga can run as a child.
 
-Phase 1 asks every participant to prepare, in parallel, each within the
-deadline: all YES → COMMIT; any NO or no answer in time → ABORT. The decision
+Phase 1 asks every participant to prepare, each within the deadline: in
+parallel, except that participants locking shared rows go in their lock
+rank's order (ParticipantSpec.lock_rank); all YES → COMMIT; any NO or no
+answer in time → ABORT. The decision
 is written to the coordinator log (first writer wins) before phase 2, and
 phase 2 tells every participant, retrying until each acknowledges. The
 decision never changes.
@@ -53,6 +55,9 @@ FOREVER = RetryPolicy(
     maximum_attempts=0,
 )
 PHASE_TWO_TIMEOUT = timedelta(seconds=15)
+# Added while coordinators were running: those replay preparing all at once
+# (their histories have no marker); new ones prepare in lock rank order.
+PREPARE_IN_LOCK_ORDER = "prepare-in-lock-order"
 
 
 @workflow.defn(name="TwoPhaseCommit")
@@ -73,7 +78,7 @@ class TwoPhaseCommit:
     async def _protocol(self, tx: TwoPhaseInput) -> TwoPhaseOutcome:
         outcome = self.outcome()
         self._show()
-        replies = await asyncio.gather(*(self._prepare(tx, p) for p in tx.participants))
+        replies = await self._prepare_all(tx)
         for participant, reply in zip(tx.participants, replies, strict=True):
             outcome.votes[participant.name] = reply.vote
             if reply.refusal:
@@ -113,6 +118,19 @@ class TwoPhaseCommit:
         outcome.phase = "done"
         self._show()
         return outcome
+
+    async def _prepare_all(self, tx: TwoPhaseInput) -> list[VoteReply]:
+        """Every participant's vote, in the order of tx.participants."""
+        if not self._prepares_in_lock_order():
+            return list(await asyncio.gather(*(self._prepare(tx, p) for p in tx.participants)))
+        replies: dict[str, VoteReply] = {}
+        for group in lock_order(tx.participants):
+            answers = await asyncio.gather(*(self._prepare(tx, p) for p in group))
+            replies.update((p.name, reply) for p, reply in zip(group, answers, strict=True))
+        return [replies[p.name] for p in tx.participants]
+
+    def _prepares_in_lock_order(self) -> bool:
+        return workflow.patched(PREPARE_IN_LOCK_ORDER)
 
     async def _prepare(self, tx: TwoPhaseInput, p: ParticipantSpec) -> VoteReply:
         deadline = timedelta(seconds=tx.prepare_timeout_s)
@@ -157,6 +175,15 @@ class TwoPhaseCommit:
             f"*{outcome.decision.value if outcome.decision else 'pending'}*\n\n"
             f"| participant | vote |\n| --- | --- |\n{rows}"
         )
+
+
+def lock_order(participants: list[ParticipantSpec]) -> list[list[ParticipantSpec]]:
+    """The participants in groups to prepare one after another, each group in parallel:
+    by ascending lock rank, the unranked with the first group."""
+    ranks = sorted({p.lock_rank for p in participants if p.lock_rank is not None})
+    groups = [[p for p in participants if p.lock_rank == rank] for rank in ranks] or [[]]
+    groups[0] += [p for p in participants if p.lock_rank is None]
+    return groups
 
 
 def _queue(activity: str) -> str:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -257,6 +258,36 @@ async def test_two_orders_spending_the_same_credit_never_overdraw(saga, product,
     assert sum(isinstance(o, SagaState) for o in outcomes) == 1
     assert await factories.balance_of(engine, customer) == 500
     assert await factories.stock_of(engine, sku) == 9
+
+
+async def test_the_wallet_is_not_locked_while_the_stock_prepare_waits(saga, product, engine):
+    """Stock prepares before store credit (lock rank): while another transaction
+    holds the product, this one holds nothing of the wallet, so no two orders can
+    each hold what the other waits for. (Prepared in parallel, the wallet's
+    branch would be prepared here, holding the row.)"""
+    sku = await product(stock=5, price=1000)
+    customer = await factories.insert_wallet(engine, balance=1000)
+    async with engine.connect() as holder:
+        await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM inventory.products WHERE sku = :s FOR UPDATE"), {"s": sku}
+        )
+        handle = await saga([(sku, 1)], customer_id=customer, store_credit=1000, payment_token="")
+        await factories.lock_waits(engine, 1)  # the stock prepare, on the product
+        await asyncio.sleep(0.5)  # time for a parallel wallet prepare to have run
+        async with engine.connect() as probe:
+            await probe.execute(text("SET lock_timeout = 100"))
+            free = await probe.scalar(
+                text("SELECT 1 FROM payments.wallets WHERE customer_id = :c FOR UPDATE"),
+                {"c": customer},
+            )
+            await probe.rollback()
+        await holder.rollback()
+
+    state: SagaState = await handle.result()
+    assert free == 1
+    assert state.status == "CONFIRMED"
+    assert await factories.balance_of(engine, customer) == 0
 
 
 def hanging(name: str, release: asyncio.Event, started: asyncio.Event) -> Any:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import pytest
 from temporalio import workflow
-from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Replayer
 
 from domain.orders import PlaceOrder
 from domain.saga import SagaState
-from history_corpus.files import Recorded, load_all
 from temporal_client import DATA_CONVERTER, INTERCEPTORS, replayer
+from tests.replay.histories import activities_of, patch_markers, recorded
 from workflows.order_saga import FRAUD_CHECK, OrderSaga
 from workflows.two_phase import TwoPhaseCommit
 
@@ -32,27 +31,6 @@ class FraudCheckWithoutPatch(OrderSaga):
 
     def _fraud_check_applies(self) -> bool:
         return True
-
-
-def recorded(name: str) -> Recorded:
-    (found,) = [r for r in load_all() if f"{r.path.parent.name}/{r.path.stem}" == name]
-    return found
-
-
-def activities_of(one: Recorded) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in one.history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-
-
-def patch_markers(one: Recorded) -> list[str]:
-    return [
-        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data.decode()
-        for e in one.history.events
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-    ]
 
 
 def test_old_histories_ran_without_the_check_and_new_ones_with_it():
