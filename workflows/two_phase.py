@@ -17,7 +17,7 @@ Cancellation is deferred: a coordinator always ends with a decision.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -58,6 +58,8 @@ PHASE_TWO_TIMEOUT = timedelta(seconds=15)
 # Added while coordinators were running: those replay preparing all at once
 # (their histories have no marker); new ones prepare in lock rank order.
 PREPARE_IN_LOCK_ORDER = "prepare-in-lock-order"
+NOT_ASKED = VoteReply(vote=Vote.NO, reason="not asked: a participant before it did not vote yes")
+DEADLINE_PASSED = VoteReply(vote=Vote.TIMEOUT, reason="not asked: the prepare deadline passed")
 
 
 @workflow.defn(name="TwoPhaseCommit")
@@ -120,20 +122,56 @@ class TwoPhaseCommit:
         return outcome
 
     async def _prepare_all(self, tx: TwoPhaseInput) -> list[VoteReply]:
-        """Every participant's vote, in the order of tx.participants."""
+        """Every participant's vote, in the order of tx.participants.
+
+        In lock order: the unranked start at once; the ranked go rank after
+        rank, all within the one deadline. Once any vote is not YES the order
+        is lost, so the ranks after it are not asked (their abort leaves a
+        tombstone) rather than lock rows for nothing.
+        """
+        participants = tx.participants
         if not self._prepares_in_lock_order():
-            return list(await asyncio.gather(*(self._prepare(tx, p) for p in tx.participants)))
-        replies: dict[str, VoteReply] = {}
-        for group in lock_order(tx.participants):
-            answers = await asyncio.gather(*(self._prepare(tx, p) for p in group))
-            replies.update((p.name, reply) for p, reply in zip(group, answers, strict=True))
-        return [replies[p.name] for p in tx.participants]
+            return list(await asyncio.gather(*(self._prepare(tx, p) for p in participants)))
+        until = workflow.now() + timedelta(seconds=tx.prepare_timeout_s)
+        unranked, groups = lock_order(participants)
+        asked = {
+            n: asyncio.ensure_future(self._prepare(tx, participants[n], until)) for n in unranked
+        }
+        replies: dict[int, VoteReply] = {}
+
+        def lost() -> bool:
+            answered = [task.result() for task in asked.values() if task.done()]
+            return any(reply.vote is not Vote.YES for reply in [*answered, *replies.values()])
+
+        for group in groups:
+            if lost():
+                for n in group:
+                    replies[n] = self._record(participants[n], NOT_ASKED)
+                continue
+            asking = (self._prepare(tx, participants[n], until) for n in group)
+            answers = await asyncio.gather(*asking)
+            replies.update(zip(group, answers, strict=True))
+        for n, task in asked.items():
+            replies[n] = await task
+        return [replies[n] for n in range(len(participants))]
+
+    def _record(self, p: ParticipantSpec, reply: VoteReply) -> VoteReply:
+        self.outcome().votes[p.name] = reply.vote
+        self._show()
+        return reply
 
     def _prepares_in_lock_order(self) -> bool:
         return workflow.patched(PREPARE_IN_LOCK_ORDER)
 
-    async def _prepare(self, tx: TwoPhaseInput, p: ParticipantSpec) -> VoteReply:
+    async def _prepare(
+        self, tx: TwoPhaseInput, p: ParticipantSpec, until: datetime | None = None
+    ) -> VoteReply:
+        """`p`'s vote, asked within the prepare timeout (or what is left of it before `until`)."""
         deadline = timedelta(seconds=tx.prepare_timeout_s)
+        if until is not None:
+            deadline = until - workflow.now()
+            if deadline <= timedelta(0):
+                return self._record(p, DEADLINE_PASSED)
         try:
             reply: VoteReply = await workflow.execute_activity(
                 p.prepare,
@@ -151,9 +189,7 @@ class TwoPhaseCommit:
                 cause = err.cause
                 message = cause.message if isinstance(cause, ApplicationError) else str(cause)
                 reply = VoteReply(vote=Vote.NO, reason=message)
-        self.outcome().votes[p.name] = reply.vote
-        self._show()
-        return reply
+        return self._record(p, reply)
 
     async def _finish(self, tx: TwoPhaseInput, p: ParticipantSpec, decision: Decision) -> None:
         activity = p.commit if decision is Decision.COMMIT else p.abort
@@ -177,13 +213,12 @@ class TwoPhaseCommit:
         )
 
 
-def lock_order(participants: list[ParticipantSpec]) -> list[list[ParticipantSpec]]:
-    """The participants in groups to prepare one after another, each group in parallel:
-    by ascending lock rank, the unranked with the first group."""
+def lock_order(participants: list[ParticipantSpec]) -> tuple[list[int], list[list[int]]]:
+    """Positions of the unranked participants, and of the ranked ones grouped by
+    ascending rank: the groups prepare one after another, each in parallel."""
+    unranked = [n for n, p in enumerate(participants) if p.lock_rank is None]
     ranks = sorted({p.lock_rank for p in participants if p.lock_rank is not None})
-    groups = [[p for p in participants if p.lock_rank == rank] for rank in ranks] or [[]]
-    groups[0] += [p for p in participants if p.lock_rank is None]
-    return groups
+    return unranked, [[n for n, p in enumerate(participants) if p.lock_rank == r] for r in ranks]
 
 
 def _queue(activity: str) -> str:

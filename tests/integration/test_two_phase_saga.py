@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from temporalio import activity
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from activities.store_credit import StoreCreditParticipant
 from domain.activities import Act, CreateShipment, ShipmentCreated, TwoPhaseAct
 from domain.saga import SagaState
-from domain.two_phase import BranchAck, BranchCall
+from domain.two_phase import BranchAck, BranchCall, TwoPhaseOutcome, coordinator_workflow_id
 from tests import factories
 from tests.factories import eventually
 
@@ -260,7 +260,35 @@ async def test_two_orders_spending_the_same_credit_never_overdraw(saga, product,
     assert await factories.stock_of(engine, sku) == 9
 
 
-async def test_the_wallet_is_not_locked_while_the_stock_prepare_waits(saga, product, engine):
+async def coordinator_outcome(client: Client, order_id: str) -> TwoPhaseOutcome:
+    handle = client.get_workflow_handle(coordinator_workflow_id(order_id))
+    outcome: TwoPhaseOutcome = await handle.query("outcome", result_type=TwoPhaseOutcome)
+    return outcome
+
+
+async def test_out_of_stock_aborts_without_asking_for_the_store_credit(
+    saga, product, engine, client
+):
+    """Stock answers first (lock order) and says no: the order is lost, so the
+    wallet is never locked for it."""
+    sku = await product(stock=1, price=1000)
+    customer = await factories.insert_wallet(engine, balance=5000)
+    handle = await saga([(sku, 2)], customer_id=customer, store_credit=2000, payment_token="")
+
+    error = await refusal_of(handle)
+
+    assert error.type == "OutOfStock"
+    order_id = (await state_of(handle)).order_id
+    outcome = await coordinator_outcome(client, order_id)
+    assert (outcome.decision, outcome.votes) == ("ABORT", {"stock": "NO", "store_credit": "NO"})
+    assert outcome.reasons["store_credit"].startswith("not asked"), outcome.reasons
+    assert await factories.balance_of(engine, customer) == 5000
+    assert await factories.prepared_branches(engine, order_id) == []
+
+
+async def test_the_wallet_is_not_locked_while_the_stock_prepare_waits(
+    saga, product, engine, client
+):
     """Stock prepares before store credit (lock rank): while another transaction
     holds the product, this one holds nothing of the wallet, so no two orders can
     each hold what the other waits for. (Prepared in parallel, the wallet's
@@ -275,6 +303,8 @@ async def test_the_wallet_is_not_locked_while_the_stock_prepare_waits(saga, prod
         handle = await saga([(sku, 1)], customer_id=customer, store_credit=1000, payment_token="")
         await factories.lock_waits(engine, 1)  # the stock prepare, on the product
         await asyncio.sleep(0.5)  # time for a parallel wallet prepare to have run
+        order_id = handle.id.removeprefix("order-")
+        asked = (await coordinator_outcome(client, order_id)).votes
         async with engine.connect() as probe:
             await probe.execute(text("SET lock_timeout = 100"))
             free = await probe.scalar(
@@ -285,6 +315,7 @@ async def test_the_wallet_is_not_locked_while_the_stock_prepare_waits(saga, prod
         await holder.rollback()
 
     state: SagaState = await handle.result()
+    assert asked == {}  # stock still waiting, store credit not yet asked
     assert free == 1
     assert state.status == "CONFIRMED"
     assert await factories.balance_of(engine, customer) == 0

@@ -42,6 +42,11 @@ def test_the_corpus_holds_every_recorded_path():
         "order_saga/payment_declined@fraud-check",
         "order_saga/two_phase_committed@fraud-check",
         "two_phase_commit/committed@fraud-check",
+        # Recorded after the coordinator's lock order, behind workflow.patched.
+        "order_saga/two_phase_committed@lock-order",
+        "order_saga/two_phase_aborted@lock-order",
+        "two_phase_commit/committed@lock-order",
+        "two_phase_commit/aborted@lock-order",
     }
     assert expected <= names, f"missing from {CORPUS}: {sorted(expected - names)}"
     recorded_cases = {name.split("/")[1].split("@")[0] for name in names}

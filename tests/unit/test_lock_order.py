@@ -1,4 +1,4 @@
-"""The coordinator's prepare groups: by lock rank, the unranked with the first."""
+"""The coordinator's prepare order: the unranked at once, the ranked rank after rank."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ def spec(name: str, rank: int | None) -> ParticipantSpec:
     return ParticipantSpec(name=name, kind="xa", prepare="p", commit="c", abort="a", lock_rank=rank)
 
 
-def names(groups: list[list[ParticipantSpec]]) -> list[list[str]]:
-    return [[p.name for p in group] for group in groups]
+def test_ranked_participants_go_in_rank_order_and_the_unranked_at_once():
+    participants = [spec("wallet", 1), spec("card", None), spec("stock", 0), spec("ledger", 2)]
+
+    assert lock_order(participants) == ([1], [[2], [0], [3]])
 
 
-def test_ranked_participants_go_in_rank_order_and_the_unranked_with_the_first():
-    participants = [spec("wallet", 1), spec("card", None), spec("stock", 0), spec("bonus", 1)]
-
-    assert names(lock_order(participants)) == [["stock", "card"], ["wallet", "bonus"]]
+def test_positions_not_names_so_a_repeated_name_cannot_hide_a_vote():
+    assert lock_order([spec("x", 0), spec("x", 0)]) == ([], [[0, 1]])
 
 
 def test_without_ranks_everyone_prepares_at_once():
-    assert names(lock_order([spec("a", None), spec("b", None)])) == [["a", "b"]]
-    assert names(lock_order([])) == [[]]
+    assert lock_order([spec("a", None), spec("b", None)]) == ([0, 1], [])
+    assert lock_order([]) == ([], [])
