@@ -164,3 +164,19 @@ async def lock_waits(engine: AsyncEngine, at_least: int) -> None:
             return int(await conn.scalar(waits) or 0)
 
     await eventually(waiting, lambda n: n >= at_least)
+
+
+async def check_confirmed_effects(engine: AsyncEngine, order_id: str, amount: int) -> None:
+    """A confirmed card order's effects, whichever flow ran it: one captured
+    payment of `amount`, one shipment, and the order's five events in order."""
+    payments, shipments = await payments_of(engine, order_id), await shipments_of(engine, order_id)
+    assert [(p.status, p.amount) for p in payments] == [("CAPTURED", amount)], payments
+    assert [s.status for s in shipments] == ["CREATED"], shipments
+    events = await events_of(engine, order_id)
+    assert events == [
+        "OrderCreated",
+        "StockReserved",
+        "PaymentCaptured",
+        "ShipmentCreated",
+        "OrderConfirmed",
+    ], events
