@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import insert
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from db.tables import products
+from db.tables import decisions, products
 from db.wallet_store import WalletStore
-from domain.activities import Act, CreateShipment, ShipmentCreated
+from domain.activities import Act, CreateShipment, ShipmentCreated, TwoPhaseAct
 from domain.errors import ErrorType
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
 from domain.saga import CancelRequest, SagaState
@@ -78,12 +78,30 @@ class Stage:
         (await self.provider.post("/admin/faults", json=spec)).raise_for_status()
 
     async def at_step(self, handle: WorkflowHandle[Any, Any], step: str) -> None:
-        for _ in range(400):
+        async def reached() -> bool:
             state = await handle.query("state", result_type=SagaState)
-            if state.current_step == step:
+            return state.current_step == step
+
+        await self.until(reached, f"{handle.id} never reached {step}")
+
+    async def until(self, holds: Callable[[], Awaitable[bool]], failure: str) -> None:
+        for _ in range(400):
+            if await holds():
                 return
             await asyncio.sleep(0.025)
-        raise TimeoutError(f"{handle.id} never reached {step}")
+        raise TimeoutError(failure)
+
+    async def committed(self, tx_id: str) -> bool:
+        """COMMIT logged and every XA branch committed (none left prepared)."""
+        async with self.engine.connect() as conn:
+            logged = await conn.scalar(
+                select(decisions.c.decision).where(decisions.c.tx_id == tx_id)
+            )
+            prepared = await conn.scalar(
+                text("SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE :p"),
+                {"p": f"tpc:{tx_id}:%"},
+            )
+        return bool(logged == "COMMIT" and prepared == 0)
 
 
 async def confirmed(stage: Stage) -> Produced:
@@ -167,6 +185,32 @@ async def _store_credit_order(stage: Stage, wallet: int, outcome: str) -> Produc
     ]
 
 
+async def cancelled_while_resolving(stage: Stage) -> Produced:
+    # The coordinator committed stock and credit and retries the capture (503);
+    # terminated, it leaves the saga to resolve the 2PC itself, and the cancel
+    # lands while that resolution backs off on the capture.
+    await stage.fault(status=503, path_contains="/capture")
+    customer = await stage.wallet(balance=1000)
+    handle = await stage.order(
+        await stage.product(price=1500), customer_id=customer, store_credit=700
+    )
+    order_id = handle.id.removeprefix("order-")
+    await stage.until(lambda: stage.committed(order_id), f"{order_id} never committed")
+    await _coordinator(stage, handle).terminate("operator: coordinator stuck on the capture")
+
+    async def resolving() -> bool:
+        pending = (await handle.describe()).raw_description.pending_activities
+        return any(
+            p.activity_type.name == TwoPhaseAct.RESOLVE_TRANSACTION and p.attempt >= 2
+            for p in pending
+        )
+
+    await stage.until(resolving, f"{handle.id} never retried resolve_transaction")
+    await handle.execute_update("cancel", CancelRequest(reason="customer changed their mind"))
+    await stage.provider.delete("/admin/faults")
+    return [("order_saga/cancelled_while_resolving", handle)]
+
+
 def _coordinator(stage: Stage, saga: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, Any]:
     order_id = saga.id.removeprefix("order-")
     return stage.client.get_workflow_handle(coordinator_workflow_id(order_id))
@@ -186,5 +230,6 @@ CASES: dict[str, Callable[[Stage], Awaitable[Produced]]] = {
         cancelled_by_request,
         two_phase_committed,
         two_phase_aborted,
+        cancelled_while_resolving,
     )
 }

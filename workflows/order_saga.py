@@ -115,6 +115,11 @@ PROVIDER_BACKSTOP = timedelta(minutes=15)
 # saga started before it can still be running, this becomes
 # workflow.deprecate_patched(FRAUD_CHECK); a release later the branch goes.
 FRAUD_CHECK = "fraud-check-before-payment"
+# Added while sagas were running: before it, a cancel arriving while the saga
+# resolved a 2PC without its coordinator cancelled that resolution, and the
+# saga undid only what it had registered, leaving committed stock and credit
+# (and a card the sweep would later capture) behind. Those replay as they ran.
+SHIELDED_RESOLUTION = "shield-2pc-resolution"
 
 
 @workflow.defn(name="OrderSaga")
@@ -298,7 +303,13 @@ class OrderSaga:
         try:
             outcome: TwoPhaseOutcome = await shielded(child, "settling by two-phase commit")
         except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
-            outcome = await self._resolve_without_coordinator(order, specs, err)
+            resolving = self._resolve_without_coordinator(order, specs, err)
+            if self._shields_resolution():
+                # Like the wait for the coordinator: only a known decision tells
+                # what there is to undo, so a cancel waits for it.
+                outcome = await shielded(resolving, "resolving the 2PC its coordinator left")
+            else:
+                outcome = await resolving
         state.two_phase = TwoPhaseView(
             tx_id=outcome.tx_id, decision=outcome.decision, votes=outcome.votes
         )
@@ -314,6 +325,9 @@ class OrderSaga:
         if CARD in names:
             self._saga.register(*self._refund_payment(order))
         await self._saga.step(StepName.SETTLE_TWO_PHASE, _already_done)
+
+    def _shields_resolution(self) -> bool:
+        return workflow.patched(SHIELDED_RESOLUTION)
 
     async def _resolve_without_coordinator(
         self, order: PlaceOrder, specs: list[ParticipantSpec], err: Exception

@@ -47,6 +47,9 @@ def test_the_corpus_holds_every_recorded_path():
         "order_saga/two_phase_aborted@lock-order",
         "two_phase_commit/committed@lock-order",
         "two_phase_commit/aborted@lock-order",
+        # A cancel while the saga resolves a 2PC itself, before and after the shield.
+        "order_saga/cancelled_while_resolving",
+        "order_saga/cancelled_while_resolving@shielded-resolution",
     }
     assert expected <= names, f"missing from {CORPUS}: {sorted(expected - names)}"
     recorded_cases = {name.split("/")[1].split("@")[0] for name in names}
