@@ -79,7 +79,7 @@ class Stage:
 
     async def at_step(self, handle: WorkflowHandle[Any, Any], step: str) -> None:
         async def reached() -> bool:
-            state = await handle.query("state", result_type=SagaState)
+            state: SagaState = await handle.query("state", result_type=SagaState)
             return state.current_step == step
 
         await self.until(reached, f"{handle.id} never reached {step}")
