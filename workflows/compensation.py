@@ -99,11 +99,22 @@ class Compensations:
 
 
 async def shielded(work: Awaitable[T], doing: str) -> T:
-    """Run `work` to its end whatever cancellations arrive meanwhile."""
+    """Run `work` to its end whatever cancellations arrive meanwhile.
+
+    A deferred cancellation is the caller's to act on afterwards (the saga
+    records every cancel request as state), so the ones absorbed here leave no
+    trace on the awaiting task: Python 3.11+ counts each `cancel()`, and a count
+    left behind makes a later TaskGroup or asyncio.timeout in this task raise
+    CancelledError instead of its own outcome.
+    """
+    current = asyncio.current_task()
+    absorbed_from = current.cancelling() if current is not None else 0
     task = asyncio.ensure_future(work)
     while not task.done():
         try:
             await workflow.wait([task])
         except asyncio.CancelledError:
             workflow.logger.info("cancellation deferred while %s", doing)
+            while current is not None and current.cancelling() > absorbed_from:
+                current.uncancel()
     return task.result()
