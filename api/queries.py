@@ -76,12 +76,26 @@ async def order_record(engine: AsyncEngine, order_id: str) -> OrderView | None:
         )
 
 
+async def two_phase_logged(engine: AsyncEngine, tx_id: str) -> TwoPhaseView | None:
+    """A 2PC transaction as its decision log has it; None before a decision."""
+    async with engine.connect() as conn:
+        return await _two_phase(conn, tx_id)
+
+
 async def _two_phase(conn: AsyncConnection, order_id: str) -> TwoPhaseView | None:
     # An order's 2PC transaction id is its order id; no logged decision, no 2PC.
     row = (await conn.execute(select(decisions).where(decisions.c.tx_id == order_id))).first()
     if row is None:
         return None
-    return TwoPhaseView(tx_id=row.tx_id, decision=row.decision, votes=row.votes)
+    done = row.completed_at is not None
+    return TwoPhaseView(
+        tx_id=row.tx_id,
+        decision=row.decision,
+        votes=row.votes,
+        # The log knows who acknowledged only once all have.
+        phase="done" if done else str(row.decision).lower(),
+        acknowledged=list(row.participants) if done else [],
+    )
 
 
 async def order_events(engine: AsyncEngine, order_id: str) -> list[OrderEvent] | None:

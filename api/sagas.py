@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from datetime import timedelta
 from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
@@ -31,8 +32,9 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import queries
 from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
-from domain.saga import CancelAccepted, CancelRequest, SagaState
+from domain.saga import CancelAccepted, CancelRequest, SagaState, TwoPhaseView
 from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS
 from domain.two_phase import TwoPhaseOutcome, coordinator_workflow_id
 
@@ -127,6 +129,28 @@ async def live_votes(client: Client, order_id: str) -> TwoPhaseOutcome | None:
         return outcome
     except (RPCError, WorkflowQueryFailedError, SagaUnavailable):
         return None  # the votes are a courtesy; the saga's own view still answers
+
+
+async def two_phase_progress(
+    client: Client, engine: AsyncEngine, known: TwoPhaseView
+) -> TwoPhaseView:
+    """While the saga waits on its 2PC: the coordinator's own progress, or else
+    what its log holds (a coordinator gone, the saga resolving it itself)."""
+    progress = await live_votes(client, known.tx_id)
+    if progress is not None and progress.decision is not None:
+        return TwoPhaseView(
+            tx_id=known.tx_id,
+            decision=progress.decision,
+            votes=progress.votes,
+            phase=progress.phase,
+            acknowledged=progress.acknowledged,
+        )
+    logged = await queries.two_phase_logged(engine, known.tx_id)
+    if logged is not None:
+        return logged
+    if progress is not None:
+        return TwoPhaseView(tx_id=known.tx_id, votes=progress.votes, phase=progress.phase)
+    return known
 
 
 async def request_cancel(client: Client, order_id: str, reason: str) -> CancelAccepted | None:

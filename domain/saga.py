@@ -24,6 +24,10 @@ class TwoPhaseView(BaseModel):
     tx_id: str
     decision: Decision | None = None
     votes: dict[str, Vote] = Field(default_factory=dict)
+    # "prepare" until the decision is logged, then "commit" or "abort" while
+    # phase 2 carries it out, then "done"; None when nothing is known yet.
+    phase: str | None = None
+    acknowledged: list[str] = Field(default_factory=list)
 
 
 class SagaState(BaseModel):

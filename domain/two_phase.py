@@ -81,7 +81,9 @@ class TwoPhaseOutcome(BaseModel):
     votes: dict[str, Vote] = Field(default_factory=dict)
     refusals: dict[str, str] = Field(default_factory=dict)
     reasons: dict[str, str] = Field(default_factory=dict)
-    phase: str = "prepare"
+    phase: str = "prepare"  # then "commit" or "abort" once logged, then "done"
+    # Participants that carried out the decision, in the order they answered.
+    acknowledged: list[str] = Field(default_factory=list)
 
 
 def branch_gid(tx_id: str, participant: str) -> str:

@@ -311,7 +311,11 @@ class OrderSaga:
             else:
                 outcome = await resolving
         state.two_phase = TwoPhaseView(
-            tx_id=outcome.tx_id, decision=outcome.decision, votes=outcome.votes
+            tx_id=outcome.tx_id,
+            decision=outcome.decision,
+            votes=outcome.votes,
+            phase=outcome.phase,
+            acknowledged=outcome.acknowledged,
         )
         if outcome.decision is not Decision.COMMIT:
             refusal = next(iter(outcome.refusals.values()), "TwoPhaseAborted")
@@ -346,6 +350,7 @@ class OrderSaga:
             decision=resolved.decision,
             reasons={"coordinator": f"coordinator gone: {err}"},
             phase="done",
+            acknowledged=[p.name for p in specs],
         )
 
     async def _create_shipment(self, order: PlaceOrder) -> None:

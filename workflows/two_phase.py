@@ -202,14 +202,20 @@ class TwoPhaseCommit:
             retry_policy=FOREVER,
             summary=f"{decision.value.capitalize()} {p.name}",
         )
+        # An operator looking at a stuck phase 2 sees who is still to answer.
+        self.outcome().acknowledged.append(p.name)
+        self._show()
 
     def _show(self) -> None:
         outcome = self.outcome()
-        rows = "\n".join(f"| {name} | {vote.value} |" for name, vote in outcome.votes.items())
+        rows = "\n".join(
+            f"| {name} | {vote.value} | {'yes' if name in outcome.acknowledged else ''} |"
+            for name, vote in outcome.votes.items()
+        )
         workflow.set_current_details(
             f"**2PC {outcome.tx_id}**: phase *{outcome.phase}*, decision "
             f"*{outcome.decision.value if outcome.decision else 'pending'}*\n\n"
-            f"| participant | vote |\n| --- | --- |\n{rows}"
+            f"| participant | vote | carried out |\n| --- | --- | --- |\n{rows}"
         )
 
 

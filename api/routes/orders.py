@@ -226,9 +226,7 @@ async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> Or
             raise _not_found(order_id)
         return record
     if live.two_phase is not None and live.two_phase.decision is None:
-        progress = await sagas.live_votes(client, order_id)
-        if progress is not None:
-            live.two_phase.votes = progress.votes
+        live.two_phase = await sagas.two_phase_progress(client, engine, live.two_phase)
     return OrderView(**live.model_dump(exclude={"compensating"}))
 
 

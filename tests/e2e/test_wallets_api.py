@@ -156,6 +156,8 @@ async def test_order_paid_partly_with_store_credit_commits_all_three_by_two_phas
         "tx_id": order["order_id"],
         "decision": "COMMIT",
         "votes": {"stock": "YES", "store_credit": "YES", "card": "YES"},
+        "phase": "done",
+        "acknowledged": ["stock", "store_credit", "card"],
     }
     # Read-your-writes: the balance read right after the commit shows the debit.
     assert (await api.get(f"/wallets/{customer_id}")).json()["balance"] == 3800
