@@ -85,16 +85,34 @@ async def test_order_paid_fully_with_store_credit_has_no_card(saga, product, eng
     assert await factories.hold_of(engine, state.order_id) is None
 
 
+def scheduled_activities(history: Any) -> set[str]:
+    return {
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+
+
 async def test_one_no_aborts_everywhere_and_the_saga_compensates(
-    saga, product, engine, provider_admin
+    saga, product, engine, provider_admin, client
 ):
     sku = await product(stock=10, price=3000)
     customer = await factories.insert_wallet(engine, balance=100)
     handle = await saga([(sku, 1)], customer_id=customer, store_credit=2000)
+    order_id = handle.id.removeprefix("order-")
 
-    error = await refusal_of(handle)
+    # Stock and card vote yes, the wallet no: the one NO decides, at once.
+    logged = await eventually(lambda: factories.decision_of(engine, order_id), bool)
+    assert logged.decision == "ABORT"
+    error = await asyncio.wait_for(refusal_of(handle), 30)
 
     assert error.type == "InsufficientCredit"
+    coordinator = client.get_workflow_handle(coordinator_workflow_id(order_id))
+    ran = scheduled_activities(await coordinator.fetch_history())
+    commits = {TwoPhaseAct.COMMIT_STOCK, TwoPhaseAct.COMMIT_STORE_CREDIT}
+    assert ran & {*commits, TwoPhaseAct.CONFIRM_CARD_HOLD} == set(), ran
+    aborts = {TwoPhaseAct.ABORT_STOCK, TwoPhaseAct.ABORT_STORE_CREDIT}
+    assert {*aborts, TwoPhaseAct.CANCEL_CARD_HOLD} <= ran, ran
     state = await state_of(handle)
     assert state.status == "CANCELLED"
     assert state.two_phase is not None
