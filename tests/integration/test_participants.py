@@ -7,11 +7,13 @@ import uuid
 
 import pytest
 
+from activities.card_hold import CardHoldParticipant
 from activities.stock_branch import StockParticipant
 from activities.store_credit import StoreCreditParticipant
 from db.xa import ProtocolViolation
 from domain.two_phase import BranchCall, Vote, branch_gid
-from tests import factories
+from tests import card_stand_ins, factories
+from tests.card_stand_ins import DiesAfterAuthorizing, WorkerDied
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,6 +59,12 @@ def stock(engine):
 @pytest.fixture
 def credit(engine):
     return StoreCreditParticipant(engine, lock_timeout_ms=500)
+
+
+@pytest.fixture
+def cut_short(engine, settings, provider_client):
+    """The card's try, cut short between authorizing and recording the hold."""
+    return card_stand_ins.participant(DiesAfterAuthorizing, engine, settings, provider_client)
 
 
 async def test_prepare_twice_holds_one_prepared_transaction(stock, engine, product):
@@ -222,6 +230,42 @@ async def test_a_try_cut_short_after_authorizing_is_voided_by_cancel(card, provi
 
     assert ack.outcome == "VOIDED" and late.vote is Vote.NO
     assert await books(provider_admin, call.tx_id) == [("voided", 0)]
+
+
+async def test_a_try_retried_after_being_cut_short_holds_the_first_authorization(
+    card, cut_short, provider_admin
+):
+    call = card_call(700)
+    with pytest.raises(WorkerDied):
+        await cut_short.try_card_hold(call)
+
+    again = await card.try_card_hold(call)
+    await card.confirm_card_hold(call)
+
+    assert again.vote is Vote.YES
+    assert await books(provider_admin, call.tx_id) == [("captured", 700)]
+
+
+class CancelledOnTheWay(CardHoldParticipant):
+    """A try whose hold is cancelled, cancel and all, while it is on its way to the provider."""
+
+    async def _authorize(self, call: BranchCall) -> str:
+        await self.cancel_card_hold(call)  # looks at the provider: nothing there yet
+        return await super()._authorize(call)
+
+
+async def test_a_try_cancelled_while_authorizing_votes_no_and_voids_what_it_authorized(
+    engine, settings, provider_client, provider_admin
+):
+    card = card_stand_ins.participant(CancelledOnTheWay, engine, settings, provider_client)
+    call = card_call(500)
+
+    reply = await card.try_card_hold(call)
+
+    assert reply.vote is Vote.NO
+    assert await books(provider_admin, call.tx_id) == [("voided", 0)]
+    hold = await factories.hold_of(engine, call.tx_id)
+    assert (hold.status, hold.provider_authorization_id is not None) == ("VOIDED", True)
 
 
 async def test_a_retried_try_finding_the_tombstone_voids_what_an_earlier_attempt_held(
