@@ -215,9 +215,29 @@ async def test_a_card_the_provider_refuses_votes_no(card, engine, provider_admin
     assert await books(provider_admin, call.tx_id) == []
 
 
-async def test_a_try_cut_short_after_authorizing_is_voided_by_cancel(card, provider_admin):
+async def test_a_try_cut_short_after_authorizing_is_voided_by_its_cancel(
+    card, cut_short, engine, provider_admin
+):
     call = card_call(800)
-    # The try authorized at the provider, then its worker died before recording.
+    with pytest.raises(WorkerDied):
+        await cut_short.try_card_hold(call)
+
+    ack = await card.cancel_card_hold(call)
+    after_cancel = await books(provider_admin, call.tx_id)
+    late = await card.try_card_hold(call)
+
+    # Voided by the cancel itself, before any late try could look.
+    assert (ack.outcome, after_cancel) == ("VOIDED", [("voided", 0)])
+    assert late.vote is Vote.NO
+    assert await books(provider_admin, call.tx_id) == [("voided", 0)]
+    assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
+
+
+async def test_a_cancel_voids_what_a_try_of_the_previous_release_authorized_unrecorded(
+    card, provider_admin
+):
+    call = card_call(800)
+    # That release authorized before writing any row, and its worker died in between.
     p = call.payload
     body = {k: p[k] for k in ("order_id", "amount", "currency", "payment_token")}
     authorized = await provider_admin.post(
@@ -226,9 +246,11 @@ async def test_a_try_cut_short_after_authorizing_is_voided_by_cancel(card, provi
     assert authorized.status_code == 201
 
     ack = await card.cancel_card_hold(call)
+    after_cancel = await books(provider_admin, call.tx_id)
     late = await card.try_card_hold(call)
 
-    assert ack.outcome == "VOIDED" and late.vote is Vote.NO
+    assert (ack.outcome, after_cancel) == ("VOIDED", [("voided", 0)])
+    assert late.vote is Vote.NO
     assert await books(provider_admin, call.tx_id) == [("voided", 0)]
 
 
@@ -329,17 +351,17 @@ async def test_card_cancel_overlapping_an_in_flight_try_still_voids_it(card, eng
     call = card_call(700)
     async with engine.connect() as late_try:
         await late_try.begin()
-        # A try still in flight: its HELD row is written but not yet committed.
+        # A try still in flight: its TRYING row is written but not yet committed.
         await late_try.execute(
             text(
                 "INSERT INTO payments.card_holds (tx_id, order_id, customer_id, amount,"
                 " currency, status, expires_at)"
-                " VALUES (:t, :t, 'c', 700, 'EUR', 'HELD', now() + interval '1 day')"
+                " VALUES (:t, :t, 'c', 700, 'EUR', 'TRYING', now() + interval '1 day')"
             ),
             {"t": call.tx_id},
         )
         cancelling = asyncio.create_task(card.cancel_card_hold(call))
-        await asyncio.sleep(0.3)  # the cancel now waits on the try's row
+        await factories.lock_waits(engine, at_least=1)  # its tombstone waits on the try's row
         await late_try.commit()
         ack = await cancelling
 
