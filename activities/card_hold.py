@@ -9,10 +9,15 @@ what it authorized meanwhile), and confirm and cancel never undo each other.
 Provider calls use keys derived from the branch gid, so a retried call, or a
 try and a cancel racing to void one authorization, meet the provider's record.
 
-No database transaction is held open across a provider call: the row is
-written after the authorization, and cancel (and a try that finds a
-tombstone) asks the provider for an authorization under the try's key, so a
-try that authorized but never recorded is voided once the provider lists it.
+No database transaction is held open across a provider call, so the try
+records its intent first: a TRYING row (order, customer, amount; never the
+token), committed before it authorizes, then HELD or REFUSED. A try cut short
+in between leaves TRYING, which the recovery sweep treats like HELD; whoever
+cancels (the coordinator, or recovery, which knows only the transaction id)
+reads the order from the row and voids what the provider lists under the
+try's key. A try that finds a tombstone looks too (an earlier attempt's
+request may have landed late), and so does a cancel that leaves a tombstone
+naming the order (a try of the previous release authorized before recording).
 A request the provider applies only after every such look is not seen here:
 that is the residue the payment audit (issue 9) reconciles.
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
@@ -38,6 +43,8 @@ from domain.errors import ErrorType
 from domain.two_phase import BranchAck, BranchCall, Vote, VoteReply
 
 VOTES = {"HELD": Vote.YES, "CAPTURED": Vote.YES, "VOIDED": Vote.NO, "REFUSED": Vote.NO}
+# The statuses under which the provider may hold money for the hold.
+OPEN = ("TRYING", "HELD")
 
 
 def _keys(gid: str) -> tuple[str, str, str]:
@@ -60,13 +67,14 @@ class CardHoldParticipant:
     @activity.defn(name=TwoPhaseAct.TRY_CARD_HOLD)
     async def try_card_hold(self, call: BranchCall) -> VoteReply:
         refused: ProviderRefused | None = None
-        auth_id: str | None = None
-        if await self._row(call.tx_id) is None:
+        status, recorded_auth = await self._start_try(call)
+        if status == "TRYING":  # ours, or an earlier attempt's: same key, same authorization
+            auth_id: str | None = None
             try:
                 auth_id = await self._authorize(call)
             except ProviderRefused as err:
                 refused = err
-        status, recorded_auth = await self._record_try(call, auth_id)
+            status, recorded_auth = await self._finish_try(call, auth_id)
         if status == "VOIDED":
             # Cancelled (or lapsed) while, or before, we authorized: release it.
             # An earlier attempt may have authorized and failed before voiding.
@@ -75,17 +83,7 @@ class CardHoldParticipant:
             )
             if voidable is not None:
                 await self._void(call, voidable)
-        vote = VOTES[status]
-        if vote is Vote.YES:
-            return VoteReply(vote=vote)
-        if status == "REFUSED":
-            declined = refused is None or refused.status == 402
-            return VoteReply(
-                vote=vote,
-                reason=refused.message if refused else "card declined",
-                refusal=ErrorType.PAYMENT_DECLINED if declined else ErrorType.PAYMENT_REJECTED,
-            )
-        return VoteReply(vote=vote, reason="hold already voided")
+        return _reply(status, refused)
 
     @activity.defn(name=TwoPhaseAct.CONFIRM_CARD_HOLD)
     async def confirm_card_hold(self, call: BranchCall) -> BranchAck:
@@ -153,44 +151,31 @@ class CardHoldParticipant:
                 await session.execute(select(card_holds).where(card_holds.c.tx_id == tx_id))
             ).first()
 
-    async def _record_try(self, call: BranchCall, auth_id: str | None) -> tuple[str, str | None]:
-        """Insert the hold (HELD, or REFUSED without an authorization) unless a row exists;
-        void a HELD one past its expiry; return the status and recorded authorization."""
+    async def _start_try(self, call: BranchCall) -> tuple[str, str | None]:
+        """Record the intent (TRYING) unless a row exists, committed before any
+        provider call; void an open hold past its expiry; (status, authorization)."""
         p = call.payload
         async with self._sessions() as session, session.begin():
-            if "order_id" in p:
-                await session.execute(
-                    insert(card_holds)
-                    .values(
-                        tx_id=call.tx_id,
-                        order_id=str(p["order_id"]),
-                        customer_id=str(p["customer_id"]),
-                        amount=int(p["amount"]),
-                        currency=str(p["currency"]),
-                        status="HELD" if auth_id else "REFUSED",
-                        expires_at=func.now() + self._hold_ttl,
-                        provider_authorization_id=auth_id,
-                    )
-                    .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
+            await session.execute(
+                insert(card_holds)
+                .values(
+                    tx_id=call.tx_id,
+                    order_id=str(p["order_id"]),
+                    customer_id=str(p["customer_id"]),
+                    amount=int(p["amount"]),
+                    currency=str(p["currency"]),
+                    status="TRYING",
+                    expires_at=func.now() + self._hold_ttl,
                 )
-            if auth_id is not None:
-                # Found a tombstone: remember what we authorized, so a retry of
-                # this try (if the void below fails) still knows what to void.
-                await session.execute(
-                    update(card_holds)
-                    .where(
-                        card_holds.c.tx_id == call.tx_id,
-                        card_holds.c.provider_authorization_id.is_(None),
-                    )
-                    .values(provider_authorization_id=auth_id)
-                )
+                .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
+            )
             # A hold past its expiry has lapsed: voting YES on it would promise
             # a capture the card issuer will refuse.
             await session.execute(
                 update(card_holds)
                 .where(
                     card_holds.c.tx_id == call.tx_id,
-                    card_holds.c.status == "HELD",
+                    card_holds.c.status.in_(OPEN),
                     card_holds.c.expires_at <= func.now(),
                 )
                 .values(status="VOIDED", resolved_at=func.now())
@@ -200,6 +185,30 @@ class CardHoldParticipant:
                     select(card_holds.c.status, card_holds.c.provider_authorization_id).where(
                         card_holds.c.tx_id == call.tx_id
                     )
+                )
+            ).one()
+        return str(row.status), row.provider_authorization_id
+
+    async def _finish_try(self, call: BranchCall, auth_id: str | None) -> tuple[str, str | None]:
+        """TRYING becomes HELD (REFUSED without an authorization); a row cancelled
+        meanwhile stays VOIDED but keeps what we authorized, so a retry of this
+        try (if the void that follows fails) still knows what to void."""
+        held = card_holds.c
+        async with self._sessions() as session, session.begin():
+            row = (
+                await session.execute(
+                    update(card_holds)
+                    .where(held.tx_id == call.tx_id)
+                    .values(
+                        status=case(
+                            (held.status == "TRYING", "HELD" if auth_id else "REFUSED"),
+                            else_=held.status,
+                        ),
+                        provider_authorization_id=func.coalesce(
+                            held.provider_authorization_id, auth_id
+                        ),
+                    )
+                    .returning(held.status, held.provider_authorization_id)
                 )
             ).one()
         return str(row.status), row.provider_authorization_id
@@ -249,8 +258,10 @@ class CardHoldParticipant:
             await insert_events(session, "payments", [event])
 
     async def _record_cancel(self, call: BranchCall) -> tuple[str, str | None, str]:
-        """VOIDED, or a tombstone when cancel came first; (status, authorization, order)."""
-        voided = card_holds.c.status == "HELD"
+        """TRYING or HELD becomes VOIDED; a tombstone when cancel came first.
+        Returns (status, authorization, order): the order is the row's, so a
+        cancel that knows only the transaction id can look the try up."""
+        voided = card_holds.c.status.in_(OPEN)
         async with self._sessions() as session, session.begin():
             await session.execute(
                 update(card_holds)
@@ -271,7 +282,7 @@ class CardHoldParticipant:
                 )
                 .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
             )
-            # A try that was in flight committed HELD under our insert: void it now.
+            # A try that was in flight committed TRYING under our insert: void it now.
             await session.execute(
                 update(card_holds)
                 .where(card_holds.c.tx_id == call.tx_id, voided)
@@ -287,3 +298,17 @@ class CardHoldParticipant:
                 )
             ).one()
         return str(row.status), row.provider_authorization_id, str(row.order_id)
+
+
+def _reply(status: str, refused: ProviderRefused | None) -> VoteReply:
+    vote = VOTES[status]
+    if vote is Vote.YES:
+        return VoteReply(vote=vote)
+    if status == "REFUSED":
+        declined = refused is None or refused.status == 402
+        return VoteReply(
+            vote=vote,
+            reason=refused.message if refused else "card declined",
+            refusal=ErrorType.PAYMENT_DECLINED if declined else ErrorType.PAYMENT_REJECTED,
+        )
+    return VoteReply(vote=vote, reason="hold already voided")

@@ -161,10 +161,11 @@ _GLOBAL_CHECKS: dict[str, str] = {
         FROM pg_prepared_xacts
         WHERE gid LIKE 'tpc:%' AND prepared < now() - CAST(:grace AS interval)
     """,
+    # TRYING too: a try cut short after authorizing may hold money.
     "open-hold": """
-        SELECT tx_id, 'card hold HELD since ' || created_at
+        SELECT tx_id, 'card hold ' || status || ' since ' || created_at
         FROM payments.card_holds
-        WHERE status = 'HELD' AND created_at < now() - CAST(:grace AS interval)
+        WHERE status IN ('TRYING', 'HELD') AND created_at < now() - CAST(:grace AS interval)
     """,
 }
 

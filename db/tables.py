@@ -328,21 +328,25 @@ card_holds = Table(
     Column("customer_id", String(128), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
-    # HELD after try; CAPTURED after confirm; VOIDED after cancel (or as a
-    # tombstone when cancel came first); REFUSED when try was declined.
+    # TRYING from the start of a try until the provider answered (committed
+    # before it asks, so a try cut short leaves a row to recover); HELD after
+    # try; CAPTURED after confirm; VOIDED after cancel (or as a tombstone when
+    # cancel came first); REFUSED when try was declined.
     Column("status", String(20), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     _now(),
     Column("resolved_at", DateTime(timezone=True)),
     Column("provider_authorization_id", String(64)),
     CheckConstraint("amount >= 0", name="card_hold_amount_non_negative"),
-    CheckConstraint("status IN ('HELD', 'CAPTURED', 'VOIDED', 'REFUSED')", name="card_hold_status"),
+    CheckConstraint(
+        "status IN ('TRYING', 'HELD', 'CAPTURED', 'VOIDED', 'REFUSED')", name="card_hold_status"
+    ),
     schema="payments",
 )
 Index(
-    "ix_card_holds_held",
+    "ix_card_holds_open",
     card_holds.c.created_at,
-    postgresql_where=card_holds.c.status == "HELD",
+    postgresql_where=card_holds.c.status.in_(("TRYING", "HELD")),
 )
 
 

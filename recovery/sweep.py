@@ -1,7 +1,8 @@
 """The recovery sweep: finish what a vanished coordinator left open.
 
 A prepared transaction or a card hold holds rows or money until someone
-decides. The coordinator normally does; if its workflow was terminated or
+decides, and so may a card try cut short after authorizing (its row still
+TRYING). The coordinator normally decides; if its workflow was terminated or
 lost, this sweep finds branches older than a grace period and resolves them
 from the decision log: the logged decision if there is one, otherwise abort
 (presumed abort), which it logs first so no coordinator can later commit.
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.card_hold import CardHoldParticipant
+from activities.card_hold import OPEN, CardHoldParticipant
 from db.tables import card_holds, decisions
 from db.xa import PG_PREPARED_XACTS, XaBranches
 from domain.two_phase import BranchCall, Decision, branch_gid, coordinator_workflow_id, tx_id_of
@@ -101,7 +102,7 @@ async def _open_branches(engine: AsyncEngine, grace: timedelta) -> dict[str, set
                 found[parsed[0]].add(parsed[1])
         held = await conn.scalars(
             select(card_holds.c.tx_id).where(
-                card_holds.c.status == "HELD",
+                card_holds.c.status.in_(OPEN),
                 # Old enough to be orphaned, or past its expiry whatever its age.
                 or_(card_holds.c.created_at < cutoff, card_holds.c.expires_at <= func.now()),
             )
@@ -151,7 +152,11 @@ async def resolve_branch(
     participant: str,
     decision: Decision,
 ) -> None:
-    """Carry out `decision` on one participant's branch (idempotent, any order)."""
+    """Carry out `decision` on one participant's branch (idempotent, any order).
+
+    The call has no payload: recovery knows only the transaction id, so each
+    participant finds what it needs in its own rows (the card, its order).
+    """
     call = BranchCall(tx_id=tx_id, gid=branch_gid(tx_id, participant))
     if participant == CARD:
         if decision is Decision.COMMIT:

@@ -24,9 +24,11 @@ from choreography import orders as choreographed
 from domain.activities import Act, CreateShipment, ShipmentCreated
 from domain.errors import ErrorType
 from domain.orders import OrderLine, PlaceOrder
+from domain.two_phase import BranchCall, branch_gid
 from security.sealed import Sealer
 from stack.cli import main
-from tests import factories
+from tests import card_stand_ins, factories
+from tests.card_stand_ins import DiesAfterAuthorizing, WorkerDied
 from tests.conftest import start_saga
 
 pytestmark = pytest.mark.timeout(120)
@@ -254,3 +256,34 @@ async def test_a_choreographed_order_left_open_past_its_deadline_is_overdue(engi
         )
         == set()
     )
+
+
+async def test_a_card_try_cut_short_past_the_grace_is_an_open_hold(
+    engine, settings, provider_client, card
+):
+    tx_id = str(uuid.uuid4())
+    call = BranchCall(
+        tx_id=tx_id,
+        gid=branch_gid(tx_id, "card"),
+        payload={
+            "order_id": tx_id,
+            "customer_id": factories.customer(),
+            "amount": 300,
+            "currency": "EUR",
+            "payment_token": "tok_visa",
+        },
+    )
+    dying = card_stand_ins.participant(DiesAfterAuthorizing, engine, settings, provider_client)
+    with pytest.raises(WorkerDied):
+        await dying.try_card_hold(call)  # authorized at the provider, the row still TRYING
+    await execute(
+        engine,
+        "UPDATE payments.card_holds SET created_at = created_at - interval '2 hours'"
+        " WHERE tx_id = :t",
+        t=tx_id,
+    )
+
+    found = await run_audit(engine, Scope(grace=timedelta(hours=1)), read_model=False)
+
+    assert about(found, {tx_id}) == {("open-hold", tx_id)}
+    await card.cancel_card_hold(call)  # leave no live authorization behind

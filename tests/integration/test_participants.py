@@ -7,11 +7,13 @@ import uuid
 
 import pytest
 
+from activities.card_hold import CardHoldParticipant
 from activities.stock_branch import StockParticipant
 from activities.store_credit import StoreCreditParticipant
 from db.xa import ProtocolViolation
 from domain.two_phase import BranchCall, Vote, branch_gid
-from tests import factories
+from tests import card_stand_ins, factories
+from tests.card_stand_ins import DiesAfterAuthorizing, WorkerDied
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,6 +59,12 @@ def stock(engine):
 @pytest.fixture
 def credit(engine):
     return StoreCreditParticipant(engine, lock_timeout_ms=500)
+
+
+@pytest.fixture
+def cut_short(engine, settings, provider_client):
+    """The card's try, cut short between authorizing and recording the hold."""
+    return card_stand_ins.participant(DiesAfterAuthorizing, engine, settings, provider_client)
 
 
 async def test_prepare_twice_holds_one_prepared_transaction(stock, engine, product):
@@ -207,9 +215,29 @@ async def test_a_card_the_provider_refuses_votes_no(card, engine, provider_admin
     assert await books(provider_admin, call.tx_id) == []
 
 
-async def test_a_try_cut_short_after_authorizing_is_voided_by_cancel(card, provider_admin):
+async def test_a_try_cut_short_after_authorizing_is_voided_by_its_cancel(
+    card, cut_short, engine, provider_admin
+):
     call = card_call(800)
-    # The try authorized at the provider, then its worker died before recording.
+    with pytest.raises(WorkerDied):
+        await cut_short.try_card_hold(call)
+
+    ack = await card.cancel_card_hold(call)
+    after_cancel = await books(provider_admin, call.tx_id)
+    late = await card.try_card_hold(call)
+
+    # Voided by the cancel itself, before any late try could look.
+    assert (ack.outcome, after_cancel) == ("VOIDED", [("voided", 0)])
+    assert late.vote is Vote.NO
+    assert await books(provider_admin, call.tx_id) == [("voided", 0)]
+    assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
+
+
+async def test_a_cancel_voids_what_a_try_of_the_previous_release_authorized_unrecorded(
+    card, provider_admin
+):
+    call = card_call(800)
+    # That release authorized before writing any row, and its worker died in between.
     p = call.payload
     body = {k: p[k] for k in ("order_id", "amount", "currency", "payment_token")}
     authorized = await provider_admin.post(
@@ -218,10 +246,48 @@ async def test_a_try_cut_short_after_authorizing_is_voided_by_cancel(card, provi
     assert authorized.status_code == 201
 
     ack = await card.cancel_card_hold(call)
+    after_cancel = await books(provider_admin, call.tx_id)
     late = await card.try_card_hold(call)
 
-    assert ack.outcome == "VOIDED" and late.vote is Vote.NO
+    assert (ack.outcome, after_cancel) == ("VOIDED", [("voided", 0)])
+    assert late.vote is Vote.NO
     assert await books(provider_admin, call.tx_id) == [("voided", 0)]
+
+
+async def test_a_try_retried_after_being_cut_short_holds_the_first_authorization(
+    card, cut_short, provider_admin
+):
+    call = card_call(700)
+    with pytest.raises(WorkerDied):
+        await cut_short.try_card_hold(call)
+
+    again = await card.try_card_hold(call)
+    await card.confirm_card_hold(call)
+
+    assert again.vote is Vote.YES
+    assert await books(provider_admin, call.tx_id) == [("captured", 700)]
+
+
+class CancelledOnTheWay(CardHoldParticipant):
+    """A try whose hold is cancelled, cancel and all, while it is on its way to the provider."""
+
+    async def _authorize(self, call: BranchCall) -> str:
+        await self.cancel_card_hold(call)  # looks at the provider: nothing there yet
+        return await super()._authorize(call)
+
+
+async def test_a_try_cancelled_while_authorizing_votes_no_and_voids_what_it_authorized(
+    engine, settings, provider_client, provider_admin
+):
+    card = card_stand_ins.participant(CancelledOnTheWay, engine, settings, provider_client)
+    call = card_call(500)
+
+    reply = await card.try_card_hold(call)
+
+    assert reply.vote is Vote.NO
+    assert await books(provider_admin, call.tx_id) == [("voided", 0)]
+    hold = await factories.hold_of(engine, call.tx_id)
+    assert (hold.status, hold.provider_authorization_id is not None) == ("VOIDED", True)
 
 
 async def test_a_retried_try_finding_the_tombstone_voids_what_an_earlier_attempt_held(
@@ -285,17 +351,17 @@ async def test_card_cancel_overlapping_an_in_flight_try_still_voids_it(card, eng
     call = card_call(700)
     async with engine.connect() as late_try:
         await late_try.begin()
-        # A try still in flight: its HELD row is written but not yet committed.
+        # A try still in flight: its TRYING row is written but not yet committed.
         await late_try.execute(
             text(
                 "INSERT INTO payments.card_holds (tx_id, order_id, customer_id, amount,"
                 " currency, status, expires_at)"
-                " VALUES (:t, :t, 'c', 700, 'EUR', 'HELD', now() + interval '1 day')"
+                " VALUES (:t, :t, 'c', 700, 'EUR', 'TRYING', now() + interval '1 day')"
             ),
             {"t": call.tx_id},
         )
         cancelling = asyncio.create_task(card.cancel_card_hold(call))
-        await asyncio.sleep(0.3)  # the cancel now waits on the try's row
+        await factories.lock_waits(engine, at_least=1)  # its tombstone waits on the try's row
         await late_try.commit()
         ack = await cancelling
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
 import pytest
+from temporalio.client import WorkflowFailureError
 
 from activities.card_hold import CardHoldParticipant
 from activities.coordinator_log import CoordinatorLog
 from activities.stock_branch import StockParticipant
+from domain.activities import TwoPhaseAct
 from domain.two_phase import (
     BranchCall,
     Decision,
@@ -20,7 +23,8 @@ from domain.two_phase import (
     coordinator_workflow_id,
 )
 from recovery.sweep import sweep
-from tests import factories
+from tests import card_stand_ins, factories
+from tests.card_stand_ins import DiesAfterAuthorizing, WorkerDied
 
 pytestmark = pytest.mark.asyncio
 NOW = timedelta(0)
@@ -70,12 +74,12 @@ async def test_branch_with_a_logged_commit_is_committed(engine, client, sessions
     assert await factories.stock_of(engine, sku) == 3
 
 
-def card_call(tx_id: str) -> BranchCall:
+def card_call(tx_id: str, order_id: str | None = None) -> BranchCall:
     return BranchCall(
         tx_id=tx_id,
         gid=branch_gid(tx_id, "card"),
         payload={
-            "order_id": tx_id,
+            "order_id": order_id or tx_id,
             "customer_id": "c",
             "amount": 100,
             "currency": "EUR",
@@ -172,3 +176,64 @@ async def test_a_try_on_a_lapsed_hold_votes_no(engine, card, provider_admin):
     assert again.vote is Vote.NO
     assert (await factories.hold_of(engine, call.tx_id)).status == "VOIDED"
     assert await voided_at_provider(provider_admin, call)
+
+
+async def books(admin, order_id: str) -> list[tuple[str, int]]:
+    """The provider's authorizations for an order: (status, amount captured)."""
+    held = (await admin.get("/v1/payments", params={"order_id": order_id})).json()
+    return [(a["status"], a["amount_captured"]) for a in held["authorizations"]]
+
+
+async def test_a_card_try_cut_short_after_authorizing_is_voided_by_the_sweep(
+    engine, client, settings, provider_client, card, provider_admin
+):
+    # The transaction id is not the order id: recovery must learn the order from the row.
+    tx_id, order_id = str(uuid.uuid4()), str(uuid.uuid4())
+    call = card_call(tx_id, order_id)
+    dying = card_stand_ins.participant(DiesAfterAuthorizing, engine, settings, provider_client)
+    with pytest.raises(WorkerDied):
+        await dying.try_card_hold(call)  # no coordinator: it was never started, or is lost
+
+    report = await sweep(engine, client, NOW, card)
+
+    assert tx_id in report.aborted
+    assert await books(provider_admin, order_id) == [("voided", 0)]
+    hold = await factories.hold_of(engine, tx_id)
+    assert (hold.status, hold.order_id) == ("VOIDED", order_id)
+    assert (await factories.decision_of(engine, tx_id)).decision == "ABORT"
+
+
+async def test_a_saga_whose_coordinator_is_gone_voids_a_card_try_cut_short(
+    saga, product, engine, settings, provider_client, custom_worker, client, provider_admin
+):
+    release = asyncio.Event()
+    dying = card_stand_ins.participant(
+        DiesAfterAuthorizing, engine, settings, provider_client, until=release
+    )
+    queue = await custom_worker({TwoPhaseAct.TRY_CARD_HOLD: dying.try_card_hold})
+    sku = await product(stock=5, price=1000)
+    customer = await factories.insert_wallet(engine, balance=1000)
+    order_id = str(uuid.uuid4())
+    handle = await saga(
+        [(sku, 1)],
+        customer_id=customer,
+        store_credit=400,
+        order_id=order_id,
+        task_queue=queue,
+        prepare_timeout_s=60,
+    )
+    await asyncio.wait_for(dying.authorized.wait(), 20)
+
+    # The try's worker is silent after authorizing; the coordinator goes too.
+    await client.get_workflow_handle(coordinator_workflow_id(order_id)).terminate("test: lost")
+    try:
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    finally:
+        release.set()
+
+    assert getattr(failed.value.cause, "type", None) == "TwoPhaseAborted"
+    assert (await factories.decision_of(engine, order_id)).decision == "ABORT"
+    assert await books(provider_admin, order_id) == [("voided", 0)]
+    hold = await factories.hold_of(engine, order_id)
+    assert (hold.status, hold.order_id) == ("VOIDED", order_id)
