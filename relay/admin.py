@@ -9,6 +9,7 @@ from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.tables import SERVICES, relay_leases, service_tables
+from db.unit_of_work import OUTBOX_CHANNEL
 from relay.cdc import SLOT
 
 
@@ -134,6 +135,9 @@ async def dead_letters(engine: AsyncEngine) -> list[DeadLetter]:
 async def redrive(engine: AsyncEngine, event_ids: list[str] | None) -> int:
     """Put dead letters back in the queue (all of them when `event_ids` is None).
 
+    Each gets a fresh count of attempts and is due at once: the polling claim
+    takes it, and in CDC mode so does the retry sweep (a re-drive is an UPDATE,
+    which the slot does not carry). The NOTIFY wakes a hybrid relay at commit.
     A re-driven event is published after events of its aggregate that went
     out meanwhile: order within the aggregate is not restored.
     """
@@ -144,11 +148,14 @@ async def redrive(engine: AsyncEngine, event_ids: list[str] | None) -> int:
             query = (
                 update(o)
                 .where(o.c.status == "FAILED")
-                .values(status="PENDING", attempts=0, next_attempt_at=None)
+                .values(status="PENDING", attempts=0, next_attempt_at=func.now())
             )
             if event_ids is not None:
                 query = query.where(o.c.event_id.in_(event_ids))
-            moved += (await conn.execute(query)).rowcount
+            found = (await conn.execute(query)).rowcount
+            if found:
+                await conn.execute(select(func.pg_notify(OUTBOX_CHANNEL, service)))
+            moved += found
     return moved
 
 

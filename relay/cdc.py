@@ -15,6 +15,15 @@ row published but not yet marked is dropped by JetStream as a repeat of its
 order per aggregate (db.unit_of_work.insert_events), and each aggregate's
 rows go out one after another in WAL order.
 
+An event the broker refuses fails as in the polling relay (the same
+record_failure: attempts counted in its row, a backoff, the dead-letter subject
+after the last) and is settled for the slot: its retries, and the later rows of
+its aggregate (handed on, due at once), belong to the retry sweep, the polling
+pass restricted to rows with a next attempt set, which the reader runs every
+poll interval. A pass publishes nothing of an aggregate the sweep has, so the
+slot never waits for a retry and nothing overtakes one. A broker fault (NATS
+away, a timeout) counts against no event and keeps the slot where it is.
+
 The slot only holds what committed after it was created: at start, and
 whenever the slot had to be made again (dropped, or given up by PostgreSQL
 past max_slot_wal_keep_size), the rows left PENDING are drained the polling
@@ -31,15 +40,25 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.tables import SERVICES
+from db.tables import SERVICES, service_tables
 from relay.pgoutput import ProtocolError, Reader, Transaction
-from relay.publisher import RelayConfig, dead_letter, publish_chain
+from relay.publisher import (
+    PassResult,
+    RelayConfig,
+    mark_published,
+    publish_chain,
+    record_failure,
+)
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,10 +72,6 @@ _PEEK = (
 _READER_LOCK = "SELECT pg_try_advisory_lock(hashtext('saga-outbox-cdc-reader'))"
 # The slot is gone (dropped), or PostgreSQL gave up its WAL (invalidated).
 _SLOT_LOST = {"42704", "55000"}
-
-
-class PassIncomplete(RuntimeError):
-    """Some row of the pass is neither acknowledged nor dead-lettered: try again later."""
 
 
 async def ensure_slot(conn: asyncpg.Connection) -> bool:
@@ -89,23 +104,29 @@ async def retained_wal_bytes(conn: asyncpg.Connection) -> int | None:
     return None if value is None else int(value)
 
 
+@dataclass
+class _Plan:
+    """One service's rows of a pass, and what became of them."""
+
+    chains: list[list[Any]] = field(default_factory=list)  # to publish, per aggregate
+    handed: list[str] = field(default_factory=list)  # left to the retry sweep
+    published: list[str] = field(default_factory=list)
+    failures: list[tuple[Any, BaseException]] = field(default_factory=list)
+
+
 class CdcRelay:
-    """The slot's reader; `pass_once` delivers what the slot holds, up to a batch."""
+    """The slot's reader; `pass_once` delivers what the slot holds, up to a batch.
+
+    The slot is read on `conn` (which holds the reader lock); the outbox rows are
+    read and written through `engine`, with the polling relay's own statements."""
 
     def __init__(
-        self, conn: asyncpg.Connection, js: Any, config: RelayConfig, stats: Any = None
+        self, conn: asyncpg.Connection, engine: AsyncEngine, js: Any, config: RelayConfig
     ) -> None:
-        """`stats`: a relay.service.RelayStats to count into (published, duplicates, ...)."""
-        from relay.service import RelayStats
+        self._conn, self._engine, self._js, self._config = conn, engine, js, config
 
-        self._conn, self._js, self._config = conn, js, config
-        # Aggregates publish side by side, but one connection runs one statement at a time.
-        self._db = asyncio.Lock()
-        self._attempts: dict[str, int] = {}
-        self.stats = stats if stats is not None else RelayStats()
-
-    async def pass_once(self) -> int:
-        """Rows delivered this pass; 0 when the slot had nothing of ours."""
+    async def pass_once(self) -> PassResult:
+        """One peek: `claimed` rows settled; with a `broker_error`, the slot stayed put."""
         flushed = int(await self._conn.fetchval("SELECT pg_current_wal_flush_lsn()"))
         changes = await self._conn.fetch(_PEEK, SLOT, flushed, self._config.batch_size, PUBLICATION)
         reader = Reader()  # a fresh decoding session announces its relations again
@@ -116,98 +137,111 @@ class CdcRelay:
                 done.append(committed)
         if not done:
             await self._advance(flushed)
-            return 0
+            return PassResult()
+        plans = {schema: await self._plan(schema, rows) for schema, rows in _by_service(done)}
+        jobs = [(schema, chain) for schema, plan in plans.items() for chain in plan.chains]
+        outcomes = await asyncio.gather(
+            *(publish_chain(self._js, schema, chain, self._config, None) for schema, chain in jobs)
+        )
+        result = PassResult(claimed=sum(len(c) for _, c in jobs))
+        for (schema, chain), outcome in zip(jobs, outcomes, strict=True):
+            plan = plans[schema]
+            plan.published += outcome.published
+            result.duplicates += outcome.duplicates
+            result.broker_error = result.broker_error or outcome.broker_error
+            if outcome.failure is not None:
+                plan.failures.append(outcome.failure)
+                # Queued behind an event now retrying: the sweep publishes them after it.
+                plan.handed += [r.event_id for r in chain[len(outcome.published) + 1 :]]
+        for schema, plan in plans.items():
+            result.claimed += len(plan.handed)
+            await self._settle(schema, plan, result)
+        if result.broker_error is None:
+            # Every row acknowledged, failed or handed on, and so marked: let go of their WAL.
+            await self._advance(done[-1].commit_lsn)
+        return result
+
+    async def _plan(self, schema: str, rows: list[Any]) -> _Plan:
+        """Which of a service's rows this pass publishes, and which the retry sweep has.
+
+        A row with a next attempt set (it failed, or was re-driven) is the sweep's,
+        and so is every later row of its aggregate: publishing one of those here
+        would overtake the row retrying. Rows no longer PENDING are done with."""
+        outbox = service_tables[schema].outbox
+        earlier = outbox.alias("earlier")
+        swept = (
+            select(earlier.c.seq)
+            .where(
+                earlier.c.aggregate_type == outbox.c.aggregate_type,
+                earlier.c.aggregate_id == outbox.c.aggregate_id,
+                # The predicate of ix_<service>_outbox_retrying: a few rows to probe.
+                earlier.c.status == "PENDING",
+                earlier.c.next_attempt_at.is_not(None),
+                earlier.c.seq <= outbox.c.seq,
+            )
+            .exists()
+        )
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                select(outbox.c.event_id, swept).where(
+                    outbox.c.event_id.in_([r.event_id for r in rows]), outbox.c.status == "PENDING"
+                )
+            )
+            pending = {str(event_id): bool(is_swept) for event_id, is_swept in found}
+        plan = _Plan()
         chains: dict[tuple[str, str], list[Any]] = {}
-        for tx in done:
-            for relation, row in tx.rows:
-                if relation.schema not in SERVICES:  # names a table in SQL below
-                    raise ProtocolError(f"an insert into {relation.schema}.outbox")
-                key = (relation.schema, f"{row['aggregate_type']}:{row['aggregate_id']}")
-                chains.setdefault(key, []).append(_as_outbox_row(row))
-        pending = await self._still_pending(chains)
-        todo = {key: [r for r in rows if r.event_id in pending] for key, rows in chains.items()}
-        delivered = await asyncio.gather(
-            *(self._deliver(schema, rows) for (schema, _), rows in todo.items() if rows)
-        )
-        # One statement per service for the whole pass, not one per aggregate.
-        by_schema: dict[str, list[str]] = {}
-        for schema, ids, _ in delivered:
-            by_schema.setdefault(schema, []).extend(ids)
-        for schema, ids in by_schema.items():
-            await self._mark(schema, ids)
-        if not all(settled for _, _, settled in delivered):
-            raise PassIncomplete("some events were not acknowledged; the slot stays put")
-        # Every row acknowledged (or dead-lettered) and marked: let go of their WAL.
-        await self._advance(done[-1].commit_lsn)
-        return sum(len(rows) for rows in todo.values())
+        for row in rows:
+            if row.event_id not in pending:
+                continue
+            if pending[row.event_id]:
+                plan.handed.append(row.event_id)
+            else:
+                chains.setdefault((row.aggregate_type, row.aggregate_id), []).append(row)
+        plan.chains = list(chains.values())
+        return plan
 
-    async def _deliver(self, schema: str, rows: list[Any]) -> tuple[str, list[str], bool]:
-        """Publish an aggregate's rows in order: (schema, acknowledged ids, all settled?)."""
-        outcome = await publish_chain(self._js, schema, rows, self._config, None)
-        self.stats.published += len(outcome.published) - outcome.duplicates
-        self.stats.duplicates += outcome.duplicates
-        acked = list(outcome.published)
-        if outcome.failure is not None:
-            row, error = outcome.failure
-            if not await self._fail(schema, row, error):
-                return schema, acked, False
-            rest = rows[len(outcome.published) + 1 :]
-            if rest:  # dead-lettered: its aggregate moves on
-                _, more, settled = await self._deliver(schema, rest)
-                return schema, acked + more, settled
-            return schema, acked, True
-        return schema, acked, outcome.broker_error is None
-
-    async def _still_pending(self, chains: dict[tuple[str, str], list[Any]]) -> set[str]:
-        pending: set[str] = set()
-        by_schema: dict[str, list[str]] = {}
-        for (schema, _), rows in chains.items():
-            by_schema.setdefault(schema, []).extend(r.event_id for r in rows)
-        for schema, ids in by_schema.items():
-            found = await self._conn.fetch(
-                f"SELECT event_id::text FROM {schema}.outbox"
-                " WHERE event_id = ANY($1::uuid[]) AND status = 'PENDING'",
-                ids,
-            )
-            pending |= {r["event_id"] for r in found}
-        return pending
-
-    async def _mark(self, schema: str, ids: list[str]) -> None:
-        if not ids:
-            return
-        async with self._db:
-            lags = await self._conn.fetch(
-                f"UPDATE {schema}.outbox SET status = 'PUBLISHED', published_at = now()"
-                " WHERE event_id = ANY($1::uuid[]) AND status = 'PENDING'"
-                " RETURNING extract(epoch FROM published_at - created_at) * 1000 AS lag_ms",
-                ids,
-            )
-        self.stats.lag_ms.extend(float(r["lag_ms"]) for r in lags)
-
-    async def _fail(self, schema: str, row: Any, error: BaseException) -> bool:
-        """Count an attempt of an event the broker refuses; True once it is dead-lettered."""
-        attempts = self._attempts.get(row.event_id, 0) + 1
-        self._attempts[row.event_id] = attempts
-        message = f"{type(error).__name__}: {error}"[:1000]
-        dead = attempts >= self._config.max_attempts
-        if dead:
-            await dead_letter(self._js, schema, row, message, self._config)
-            self.stats.dead_lettered += 1
-            log.error(
-                "event %s dead-lettered after %d attempts: %s", row.event_id, attempts, message
-            )
-        await self._conn.execute(
-            f"UPDATE {schema}.outbox SET attempts = $2, last_error = $3,"
-            " status = CASE WHEN $4 THEN 'FAILED' ELSE status END WHERE event_id = $1::uuid",
-            row.event_id,
-            attempts,
-            message,
-            dead,
-        )
-        return dead
+    async def _settle(self, schema: str, plan: _Plan, result: PassResult) -> None:
+        """Mark, fail and hand on a service's rows of the pass, before the slot moves."""
+        async with self._engine.begin() as conn:
+            result.published += len(plan.published)
+            result.lag_ms += await mark_published(conn, schema, plan.published)
+            for row, error in plan.failures:
+                dead = await record_failure(
+                    conn, self._js, schema, row.event_id, error, self._config
+                )
+                result.failed += 1
+                result.dead_lettered += int(dead)
+            await _hand_to_sweep(conn, schema, plan.handed)
 
     async def _advance(self, lsn: int) -> None:
         await self._conn.execute("SELECT pg_replication_slot_advance($1, $2::pg_lsn)", SLOT, lsn)
+
+
+def _by_service(done: list[Transaction]) -> list[tuple[str, list[Any]]]:
+    """The committed rows of each service, in WAL order."""
+    rows: dict[str, list[Any]] = {}
+    for tx in done:
+        for relation, row in tx.rows:
+            if relation.schema not in SERVICES:  # names a table in the statements below
+                raise ProtocolError(f"an insert into {relation.schema}.outbox")
+            rows.setdefault(relation.schema, []).append(_as_outbox_row(row))
+    return list(rows.items())
+
+
+async def _hand_to_sweep(conn: AsyncConnection, schema: str, event_ids: list[str]) -> None:
+    """Due at once, so the sweep takes them, in order, behind the row they wait for."""
+    if not event_ids:
+        return
+    outbox = service_tables[schema].outbox
+    await conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.event_id.in_(event_ids),
+            outbox.c.status == "PENDING",
+            outbox.c.next_attempt_at.is_(None),  # one already set is a backoff: kept
+        )
+        .values(next_attempt_at=func.now())
+    )
 
 
 def _as_outbox_row(row: dict[str, str | None]) -> Any:
@@ -223,24 +257,32 @@ def _as_outbox_row(row: dict[str, str | None]) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class Chores:
+    """The polling relay's work the CDC relay has done beside its passes (relay.service)."""
+
+    # Every PENDING row: what committed before the slot existed, or while it was lost.
+    drain: Callable[[Any], Awaitable[None]]
+    # Rows with a next attempt set: failed, re-driven, or queued behind one of those.
+    sweep: Callable[[Any], Awaitable[None]]
+    prune: Callable[[], Awaitable[None]]
+    count: Callable[[PassResult], None]
+
+
 async def run_cdc_relay(
-    settings: Settings,
-    stop: asyncio.Event,
-    drain: Callable[[Any], Awaitable[None]],
-    prune: Callable[[], Awaitable[None]],
-    stats: Any = None,
+    settings: Settings, stop: asyncio.Event, engine: AsyncEngine, chores: Chores
 ) -> None:
     """Deliver from the slot until `stop`; stand by while another relay reads it.
 
-    `drain(js)` publishes the rows left PENDING the polling way (before the slot
-    existed, or while it was lost); `prune()` removes old published rows."""
+    The reader also runs the retry sweep every `relay_poll_interval_s`: retries
+    are the rows', so the slot moves on past an event that keeps failing."""
     from consumers.stream import ensure_stream
     from relay.service import PRUNE_EVERY_S, asyncpg_dsn, config_from, connect_nats
 
     client = await connect_nats(settings.nats_target)
     conn: asyncpg.Connection | None = None
     relay: CdcRelay | None = None
-    last_prune = 0.0
+    last_prune = next_sweep = 0.0
     try:
         js = client.jetstream()
         await ensure_stream(js)
@@ -256,26 +298,33 @@ async def run_cdc_relay(
                         continue
                     conn = candidate
                     await ensure_slot(conn)
-                    await drain(js)  # what committed before the slot, or while it was down
-                    relay = CdcRelay(conn, js, config_from(settings), stats)
+                    await chores.drain(js)  # what committed before the slot, or while it was down
+                    relay = CdcRelay(conn, engine, js, config_from(settings))
                 assert relay is not None
-                delivered = await relay.pass_once()
-                relay.stats.passes += 1
+                if time.monotonic() >= next_sweep:
+                    await chores.sweep(js)
+                    next_sweep = time.monotonic() + settings.relay_poll_interval_s
+                result = await relay.pass_once()
+                chores.count(result)
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                    await prune()
+                    await chores.prune()
                     last_prune = time.monotonic()
-                delay = settings.relay_cdc_poll_s
-                if delivered:
-                    continue
+                if result.broker_error is not None:
+                    log.info("broker unavailable (%s); the slot stays put", result.broker_error)
+                    delay = _longer(delay)
+                else:
+                    delay = settings.relay_cdc_poll_s
+                    if result.claimed:
+                        continue
             except asyncpg.PostgresError as err:
                 if getattr(err, "sqlstate", None) in _SLOT_LOST and conn is not None:
                     await recreate_slot(conn)
-                    await drain(js)
+                    await chores.drain(js)
                 else:
                     log.warning("CDC pass failed: %s; retrying", err)
                 delay = _longer(delay)
-            except PassIncomplete as err:
-                log.info("%s", err)
+            except SQLAlchemyError as err:  # the outbox's statements, on the engine's pool
+                log.warning("CDC pass failed: %s; retrying", err)
                 delay = _longer(delay)
             except (OSError, asyncpg.InterfaceError) as err:
                 log.warning("PostgreSQL unreachable (%s); retrying", err)

@@ -1,36 +1,30 @@
-"""One pass of the relay over one service's outbox.
+"""What both relay modes share: an outbox row's message, its publication, and its outcome.
 
-Claim a batch of PENDING rows (FOR UPDATE SKIP LOCKED, so two relays never
-hold the same row), group them by aggregate in `seq` order — which is commit
-order, see db.unit_of_work.insert_events — publish each aggregate's chain in
-order while the chains go concurrently, and mark what JetStream acknowledged
-in one statement. A failed publish stops its aggregate's chain (later events
-of that aggregate wait), counts an attempt and backs off; after the last
-attempt the row is FAILED and copied to the dead-letter subject, and its
-aggregate moves on.
-
-Rows are chosen by status, never by a "highest seq seen" watermark, so a row
-whose transaction committed after a later-numbered one is still published.
+`publish_chain` publishes an aggregate's rows in order (subject, headers,
+`Nats-Msg-Id` = event id, trace context) and stops at the first failure;
+`mark_published` marks what JetStream acknowledged; `record_failure` counts a
+refused event's attempt in its row, backs it off and, after the last attempt,
+marks it FAILED and copies it to the dead-letter subject. The polling pass
+(relay.polling) and the CDC relay (relay.cdc) both settle rows only through
+these, so an event fails the same way in either mode and across restarts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import random
 import time
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Any
 
 import nats.errors
 import nats.js.errors
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Row, func, or_, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.tables import service_tables
 from domain import events as wire
@@ -88,133 +82,19 @@ def envelope_of(schema: str, row: Any) -> tuple[str, bytes, dict[str, str]]:
     return subject, body.model_dump_json().encode(), nats_headers
 
 
-class Fence(Protocol):
-    """The leases a pass works under (relay.leases.PartitionLeases)."""
-
-    async def hold(self, conn: AsyncConnection, partitions: Collection[int]) -> bool: ...
-
-    def deadline(self) -> float: ...
-
-
-async def relay_pass(
-    engine: AsyncEngine,
-    js: Any,
-    schema: str,
-    partitions: Sequence[int] | None,
-    config: RelayConfig,
-    fence: Fence | None = None,
-) -> PassResult:
-    """One claim-publish-mark round over `partitions` (all when None)."""
+async def mark_published(conn: AsyncConnection, schema: str, event_ids: list[str]) -> list[float]:
+    """Mark acknowledged events PUBLISHED (their last attempt counted); their lags in ms."""
+    if not event_ids:
+        return []
     outbox = service_tables[schema].outbox
-    result = PassResult()
-    async with engine.connect() as conn, conn.begin():
-        now = await _db_now(conn)
-        earlier = outbox.alias("earlier")
-        # Neither a row still waiting to retry nor anything queued behind one in
-        # its aggregate: a stuck aggregate must not fill every batch.
-        waiting_ahead = (
-            select(earlier.c.seq)
-            .where(
-                earlier.c.aggregate_type == outbox.c.aggregate_type,
-                earlier.c.aggregate_id == outbox.c.aggregate_id,
-                earlier.c.status == "PENDING",
-                earlier.c.seq < outbox.c.seq,
-                # Matches ix_<service>_outbox_retrying, a handful of rows: without
-                # it a fresh backlog's plan scanned every pending row per candidate.
-                earlier.c.next_attempt_at.is_not(None),
-                earlier.c.next_attempt_at > func.now(),
-            )
-            .exists()
-        )
-        query = (
-            select(outbox)
-            .where(
-                outbox.c.status == "PENDING",
-                or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= func.now()),
-                ~waiting_ahead,
-            )
-            .order_by(outbox.c.seq)
-            .limit(config.batch_size)
-            .with_for_update(skip_locked=True)
-        )
-        if partitions is not None:
-            query = query.where(outbox.c.partition.in_(list(partitions)))
-        rows = (await conn.execute(query)).all()
-        result.claimed = len(rows)
-        if not rows:
-            return result
-        # Under leases: lock them against takeover for this pass, or stand down.
-        if fence is not None and not await fence.hold(conn, {r.partition for r in rows}):
-            await conn.rollback()
-            return PassResult()
-        deadline = fence.deadline() if fence is not None else None
-        chains = await _ready_chains(conn, schema, rows)
-        outcomes = await asyncio.gather(
-            *(publish_chain(js, schema, c, config, deadline) for c in chains)
-        )
-        published = [event_id for o in outcomes for event_id in o.published]
-        failures = [o.failure for o in outcomes if o.failure is not None]
-        result.duplicates = sum(o.duplicates for o in outcomes)
-        result.broker_error = next((o.broker_error for o in outcomes if o.broker_error), None)
-        if published:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.event_id.in_(published))
-                .values(status="PUBLISHED", published_at=func.now(), attempts=outbox.c.attempts + 1)
-            )
-        result.published = len(published)
-        by_id = {str(r.event_id): r for r in rows}
-        result.lag_ms = [(now - by_id[i].created_at).total_seconds() * 1000 for i in published]
-        for row, error in failures:
-            dead = await _record_failure(conn, js, schema, row, error, config)
-            result.failed += 1
-            result.dead_lettered += int(dead)
-    return result
-
-
-async def _db_now(conn: AsyncConnection) -> datetime:
-    # The database's clock, the one created_at and next_attempt_at are written with.
-    now = await conn.scalar(select(func.now()))
-    assert isinstance(now, datetime)
-    return now
-
-
-async def _ready_chains(
-    conn: AsyncConnection, schema: str, rows: Sequence[Row[Any]]
-) -> list[list[Row[Any]]]:
-    """Per-aggregate chains in seq order, each cut at its first gap.
-
-    A gap is a PENDING row of the aggregate that this pass did not claim
-    (another transaction holds it): everything after it waits, or the
-    aggregate would be published out of order.
-    """
-    outbox = service_tables[schema].outbox
-    chains: dict[tuple[str, str], list[Row[Any]]] = {}
-    for row in rows:
-        chains.setdefault((row.aggregate_type, row.aggregate_id), []).append(row)
-    pending = await conn.execute(
-        select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.seq)
-        .where(
-            outbox.c.status == "PENDING",
-            tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(list(chains)),
-            outbox.c.seq <= max(r.seq for r in rows),
-        )
-        .order_by(outbox.c.seq)
+    lags = await conn.execute(
+        update(outbox)
+        .where(outbox.c.event_id.in_(event_ids), outbox.c.status == "PENDING")
+        .values(status="PUBLISHED", published_at=func.now(), attempts=outbox.c.attempts + 1)
+        # The database's clock on both sides: the one created_at is written with.
+        .returning(func.extract("epoch", outbox.c.published_at - outbox.c.created_at) * 1000)
     )
-    order: dict[tuple[str, str], list[int]] = {}
-    for aggregate_type, aggregate_id, seq in pending:
-        order.setdefault((aggregate_type, aggregate_id), []).append(seq)
-    ready = []
-    for key, chain in chains.items():
-        claimed = {r.seq: r for r in chain}
-        cut = []
-        for seq in order.get(key, []):
-            if seq not in claimed:
-                break
-            cut.append(claimed[seq])
-        if cut:
-            ready.append(cut)
-    return ready
+    return [float(lag) for (lag,) in lags]
 
 
 @dataclass
@@ -280,29 +160,50 @@ async def publish_chain(
     return outcome
 
 
-async def _record_failure(
+_RETRYING = "event %s failed, attempt %d of %d (next in %.1f s): %s"
+
+
+async def record_failure(
     conn: AsyncConnection,
     js: Any,
     schema: str,
-    row: Row[Any],
+    event_id: str,
     error: BaseException,
     config: RelayConfig,
 ) -> bool:
+    """Count a failed attempt of an event the broker refuses; True when it was the last.
+
+    Both relay modes fail an event here. The count is the row's, read under the
+    row's lock (a polling pass holds it already), so a restarted relay, or the
+    other mode, goes on counting instead of starting again. The next attempt is
+    due after a full-jitter backoff; the last one marks the row FAILED and copies
+    the event to the dead-letter subject. A row settled meanwhile (no longer
+    PENDING) is left as it is.
+    """
     outbox = service_tables[schema].outbox
+    row = (
+        await conn.execute(
+            select(outbox)
+            .where(outbox.c.event_id == event_id, outbox.c.status == "PENDING")
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        return False
     attempts = int(row.attempts) + 1
     dead = attempts >= config.max_attempts
     message = f"{type(error).__name__}: {error}"[:1000]
-    if dead:
-        await dead_letter(js, schema, row, message, config)
-        with event_log_context(row):
-            log.error(
-                "event %s dead-lettered after %d attempts: %s", row.event_id, attempts, message
-            )
     # Full jitter: relays retrying together must not hammer the broker in step.
     delay = random.uniform(0, min(config.backoff_cap_s, config.backoff_base_s * 2**attempts))
+    with event_log_context(row):
+        if dead:
+            await dead_letter(js, schema, row, message, config)
+            log.error("event %s dead-lettered after %d attempts: %s", event_id, attempts, message)
+        else:
+            log.warning(_RETRYING, event_id, attempts, config.max_attempts, delay, message)
     await conn.execute(
         update(outbox)
-        .where(outbox.c.event_id == row.event_id)
+        .where(outbox.c.event_id == event_id)
         .values(
             attempts=attempts,
             last_error=message,

@@ -31,8 +31,10 @@ from db.unit_of_work import OUTBOX_CHANNEL
 from observability.endpoint import serve as serve_metrics
 from relay import metrics
 from relay.admin import prune_published
+from relay.cdc import Chores, run_cdc_relay
 from relay.leases import PartitionLeases, new_instance_id
-from relay.publisher import PassResult, RelayConfig, relay_pass
+from relay.polling import relay_pass
+from relay.publisher import PassResult, RelayConfig
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,8 +151,6 @@ async def run_relay(
 
 
 async def _run_cdc(settings: Settings, stop: asyncio.Event, stats: RelayStats) -> None:
-    from relay.cdc import run_cdc_relay
-
     engine = create_engine(settings.database_target, pool_size=2)
     exporter = await _export_metrics(settings, engine, stats, None)
     config = config_from(settings)
@@ -159,11 +159,14 @@ async def _run_cdc(settings: Settings, stop: asyncio.Event, stats: RelayStats) -
         while await _drain(engine, js, None, config, stats):
             pass  # full batches: more is waiting
 
+    async def sweep(js: Any) -> None:
+        await _drain(engine, js, None, config, stats, retrying_only=True)
+
     async def prune() -> None:
         await _prune(engine, settings.relay_retention_s)
 
     try:
-        await run_cdc_relay(settings, stop, drain, prune, stats)
+        await run_cdc_relay(settings, stop, engine, Chores(drain, sweep, prune, stats.add))
     finally:
         if exporter is not None:
             exporter.close()
@@ -203,12 +206,16 @@ async def _drain(
     config: RelayConfig,
     stats: RelayStats,
     fence: PartitionLeases | None = None,
+    *,
+    retrying_only: bool = False,
 ) -> int:
     """One pass per service; True when some pass published a full batch."""
     busy = False
     for schema in SERVICES:
         try:
-            result = await relay_pass(engine, js, schema, partitions, config, fence)
+            result = await relay_pass(
+                engine, js, schema, partitions, config, fence, retrying_only=retrying_only
+            )
         except Exception:  # PostgreSQL or NATS away: the next round retries
             log.exception("relay pass over %s failed", schema)
             continue

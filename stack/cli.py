@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,13 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(once())
 
 
+def _event_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an event id (a UUID): {text!r}") from None
+
+
 def _record_histories(settings: Settings, args: argparse.Namespace) -> int:
     from history_corpus.cases import CASES
     from history_corpus.record import record
@@ -264,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in _COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         if name == "dead-letters":
-            sub.add_argument("--redrive", nargs="*", metavar="EVENT_ID")
+            sub.add_argument("--redrive", nargs="*", metavar="EVENT_ID", type=_event_id)
         if name in ("record-histories", "fetch-history"):
             from history_corpus.files import CORPUS
 

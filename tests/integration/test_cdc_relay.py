@@ -7,15 +7,14 @@ import asyncio
 import json
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import asyncpg
 import pytest
 
 from domain import events as wire
-from relay.cdc import SLOT, CdcRelay, ensure_slot
-from relay.service import RelayStats, asyncpg_dsn, config_from, run_relay
+from relay.cdc import SLOT, CdcRelay
+from relay.service import RelayStats, config_from, run_relay
 from stack.cli import main
 from tests.factories import eventually
 from tests.integration.test_relay import (
@@ -28,22 +27,6 @@ from tests.integration.test_relay import (
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def slot(settings) -> AsyncIterator[asyncpg.Connection]:
-    """The replication slot, created before the test writes; dropped after, so it
-    holds back no WAL for the rest of the session."""
-    conn = await asyncpg.connect(asyncpg_dsn(settings.database_target))
-    await ensure_slot(conn)
-    yield conn
-    for _ in range(50):  # a relay process just stopped may still hold it a moment
-        try:
-            await conn.execute("SELECT pg_drop_replication_slot($1)", SLOT)
-            break
-        except asyncpg.ObjectInUseError:
-            await asyncio.sleep(0.2)
-    await conn.close()
 
 
 @pytest.fixture
@@ -122,20 +105,23 @@ async def test_a_relay_dying_between_the_ack_and_the_mark_republishes_and_jetstr
     config = config_from(cdc_settings)
 
     class DiesBeforeMarking(CdcRelay):
-        async def _mark(self, schema: str, event_ids: list[str]) -> None:
+        async def _settle(self, *_: Any) -> None:
             raise Died
 
     with pytest.raises(Died):
-        await DiesBeforeMarking(slot, js, config).pass_once()
+        await DiesBeforeMarking(slot, engine, js, config).pass_once()
     assert set(await statuses(engine, ids)) == {"PENDING"}  # published, never marked
 
-    survivor = CdcRelay(slot, js, config)
-    while await survivor.pass_once():
-        pass
+    survivor, totals = CdcRelay(slot, engine, js, config), RelayStats()
+    while True:
+        result = await survivor.pass_once()
+        totals.add(result)
+        if not result.claimed:
+            break
 
     assert await statuses(engine, ids) == ["PUBLISHED"] * len(ids)
-    assert survivor.stats.duplicates > 0  # JetStream had them: dropped by Nats-Msg-Id
-    assert survivor.stats.published + survivor.stats.duplicates == len(ids)
+    assert totals.duplicates > 0  # JetStream had them: dropped by Nats-Msg-Id
+    assert totals.published == len(ids)
     for order_id in order_ids:
         msgs = await messages_for(js, order_id, 3)
         assert [m.subject.rsplit(".", 1)[1] for m in msgs] == ["A", "B", "C"]

@@ -36,3 +36,11 @@ def test_unknown_command_is_a_usage_error(capsys):
 
     assert exited.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_redriving_something_not_an_event_id_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["dead-letters", "--redrive", "not-an-id"])
+
+    assert exited.value.code == 2
+    assert "not an event id (a UUID): 'not-an-id'" in capsys.readouterr().err
