@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
@@ -40,8 +40,13 @@ class CoordinatorLog:
     @activity.defn(name=TwoPhaseAct.COMPLETE_TRANSACTION)
     async def complete_transaction(self, tx_id: str) -> None:
         async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(decisions)
-                .where(decisions.c.tx_id == tx_id, decisions.c.completed_at.is_(None))
-                .values(completed_at=func.now())
-            )
+            await session.execute(completion(tx_id))
+
+
+def completion(tx_id: str) -> Update:
+    """The log's note that every participant carried the decision out (first time only)."""
+    return (
+        update(decisions)
+        .where(decisions.c.tx_id == tx_id, decisions.c.completed_at.is_(None))
+        .values(completed_at=func.now())
+    )

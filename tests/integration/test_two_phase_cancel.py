@@ -78,6 +78,7 @@ async def test_a_cancel_while_the_saga_resolves_a_committed_2pc_undoes_every_eff
         "release_stock",
         "cancel_order",
     ]
+    assert (await factories.decision_of(engine, order_id)).completed_at is not None
     assert await factories.stock_of(engine, sku) == 5
     assert await factories.balance_of(engine, customer) == 1000
     [payment] = await factories.payments_of(engine, order_id)
