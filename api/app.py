@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import problems, telemetry
 from api.access import AccessControl
+from api.deps import declared_query_only
 from api.routes import codec, health, orders, products, wallets
 from db.engine import create_engine, create_session_factory
 from settings import Settings
@@ -37,6 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         version="0.1.0",
         lifespan=lifespan,
+        # Every route: a query parameter it does not declare is a 422, not ignored.
+        dependencies=[Depends(declared_query_only)],
     )
     problems.install(app)
     # Added innermost first: metrics and the access log (outermost) see every

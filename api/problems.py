@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import PATTERN_MESSAGES
+
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
@@ -74,9 +76,16 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return name or "body"
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    if error["type"] != "string_pattern_mismatch":
+        return message
+    return PATTERN_MESSAGES.get(str(error.get("ctx", {}).get("pattern")), message)
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+    errors = [{"field": _field(tuple(e["loc"])), "message": _message(e)} for e in exc.errors()]
     fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
     return problem_response(
         request, 422, "Invalid request", f"invalid: {fields}", "validation", errors=errors

@@ -1,13 +1,29 @@
-"""Request and response bodies of the HTTP API."""
+"""Request and response bodies of the HTTP API, and the types their fields are checked by.
+
+What a request may carry is what the OpenAPI schema says, nothing looser:
+pydantic's lax mode would take `"1"`, `1.0` or `true` for an integer and a
+number (Unix time) for a `date-time`; the types here refuse them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 from domain.orders import MAX_ITEMS, MAX_QUANTITY, OrderLine, OrderStatus, PricedLine, SagaMode
 from domain.saga import TwoPhaseView
@@ -16,9 +32,69 @@ from domain.saga import TwoPhaseView
 # ours has a control character in it. Refusing them here keeps them from ever
 # reaching a query, a workflow id or a log line.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
-PRINTABLE_OR_EMPTY = r"^[^\x00-\x1f\x7f]*$"
-CustomerId = Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
+# An id or a token is printable and has no blank at either end: " cust-42"
+# would be another customer than "cust-42", and " " no customer at all.
+_EDGE = r"[^\s\x00-\x1f\x7f]"
+ID_PATTERN = rf"^{_EDGE}(?:[^\x00-\x1f\x7f]*{_EDGE})?$"
+ID_OR_EMPTY = rf"^(?:{_EDGE}(?:[^\x00-\x1f\x7f]*{_EDGE})?)?$"
+CustomerId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+# What a client is told when a text field misses its pattern (the regex itself says little).
+PATTERN_MESSAGES = {
+    PRINTABLE: "String should have no control character",
+    ID_PATTERN: "String should be printable, with no blank at either end",
+    ID_OR_EMPTY: "String should be empty, or printable with no blank at either end",
+}
 MAX_CREDIT = 10_000_000
+# The largest integer JSON carries exactly (RFC 7493, I-JSON), well within
+# the bigint money is kept in; FastAPI publishes bounds as floats, and this
+# one survives that unrounded.
+MAX_MINOR_UNITS = 2**53 - 1
+
+# RFC 3339's date-time (section 5.6), which OpenAPI's `format: date-time`
+# means: seconds and an offset required; T and Z in either case.
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339 = re.compile(RFC3339, re.ASCII)
+# How an integer is written in a query string: JSON's digits, nothing else.
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)", re.ASCII)
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise PydanticCustomError(
+        "rfc3339",
+        "Input should be an RFC 3339 date-time with an offset,"
+        " like 2026-12-01T10:00:00Z or 2026-12-01T12:00:00+02:00",
+    )
+
+
+def _within_utc_years(value: datetime) -> datetime:
+    # Year 1 at +01:00 is before the year 1 in UTC: no database can take it.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "Input should be within the years 1 to 9999 in UTC"
+        ) from None
+    return value
+
+
+def _integer_text(value: object) -> object:
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return value
+    raise PydanticCustomError("int_parsing", "Input should be an integer in digits, like 50")
+
+
+Rfc3339Time = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339_text),
+    AfterValidator(_within_utc_years),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339}),
+]
+# A query string's integer: "5", never "5.0", " 5", "+5" or "5_0". Bounds go
+# before it (`Annotated[int, Field(ge=1), QUERY_INTEGER, Query()]`): given
+# in Query(), after the check, they fall out of the published schema.
+QUERY_INTEGER = BeforeValidator(_integer_text)
 
 
 def _fingerprint(data: dict[str, Any]) -> str:
@@ -32,8 +108,8 @@ class OrderLineRequest(BaseModel):
     # from_attributes: a domain OrderLine is accepted as it is.
     model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
 
-    sku: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
-    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+    sku: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+    quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY)
 
     def to_domain(self) -> OrderLine:
         return OrderLine(sku=self.sku, quantity=self.quantity)
@@ -63,9 +139,12 @@ class PlaceOrderRequest(BaseModel):
     items: list[OrderLineRequest] = Field(min_length=1, max_length=MAX_ITEMS)
     # Required when the card pays anything (the total less store credit); the
     # route checks that, as only the catalog knows the total.
-    payment_token: str = Field(default="", max_length=128, pattern=PRINTABLE_OR_EMPTY)
-    store_credit: int = Field(
-        default=0, ge=0, description="Minor units paid from the customer's wallet"
+    payment_token: str = Field(default="", max_length=128, pattern=ID_OR_EMPTY)
+    store_credit: StrictInt = Field(
+        default=0,
+        ge=0,
+        le=MAX_MINOR_UNITS,
+        description="Minor units paid from the customer's wallet",
     )
     mode: SagaMode = Field(
         default=SagaMode.ORCHESTRATION,
@@ -91,9 +170,12 @@ class OrderAccepted(BaseModel):
 
 
 class CancelOrderRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "late"}]})
 
-    reason: str = Field(default="cancelled by customer", min_length=1, max_length=500)
+    # Printable: the reason becomes the order's failure_reason, a text column.
+    reason: str = Field(
+        default="cancelled by customer", min_length=1, max_length=500, pattern=PRINTABLE
+    )
 
 
 class CancelAcceptedResponse(BaseModel):
@@ -162,7 +244,7 @@ class Wallet(BaseModel):
 class AddCreditRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": 2500}]})
 
-    amount: int = Field(ge=1, le=MAX_CREDIT, description="Minor units to add")
+    amount: StrictInt = Field(ge=1, le=MAX_CREDIT, description="Minor units to add")
 
     def fingerprint(self) -> str:
         return _fingerprint(self.model_dump(mode="json"))
@@ -173,3 +255,14 @@ class CreditAdded(BaseModel):
     amount: int
     balance: int
     currency: str
+
+
+class CodecPayloads(BaseModel):
+    """What the Web UI sends the codec: `{"payloads": [...]}`; protobuf checks each payload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payloads: list[dict[str, Any]] = Field(
+        description="temporal.api.common.v1.Payload in protobuf's JSON mapping"
+        ' ({"metadata": {...}, "data": "<base64>"})'
+    )

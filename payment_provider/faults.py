@@ -65,7 +65,8 @@ Action = Delay | Answer | Hang | Drop | LoseAnswer
 
 
 class FaultSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a count is 2, not "2", 2.0 or true; seconds are a number, not "0.5".
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     count: int | None = Field(default=None, ge=1)
     for_seconds: float | None = Field(default=None, gt=0)
@@ -77,6 +78,8 @@ class FaultSpec(BaseModel):
 
 
 class _Answering(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     status: InjectableStatus = 500
     retry_after: int | None = Field(default=None, ge=0, description="seconds; 429/503")
 

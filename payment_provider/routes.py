@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from payment_provider.schemas import AuthorizeRequest, CaptureRequest, RefundRequest
+from payment_provider.schemas import ID, AuthorizeRequest, CaptureRequest, RefundRequest
 from payment_provider.state import Outcome, ProviderState
 
 router = APIRouter(prefix="/v1", tags=["payments"])
@@ -90,6 +90,6 @@ async def create_refund(
 
 @router.get("/payments")
 async def list_payments(
-    order_id: Annotated[str, Query(min_length=1)], provider: Provider
+    order_id: Annotated[str, Query(min_length=1, max_length=200, pattern=ID)], provider: Provider
 ) -> dict[str, object]:
     return provider.ledger.for_order(order_id)

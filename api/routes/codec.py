@@ -8,17 +8,17 @@ keys are configured (api.access); the UI's origin must be in
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from temporalio.api.common.v1 import Payloads
 
 from api.problems import Problem
+from api.schemas import CodecPayloads
 from security.codec import AesGcmCodec
 
 router = APIRouter(prefix="/codec", tags=["codec"])
-PayloadsBody = Annotated[dict[str, Any], Body(description='{"payloads": [Payload as JSON]}')]
 
 
 def _codec(request: Request) -> AesGcmCodec:
@@ -30,9 +30,9 @@ def _codec(request: Request) -> AesGcmCodec:
     return codec
 
 
-def _payloads(body: dict[str, Any]) -> Payloads:
+def _payloads(body: CodecPayloads) -> Payloads:
     try:
-        return ParseDict(body, Payloads())
+        return ParseDict(body.model_dump(), Payloads())
     except ParseError as err:
         raise Problem(
             422, "Invalid payloads", f"payloads: {err}", code="validation", field="payloads"
@@ -40,7 +40,7 @@ def _payloads(body: dict[str, Any]) -> Payloads:
 
 
 @router.post("/decode", summary="Decrypt payloads (for the Web UI)")
-async def decode(request: Request, body: PayloadsBody) -> dict[str, Any]:
+async def decode(request: Request, body: CodecPayloads) -> dict[str, Any]:
     try:
         decoded = await _codec(request).decode(_payloads(body).payloads)
     except ValueError as err:  # another key, or tampered with
@@ -51,6 +51,6 @@ async def decode(request: Request, body: PayloadsBody) -> dict[str, Any]:
 
 
 @router.post("/encode", summary="Encrypt payloads (for the Web UI's signals and updates)")
-async def encode(request: Request, body: PayloadsBody) -> dict[str, Any]:
+async def encode(request: Request, body: CodecPayloads) -> dict[str, Any]:
     encoded = await _codec(request).encode(_payloads(body).payloads)
     return MessageToDict(Payloads(payloads=encoded))

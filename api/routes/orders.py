@@ -6,6 +6,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -13,7 +14,9 @@ from api import choreographed, queries, sagas
 from api.deps import EngineDep, IdempotencyKey, SettingsDep, TemporalDep
 from api.problems import Problem
 from api.schemas import (
+    ID_PATTERN,
     PRINTABLE,
+    QUERY_INTEGER,
     CancelAcceptedResponse,
     CancelOrderRequest,
     OrderAccepted,
@@ -199,9 +202,9 @@ async def list_orders(
     engine: EngineDep,
     status: OrderStatus | None = None,
     customer_id: Annotated[
-        str | None, Query(min_length=1, max_length=128, pattern=PRINTABLE)
+        str | None, Query(min_length=1, max_length=128, pattern=ID_PATTERN)
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Annotated[int, Field(ge=1, le=200), QUERY_INTEGER, Query()] = 50,
 ) -> list[OrderSummary]:
     return await queries.list_orders(engine, status, customer_id, limit)
 

@@ -6,18 +6,17 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import AwareDatetime
 
 from activities.store_credit import top_up
 from api import queries
 from api.deps import EngineDep, IdempotencyKey, SessionsDep, SettingsDep
 from api.problems import Problem
-from api.schemas import PRINTABLE, AddCreditRequest, CreditAdded, Wallet
+from api.schemas import ID_PATTERN, AddCreditRequest, CreditAdded, Rfc3339Time, Wallet
 from db.wallet_store import DEFAULT_CURRENCY, WalletStore
 
 router = APIRouter(prefix="/wallets", tags=["wallets"])
 
-CustomerPath = Annotated[str, Path(min_length=1, max_length=128, pattern=PRINTABLE)]
+CustomerPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 CREDIT_KEY_NAMESPACE = uuid.UUID("7d1e9c52-3b6a-4f0e-8c21-5a9b4e7f1d03")
 
 
@@ -26,8 +25,11 @@ async def get_wallet(
     customer_id: CustomerPath,
     engine: EngineDep,
     at: Annotated[
-        AwareDatetime | None,
-        Query(description="the wallet as it stood then, folded from its events (ISO 8601)"),
+        Rfc3339Time | None,
+        Query(
+            description="the wallet as it stood then, folded from its events"
+            " (RFC 3339, with an offset: 2026-12-01T10:00:00Z)"
+        ),
     ] = None,
 ) -> Wallet:
     # Read from the primary, after any commit the caller saw: a balance read

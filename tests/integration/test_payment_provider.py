@@ -160,6 +160,24 @@ async def test_invalid_input_is_422_naming_the_field(http: httpx.AsyncClient) ->
     assert (unknown.status_code, unknown.json()["error"]["type"]) == (404, "resource_missing")
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("order_id", " "),
+        ("order_id", "order\x00x"),
+        ("payment_token", "tok_visa "),
+        ("payment_token", " "),
+    ],
+)
+async def test_blank_edged_or_control_character_id_is_422_naming_it(
+    http: httpx.AsyncClient, field: str, value: str
+) -> None:
+    response = await http.post("/v1/authorizations", json={**_auth_body(_order()), field: value})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == field
+
+
 # --- idempotency ------------------------------------------------------------
 
 
@@ -411,6 +429,16 @@ async def test_admin_is_never_faulted(http: httpx.AsyncClient) -> None:
         ({"status": 503, "count": 0}, "count"),
         ({"status": 500, "retry_after": 3}, "retry_after"),
         ({"mode": "down", "for_seconds": -1}, "for_seconds"),
+        # Numbers are JSON numbers: pydantic's lax mode took these.
+        ({"status": 503, "count": "2"}, "count"),
+        ({"status": 503, "count": 2.0}, "count"),
+        ({"status": 503, "count": True}, "count"),
+        ({"mode": "latency", "seconds": "0.5"}, "seconds"),
+        ({"mode": "latency", "seconds": True}, "seconds"),
+        ({"mode": "error_rate", "rate": "0.3"}, "rate"),
+        ({"mode": "error_rate", "rate": 0.3, "seed": "7"}, "seed"),
+        ({"status": 429, "retry_after": "3"}, "retry_after"),
+        ({"mode": "down", "for_seconds": "5"}, "for_seconds"),
     ],
 )
 async def test_bad_fault_is_422_naming_the_field(

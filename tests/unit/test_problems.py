@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from api.problems import _field
+from api.problems import _field, _message
 from api.schemas import PlaceOrderRequest
 from domain.orders import OrderLine
 
@@ -36,3 +37,23 @@ def test_fingerprint_is_stable_and_sensitive_to_the_body():
 
     assert a.fingerprint() == same.fingerprint()
     assert a.fingerprint() != other.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("customer_id", " cust-42", "String should be printable, with no blank at either end"),
+        (
+            "payment_token",
+            "tok ",
+            "String should be empty, or printable with no blank at either end",
+        ),
+    ],
+)
+def test_a_missed_pattern_is_told_in_words_not_as_its_regex(field, value, message):
+    body = {"customer_id": "c", "items": [{"sku": "A", "quantity": 1}], field: value}
+    with pytest.raises(ValidationError) as refused:
+        PlaceOrderRequest.model_validate(body)
+
+    [error] = refused.value.errors()
+    assert _message(error) == message
