@@ -111,9 +111,7 @@ async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(e
         async def overtaken_or_waiting() -> bool:
             if await advisory_lock_waits(engine) >= 1:
                 return True
-            return writing.done() and await statuses(engine, [second["event_id"]]) == [
-                "PUBLISHED"
-            ]
+            return writing.done() and await statuses(engine, [second["event_id"]]) == ["PUBLISHED"]
 
         await eventually(overtaken_or_waiting, bool)
         await holder.commit()
@@ -121,4 +119,3 @@ async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(e
 
     messages = await messages_for(js, aggregate, 2)
     assert [m.subject for m in messages] == ["events.order.First", "events.order.Second"]
-
