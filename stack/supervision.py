@@ -48,6 +48,7 @@ class Supervision:
         self._trackers: dict[str, RestartTracker] = {}
         # Restarts after exits nobody asked for, by app: what a chaos run reports.
         self.crash_restarts: Counter[str] = Counter()
+        self._ended = False
 
     async def run(self) -> str:
         """Restart crashed apps until a child crash-loops or a server dies; returns why."""
@@ -56,6 +57,8 @@ class Supervision:
             done, _ = await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
             return done.pop().result()
         finally:
+            # Everything is being stopped now: a late release must not start a child again.
+            self._ended = True
             for watch in watches:
                 watch.cancel()
             await asyncio.gather(*watches, return_exceptions=True)
@@ -83,7 +86,7 @@ class Supervision:
         child = self._child(name)
         hold = self._holds.pop(name, None)
         if hold is not None:
-            if child.restart and not child.process.alive:
+            if child.restart and not child.process.alive and not self._ended:
                 self._launch(child, "released")
             hold.set()
         return child.process

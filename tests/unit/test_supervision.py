@@ -111,3 +111,16 @@ async def test_a_held_app_stays_down_uncounted_until_released(tmp_path, children
     assert down
     assert back
     assert "worker restarted as pid" in caplog.text and "(released)" in caplog.text
+
+
+async def test_a_release_after_supervision_ended_starts_nothing(tmp_path, children):
+    children.append(worker := child(tmp_path, "worker", SLEEPS))
+    children.append(child(tmp_path, "consumers", "raise SystemExit(3)"))
+    supervision = Supervision(children, FAST)
+    supervision.hold("worker")
+    worker.process.kill()
+
+    await asyncio.wait_for(supervision.run(), 30)  # the consumers crash-loop: all stops now
+    supervision.release("worker")
+
+    assert not worker.process.alive
