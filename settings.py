@@ -22,6 +22,15 @@ class Settings(BaseSettings):
 
     # Where the embedded servers keep their data; a second `make run` reuses it.
     data_dir: Path = Path(".data")
+    # `make run` restarts an app that exits on its own after a jittered delay
+    # doubling from initial to cap (back to initial once it stayed up
+    # reset_after_s); an app exiting crash_loop_exits times within
+    # crash_loop_window_s stops everything (1: any crash does).
+    restart_backoff_initial_s: float = Field(default=0.5, gt=0)
+    restart_backoff_cap_s: float = Field(default=15.0, gt=0)
+    restart_reset_after_s: float = Field(default=30.0, ge=0)
+    crash_loop_exits: int = Field(default=5, ge=1)
+    crash_loop_window_s: float = Field(default=60.0, gt=0)
 
     temporal_address: str | None = Field(
         default=None, validation_alias=AliasChoices("SAGA_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS")
@@ -185,6 +194,14 @@ class Settings(BaseSettings):
         if (self.worker_deployment_name is None) != (self.worker_build_id is None):
             raise ValueError(
                 "SAGA_WORKER_DEPLOYMENT_NAME and SAGA_WORKER_BUILD_ID: set both or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> Settings:
+        if self.restart_backoff_cap_s < self.restart_backoff_initial_s:
+            raise ValueError(
+                "SAGA_RESTART_BACKOFF_CAP_S must be at least SAGA_RESTART_BACKOFF_INITIAL_S"
             )
         return self
 

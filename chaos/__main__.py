@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.orders import Mix
 from chaos.run import ChaosPlan, ChaosReport, run_chaos
+from stack.errors import StackError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +62,7 @@ def print_report(report: ChaosReport) -> None:
         print(f"  meant to confirm, {lost['status']}: {lost['order_id']} ({lost['reason']})")
     print(f"orders in PostgreSQL by status: {summary['orders_by_status']}")
     print(f"requests retried by clients (5xx, dropped connections): {summary['retried_requests']}")
+    print(f"apps restarted after dying unasked: {summary['crash_restarts'] or 'none'}")
     if report.open_sagas:
         print(f"sagas still open: {report.open_sagas}")
     print(
@@ -86,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         keep=args.keep,
     )
-    report = asyncio.run(run_chaos(plan, say=lambda line: print(line, flush=True)))
+    try:
+        report = asyncio.run(run_chaos(plan, say=lambda line: print(line, flush=True)))
+    except StackError as err:  # a part crash-looped or a server died: no verdict to give
+        print(f"FAILED: {err.summary}", file=sys.stderr)
+        return 1
     print_report(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,14 +5,22 @@ activities and publishes are cut off mid-way). PostgreSQL is SIGKILLed with
 its backends, so it comes back through crash recovery, prepared 2PC branches
 included. The Temporal dev server is stopped and started again on its SQLite
 file. Each fault records when it struck and how long the part was down.
+
+Each part is *held* by the system's supervision while the fault has it down
+(stack.supervision): a kill made on purpose is not a crash, so it neither
+counts towards a crash loop nor stops the system. The supervision starts a
+killed app again when the fault releases it; a server the fault brings back
+itself. Whatever else dies meanwhile is a real crash, restarted (or fatal)
+as under `make run`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -52,30 +60,41 @@ async def strike(
     return Struck(fault, at, time.perf_counter() - began - at, in_flight, detail)
 
 
+@contextlib.asynccontextmanager
+async def _held(system: Supervisor, name: str) -> AsyncIterator[None]:
+    system.supervision.hold(name)
+    try:
+        yield
+    finally:
+        system.supervision.release(name)  # an app: the supervision starts it again
+
+
 async def _kill_app(name: str, system: Supervisor, outage_s: float) -> str:
     process = system.apps[name]
     pid = process.pid
-    code = process.kill()
-    await asyncio.sleep(outage_s)
-    process.start()
+    async with _held(system, name):
+        code = process.kill()
+        await asyncio.sleep(outage_s)
     return f"pid {pid} SIGKILLed (exit {code}), restarted as pid {process.pid}"
 
 
 async def _crash_postgres(system: Supervisor, outage_s: float) -> str:
     server = system.servers["postgres"]
     pid = server.process.pid
-    server.process.kill()  # the postmaster and every backend: its process group
-    await asyncio.sleep(outage_s)
-    await server.start()  # crash recovery, then ready
+    async with _held(system, "postgres"):
+        server.process.kill()  # the postmaster and every backend: its process group
+        await asyncio.sleep(outage_s)
+        await server.start()  # crash recovery, then ready
     return f"postmaster pid {pid} and its backends SIGKILLed, recovered as pid {server.process.pid}"
 
 
 async def _restart_temporal(system: Supervisor, outage_s: float) -> str:
     server = system.servers["temporal"]
     pid = server.process.pid
-    await server.stop()
-    await asyncio.sleep(outage_s)
-    await server.start()
+    async with _held(system, "temporal"):
+        await server.stop()
+        await asyncio.sleep(outage_s)
+        await server.start()
     return f"pid {pid} stopped, started again on its SQLite file as pid {server.process.pid}"
 
 

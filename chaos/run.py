@@ -2,7 +2,10 @@
 
 Starts the whole system (stack.sandbox), keeps `concurrency` clients placing
 orders through the API, and at random moments strikes a fault (chaos.faults):
-every kind once per cycle, in random order. When the faults are done the load
+every kind once per cycle, in random order. The parts it kills are brought back
+by the system's own supervision, as under `make run`, which also restarts any
+part that dies of a fault's side effects (reported), or ends the run should
+one crash-loop. When the faults are done the load
 stops; every saga is waited for, then the outbox and the read model are given
 time to catch up, and the audit (with the provider's books and Temporal's open
 sagas) is the verdict.
@@ -66,6 +69,8 @@ class ChaosReport:
     load_s: float
     settle_s: float
     log_dir: str
+    # Apps the supervision restarted after they died unasked (not the faults' kills).
+    crash_restarts: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -96,6 +101,7 @@ class ChaosReport:
                 if o.kind in (Kind.CONFIRM, Kind.STORE_CREDIT) and o.status != "CONFIRMED"
             ],
             "retried_requests": sum(o.retries for o in self.outcomes),
+            "crash_restarts": self.crash_restarts,
             "orders_by_status": self.orders_by_status,
             "open_sagas": self.open_sagas,
             "violations": [str(v) for v in self.violations],
@@ -163,7 +169,7 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
             await engine.dispose()
         return ChaosReport(
             struck, outcomes, open_sagas, violations, by_status, load_s, settle_s,
-            str(system.log_dir),
+            str(system.log_dir), dict(system.supervision.crash_restarts),
         )  # fmt: skip
 
 

@@ -27,6 +27,15 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run(settings))
 
 
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from stack import control
+    from stack.run import data_dir, project_root
+
+    socket = control.socket_path(data_dir(settings, project_root()))
+    print(asyncio.run(control.ask(socket, args.action, "worker")))
+    return 0
+
+
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from db.migrate import upgrade
     from stack.run import redact_url
@@ -228,7 +237,13 @@ _COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] 
     "run": (
         _run,
         "start Temporal, PostgreSQL and NATS (unless TEMPORAL_ADDRESS, DATABASE_URL or "
-        "NATS_URL name them), migrate, seed, then the worker and the API; Ctrl-C stops all",
+        "NATS_URL name them), migrate, seed, then the worker and the API; a crashed app is "
+        "restarted; Ctrl-C stops all",
+    ),
+    "worker": (
+        _worker,
+        "stop: the running `sagactl run` stops its worker and keeps it stopped, so you can run "
+        "`python worker.py` by hand (it prints how); start: it takes the worker back",
     ),
     "migrate": (_migrate, "apply the database migrations (DATABASE_URL or SAGA_PG_*)"),
     "seed": (_seed, "load the demo catalog; products already there are left alone"),
@@ -271,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in _COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
+        if name == "worker":
+            sub.add_argument("action", choices=("stop", "start"))
         if name == "dead-letters":
             sub.add_argument("--redrive", nargs="*", metavar="EVENT_ID", type=_event_id)
         if name in ("record-histories", "fetch-history"):

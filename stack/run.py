@@ -1,8 +1,10 @@
 """`make run`: embedded servers where settings name none, then migrate, seed, worker and API.
 
-Children run in their own sessions, so Ctrl-C reaches only this supervisor; it
-then stops them in reverse start order: API, choreography, consumers, relay,
-worker, payment provider simulator, NATS, Temporal, PostgreSQL.
+Once all is up, an app that dies is restarted (stack.supervision); one that
+crash-loops, or a dying server, stops everything with exit 1. Children run in
+their own sessions, so Ctrl-C reaches only this supervisor; it then stops them
+in reverse start order: API, choreography, consumers, relay, worker, payment
+provider simulator, NATS, Temporal, PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import functools
 import inspect
 import logging
 import os
+import shlex
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -23,11 +25,14 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from settings import Settings
+from stack import control
 from stack.errors import StackError
 from stack.nats import NatsServer
 from stack.ports import LOOPBACK, port_in_use
 from stack.postgres import EmbeddedPostgres
 from stack.process import ManagedProcess
+from stack.restarts import RestartPolicy, describe_exit
+from stack.supervision import Child, Supervision
 from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
 
 logger = logging.getLogger(__name__)
@@ -43,15 +48,14 @@ class Server(Protocol):
     async def stop(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class _Unit:
-    process: ManagedProcess
-    stop: Callable[[], Awaitable[object]]  # with the right signal and grace period
-
-
 def project_root() -> Path:
     """The directory holding settings.py; children run there."""
     return Path(inspect.getfile(Settings)).resolve().parent
+
+
+def data_dir(settings: Settings, root: Path) -> Path:
+    """Where the servers' data, the logs and the control socket live (relative: to root)."""
+    return settings.data_dir if settings.data_dir.is_absolute() else root / settings.data_dir
 
 
 def redact_url(url: str) -> str:
@@ -79,14 +83,15 @@ class Supervisor:
         self._settings = settings
         self._root = root
         self._env = dict(os.environ if env is None else env)
-        data = settings.data_dir
-        self.data_dir = data if data.is_absolute() else root / data
+        self.data_dir = data_dir(settings, root)
         self.log_dir = self.data_dir / "logs"
         self._app_log_dir = self.log_dir if app_logs_to_files else None
-        self._units: list[_Unit] = []
+        self._units: list[Child] = []
         # By process name, for whoever must kill or restart one (the chaos run).
         self.servers: dict[str, Server] = {}
         self.apps: dict[str, ManagedProcess] = {}
+        # Watches what is started; the chaos run holds parts through it to kill them.
+        self.supervision = Supervision(self._units, RestartPolicy.from_settings(settings))
         self.temporal_address = settings.temporal_target
         self.temporal_ui: str | None = None
         self.database_url = settings.database_target
@@ -136,19 +141,33 @@ class Supervisor:
 
             await simulator.wait_ready(answering, _API_READY_S)
 
-    async def wait_for_exit(self) -> ManagedProcess:
-        """Block until some child exits on its own; returns it."""
-        waits = {
-            asyncio.ensure_future(unit.process.wait()): unit.process
-            for unit in self._units
-            if unit.process.pid is not None
-        }
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            return waits[done.pop()]
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+    async def hand_over(self, action: str, app: str) -> str:
+        """`sagactl worker stop|start`: hold the worker stopped for an operator, or take it back."""
+        if app != "worker":
+            raise StackError(f"only the worker is handed over, not {app!r}")
+        if action == "start":
+            held = self.supervision.held(app)
+            process = self.supervision.release(app)
+            state = "back under `sagactl run`" if held else "was not stopped; running"
+            return f"{app} {state} as pid {process.pid}"
+        if action != "stop":
+            raise StackError(f"unknown action {action!r}: stop or start")
+        if self.supervision.held(app):
+            return f"{app} is already stopped; `sagactl worker start` hands it back"
+        code = await self.supervision.stop_and_hold(app)
+        logger.warning("%s stopped for an operator; held until `sagactl worker start`", app)
+        return (
+            f"{app} stopped ({describe_exit(code)}); `sagactl run` keeps it stopped until "
+            f"`sagactl worker start`.\nTo run it by hand with the same settings, from "
+            f"{self._root} in this shell:\n  {self.hand_run_command(app)}"
+        )
+
+    def hand_run_command(self, app: str) -> str:
+        """The command line that runs `app` as this supervisor does, addresses included."""
+        # Only what the caller's environment does not already say: never a secret of theirs.
+        told = {k: v for k, v in self._app_addresses().items() if self._env.get(k) != v}
+        assignments = [f"{k}={shlex.quote(redact_url(v))}" for k, v in told.items()]
+        return " ".join([*assignments, shlex.join(self.apps[app].argv)])
 
     async def stop(self) -> None:
         """Stop every child in reverse start order, each with its own timeout."""
@@ -184,6 +203,8 @@ class Supervisor:
             f"  Payments     {self.payment_provider_url}/docs (simulator: POST /admin/faults)",
             *self._metrics_lines(),
             f"  Server logs  {self.log_dir}",
+            "A crashed app is restarted. `sagactl worker stop` hands the worker over to you "
+            "(`sagactl worker start` takes it back).",
             "Ctrl-C stops everything.",
             "",
         ]
@@ -230,7 +251,7 @@ class Supervisor:
 
     async def _start_servers(self, servers: list[Server]) -> None:
         # Registered before starting, so stop() also covers a start cut short.
-        self._units += [_Unit(server.process, server.stop) for server in servers]
+        self._units += [Child(server.process, server.stop, restart=False) for server in servers]
         self.servers.update({server.process.name: server for server in servers})
         # Concurrently: they don't depend on each other, and startup is mostly waiting.
         results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
@@ -238,21 +259,23 @@ class Supervisor:
             if isinstance(result, BaseException):
                 raise result
 
-    def _start_app(self, name: str, argv: list[str]) -> ManagedProcess:
-        env = {
-            **self._env,
-            # The children then start nothing themselves and all use the same servers.
+    def _app_addresses(self) -> dict[str, str]:
+        # The children then start nothing themselves and all use the same servers.
+        return {
             "TEMPORAL_ADDRESS": self.temporal_address,
             "DATABASE_URL": self.database_url,
             "NATS_URL": self.nats_url,
             "SAGA_PAYMENT_PROVIDER_URL": self.payment_provider_url,
         }
+
+    def _start_app(self, name: str, argv: list[str]) -> ManagedProcess:
+        env = {**self._env, **self._app_addresses()}
         env.setdefault("PYTHONUNBUFFERED", "1")  # uvicorn logs to stdout, maybe a pipe
         process = ManagedProcess(name, argv, log_dir=self._app_log_dir, cwd=self._root, env=env)
         self.apps[name] = process
         # The worker may be finishing activities; uvicorn bounds its own shutdown.
         grace_s = 15.0 if name == "api" else 30.0
-        self._units.append(_Unit(process, functools.partial(process.stop, grace_s)))
+        self._units.append(Child(process, functools.partial(process.stop, grace_s), restart=True))
         process.start()
         return process
 
@@ -305,14 +328,16 @@ async def _prepare_database(url: str) -> None:
 
 async def _serve(supervisor: Supervisor) -> int:
     await supervisor.start()
-    print(supervisor.banner(), flush=True)
-    gone = await supervisor.wait_for_exit()
-    logger.error("%s exited on its own (code %s); stopping the rest", gone.name, gone.returncode)
+    async with control.listening(control.socket_path(supervisor.data_dir), supervisor.hand_over):
+        print(supervisor.banner(), flush=True)
+        why = await supervisor.supervision.run()
+    logger.error("%s", why)
     return 1
 
 
 async def run(settings: Settings, *, root: Path | None = None) -> int:
-    """Run everything until Ctrl-C/SIGTERM (exit 0) or until a child dies (exit 1)."""
+    """Run everything until Ctrl-C/SIGTERM (exit 0), or until an app crash-loops or a
+    server dies (exit 1)."""
     supervisor = Supervisor(settings, root or project_root())
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -1,14 +1,16 @@
 """The whole system `make run` starts, on free ports in a temporary directory.
 
 For the load benchmark and the chaos run: the same supervisor, servers and app
-processes (worker, relay, consumers, API, payment simulator), with the
-Temporal dev server on SQLite so it can be restarted without losing sagas.
+processes (worker, relay, consumers, API, payment simulator) under the same
+supervision (a crashed app is restarted), with the Temporal dev server on
+SQLite so it can be restarted without losing sagas.
 `make run`'s ports and data are never touched, and settings from the caller's
 environment (DATABASE_URL, SAGA_*) do not leak in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -20,6 +22,7 @@ from typing import Any
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from settings import Settings
+from stack.errors import StackError
 from stack.ports import free_port
 from stack.run import Supervisor, project_root
 
@@ -57,7 +60,9 @@ class _Isolated(Settings):
 async def sandbox(prefix: str, keep: bool = False, **fields: Any) -> AsyncIterator[Supervisor]:
     """Start everything; `fields` are further settings (for the children too).
 
-    The working directory (data and logs) is removed afterwards unless `keep`."""
+    Should a part crash-loop or a server die, the block is cancelled and this
+    raises StackError saying which. The working directory (data and logs) is
+    removed afterwards unless `keep`."""
     workdir = Path(tempfile.mkdtemp(prefix=f"saga-{prefix}-"))
     values: dict[str, Any] = {name: free_port() for name in _PORTS}
     values.update(data_dir=workdir, **fields)
@@ -72,10 +77,34 @@ async def sandbox(prefix: str, keep: bool = False, **fields: Any) -> AsyncIterat
         temporal_address=None, database_url=None, nats_url=None, payment_provider_url=None, **values
     )
     supervisor = Supervisor(settings, project_root(), env=env, app_logs_to_files=True)
+    host = asyncio.current_task()
+    assert host is not None
+    given_up: list[str] = []
+    watching: asyncio.Future[str] | None = None
+
+    def give_up(done: asyncio.Future[str]) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        given_up.append(done.result() if error is None else f"supervision failed: {error!r}")
+        host.cancel()  # what the block does against a broken system is moot
+
     try:
         await supervisor.start()
-        yield supervisor
+        watching = asyncio.ensure_future(supervisor.supervision.run())
+        watching.add_done_callback(give_up)
+        try:
+            yield supervisor
+        except asyncio.CancelledError:
+            if not given_up:
+                raise
+            host.uncancel()
+            raise StackError(given_up[0]) from None
     finally:
+        if watching is not None:
+            watching.remove_done_callback(give_up)
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
         await supervisor.stop()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -10,6 +10,7 @@ clients were told.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -17,6 +18,8 @@ import pytest
 from bench.orders import Mix
 from chaos.faults import Fault
 from chaos.run import ChaosPlan, run_chaos
+from stack.errors import StackError
+from stack.sandbox import sandbox
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(600)]
 
@@ -46,3 +49,19 @@ async def test_orders_end_fully_done_or_undone_while_every_part_dies_once():
     # What each client was told is what PostgreSQL holds.
     assert report.orders_by_status == dict(sorted(told.items()))
     assert report.passed
+
+
+async def test_a_part_crash_looping_under_the_run_ends_it_at_once_naming_the_part():
+    with pytest.raises(StackError, match=r"^worker is crash-looping \(2 exits within"):
+        # A setting only the worker reads, and a crash loop within a few exits.
+        async with sandbox(
+            "chaos-loop",
+            worker_bulkheads="no-such-bulkhead",
+            crash_loop_exits=2,
+            restart_backoff_initial_s=0.1,
+            restart_backoff_cap_s=0.1,
+        ) as system:
+            await asyncio.wait_for(asyncio.Event().wait(), 120)  # the load, never ending
+
+    assert not any(app.alive for app in system.apps.values())
+    assert not any(server.process.alive for server in system.servers.values())

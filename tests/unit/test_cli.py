@@ -44,3 +44,13 @@ def test_redriving_something_not_an_event_id_is_a_usage_error(capsys):
 
     assert exited.value.code == 2
     assert "not an event id (a UUID): 'not-an-id'" in capsys.readouterr().err
+
+
+def test_worker_hand_over_without_a_running_stack_says_so(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SAGA_DATA_DIR", str(tmp_path))
+
+    assert main(["worker", "stop"]) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith(f"sagactl worker: no `sagactl run` is listening on {tmp_path}")
+    assert len(err.strip().splitlines()) == 1
