@@ -97,7 +97,15 @@ class OrderActivities:
                 current = await step.session.scalar(
                     select(orders.c.status).where(orders.c.order_id == cmd.order_id)
                 )
-                return OrderClosed(order_id=cmd.order_id, status=current or "ABSENT", changed=False)
+                unrecorded = current is None and status is OrderStatus.CANCELLED
+                if not (unrecorded and cmd.customer_id):
+                    return OrderClosed(
+                        order_id=cmd.order_id, status=current or "ABSENT", changed=False
+                    )
+                # Cancelled before it was created: the client was told CANCELLED,
+                # and so says its record once the saga is forgotten. This undo
+                # fences create_order, which can therefore never write it after.
+                await _record_unpriced(step, cmd)
             payload = {"order_id": cmd.order_id, "reason": cmd.failure_reason}
             step.record(AGGREGATE, cmd.order_id, event, payload)
             return OrderClosed(order_id=cmd.order_id, status=status.value)
@@ -105,6 +113,24 @@ class OrderActivities:
         return await apply_once(
             self._sessions, context(SERVICE, cmd), change, OrderClosed, fence=cmd.fences
         )
+
+
+async def _record_unpriced(step: Step, cmd: CloseOrder) -> None:
+    """The record of an order cancelled before it was created: never priced."""
+    assert cmd.customer_id is not None
+    await step.session.execute(
+        orders.insert().values(
+            order_id=cmd.order_id,
+            customer_id=cmd.customer_id,
+            status=OrderStatus.CANCELLED.value,
+            total=0,
+            currency=None,
+            workflow_id=cmd.correlation_id,
+            steps=cmd.steps,
+            compensations=cmd.compensations,
+            failure_reason=cmd.failure_reason,
+        )
+    )
 
 
 async def _price(step: Step, cmd: CreateOrder) -> PricedOrder:

@@ -207,7 +207,7 @@ class OrderSummary(BaseModel):
     customer_id: str
     status: OrderStatus
     total: int
-    currency: str
+    currency: str | None  # None: cancelled before it was priced
     created_at: datetime
     mode: SagaMode = SagaMode.ORCHESTRATION
 

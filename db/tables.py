@@ -121,7 +121,8 @@ orders = Table(
     Column("customer_id", String(128), nullable=False),
     Column("status", String(20), nullable=False),
     Column("total", BigInteger, nullable=False),
-    Column("currency", String(3), nullable=False),
+    # None for an order cancelled before it was priced (its record all the same).
+    Column("currency", String(3)),
     Column("workflow_id", String(255), nullable=False, unique=True),
     Column("request_hash", String(64), nullable=False, server_default=""),
     # The saga's own record, written when it closes, so reads survive the workflow.

@@ -58,6 +58,9 @@ class CloseOrder(StepInput):
     steps: list[str] = []
     compensations: list[str] = []
     failure_reason: str | None = None
+    # A cancel that finds no order (cancelled, or refused, before create_order
+    # committed) records it as cancelled under this customer.
+    customer_id: str | None = None
 
 
 class OrderClosed(BaseModel):

@@ -420,6 +420,7 @@ class OrderSaga:
             steps=list(self._saga.completed),
             compensations=[*self._saga.compensated, Act.CANCEL_ORDER],
             failure_reason=self.state().failure_reason,
+            customer_id=order.customer_id,
         )
         return await self._call(
             Act.CANCEL_ORDER, command, OrderClosed, "Cancel order", retry=UNDO_RETRY

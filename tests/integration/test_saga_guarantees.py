@@ -2,11 +2,13 @@
 
 A step whose transaction committed but whose answer never arrived is still
 undone; an order whose row was closed under the saga is never reported
-confirmed.
+confirmed; an order cancelled before its first step committed is recorded as
+cancelled all the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -17,8 +19,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities import all_activities
 from db.tables import orders
-from domain.activities import Act, ChargePayment, CreateShipment, ReserveStock
-from domain.saga import SagaState
+from domain.activities import (
+    Act,
+    ChargePayment,
+    CreateOrder,
+    CreateShipment,
+    PricedOrder,
+    ReserveStock,
+)
+from domain.saga import CancelRequest, SagaState
 from tests import factories
 from tests.integration.test_order_saga import order_row
 
@@ -100,3 +109,37 @@ async def test_an_order_closed_under_the_saga_is_never_reported_confirmed(
     assert (await order_row(engine, state.order_id)).status == "CANCELLED"
     assert "OrderConfirmed" not in await factories.events_of(engine, state.order_id)
     assert await factories.stock_of(engine, sku) == 10
+
+
+def create_order_unreachable(attempted: asyncio.Event) -> Any:
+    """The orders database unreachable: create_order never commits, it only retries."""
+
+    @activity.defn(name=Act.CREATE_ORDER)
+    async def unreachable(cmd: CreateOrder) -> PricedOrder:
+        attempted.set()
+        raise RuntimeError("orders database unreachable")
+
+    return unreachable
+
+
+async def test_an_order_cancelled_before_it_was_created_still_ends_with_a_record(
+    saga, product, engine, custom_worker
+):
+    attempted = asyncio.Event()
+    queue = await custom_worker({Act.CREATE_ORDER: create_order_unreachable(attempted)})
+    sku = await product(stock=5)
+    customer = factories.customer()
+    handle = await saga([(sku, 1)], task_queue=queue, customer_id=customer)
+    await asyncio.wait_for(attempted.wait(), 20)
+
+    await handle.execute_update("cancel", CancelRequest(reason="changed my mind"))
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+    # The client was told CANCELLED: PostgreSQL says so too, once the saga is gone.
+    state: SagaState = await handle.query("state", result_type=SagaState)
+    row = await order_row(engine, state.order_id)
+    assert row is not None, "the cancelled order left no record"
+    assert (row.status, row.customer_id, row.total) == ("CANCELLED", customer, 0)
+    assert (row.failure_reason, row.workflow_id) == ("changed my mind", handle.id)
+    assert await factories.stock_of(engine, sku) == 5
