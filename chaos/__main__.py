@@ -61,6 +61,8 @@ def print_report(report: ChaosReport) -> None:
     for lost in summary["cost"]:
         print(f"  meant to confirm, {lost['status']}: {lost['order_id']} ({lost['reason']})")
     print(f"orders in PostgreSQL by status: {summary['orders_by_status']}")
+    for mismatch in summary["told_not_held"]:
+        print(f"  told one thing, PostgreSQL holds another: {mismatch}")
     print(f"requests retried by clients (5xx, dropped connections): {summary['retried_requests']}")
     print(f"apps restarted after dying unasked: {summary['crash_restarts'] or 'none'}")
     if report.open_sagas:

@@ -43,6 +43,7 @@ _QUIET = Runtime(
     )
 )
 _BY_STATUS = text("SELECT status, count(*) FROM orders.orders GROUP BY status ORDER BY status")
+_HELD = text("SELECT order_id, status FROM orders.orders WHERE order_id = ANY(:ids)")
 _OPEN_SAGAS = "WorkflowType IN ('OrderSaga', 'TwoPhaseCommit') AND ExecutionStatus = 'Running'"
 
 
@@ -71,11 +72,18 @@ class ChaosReport:
     log_dir: str
     # Apps the supervision restarted after they died unasked (not the faults' kills).
     crash_restarts: dict[str, int] = field(default_factory=dict)
+    # Orders whose client was told one ending and PostgreSQL holds another (or none).
+    told_not_held: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         unfinished = [o for o in self.outcomes if o.status not in ("CONFIRMED", "CANCELLED")]
-        return not self.violations and self.open_sagas == 0 and not unfinished
+        return (
+            not self.violations
+            and self.open_sagas == 0
+            and not unfinished
+            and not self.told_not_held
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -103,6 +111,7 @@ class ChaosReport:
             "retried_requests": sum(o.retries for o in self.outcomes),
             "crash_restarts": self.crash_restarts,
             "orders_by_status": self.orders_by_status,
+            "told_not_held": self.told_not_held,
             "open_sagas": self.open_sagas,
             "violations": [str(v) for v in self.violations],
         }  # fmt: skip
@@ -164,12 +173,13 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                 async with engine.connect() as conn:
                     rows = await conn.execute(_BY_STATUS)
                     by_status = {str(status): int(n) for status, n in rows}
+                    told_not_held = await _told_not_held(conn, outcomes)
         finally:
             await provider.aclose()
             await engine.dispose()
         return ChaosReport(
             struck, outcomes, open_sagas, violations, by_status, load_s, settle_s,
-            str(system.log_dir), dict(system.supervision.crash_restarts),
+            str(system.log_dir), dict(system.supervision.crash_restarts), told_not_held,
         )  # fmt: skip
 
 
@@ -193,6 +203,17 @@ class _Load:
                 self.outcomes.append(await self._orders.run(kind))
             finally:
                 self.in_flight -= 1
+
+
+async def _told_not_held(conn: Any, outcomes: list[Outcome]) -> list[str]:
+    """Each order whose client was told an ending PostgreSQL does not hold."""
+    told = {o.order_id: o.status for o in outcomes if o.order_id is not None}
+    held = dict((await conn.execute(_HELD, {"ids": list(told)})).all())
+    return [
+        f"{order_id}: told {status}, held {held.get(order_id, 'no row')}"
+        for order_id, status in told.items()
+        if held.get(order_id) != status
+    ]
 
 
 async def _wait_for_sagas(client: Client, within_s: float) -> int:

@@ -47,6 +47,7 @@ async def test_orders_end_fully_done_or_undone_while_every_part_dies_once():
     modes = Counter(o.mode for o in report.outcomes)
     assert modes["choreography"] > 0 and modes["orchestration"] > 0
     # What each client was told is what PostgreSQL holds.
+    assert report.told_not_held == []
     assert report.orders_by_status == dict(sorted(told.items()))
     assert report.passed
 
