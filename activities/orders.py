@@ -126,6 +126,7 @@ async def _record_unpriced(step: Step, cmd: CloseOrder) -> None:
             total=0,
             currency=None,
             workflow_id=cmd.correlation_id,
+            request_hash=cmd.request_hash,
             steps=cmd.steps,
             compensations=cmd.compensations,
             failure_reason=cmd.failure_reason,

@@ -59,8 +59,10 @@ class CloseOrder(StepInput):
     compensations: list[str] = []
     failure_reason: str | None = None
     # A cancel that finds no order (cancelled, or refused, before create_order
-    # committed) records it as cancelled under this customer.
+    # committed) records it as cancelled: its customer, and the request's
+    # fingerprint, so a repeat of the same POST is still recognised as such.
     customer_id: str | None = None
+    request_hash: str = ""
 
 
 class OrderClosed(BaseModel):

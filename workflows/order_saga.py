@@ -421,6 +421,7 @@ class OrderSaga:
             compensations=[*self._saga.compensated, Act.CANCEL_ORDER],
             failure_reason=self.state().failure_reason,
             customer_id=order.customer_id,
+            request_hash=order.request_hash,
         )
         return await self._call(
             Act.CANCEL_ORDER, command, OrderClosed, "Cancel order", retry=UNDO_RETRY
