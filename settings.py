@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     payment_provider_url: str | None = None
     payment_provider_host: str = LOOPBACK  # where `python -m payment_provider` listens
     payment_provider_port: int = 8100
+    # Where the simulator keeps its books across restarts (`make run`: under the
+    # data dir); unset, in memory only.
+    payment_provider_journal: Path | None = None
     payment_connect_timeout_s: float = 2.0
     # Well under the step's 30 s start-to-close: a hung call ends the attempt itself.
     payment_read_timeout_s: float = 5.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 from payment_provider.errors import ProviderError
 from payment_provider.schemas import AuthorizeRequest, RefundRequest
@@ -72,6 +73,10 @@ class Refund:
         return {"object": "refund", **asdict(self)}
 
 
+# What one change left: ("authorization" | "capture" | "refund", the record's fields).
+Change = tuple[str, dict[str, Any]]
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
@@ -81,6 +86,28 @@ class Ledger:
         self.authorizations: dict[str, Authorization] = {}
         self.captures: list[Capture] = []
         self.refunds: list[Refund] = []
+        # What changed since the caller last took them (payment_provider.journal).
+        self.changes: list[Change] = []
+
+    def take_changes(self) -> list[Change]:
+        taken, self.changes = self.changes, []
+        return taken
+
+    def apply(self, kind: str, record: dict[str, Any]) -> None:
+        """A recorded change, read back (the latest state of an authorization wins)."""
+        if kind == "authorization":
+            auth = Authorization(**record)
+            auth.status = AuthStatus(auth.status)
+            self.authorizations[auth.id] = auth
+        elif kind == "capture":
+            self.captures.append(Capture(**record))
+        elif kind == "refund":
+            self.refunds.append(Refund(**record))
+        else:
+            raise ValueError(f"unknown change {kind!r} in the journal")
+
+    def _changed(self, kind: str, record: Authorization | Capture | Refund) -> None:
+        self.changes.append((kind, asdict(record)))
 
     def authorize(self, request: AuthorizeRequest, key: str | None) -> Authorization:
         refusal = _REFUSALS.get(request.payment_token)
@@ -94,6 +121,7 @@ class Ledger:
             idempotency_key=key,
         )
         self.authorizations[auth.id] = auth
+        self._changed("authorization", auth)
         return auth
 
     def get(self, authorization_id: str) -> Authorization:
@@ -117,9 +145,10 @@ class Ledger:
             )
         auth.status = AuthStatus.CAPTURED
         auth.amount_captured = amount
-        self.captures.append(
-            Capture(_new_id("cap"), auth.id, auth.order_id, amount, auth.currency, key)
-        )
+        capture = Capture(_new_id("cap"), auth.id, auth.order_id, amount, auth.currency, key)
+        self.captures.append(capture)
+        self._changed("authorization", auth)
+        self._changed("capture", capture)
         return auth
 
     def void(self, authorization_id: str, key: str | None) -> Authorization:
@@ -127,6 +156,7 @@ class Ledger:
         _refuse_unless(auth, AuthStatus.AUTHORIZED, "void")
         auth.status = AuthStatus.VOIDED
         auth.void_idempotency_key = key
+        self._changed("authorization", auth)
         return auth
 
     def refund(self, request: RefundRequest, key: str | None) -> Refund:
@@ -144,6 +174,8 @@ class Ledger:
             auth.status = AuthStatus.REFUNDED
         refund = Refund(_new_id("re"), auth.id, auth.order_id, request.amount, auth.currency, key)
         self.refunds.append(refund)
+        self._changed("authorization", auth)
+        self._changed("refund", refund)
         return refund
 
     def for_order(self, order_id: str) -> dict[str, object]:

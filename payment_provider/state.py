@@ -1,13 +1,19 @@
-"""Everything the simulator holds, in memory: the books, stored responses, active faults."""
+"""Everything the simulator holds: the books, stored responses, active faults.
+
+In memory; with a journal (payment_provider.journal) the books and the stored
+responses also survive a restart of the process.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from payment_provider.errors import ProviderError
 from payment_provider.faults import FaultBook
+from payment_provider.journal import Journal
 from payment_provider.ledger import Ledger
 
 # An operation answers (status, body) or raises ProviderError; both are stored.
@@ -23,17 +29,23 @@ class Outcome:
 
 @dataclass(frozen=True)
 class _Stored:
+    key: str
     fingerprint: str
     status: int
     body: dict[str, object]
 
 
 class ProviderState:
-    def __init__(self, faults: FaultBook | None = None) -> None:
+    def __init__(self, faults: FaultBook | None = None, journal: Path | None = None) -> None:
         self.lock = asyncio.Lock()
         self.ledger = Ledger()
         self.faults = faults or FaultBook()
+        self._journal = Journal(journal) if journal is not None else None
         self._responses: dict[str, _Stored] = {}
+        if self._journal is not None:
+            for answer in self._journal.load(self.ledger):
+                stored = _Stored(**answer)
+                self._responses[stored.key] = stored
 
     async def execute(self, key: str | None, fingerprint: str, operation: Operation) -> Outcome:
         """Run `operation` once per idempotency key; a repeat gets the stored answer.
@@ -59,6 +71,11 @@ class ProviderState:
                 status, body = operation()
             except ProviderError as exc:
                 status, body = exc.status, exc.body()
-            if key is not None:
-                self._responses[key] = _Stored(fingerprint, status, body)
+            stored = _Stored(key, fingerprint, status, body) if key is not None else None
+            if stored is not None:
+                self._responses[stored.key] = stored
+            changes = self.ledger.take_changes()
+            if self._journal is not None:
+                # Before the answer is sent: what a client was told, a restart keeps.
+                self._journal.append(changes, asdict(stored) if stored is not None else None)
             return Outcome(status, body)

@@ -132,7 +132,14 @@ class Supervisor:
             await api.wait_ready(healthy, _API_READY_S)
 
     async def _start_payment_provider(self) -> None:
-        simulator = self._start_app("payment-provider", [sys.executable, "-m", "payment_provider"])
+        # Its books outlive a restart of it, as a real provider's would.
+        kept = self._settings.payment_provider_journal
+        journal = kept or self.data_dir / "payment-provider.jsonl"
+        simulator = self._start_app(
+            "payment-provider",
+            [sys.executable, "-m", "payment_provider"],
+            {"SAGA_PAYMENT_PROVIDER_JOURNAL": str(journal)},
+        )
         async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
 
             async def answering() -> bool:
@@ -268,8 +275,10 @@ class Supervisor:
             "SAGA_PAYMENT_PROVIDER_URL": self.payment_provider_url,
         }
 
-    def _start_app(self, name: str, argv: list[str]) -> ManagedProcess:
-        env = {**self._env, **self._app_addresses()}
+    def _start_app(
+        self, name: str, argv: list[str], own_env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
+        env = {**self._env, **self._app_addresses(), **(own_env or {})}
         env.setdefault("PYTHONUNBUFFERED", "1")  # uvicorn logs to stdout, maybe a pipe
         process = ManagedProcess(name, argv, log_dir=self._app_log_dir, cwd=self._root, env=env)
         self.apps[name] = process

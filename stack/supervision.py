@@ -3,9 +3,10 @@
 An app (worker, relay, consumers, choreography, API, payment simulator) that
 exits on its own is started again under the restart policy (stack.restarts),
 each restart logged; one that crash-loops ends supervision with a line naming
-it, and the caller stops everything. The apps are stateless beside their
-servers and retry their way through a neighbour's restart, so starting one
-again is always safe: Temporal hands a dead worker's tasks to the next one.
+it, and the caller stops everything. The apps keep their state in their
+servers (the payment simulator in its journal, payment_provider.journal) and
+retry their way through a neighbour's restart, so starting one again is
+always safe: Temporal hands a dead worker's tasks to the next one.
 
 Servers (PostgreSQL, Temporal, NATS) are not restarted: a server that died
 under the apps has lost connections, locks and perhaps data that `run` would
