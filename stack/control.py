@@ -43,6 +43,8 @@ async def listening(path: Path, handle: Handler) -> AsyncIterator[None]:
     server = await asyncio.start_unix_server(
         lambda reader, writer: _answer(reader, writer, handle), path=os.fspath(path)
     )
+    # Whoever can connect can stop the worker: this user only, whatever the umask.
+    os.chmod(path, 0o600)
     try:
         yield
     finally:
@@ -82,6 +84,8 @@ async def _answer(
         reply = {"ok": True, "message": await handle(str(request["action"]), str(request["app"]))}
     except StackError as err:
         reply = {"ok": False, "message": err.summary}
+    except OSError as err:  # the app could not be started again; it stays held
+        reply = {"ok": False, "message": f"could not start it: {err}"}
     except (ValueError, KeyError, TypeError) as err:
         reply = {"ok": False, "message": f"bad request: {err!r}"}
     # The asker may have given up; the request itself was carried out all the same.

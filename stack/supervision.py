@@ -85,11 +85,15 @@ class Supervision:
     def release(self, name: str) -> ManagedProcess:
         """End a hold; a held app that is down is started at once (no backoff)."""
         child = self._child(name)
-        hold = self._holds.pop(name, None)
-        if hold is not None:
-            if child.restart and not child.process.alive and not self._ended:
-                self._launch(child, "released")
-            hold.set()
+        hold = self._holds.get(name)
+        if hold is None:
+            return child.process
+        if child.restart and not child.process.alive and not self._ended:
+            # Should the start fail, the hold stays: the app is not left down and
+            # unwatched, and the operator may ask again.
+            self._launch(child, "released")
+        del self._holds[name]
+        hold.set()
         return child.process
 
     async def _watch(self, child: Child) -> str:

@@ -124,3 +124,26 @@ async def test_a_release_after_supervision_ended_starts_nothing(tmp_path, childr
     supervision.release("worker")
 
     assert not worker.process.alive
+
+
+async def test_a_release_whose_start_fails_keeps_the_hold_and_may_be_asked_again(
+    tmp_path, children
+):
+    children.append(worker := child(tmp_path, "worker", SLEEPS))
+    supervision = Supervision(children, FAST)
+    watching = asyncio.ensure_future(supervision.run())
+    try:
+        await supervision.stop_and_hold("worker")
+        argv = worker.process.argv
+        worker.process.argv = [str(tmp_path / "no-such-program")]
+        with pytest.raises(OSError):
+            supervision.release("worker")
+        still_held = supervision.held("worker") and not worker.process.alive
+
+        worker.process.argv = argv
+        process = supervision.release("worker")
+        back = process.alive and not supervision.held("worker") and not watching.done()
+    finally:
+        watching.cancel()
+    assert still_held
+    assert back
