@@ -13,10 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from activities.card_hold import CardHoldParticipant
-from activities.coordinator_log import completion
 from domain.activities import TwoPhaseAct
 from domain.two_phase import ResolveTransaction, TransactionResolved
-from recovery.sweep import logged_or_abort, resolve_branch
+from recovery.sweep import complete_if_settled, logged_or_abort, resolve_branch
 
 
 class TransactionRecovery:
@@ -26,12 +25,10 @@ class TransactionRecovery:
 
     @activity.defn(name=TwoPhaseAct.RESOLVE_TRANSACTION)
     async def resolve_transaction(self, cmd: ResolveTransaction) -> TransactionResolved:
-        decision = await logged_or_abort(self._engine, cmd.tx_id)
+        decision = await logged_or_abort(self._engine, cmd.tx_id, cmd.participants)
         for participant in cmd.participants:
             await resolve_branch(self._engine, self._card, cmd.tx_id, participant, decision)
-        # Every participant carried the decision out: the log says so, as the
-        # coordinator's last step would have (the order view reads it as "done").
-        async with self._engine.begin() as conn:
-            await conn.execute(completion(cmd.tx_id))
+        # The log says it is done, as the coordinator's last step would have.
+        await complete_if_settled(self._engine, cmd.tx_id)
         activity.logger.warning("resolved 2PC %s without its coordinator: %s", cmd.tx_id, decision)
         return TransactionResolved(tx_id=cmd.tx_id, decision=decision)

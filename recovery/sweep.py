@@ -24,6 +24,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.card_hold import OPEN, CardHoldParticipant
+from activities.coordinator_log import completion
 from db.tables import card_holds, decisions
 from db.xa import PG_PREPARED_XACTS, XaBranches
 from domain.two_phase import BranchCall, Decision, branch_gid, coordinator_workflow_id, tx_id_of
@@ -53,12 +54,13 @@ async def sweep(
     report = SweepReport()
     for tx_id, participants in sorted(open_branches.items()):
         try:
-            decision = await _decide(engine, client, tx_id)
+            decision = await _decide(engine, client, tx_id, sorted(participants))
             if decision is None:
                 report.left_to_coordinator.append(tx_id)
                 continue
             for participant in sorted(participants):
                 await resolve_branch(engine, card, tx_id, participant, decision)
+            await complete_if_settled(engine, tx_id)
         except Exception:  # one stubborn transaction must not stall the rest
             log.exception("could not recover 2PC %s; next round retries", tx_id)
             report.failed.append(tx_id)
@@ -112,27 +114,52 @@ async def _open_branches(engine: AsyncEngine, grace: timedelta) -> dict[str, set
     return found
 
 
-async def _decide(engine: AsyncEngine, client: Client, tx_id: str) -> Decision | None:
+async def _decide(
+    engine: AsyncEngine, client: Client, tx_id: str, participants: list[str]
+) -> Decision | None:
     async with engine.connect() as conn:
         logged = await conn.scalar(select(decisions.c.decision).where(decisions.c.tx_id == tx_id))
     if logged is not None:
         return Decision(logged)
     if await _coordinator_running(client, tx_id):
         return None
-    return await logged_or_abort(engine, tx_id)
+    return await logged_or_abort(engine, tx_id, participants)
 
 
-async def logged_or_abort(engine: AsyncEngine, tx_id: str) -> Decision:
-    """The logged decision; ABORT, logged first, when there is none (presumed abort)."""
+async def logged_or_abort(engine: AsyncEngine, tx_id: str, participants: list[str]) -> Decision:
+    """The logged decision; ABORT, logged first, when there is none (presumed abort),
+    naming the `participants` it will be carried out on."""
     async with engine.begin() as conn:
         # First writer wins: if the coordinator logged meanwhile, follow it.
         await conn.execute(
             insert(decisions)
-            .values(tx_id=tx_id, decision=Decision.ABORT.value, participants=[], votes={})
+            .values(tx_id=tx_id, decision=Decision.ABORT.value, participants=participants, votes={})
             .on_conflict_do_nothing(index_elements=[decisions.c.tx_id])
         )
         logged = await conn.scalar(select(decisions.c.decision).where(decisions.c.tx_id == tx_id))
     return Decision(str(logged))
+
+
+async def complete_if_settled(engine: AsyncEngine, tx_id: str) -> None:
+    """Mark the transaction complete once none of its branches is open, of any age:
+    the sweep resolved only those past the grace, and a coordinator may finish the
+    rest (it marks the transaction complete itself)."""
+    async with engine.begin() as conn:
+        prepared = await conn.scalar(
+            select(func.count())
+            .select_from(PG_PREPARED_XACTS)
+            .where(
+                PG_PREPARED_XACTS.c.gid.like(f"tpc:{tx_id}:%"),
+                PG_PREPARED_XACTS.c.database == func.current_database(),
+            )
+        )
+        held = await conn.scalar(
+            select(func.count())
+            .select_from(card_holds)
+            .where(card_holds.c.tx_id == tx_id, card_holds.c.status.in_(OPEN))
+        )
+        if not prepared and not held:
+            await conn.execute(completion(tx_id))
 
 
 async def _coordinator_running(client: Client, tx_id: str) -> bool:

@@ -52,7 +52,10 @@ async def test_branch_without_coordinator_or_decision_is_presumed_aborted(
     assert call.tx_id in report.aborted
     assert await factories.prepared_branches(engine, call.tx_id) == []
     assert await factories.stock_of(engine, sku) == 5
-    assert (await factories.decision_of(engine, call.tx_id)).decision == "ABORT"
+    logged = await factories.decision_of(engine, call.tx_id)
+    # Presumed aborted, carried out on what it found, and so marked done.
+    assert (logged.decision, logged.participants) == ("ABORT", ["stock"])
+    assert logged.completed_at is not None
 
 
 async def test_branch_with_a_logged_commit_is_committed(engine, client, sessions, product, card):
@@ -72,6 +75,7 @@ async def test_branch_with_a_logged_commit_is_committed(engine, client, sessions
     assert call.tx_id in report.committed
     assert await factories.prepared_branches(engine, call.tx_id) == []
     assert await factories.stock_of(engine, sku) == 3
+    assert (await factories.decision_of(engine, call.tx_id)).completed_at is not None
 
 
 def card_call(tx_id: str, order_id: str | None = None) -> BranchCall:
