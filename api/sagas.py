@@ -138,13 +138,7 @@ async def two_phase_progress(
     what its log holds (a coordinator gone, the saga resolving it itself)."""
     progress = await live_votes(client, known.tx_id)
     if progress is not None and progress.decision is not None:
-        return TwoPhaseView(
-            tx_id=known.tx_id,
-            decision=progress.decision,
-            votes=progress.votes,
-            phase=progress.phase,
-            acknowledged=progress.acknowledged,
-        )
+        return TwoPhaseView.of(progress)
     logged = await queries.two_phase_logged(engine, known.tx_id)
     if logged is not None:
         return logged

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from domain.orders import OrderStatus, PricedLine
-from domain.two_phase import Decision, Vote
+from domain.two_phase import Decision, TwoPhaseOutcome, Vote
 
 
 class StepName:
@@ -28,6 +28,17 @@ class TwoPhaseView(BaseModel):
     # phase 2 carries it out, then "done"; None when nothing is known yet.
     phase: str | None = None
     acknowledged: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, outcome: TwoPhaseOutcome) -> TwoPhaseView:
+        """What the coordinator's outcome (so far) shows of the transaction."""
+        return cls(
+            tx_id=outcome.tx_id,
+            decision=outcome.decision,
+            votes=outcome.votes,
+            phase=outcome.phase,
+            acknowledged=outcome.acknowledged,
+        )
 
 
 class SagaState(BaseModel):

@@ -310,13 +310,7 @@ class OrderSaga:
                 outcome = await shielded(resolving, "resolving the 2PC its coordinator left")
             else:
                 outcome = await resolving
-        state.two_phase = TwoPhaseView(
-            tx_id=outcome.tx_id,
-            decision=outcome.decision,
-            votes=outcome.votes,
-            phase=outcome.phase,
-            acknowledged=outcome.acknowledged,
-        )
+        state.two_phase = TwoPhaseView.of(outcome)
         if outcome.decision is not Decision.COMMIT:
             refusal = next(iter(outcome.refusals.values()), "TwoPhaseAborted")
             reason = "; ".join(f"{k}: {v}" for k, v in outcome.reasons.items()) or "aborted"
