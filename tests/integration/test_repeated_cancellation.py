@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
-from domain.activities import Act
+from activities import all_activities
+from domain.activities import Act, ChargePayment, RefundPayment
 from domain.saga import CancelRequest, SagaState
 from temporal_client import replayer
 from tests import factories
@@ -32,18 +32,19 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
 @workflow.defn(name="ShieldProbe", sandboxed=False)
 class ShieldProbe:
-    """Shielded work that the `poke` signal cancels, as the saga's cancel update does."""
+    """Shielded work that `poke` cancels, as the saga's cancel update does, until `release`."""
 
     def __init__(self) -> None:
         self._inner: asyncio.Task[int] | None = None
+        self._released = False
 
     @workflow.run
     async def run(self) -> int:
-        self._inner = asyncio.create_task(self._shielded_sleep())
+        self._inner = asyncio.create_task(self._shielded_wait())
         return await self._inner
 
-    async def _shielded_sleep(self) -> int:
-        await shielded(workflow.sleep(timedelta(seconds=2)), "sleeping")
+    async def _shielded_wait(self) -> int:
+        await shielded(workflow.wait_condition(lambda: self._released), "waiting")
         task = asyncio.current_task()
         assert task is not None
         return task.cancelling()
@@ -53,16 +54,34 @@ class ShieldProbe:
         if self._inner is not None:
             self._inner.cancel()
 
+    @workflow.signal
+    def release(self) -> None:
+        self._released = True
+
+
+async def task_completed(handle: Any) -> bool:
+    history = await handle.fetch_history()
+    return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events)
+
 
 async def test_cancellations_absorbed_by_a_shield_leave_no_count_on_the_task(client):
     queue = f"shield-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=queue, workflows=[ShieldProbe]):
+
+    # No cache: whichever worker runs the next task replays, none waits for a sticky one.
+    def probe() -> Worker:
+        return Worker(client, task_queue=queue, workflows=[ShieldProbe], max_cached_workflows=0)
+
+    async with probe():
         handle = await client.start_workflow(
             ShieldProbe.run, id=f"shield-{uuid.uuid4().hex[:8]}", task_queue=queue
         )
-        # Two in one workflow task, then one more: three cancel() calls in all.
-        await asyncio.gather(handle.signal(ShieldProbe.poke), handle.signal(ShieldProbe.poke))
+        await eventually(lambda: task_completed(handle), bool)
+    # With no worker, both pokes wait for one workflow task: two cancel() calls, one throw.
+    await handle.signal(ShieldProbe.poke)
+    await handle.signal(ShieldProbe.poke)
+    async with probe():
         await handle.signal(ShieldProbe.poke)
+        await handle.signal(ShieldProbe.release)
         left = await handle.result()
 
     assert left == 0
@@ -80,29 +99,47 @@ def count_of(history: Any, kind: Any) -> int:
     return sum(e.event_type == kind for e in history.events)
 
 
+def held(real: Any, name: str, model: type, started: asyncio.Event, go: asyncio.Event) -> Any:
+    """The real activity, held at its start until the test lets it go."""
+
+    async def hold(cmd: Any) -> Any:
+        started.set()
+        await go.wait()
+        return await real(cmd)
+
+    hold.__annotations__ = {"cmd": model, "return": Any}  # how Temporal decodes the input
+    return activity.defn(name=name)(hold)
+
+
 async def test_cancelled_again_while_undoing_each_undo_runs_once(
-    saga, product, engine, provider_admin
+    saga, product, engine, settings, provider_client, custom_worker
 ):
-    # The charge is slow enough to be cancelled during, the refund slow enough
-    # to be cancelled again during.
-    for fault in (
-        {"mode": "latency", "seconds": 1.5, "count": 1, "path_contains": "/v1/authorizations"},
-        {"mode": "latency", "seconds": 3.0, "count": 1, "path_contains": "/v1/refunds"},
-    ):
-        assert (await provider_admin.post("/admin/faults", json=fault)).status_code == 201
+    real = all_activities(engine, settings, provider_client)
+    charging, charge = asyncio.Event(), asyncio.Event()
+    refunding, refund = asyncio.Event(), asyncio.Event()
+    queue = await custom_worker(
+        {
+            Act.CHARGE_PAYMENT: held(
+                real[Act.CHARGE_PAYMENT], Act.CHARGE_PAYMENT, ChargePayment, charging, charge
+            ),
+            Act.REFUND_PAYMENT: held(
+                real[Act.REFUND_PAYMENT], Act.REFUND_PAYMENT, RefundPayment, refunding, refund
+            ),
+        }
+    )
     sku = await product(stock=5, price=1000)
-    handle = await saga([(sku, 1)])
+    handle = await saga([(sku, 1)], task_queue=queue)
 
-    async def at(step: str) -> bool:
-        state: SagaState = await handle.query("state", result_type=SagaState)
-        return state.current_step == step
-
-    await eventually(lambda: at(Act.CHARGE_PAYMENT), bool)
+    # Cancelled while the charge runs; then, while its refund runs, again twice
+    # by request and once by update.
+    await asyncio.wait_for(charging.wait(), 20)
     await handle.cancel()
-    await eventually(lambda: at(Act.REFUND_PAYMENT), bool)
+    charge.set()
+    await asyncio.wait_for(refunding.wait(), 20)
     await handle.cancel()
     accepted = await handle.execute_update("cancel", CancelRequest(reason="and again"))
     await handle.cancel()
+    refund.set()
 
     with pytest.raises(WorkflowFailureError) as ended:
         await handle.result()

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 from temporalio.exceptions import ApplicationError
 
 from activities.inventory import InventoryActivities
@@ -82,12 +82,11 @@ async def test_reserving_more_than_the_stock_is_refused_as_out_of_stock_and_leav
     assert await factories.count(engine, keys, k=key) == 0
 
 
-async def advisory_lock_waits(engine) -> int:
-    return await factories.count(
-        engine,
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE NOT l.granted AND l.locktype = 'advisory' AND a.datname = current_database()",
+async def waits_on_a_lock(engine, pid: int) -> bool:
+    waiting = await factories.count(
+        engine, "SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted", pid=pid
     )
+    return waiting > 0
 
 
 async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(engine, js, relay):
@@ -97,8 +96,11 @@ async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(e
         for kind in ("First", "Second")
     )
 
+    writer: dict[str, int] = {}
+
     async def write_second() -> None:
         async with engine.begin() as conn:
+            writer["pid"] = int(await conn.scalar(select(func.pg_backend_pid())) or 0)
             await insert_events(conn, "orders", [second])
 
     async with engine.connect() as holder:
@@ -109,7 +111,7 @@ async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(e
         # Either the second writer waits for the first's commit (the aggregate's
         # lock), or it committed past it and the relay published it.
         async def overtaken_or_waiting() -> bool:
-            if await advisory_lock_waits(engine) >= 1:
+            if "pid" in writer and await waits_on_a_lock(engine, writer["pid"]):
                 return True
             return writing.done() and await statuses(engine, [second["event_id"]]) == ["PUBLISHED"]
 
