@@ -58,6 +58,7 @@ from relay.publisher import (
     mark_published,
     publish_chain,
     record_failure,
+    retrying_ahead,
 )
 from settings import Settings
 
@@ -168,19 +169,7 @@ class CdcRelay:
         and so is every later row of its aggregate: publishing one of those here
         would overtake the row retrying. Rows no longer PENDING are done with."""
         outbox = service_tables[schema].outbox
-        earlier = outbox.alias("earlier")
-        swept = (
-            select(earlier.c.seq)
-            .where(
-                earlier.c.aggregate_type == outbox.c.aggregate_type,
-                earlier.c.aggregate_id == outbox.c.aggregate_id,
-                # The predicate of ix_<service>_outbox_retrying: a few rows to probe.
-                earlier.c.status == "PENDING",
-                earlier.c.next_attempt_at.is_not(None),
-                earlier.c.seq <= outbox.c.seq,
-            )
-            .exists()
-        )
+        swept = retrying_ahead(outbox, including_itself=True, only_not_due=False)
         async with self._engine.connect() as conn:
             found = await conn.execute(
                 select(outbox.c.event_id, swept).where(

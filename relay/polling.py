@@ -31,6 +31,7 @@ from relay.publisher import (
     mark_published,
     publish_chain,
     record_failure,
+    retrying_ahead,
 )
 
 
@@ -59,23 +60,9 @@ async def relay_pass(
     outbox = service_tables[schema].outbox
     result = PassResult()
     async with engine.connect() as conn, conn.begin():
-        earlier = outbox.alias("earlier")
         # Neither a row still waiting to retry nor anything queued behind one in
         # its aggregate: a stuck aggregate must not fill every batch.
-        waiting_ahead = (
-            select(earlier.c.seq)
-            .where(
-                earlier.c.aggregate_type == outbox.c.aggregate_type,
-                earlier.c.aggregate_id == outbox.c.aggregate_id,
-                earlier.c.status == "PENDING",
-                earlier.c.seq < outbox.c.seq,
-                # Matches ix_<service>_outbox_retrying, a handful of rows: without
-                # it a fresh backlog's plan scanned every pending row per candidate.
-                earlier.c.next_attempt_at.is_not(None),
-                earlier.c.next_attempt_at > func.now(),
-            )
-            .exists()
-        )
+        waiting_ahead = retrying_ahead(outbox, including_itself=False, only_not_due=True)
         query = (
             select(outbox)
             .where(

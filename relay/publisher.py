@@ -23,7 +23,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Exists, Row, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.tables import service_tables
@@ -80,6 +80,27 @@ def envelope_of(schema: str, row: Any) -> tuple[str, bytes, dict[str, str]]:
     }
     subject = wire.subject_for(row.aggregate_type, row.event_type)
     return subject, body.model_dump_json().encode(), nats_headers
+
+
+def retrying_ahead(outbox: Table, *, including_itself: bool, only_not_due: bool) -> Exists:
+    """Whether a PENDING row of the outbox row's aggregate with a next attempt set
+    (it failed, was re-driven, or was queued behind one) stands before it, or is it.
+
+    The predicate of ix_<service>_outbox_retrying: a handful of rows to probe;
+    without it a fresh backlog's plan scanned every pending row per candidate.
+    Both modes keep an aggregate behind such a row, so neither overtakes it."""
+    earlier = outbox.alias("earlier")
+    ahead = earlier.c.seq <= outbox.c.seq if including_itself else earlier.c.seq < outbox.c.seq
+    conditions = [
+        earlier.c.aggregate_type == outbox.c.aggregate_type,
+        earlier.c.aggregate_id == outbox.c.aggregate_id,
+        earlier.c.status == "PENDING",
+        earlier.c.next_attempt_at.is_not(None),
+        ahead,
+    ]
+    if only_not_due:
+        conditions.append(earlier.c.next_attempt_at > func.now())
+    return select(earlier.c.seq).where(*conditions).exists()
 
 
 async def mark_published(conn: AsyncConnection, schema: str, event_ids: list[str]) -> list[float]:
