@@ -61,9 +61,15 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # dev: the API is open unless keys are set; production: keys are required.
     environment: Literal["dev", "production"] = "dev"
-    # JSON lists, e.g. SAGA_API_KEYS='["k1"]'. Read keys may only GET.
-    api_keys: list[SecretStr] = Field(default_factory=list)
+    # JSON lists, e.g. SAGA_API_ORDER_KEYS='["k1"]', one per role (api.roles):
+    # read keys GET; order keys also place and cancel orders; admin keys also
+    # add store credit and decode payloads. SAGA_API_KEYS (full access, of old) is admin.
     api_read_keys: list[SecretStr] = Field(default_factory=list)
+    api_order_keys: list[SecretStr] = Field(default_factory=list)
+    api_admin_keys: list[SecretStr] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("SAGA_API_ADMIN_KEYS", "SAGA_API_KEYS"),
+    )
     api_max_body_bytes: int = 65536
     # Base64 of 32 bytes: workflow payloads are then AES-256-GCM encrypted
     # (security.codec), and the API serves a codec endpoint for the Web UI.
@@ -185,12 +191,6 @@ class Settings(BaseSettings):
 
             parse_key(key.get_secret_value())  # a ValueError names what is wrong
         return key
-
-    @model_validator(mode="after")
-    def _keys_outside_dev(self) -> Settings:
-        if self.environment != "dev" and not self.api_keys:
-            raise ValueError("SAGA_API_KEYS must be set outside dev mode (SAGA_ENVIRONMENT)")
-        return self
 
     @model_validator(mode="after")
     def _deployment_needs_a_build_id(self) -> Settings:

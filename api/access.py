@@ -1,13 +1,14 @@
 """Who may call the API, and how much they may send.
 
-Credentials: `X-API-Key: <key>` or `Authorization: Bearer <key>`. Keys in
-`SAGA_API_KEYS` may do anything; keys in `SAGA_API_READ_KEYS` may only read
-(GET, HEAD). Outside dev mode (`SAGA_ENVIRONMENT=production`) keys are
-required — settings refuse to load without them; in dev mode they are
-enforced once any is set. Health and metrics stay open for probes and
-scrapers. Refusals are problem details: 401 (no or unknown credentials, with
-`WWW-Authenticate`), 403 (a read key writing), 413 (a body over
-`SAGA_API_MAX_BODY_BYTES`, refused before it is read in full).
+Credentials: `X-API-Key: <key>` or `Authorization: Bearer <key>`. Each key
+has a role (api.roles), which this middleware finds and leaves in the scope;
+each route checks it. Outside dev mode (`SAGA_ENVIRONMENT=production`) the API
+refuses to start without keys; in dev mode they are enforced once any is
+set, and with none every caller is an admin. Health and metrics stay open
+for probes and scrapers. Refusals are problem details: 401 (no or unknown
+credentials, with `WWW-Authenticate`), 403 (a role short of the route's,
+from the route), 413 (a body over `SAGA_API_MAX_BODY_BYTES`, refused before
+it is read in full).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import MEDIA_TYPE
+from api.roles import SCOPE_KEY, Role, keys_by_role
 from settings import Settings
 
 # status, title, detail, problem code, extra headers
 Refusal = tuple[int, str, str, str, dict[str, str]]
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json")
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class AccessControl:
@@ -32,8 +33,8 @@ class AccessControl:
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self._write_keys = [k.get_secret_value().encode() for k in settings.api_keys]
-        self._read_keys = [k.get_secret_value().encode() for k in settings.api_read_keys]
+        # Highest role first: a key listed twice counts as its highest.
+        self._keys = sorted(keys_by_role(settings).items(), reverse=True)
         self._max_body = settings.api_max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,20 +77,20 @@ class AccessControl:
                 raise
 
     def _refusal(self, scope: Scope) -> Refusal | None:
-        if not (self._write_keys or self._read_keys) or scope["path"].startswith(OPEN_PATHS):
+        if not any(keys for _, keys in self._keys):
+            scope[SCOPE_KEY] = Role.ADMIN  # dev mode without keys: open by design
+            return None
+        if scope["path"].startswith(OPEN_PATHS):
             return None
         presented = _credentials(scope)
         challenge = {"WWW-Authenticate": 'Bearer realm="saga"'}
         if presented is None:
             detail = "send an API key in X-API-Key or Authorization: Bearer"
             return 401, "Credentials required", detail, "unauthenticated", challenge
-        if _known(presented, self._write_keys):
+        matched = [role for role, keys in self._keys if _known(presented, keys)]  # all compared
+        if matched:
+            scope[SCOPE_KEY] = matched[0]
             return None
-        if _known(presented, self._read_keys):
-            if scope["method"] in READ_METHODS:
-                return None
-            detail = f"this API key may only read; {scope['method']} needs a key from SAGA_API_KEYS"
-            return 403, "Read-only key", detail, "forbidden", {}
         return 401, "Unknown credentials", "the API key is not valid", "unauthenticated", challenge
 
     def _too_large(self) -> Refusal:

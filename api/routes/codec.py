@@ -15,6 +15,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from temporalio.api.common.v1 import Payloads
 
 from api.problems import Problem
+from api.roles import ADMINS
 from api.schemas import CodecPayloads
 from security.codec import AesGcmCodec
 
@@ -39,7 +40,7 @@ def _payloads(body: CodecPayloads) -> Payloads:
         ) from None
 
 
-@router.post("/decode", summary="Decrypt payloads (for the Web UI)")
+@router.post("/decode", dependencies=ADMINS, summary="Decrypt payloads (for the Web UI)")
 async def decode(request: Request, body: CodecPayloads) -> dict[str, Any]:
     try:
         decoded = await _codec(request).decode(_payloads(body).payloads)
@@ -50,7 +51,11 @@ async def decode(request: Request, body: CodecPayloads) -> dict[str, Any]:
     return MessageToDict(Payloads(payloads=decoded))
 
 
-@router.post("/encode", summary="Encrypt payloads (for the Web UI's signals and updates)")
+@router.post(
+    "/encode",
+    dependencies=ADMINS,
+    summary="Encrypt payloads (for the Web UI's signals and updates)",
+)
 async def encode(request: Request, body: CodecPayloads) -> dict[str, Any]:
     encoded = await _codec(request).encode(_payloads(body).payloads)
     return MessageToDict(Payloads(payloads=encoded))

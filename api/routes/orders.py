@@ -13,6 +13,7 @@ from temporalio.client import Client
 from api import choreographed, queries, sagas
 from api.deps import EngineDep, IdempotencyKey, SettingsDep, TemporalDep
 from api.problems import Problem
+from api.roles import ORDER_TAKERS, READERS
 from api.schemas import (
     ID_PATTERN,
     PRINTABLE,
@@ -71,6 +72,7 @@ def _invalid(field: str, message: str) -> Problem:
 
 @router.post(
     "",
+    dependencies=ORDER_TAKERS,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OrderAccepted,
     summary="Place an order: starts its saga",
@@ -197,7 +199,9 @@ async def _start(
     return None if recorded == order.request_hash else recorded
 
 
-@router.get("", response_model=list[OrderSummary], summary="List orders, newest first")
+@router.get(
+    "", dependencies=READERS, response_model=list[OrderSummary], summary="List orders, newest first"
+)
 async def list_orders(
     engine: EngineDep,
     status: OrderStatus | None = None,
@@ -209,7 +213,12 @@ async def list_orders(
     return await queries.list_orders(engine, status, customer_id, limit)
 
 
-@router.get("/{order_id}", response_model=OrderView, summary="An order and its saga's progress")
+@router.get(
+    "/{order_id}",
+    dependencies=READERS,
+    response_model=OrderView,
+    summary="An order and its saga's progress",
+)
 async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> OrderView:
     _check_order_id(order_id)
     record = await queries.order_record(engine, order_id)
@@ -235,6 +244,7 @@ async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> Or
 
 @router.get(
     "/{order_id}/events",
+    dependencies=READERS,
     response_model=list[OrderEvent],
     summary="An order's events, oldest first (the order-history read model)",
 )
@@ -248,6 +258,7 @@ async def get_order_events(order_id: str, engine: EngineDep) -> list[OrderEvent]
 
 @router.post(
     "/{order_id}/cancel",
+    dependencies=ORDER_TAKERS,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=CancelAcceptedResponse,
     summary="Cancel an order that is not yet confirmed: its saga compensates",

@@ -11,6 +11,7 @@ from activities.store_credit import top_up
 from api import queries
 from api.deps import EngineDep, IdempotencyKey, SessionsDep, SettingsDep
 from api.problems import Problem
+from api.roles import ADMINS, READERS
 from api.schemas import ID_PATTERN, AddCreditRequest, CreditAdded, Rfc3339Time, Wallet
 from db.wallet_store import DEFAULT_CURRENCY, WalletStore
 
@@ -20,7 +21,12 @@ CustomerPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATT
 CREDIT_KEY_NAMESPACE = uuid.UUID("7d1e9c52-3b6a-4f0e-8c21-5a9b4e7f1d03")
 
 
-@router.get("/{customer_id}", response_model=Wallet, summary="A customer's store credit")
+@router.get(
+    "/{customer_id}",
+    dependencies=READERS,
+    response_model=Wallet,
+    summary="A customer's store credit",
+)
 async def get_wallet(
     customer_id: CustomerPath,
     engine: EngineDep,
@@ -49,6 +55,7 @@ async def get_wallet(
 
 @router.post(
     "/{customer_id}/credits",
+    dependencies=ADMINS,
     status_code=status.HTTP_201_CREATED,
     response_model=CreditAdded,
     summary="Add store credit to a customer's wallet",

@@ -10,21 +10,24 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from google.protobuf.json_format import MessageToDict
-from pydantic import ValidationError
 
 from activities import payment_provider_client
+from api.access import OPEN_PATHS
 from api.app import create_app
+from api.roles import required_role
 from domain.saga import SagaState
 from settings import Settings
 from stack.cli import main
+from startup import ConfigError
 from temporal_client import connect, replayer
 from tests import factories
 from tests.conftest import start_saga
 from worker import open_bulkheads, running
 
 pytestmark = pytest.mark.timeout(120)
-WRITE, READ = "write-key-7f3a", "read-key-19c2"
+ADMIN, ORDERS, READ = "admin-key-c04e", "order-key-7f3a", "read-key-19c2"
 CODEC_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
@@ -46,8 +49,10 @@ def validated(settings: Settings, **update: object) -> Settings:
 async def guarded(settings) -> AsyncIterator[httpx.AsyncClient]:
     own = validated(
         settings,
-        environment="production",
-        api_keys=[WRITE],
+        # Keys are enforced once set, as in production (which would also want a
+        # codec key the session's workers do not have).
+        api_admin_keys=[ADMIN],
+        api_order_keys=[ORDERS],
         api_read_keys=[READ],
         api_max_body_bytes=2048,
     )
@@ -63,17 +68,35 @@ def order_body(sku: str, customer: str) -> dict[str, object]:
     }
 
 
-async def test_credentials_are_required_and_read_keys_only_read(guarded, product, worker):
+async def test_credentials_are_required_and_each_key_does_what_its_role_allows(
+    guarded, product, worker, engine
+):
     sku, customer = await product(), factories.customer()
     body = order_body(sku, customer)
+    credit = {"amount": 500}
 
     missing = await guarded.post("/orders", json=body)
     unknown = await guarded.post("/orders", json=body, headers={"X-API-Key": "guess"})
-    read_write = await guarded.post("/orders", json=body, headers={"X-API-Key": READ})
-    read_read = await guarded.get(
+    read_places = await guarded.post("/orders", json=body, headers={"X-API-Key": READ})
+    read_reads = await guarded.get(
         "/orders", params={"customer_id": customer}, headers={"Authorization": f"Bearer {READ}"}
     )
-    placed = await guarded.post("/orders", json=body, headers={"Authorization": f"Bearer {WRITE}"})
+    placed = await guarded.post("/orders", json=body, headers={"Authorization": f"Bearer {ORDERS}"})
+    order_id = placed.json()["order_id"]
+    read_cancels = await guarded.post(f"/orders/{order_id}/cancel", headers={"X-API-Key": READ})
+    orders_mint = await guarded.post(
+        f"/wallets/{customer}/credits", json=credit, headers={"X-API-Key": ORDERS}
+    )
+    orders_decode = await guarded.post(
+        "/codec/decode", json={"payloads": []}, headers={"X-API-Key": ORDERS}
+    )
+    admin_mints = await guarded.post(
+        f"/wallets/{customer}/credits", json=credit, headers={"X-API-Key": ADMIN}
+    )
+    admin_decodes = await guarded.post(
+        "/codec/decode", json={"payloads": []}, headers={"X-API-Key": ADMIN}
+    )
+    orders_reads = await guarded.get(f"/wallets/{customer}", headers={"X-API-Key": ORDERS})
     health = await guarded.get("/healthz")
 
     assert (missing.status_code, missing.json()["type"]) == (401, "/problems/unauthenticated")
@@ -81,18 +104,59 @@ async def test_credentials_are_required_and_read_keys_only_read(guarded, product
     assert missing.headers["www-authenticate"].startswith("Bearer")
     assert "X-API-Key" in missing.json()["detail"]
     assert (unknown.status_code, unknown.json()["title"]) == (401, "Unknown credentials")
-    assert (read_write.status_code, read_write.json()["type"]) == (403, "/problems/forbidden")
-    assert (read_read.status_code, read_read.json()) == (200, [])
+    for refused, needed in [
+        (read_places, "orders"),
+        (read_cancels, "orders"),
+        (orders_mint, "admin"),
+        (orders_decode, "admin"),
+    ]:
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert (refused.json()["type"], refused.json()["role"]) == ("/problems/forbidden", needed)
+        assert f"needs the {needed} role" in refused.json()["detail"]
+    assert (read_reads.status_code, read_reads.json()) == (200, [])
     assert placed.status_code == 202
+    assert admin_mints.status_code == 201
+    # Past the role check: the codec answers that encryption is off here.
+    assert (admin_decodes.status_code, admin_decodes.json()["type"]) == (404, "/problems/no-codec")
+    assert (orders_reads.status_code, orders_reads.json()["balance"]) == (200, 500)
     assert health.status_code == 200
+    # Only the admin's credit moved money; the refused requests left nothing behind.
+    credits = await factories.count(
+        engine,
+        "SELECT count(*) FROM payments.wallet_events"
+        " WHERE customer_id = :c AND event_type = 'Credited'",
+        c=customer,
+    )
+    assert credits == 1
     metrics = (await guarded.get("/metrics")).text
     assert 'status="401"' in metrics and 'status="403"' in metrics
+
+
+def test_every_route_but_the_probes_names_its_role(settings):
+    app = create_app(validated(settings, api_admin_keys=[ADMIN]))
+    unguarded = [
+        route.path
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        and not route.path.startswith(OPEN_PATHS)
+        and [required_role(d.call) for d in route.dependant.dependencies].count(None)
+        == len(route.dependant.dependencies)
+    ]
+    assert unguarded == []
+
+
+def test_production_without_keys_is_refused_before_serving(settings):
+    bare = validated(settings, environment="production", payload_codec_key=CODEC_KEY)
+
+    with pytest.raises(ConfigError, match="needs SAGA_API_READ_KEYS or SAGA_API_ORDER_KEYS"):
+        create_app(bare)
 
 
 async def test_a_body_over_the_limit_is_refused_and_nothing_is_placed(guarded, product, engine):
     sku, customer = await product(), factories.customer()
     body = order_body(sku, customer) | {"note": "x" * 4096}
-    headers = {"X-API-Key": WRITE}
+    headers = {"X-API-Key": ORDERS}
 
     declared = await guarded.post("/orders", json=body, headers=headers)
 
@@ -116,9 +180,7 @@ async def test_a_body_over_the_limit_is_refused_and_nothing_is_placed(guarded, p
     )
 
 
-def test_production_without_keys_and_a_bad_codec_key_are_clear_errors(monkeypatch, capsys):
-    with pytest.raises(ValidationError, match="SAGA_API_KEYS must be set"):
-        Settings(environment="production")
+def test_a_bad_codec_key_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("SAGA_PAYLOAD_CODEC_KEY", "not-a-real-key-zz")
 
     assert main(["migrate"]) == 2
@@ -133,7 +195,7 @@ async def test_payloads_are_encrypted_at_rest_and_the_codec_server_decodes_them(
         settings,
         payload_codec_key=CODEC_KEY,
         task_queue=f"sealed-{uuid.uuid4().hex[:8]}",
-        api_keys=[WRITE],
+        api_admin_keys=[ADMIN],
     )
     client = await connect(secret)
     provider = payment_provider_client(secret)
@@ -163,7 +225,7 @@ async def test_payloads_are_encrypted_at_rest_and_the_codec_server_decodes_them(
     async for http in serve(secret):
         body = {"payloads": [MessageToDict(started)]}
         refused = await http.post("/codec/decode", json=body)
-        decoded = await http.post("/codec/decode", json=body, headers={"X-API-Key": WRITE})
+        decoded = await http.post("/codec/decode", json=body, headers={"X-API-Key": ADMIN})
         preflight = await http.options(
             "/codec/decode",
             headers={
