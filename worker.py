@@ -34,6 +34,7 @@ from observability.temporal_metrics import prometheus_runtime
 from observability.tracing import configure as configure_tracing
 from recovery.sweep import run_periodically
 from settings import Settings
+from startup import load_settings
 from temporal_client import WORKER_INTERCEPTORS, connect, ensure_search_attributes
 from workflows import WORKFLOWS
 from workflows.versioned import VERSIONED_WORKFLOWS
@@ -242,10 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         if value is not None
     }
-    try:
-        settings = Settings(**versioning)
-    except ValueError as err:
-        parser.error(" ".join(str(err).split()))
+    settings = load_settings("worker.py", needs="worker", **versioning)
     try:
         bulkheads = parse_bulkheads(args.bulkhead or [settings.worker_bulkheads])
     except ValueError as err:

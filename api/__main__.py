@@ -7,11 +7,11 @@ import uvicorn
 from api.app import create_app
 from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
-from settings import Settings
+from startup import load_settings
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings("python -m api", needs="api")
     configure_logging(settings, "api")
     configure_tracing(settings, "api")
     uvicorn.run(

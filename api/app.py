@@ -14,10 +14,16 @@ from api.deps import declared_query_only
 from api.routes import codec, health, orders, products, wallets
 from db.engine import create_engine, create_session_factory
 from settings import Settings
+from startup import ConfigError, production_gaps
 from temporal_client import connect, payload_codec
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # An app embedded elsewhere than `python -m api` is held to the same rule.
+    missing = production_gaps(settings, "api")
+    if missing:
+        raise ConfigError(missing)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings

@@ -10,6 +10,7 @@ from choreography.service import parse_services, run
 from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
 from settings import Settings
+from startup import load_settings
 
 
 async def _run(settings: Settings, services: list[str]) -> None:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         "(default: SAGA_CHOREOGRAPHY_SERVICES, all)",
     )
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = load_settings("python -m choreography")
     try:
         services = parse_services(args.services or settings.choreography_services)
     except ValueError as err:

@@ -11,6 +11,7 @@ from consumers.service import serve
 from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
 from settings import Settings
+from startup import load_settings
 
 
 async def _run(settings: Settings) -> None:
@@ -23,7 +24,7 @@ async def _run(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings("python -m consumers")
     configure_logging(settings, "consumers")
     configure_tracing(settings, "consumers")
     asyncio.run(_run(settings))

@@ -11,7 +11,7 @@ import sys
 from db.engine import create_engine
 from dual_write.restock import Mode, restock
 from relay.service import connect_nats
-from settings import Settings
+from startup import load_settings
 
 
 def _crash() -> None:
@@ -20,7 +20,7 @@ def _crash() -> None:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    settings = Settings()
+    settings = load_settings("python -m dual_write")
     engine = create_engine(settings.database_target, pool_size=1)
     nc = await connect_nats(settings.nats_target)
     try:

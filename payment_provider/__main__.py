@@ -7,11 +7,11 @@ import uvicorn
 
 from payment_provider.app import create_app
 from payment_provider.state import ProviderState
-from settings import Settings
+from startup import load_settings
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings("python -m payment_provider")
     uvicorn.run(
         create_app(ProviderState(journal=settings.payment_provider_journal)),
         host=settings.payment_provider_host,

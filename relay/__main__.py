@@ -9,6 +9,7 @@ from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
 from relay.service import run_relay
 from settings import Settings
+from startup import load_settings
 
 
 async def _main(settings: Settings) -> None:
@@ -20,7 +21,7 @@ async def _main(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings("python -m relay")
     configure_logging(settings, "relay")
     configure_tracing(settings, "relay")
     asyncio.run(_main(settings))

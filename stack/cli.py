@@ -9,12 +9,12 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from settings import Settings, env_names
+from settings import Settings
 from stack.errors import StackError
+from startup import ConfigError, checked_settings, describe
 
 logger = logging.getLogger(__name__)
 
@@ -328,28 +328,19 @@ def _one_line(exc: BaseException) -> str:
         return exc.summary  # written for people already; details are in the log files
     if isinstance(exc, ValidationError):
         # Name the variable the person set, not the field behind it; never echo a secret.
-        return "; ".join(_setting_error(e) for e in exc.errors())
+        return describe(exc)
+    if isinstance(exc, ConfigError):
+        return str(exc)
     text = " ".join(str(exc).split())  # e.g. pydantic's multi-line validation errors
     name = type(exc).__name__
     return f"{name}: {text[:400]}" if text else name
-
-
-SECRET_SETTINGS = frozenset({"payload_codec_key", "api_keys", "api_read_keys"})
-
-
-def _setting_error(error: Any) -> str:
-    if not error["loc"]:  # a rule across settings: its message names the variables
-        return str(error["msg"]).removeprefix("Value error, ")
-    field = str(error["loc"][0])
-    shown = "" if field in SECRET_SETTINGS else f" (got {error['input']!r})"
-    return f"{' or '.join(env_names(field))}: {error['msg']}{shown}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler, _ = _COMMANDS[args.command]
     try:
-        settings = Settings()
+        settings = checked_settings()
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
