@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import yaml
 
 from domain.bulkheads import Bulkhead
 from settings import Settings
+from startup import checked_settings, is_secret
 from worker import parse_bulkheads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,9 +21,51 @@ WORKERS = ("worker-orders", "worker-inventory", "worker-payments", "worker-shipp
 APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", "choreography")
 
 
+# What an operator puts in `.env`; the file itself holds none of it.
+OPERATOR_ENV = {
+    "SAGA_PAYLOAD_CODEC_KEY": base64.b64encode(bytes(range(32))).decode(),
+    "SAGA_API_ADMIN_KEYS": '["admin-key"]',
+    "SAGA_API_ORDER_KEYS": '["order-key"]',
+}
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}
+REFERENCE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+class Refused(Exception):
+    """What `docker compose` says when a required variable is unset."""
+
+
+def interpolate(value: object, env: dict[str, str]) -> str:
+    """Compose's variable substitution, as `docker compose config` applies it."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        present = env.get(name)
+        empty = present is None or (present == "" and op is not None and op.startswith(":"))
+        if not empty:
+            return str(present)
+        if op is not None and op.endswith("?"):
+            raise Refused(f"{name}: {arg}")
+        return arg if op is not None else ""
+
+    return REFERENCE.sub(one, str(value)).replace("$$", "$")
+
+
+def service_env(
+    compose: dict[str, Any], service: str, env: dict[str, str] | None = None
+) -> dict[str, str]:
+    raw = compose["services"][service].get("environment", {})
+    return {k: interpolate(v, OPERATOR_ENV if env is None else env) for k, v in raw.items()}
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+
+
+def our_services(compose: dict[str, Any]) -> list[str]:
+    """Every service running this project's image (and so its Settings)."""
+    return [name for name, service in compose["services"].items() if "build" in service]
 
 
 def settings_env_names() -> set[str]:
@@ -54,8 +99,8 @@ def test_every_app_variable_is_a_setting(compose, service):
 
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_app_settings_parse_from_the_compose_environment(compose, service, monkeypatch):
-    for key, value in compose["services"][service]["environment"].items():
-        monkeypatch.setenv(key, str(value))
+    for key, value in service_env(compose, service).items():
+        monkeypatch.setenv(key, value)
     settings = Settings()
     assert settings.temporal_target == "temporal:7233"
     assert settings.database_target.startswith("postgresql+asyncpg://saga:saga@postgres:5432/")
@@ -91,9 +136,9 @@ def test_each_bulkhead_has_one_worker_service_that_reaches_the_provider(compose)
 def test_the_payment_provider_simulator_listens_where_the_workers_look(compose, monkeypatch):
     service = compose["services"]["payment-provider"]
     assert service["command"] == ["python", "-m", "payment_provider"]
-    for key, value in service["environment"].items():
+    for key, value in service_env(compose, "payment-provider").items():
         assert key in settings_env_names()
-        monkeypatch.setenv(key, str(value))
+        monkeypatch.setenv(key, value)
     settings = Settings()
     assert (settings.payment_provider_host, settings.payment_provider_port) == ("0.0.0.0", 8100)
 
@@ -151,3 +196,58 @@ def test_every_long_running_service_has_a_health_check_on_a_port_it_serves(compo
         assert compose["services"][name]["environment"][variable] == "0.0.0.0", name
     for name in WORKERS:
         assert compose["services"][name]["environment"]["SAGA_WORKER_METRICS_HOST"] == "0.0.0.0"
+
+
+def test_no_service_runs_in_development_mode(compose, monkeypatch):
+    assert set(APP_SERVICES) <= set(our_services(compose))
+    for service in our_services(compose):
+        env = service_env(compose, service)
+        assert env.get("SAGA_ENVIRONMENT") == "production", service
+
+
+@pytest.mark.parametrize(("service", "needs"), [("api", "api"), *((w, "worker") for w in WORKERS)])
+def test_services_start_with_what_the_operator_supplies(compose, service, needs, monkeypatch):
+    for key, value in service_env(compose, service).items():
+        monkeypatch.setenv(key, value)
+
+    settings = checked_settings(needs)
+
+    assert settings.environment == "production"
+    assert settings.payload_codec_key is not None
+    if service == "api":
+        assert [k.get_secret_value() for k in settings.api_admin_keys] == ["admin-key"]
+        assert [k.get_secret_value() for k in settings.api_order_keys] == ["order-key"]
+
+
+@pytest.mark.parametrize("missing", sorted(OPERATOR_ENV))
+def test_the_stack_refuses_to_start_without_each_secret(compose, missing):
+    short = {k: v for k, v in OPERATOR_ENV.items() if k != missing}
+    refused = []
+    for service in our_services(compose):
+        try:
+            service_env(compose, service, short)
+        except Refused as err:
+            refused.append(service)
+            assert str(err).startswith(f"{missing}: set {missing}")
+    assert refused, f"no service needs {missing}"
+
+
+def test_no_secret_has_a_value_in_the_file(compose):
+    """Each secret setting is a reference the operator must fill; no default, no literal."""
+    for name, service in compose["services"].items():
+        for key, value in service.get("environment", {}).items():
+            field = key.removeprefix("SAGA_").lower()
+            if key.startswith("SAGA_") and field in Settings.model_fields and is_secret(field):
+                reference = REFERENCE.fullmatch(str(value))
+                assert reference is not None and reference["name"] == key, (name, key)
+                # Only an optional list may default, and only to an empty one.
+                assert reference["op"] in (":?", "?") or reference["arg"] == "[]", (name, key)
+
+
+def test_temporal_is_reached_from_the_network_only_and_the_ui_from_this_host(compose):
+    services = compose["services"]
+    assert "ports" not in services["temporal"]
+    for mapping in services["temporal-ui"].get("ports", []):
+        assert str(mapping).startswith("127.0.0.1:"), mapping
+    published = {n for n, s in services.items() if s.get("ports")}
+    assert published <= {"api", "temporal-ui"}
