@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
+from choreography.service import parse_services
 from domain.bulkheads import Bulkhead
 from settings import Settings
 from worker import parse_bulkheads
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("worker-orders", "worker-inventory", "worker-payments", "worker-shipping")
-APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", "choreography")
+CHOREOGRAPHY = tuple(f"choreography-{b.value}" for b in Bulkhead)
+APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", *CHOREOGRAPHY)
+INIT_SCRIPT = ROOT / "docker" / "postgres-init.sh"
+# Compose's `${NAME:?message}`: the operator must set NAME; there is no default.
+REQUIRED_VARIABLE = re.compile(r"\$\{(\w+):\?[^}]*\}")
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+
+
+def interpolate(value: object, operator_env: dict[str, str]) -> str:
+    """`value` as compose would pass it, given what the operator set."""
+    return REQUIRED_VARIABLE.sub(lambda m: operator_env[m.group(1)], str(value))
+
+
+def operator_env() -> dict[str, str]:
+    """A password for every variable the compose file requires."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    return {name: f"pw-{name.lower()}" for name in REQUIRED_VARIABLE.findall(text)}
 
 
 def settings_env_names() -> set[str]:
@@ -55,10 +73,16 @@ def test_every_app_variable_is_a_setting(compose, service):
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_app_settings_parse_from_the_compose_environment(compose, service, monkeypatch):
     for key, value in compose["services"][service]["environment"].items():
-        monkeypatch.setenv(key, str(value))
+        monkeypatch.setenv(key, interpolate(value, operator_env()))
     settings = Settings()
     assert settings.temporal_target == "temporal:7233"
-    assert settings.database_target.startswith("postgresql+asyncpg://saga:saga@postgres:5432/")
+    url = make_url(settings.database_target)
+    assert (url.drivername, url.host, url.port, url.database) == (
+        "postgresql+asyncpg",
+        "postgres",
+        5432,
+        "saga",
+    )
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
@@ -66,6 +90,8 @@ def test_app_commands_name_real_entrypoints(compose, service):
     command = compose["services"][service]["command"]
     if command[:2] == ["python", "-m"]:
         assert importlib.util.find_spec(f"{command[2]}.__main__") is not None
+        if command[2] == "choreography":
+            assert parse_services(command[4]) == [service.removeprefix("choreography-")]
     elif command[0] == "python":
         assert (ROOT / command[1]).is_file()
         if command[1] == "worker.py":
@@ -133,7 +159,7 @@ def test_every_long_running_service_has_a_health_check_on_a_port_it_serves(compo
         "relay": "9101",
         **{name: "9102" for name in WORKERS},
         "consumers": "9103",
-        "choreography": "9104",
+        **{name: "9104" for name in CHOREOGRAPHY},
         "api": "8000",
     }
     for name, service in compose["services"].items():
@@ -146,8 +172,109 @@ def test_every_long_running_service_has_a_health_check_on_a_port_it_serves(compo
     for name, variable in [
         ("relay", "SAGA_RELAY_METRICS_HOST"),
         ("consumers", "SAGA_CONSUMERS_METRICS_HOST"),
-        ("choreography", "SAGA_CHOREOGRAPHY_METRICS_HOST"),
+        *((name, "SAGA_CHOREOGRAPHY_METRICS_HOST") for name in CHOREOGRAPHY),
     ]:
         assert compose["services"][name]["environment"][variable] == "0.0.0.0", name
     for name in WORKERS:
         assert compose["services"][name]["environment"]["SAGA_WORKER_METRICS_HOST"] == "0.0.0.0"
+
+
+# Who each app service connects to PostgreSQL as (docs/security.md): a
+# service's worker and its choreography handlers are that service.
+LOGIN_OF = {
+    "migrate": "saga_migrator",
+    "api": "app_api",
+    "relay": "app_relay",
+    "consumers": "app_consumers",
+    **{f"worker-{b.value}": f"app_{b.value}" for b in Bulkhead},
+    **{f"choreography-{b.value}": f"app_{b.value}" for b in Bulkhead},
+}
+# The group roles of migration 0015 each login is a member of: its service's,
+# and the branch roles of the 2PC branches it prepares or finishes.
+GROUPS_OF = {
+    "app_orders": {"saga_orders", "saga_coordinator", "saga_xa_inventory", "saga_xa_payments"},
+    "app_inventory": {"saga_inventory", "saga_xa_inventory"},
+    "app_payments": {"saga_payments", "saga_xa_payments"},
+    "app_shipping": {"saga_shipping"},
+    "app_relay": {"saga_relay"},
+    "app_consumers": {"saga_readmodels"},
+    "app_api": {"saga_api"},
+}
+
+
+def init_script_logins() -> dict[str, str]:
+    """Each login the init script creates, with the rest of its CREATE ROLE statement."""
+    text = INIT_SCRIPT.read_text()
+    return dict(re.findall(r"CREATE ROLE (\w+) LOGIN ([^;]*);", text))
+
+
+def test_every_app_service_connects_as_its_own_login(compose):
+    assert set(LOGIN_OF) == set(APP_SERVICES)
+    for service, login in LOGIN_OF.items():
+        url = make_url(
+            interpolate(compose["services"][service]["environment"]["DATABASE_URL"], operator_env())
+        )
+        assert url.username == login, service
+
+
+def test_no_login_is_a_superuser_or_may_make_roles(compose):
+    logins = init_script_logins()
+    assert set(LOGIN_OF.values()) | {"temporal"} <= set(logins)
+    bootstrap = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    assert bootstrap not in logins and bootstrap not in LOGIN_OF.values()
+    for login, rest in logins.items():
+        attributes = rest.upper().split()
+        for power in ("SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS"):
+            assert power not in attributes, (login, power)
+
+
+def test_each_login_is_a_member_of_its_services_group_roles():
+    memberships = {
+        login: set(re.findall(r"\w+", rest.partition("IN ROLE")[2]))
+        for login, rest in init_script_logins().items()
+    }
+    assert {login: memberships[login] for login in GROUPS_OF} == GROUPS_OF
+    assert memberships["saga_migrator"] == memberships["temporal"] == set()
+
+
+def test_the_init_script_creates_every_group_role_the_migration_grants_to():
+    spec = importlib.util.spec_from_file_location(
+        "service_roles", ROOT / "migrations" / "versions" / "0015_service_roles.py"
+    )
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    block = INIT_SCRIPT.read_text().split("-- GROUP ROLES")[1].split("-- END GROUP ROLES")[0]
+    assert re.findall(r"CREATE ROLE (\w+) NOLOGIN;", block) == list(migration.GROUP_ROLES)
+
+
+def test_no_password_is_written_in_the_compose_file():
+    text = (ROOT / "docker-compose.yml").read_text()
+    # Every variable is required: `${X:-default}` or `${X}` could run on a default.
+    assert re.findall(r"\$\{[^}]*\}", text) == [
+        m.group(0) for m in REQUIRED_VARIABLE.finditer(text)
+    ]
+    passwords = re.findall(r"^\s*(\w*(?:PASSWORD|PWD)\w*):\s*(.*)$", text, re.MULTILINE)
+    assert passwords
+    for name, value in passwords:
+        assert REQUIRED_VARIABLE.fullmatch(value.strip()), name
+    urls = re.findall(r"(postgres\S*://[^:@\s]+(?::(\$\{[^}]*\}|[^@\s]*))?@)", text)
+    assert urls
+    for url, password in urls:
+        assert REQUIRED_VARIABLE.fullmatch(password), url
+
+
+def test_postgres_runs_the_init_script_and_temporal_has_its_own_login(compose):
+    postgres = compose["services"]["postgres"]
+    assert any(
+        volume.startswith("./docker/postgres-init.sh:/docker-entrypoint-initdb.d/")
+        for volume in postgres["volumes"]
+    )
+    assert INIT_SCRIPT.stat().st_mode & 0o111
+    temporal = compose["services"]["temporal"]["environment"]
+    assert temporal["POSTGRES_USER"] == "temporal"
+    # The init script made its databases; it needs no right to make more.
+    assert temporal["SKIP_DB_CREATE"] == "true"
+    script = INIT_SCRIPT.read_text()
+    for database in ("temporal", "temporal_visibility"):
+        assert f"CREATE DATABASE {database} OWNER temporal;" in script
