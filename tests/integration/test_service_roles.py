@@ -10,6 +10,7 @@ as their own login, as they do in docker-compose.yml.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import secrets
@@ -31,12 +32,14 @@ from temporalio.client import Client
 from activities import card_participant, payment_provider_client
 from activities.stock_branch import StockParticipant
 from api.app import create_app
+from choreography import service as choreography
 from consumers.order_history import order_history_consumer
 from consumers.runner import ConsumerRunner, RunnerOptions
 from db.engine import create_engine
 from db.migrate import upgrade
 from db.tables import decisions, order_history, reservations, service_tables
 from domain.bulkheads import Bulkhead
+from domain.choreography import SERVICES as CHOREOGRAPHED
 from domain.events import STREAM
 from domain.two_phase import BranchCall, Decision, Vote, branch_gid
 from recovery.sweep import sweep
@@ -218,28 +221,40 @@ async def projected(js: Any, cluster: RolesCluster) -> AsyncIterator[None]:
     await js.delete_consumer(STREAM, consumer.name)
 
 
+@pytest.fixture
+async def relay(cluster: RolesCluster, own_settings: Settings) -> AsyncIterator[None]:
+    """The relay, as the relay's login."""
+    relay_settings = own_settings.model_copy(update={"database_url": cluster.url("app_relay")})
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_relay(relay_settings, stop, stats=RelayStats()))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def api_as_its_login(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+            yield api
+
+
 async def test_orders_confirm_and_publish_with_each_process_as_its_own_login(
-    client: Client, cluster: RolesCluster, own_settings: Settings, projected: None
+    client: Client, cluster: RolesCluster, own_settings: Settings, relay: None, projected: None
 ):
     provider = payment_provider_client(own_settings)
     workers, engines = open_bulkheads(client, own_settings, provider)
-    relay_settings = own_settings.model_copy(update={"database_url": cluster.url("app_relay")})
-    stop, stats = asyncio.Event(), RelayStats()
-    relay = asyncio.create_task(run_relay(relay_settings, stop, stats=stats))
-    app = create_app(own_settings)
     try:
         assert {b: e.url.username for b, e in engines.items()} == {
             b: f"app_{b.value}" for b in Bulkhead
         }
         sku = await factories.insert_product(cluster.engines["app_inventory"], stock=10, price=1500)
-        async with running(workers), app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
-                by_card = await place(api, order_body(sku, 2))
-                by_credit = await two_phase_order(api, sku)
+        async with running(workers), api_as_its_login(own_settings) as api:
+            by_card = await place(api, order_body(sku, 2))
+            by_credit = await two_phase_order(api, sku)
     finally:
-        stop.set()
-        await asyncio.wait_for(relay, 30)
         await provider.aclose()
         for engine in engines.values():
             await engine.dispose()
@@ -301,6 +316,50 @@ async def projected_events(engine: AsyncEngine, order_id: str) -> set[str]:
                 select(order_history.c.event_type).where(order_history.c.order_id == order_id)
             )
         )
+
+
+async def test_a_choreographed_order_confirms_with_each_services_handlers_as_its_login(
+    js: Any, cluster: RolesCluster, own_settings: Settings, relay: None
+):
+    """As compose runs them: one handlers process per service, on that service's login."""
+    prefix = f"test-roles-choreo-{uuid.uuid4().hex[:8]}"
+    stop = asyncio.Event()
+    handlers = [
+        asyncio.create_task(
+            choreography.run(
+                own_settings.model_copy(update={"database_url": cluster.url(f"app_{service}")}),
+                stop,
+                [service],
+                prefix=prefix,
+                deliver_policy=DeliverPolicy.NEW,
+            )
+        )
+        for service in CHOREOGRAPHED
+    ]
+    try:
+        sku = await factories.insert_product(cluster.engines["app_inventory"], stock=5, price=700)
+        async with api_as_its_login(own_settings) as api:
+            await bound(js, prefix)
+            order = await place(api, order_body(sku, 1, mode="choreography"))
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*handlers), 30)
+        for service in CHOREOGRAPHED:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(STREAM, f"{prefix}-{service}")
+
+    assert order["status"] == "CONFIRMED", order
+    assert await factories.stock_of(cluster.engines["saga_migrator"], sku) == 4
+
+
+async def bound(js: Any, prefix: str) -> None:
+    """Wait until every service's durable exists: an event before it would be missed."""
+
+    async def names() -> set[str]:
+        return {info.name for info in await js.consumers_info(STREAM)}
+
+    wanted = {f"{prefix}-{service}" for service in CHOREOGRAPHED}
+    await factories.eventually(names, lambda found: wanted <= found)
 
 
 @pytest.mark.parametrize("decision", [Decision.COMMIT, Decision.ABORT])
