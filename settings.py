@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     inventory_db_pool_size: int = 10
     payments_db_pool_size: int = 10
     shipping_db_pool_size: int = 5
+    # Each bulkhead's pool may connect as a PostgreSQL role of its own
+    # (SAGA_PAYMENTS_DATABASE_URL, ...; docs/security.md); unset: DATABASE_URL.
+    orders_database_url: str | None = None
+    inventory_database_url: str | None = None
+    payments_database_url: str | None = None
+    shipping_database_url: str | None = None
     # Worker versioning: set both to run the workers as one version of a Worker
     # Deployment (README "Evolving sagas"); unset, workers are unversioned.
     worker_deployment_name: str | None = None
@@ -208,7 +214,13 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("database_url")
+    @field_validator(
+        "database_url",
+        "orders_database_url",
+        "inventory_database_url",
+        "payments_database_url",
+        "shipping_database_url",
+    )
     @classmethod
     def _async_driver(cls, url: str | None) -> str | None:
         # Operators paste plain libpq URLs; the activities need the asyncpg dialect.
@@ -225,6 +237,11 @@ class Settings(BaseSettings):
         return self.database_url or (
             f"postgresql+asyncpg://postgres@{LOOPBACK}:{self.pg_port}/{self.pg_database}"
         )
+
+    def bulkhead_database_target(self, bulkhead: str) -> str:
+        """Where `bulkhead`'s pool connects: its own URL if set, else DATABASE_URL's."""
+        own: str | None = getattr(self, f"{bulkhead}_database_url")
+        return own or self.database_target
 
     @property
     def nats_target(self) -> str:

@@ -100,7 +100,8 @@ def open_bulkheads(
     deployment = deployment_config(settings)
     for bulkhead in bulkheads:
         pool_size = getattr(settings, f"{bulkhead.value}_db_pool_size")
-        engine = engines[bulkhead] = create_engine(settings.database_target, pool_size=pool_size)
+        url = settings.bulkhead_database_target(bulkhead.value)
+        engine = engines[bulkhead] = create_engine(url, pool_size=pool_size)
         activities = {**all_activities(engine, settings, provider), **(stand_ins or {})}
         workers.append(
             build_worker(

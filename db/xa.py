@@ -5,6 +5,13 @@ COMMITTED, then PREPARE TRANSACTION. The change and the row survive a crash
 of this process, hold their locks, and become visible together on COMMIT
 PREPARED, or vanish on ROLLBACK PREPARED.
 
+PostgreSQL lets only the role that prepared a transaction (or a superuser)
+finish it, and recovery finishes branches from the coordinator's login, not
+the participant's. So a branch is prepared as its schema's branch role
+(`saga_xa_<schema>`, migration 0015), which holds no privilege of its own,
+and finished as whichever role owns it: the participant's login and the
+coordinator's are members of it, and neither gains a table by that.
+
 Every call is idempotent and tolerates order: the branch's state is read from
 `pg_prepared_xacts` (prepared) and `xa_branches` (committed, or an ABORTED
 tombstone written by abort), so a repeated prepare votes as before, a repeated
@@ -51,8 +58,14 @@ PG_PREPARED_XACTS = Table(
     Column("gid", String),
     Column("database", String),
     Column("prepared", DateTime(timezone=True)),
+    Column("owner", String),
     schema="pg_catalog",
 )
+
+
+def branch_owner(schema: str) -> str:
+    """The role that owns `schema`'s prepared branches (see the module's docstring)."""
+    return f"saga_xa_{schema}"
 
 
 class BranchState(StrEnum):
@@ -107,6 +120,7 @@ class XaBranches:
                 await conn.execute(
                     self._table.insert().values(gid=call.gid, tx_id=call.tx_id, outcome="COMMITTED")
                 )
+                await conn.exec_driver_sql(f"SET LOCAL ROLE {branch_owner(self._schema)}")
                 await conn.exec_driver_sql(f"PREPARE TRANSACTION {_quoted(call.gid)}")
             except IntegrityError:
                 # Another prepare of this gid, or its abort's tombstone, got there first.
@@ -131,7 +145,7 @@ class XaBranches:
     async def commit(self, call: BranchCall) -> BranchState:
         state = await self.state(call.gid)
         if state is BranchState.PREPARED:
-            await self._finish(f"COMMIT PREPARED {_quoted(call.gid)}")
+            await self._finish(call.gid, "COMMIT PREPARED")
             state = await self.state(call.gid)
         if state is not BranchState.COMMITTED:
             raise ProtocolViolation(f"branch {call.gid} cannot commit: it is {state or 'unknown'}")
@@ -140,7 +154,7 @@ class XaBranches:
     async def abort(self, call: BranchCall) -> BranchState:
         state = await self.state(call.gid)
         if state is BranchState.PREPARED:
-            await self._finish(f"ROLLBACK PREPARED {_quoted(call.gid)}")
+            await self._finish(call.gid, "ROLLBACK PREPARED")
             state = await self.state(call.gid)
             if state is BranchState.PREPARED:
                 # The rollback did not happen (a reset connection, a busy gid):
@@ -152,16 +166,30 @@ class XaBranches:
             await self._tombstone(call)
         return BranchState.ABORTED
 
-    async def _finish(self, statement: str) -> None:
+    async def _finish(self, gid: str, verb: str) -> None:
+        statement = f"{verb} {_quoted(gid)}"
         async with self._engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            xacts = PG_PREPARED_XACTS.c
+            owner = await conn.scalar(
+                select(xacts.owner).where(
+                    xacts.gid == gid, xacts.database == func.current_database()
+                )
+            )
             try:
+                if owner is not None:
+                    # Only the owner may finish it; a member becomes it for this.
+                    quote = conn.dialect.identifier_preparer.quote
+                    await conn.exec_driver_sql(f"SET ROLE {quote(owner)}")
                 await conn.exec_driver_sql(statement)
                 # The branch's outbox rows are visible now: wake the relay.
                 await conn.execute(select(func.pg_notify(OUTBOX_CHANNEL, self._schema)))
             except DBAPIError as err:
-                # A concurrent duplicate finished it first; the caller re-reads the state.
-                log.info("%s: %s", statement, _sqlstate(err))
+                # A concurrent duplicate finished it first, or this login may
+                # not become its owner; the caller re-reads the state.
+                log.info("%s: %s %s", statement, _sqlstate(err), err.orig)
+            finally:
+                await conn.exec_driver_sql("RESET ROLE")
 
     async def _tombstone(self, call: BranchCall) -> None:
         async with self._engine.begin() as conn:

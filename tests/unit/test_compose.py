@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
+from choreography.service import parse_services
 from domain.bulkheads import Bulkhead
 from settings import Settings
 from startup import checked_settings, is_secret
@@ -18,7 +20,11 @@ from worker import parse_bulkheads
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("worker-orders", "worker-inventory", "worker-payments", "worker-shipping")
-APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", "choreography")
+CHOREOGRAPHY = tuple(f"choreography-{b.value}" for b in Bulkhead)
+APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", *CHOREOGRAPHY)
+INIT_SCRIPT = ROOT / "docker" / "postgres-init.sh"
+# Compose's `${NAME:?message}`: the operator must set NAME; there is no default.
+REQUIRED_VARIABLE = re.compile(r"\$\{(\w+):\?[^}]*\}")
 
 
 # What an operator puts in `.env`; the file itself holds none of it.
@@ -55,7 +61,7 @@ def service_env(
     compose: dict[str, Any], service: str, env: dict[str, str] | None = None
 ) -> dict[str, str]:
     raw = compose["services"][service].get("environment", {})
-    return {k: interpolate(v, OPERATOR_ENV if env is None else env) for k, v in raw.items()}
+    return {k: interpolate(v, operator_env() if env is None else env) for k, v in raw.items()}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +72,15 @@ def compose() -> dict[str, Any]:
 def our_services(compose: dict[str, Any]) -> list[str]:
     """Every service running this project's image (and so its Settings)."""
     return [name for name, service in compose["services"].items() if "build" in service]
+
+
+def required_variables() -> list[str]:
+    return sorted(set(REQUIRED_VARIABLE.findall((ROOT / "docker-compose.yml").read_text())))
+
+
+def operator_env() -> dict[str, str]:
+    """A value for every variable the compose file requires: keys that parse, passwords."""
+    return {name: f"pw-{name.lower()}" for name in required_variables()} | OPERATOR_ENV
 
 
 def settings_env_names() -> set[str]:
@@ -103,7 +118,13 @@ def test_app_settings_parse_from_the_compose_environment(compose, service, monke
         monkeypatch.setenv(key, value)
     settings = Settings()
     assert settings.temporal_target == "temporal:7233"
-    assert settings.database_target.startswith("postgresql+asyncpg://saga:saga@postgres:5432/")
+    url = make_url(settings.database_target)
+    assert (url.drivername, url.host, url.port, url.database) == (
+        "postgresql+asyncpg",
+        "postgres",
+        5432,
+        "saga",
+    )
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
@@ -111,6 +132,8 @@ def test_app_commands_name_real_entrypoints(compose, service):
     command = compose["services"][service]["command"]
     if command[:2] == ["python", "-m"]:
         assert importlib.util.find_spec(f"{command[2]}.__main__") is not None
+        if command[2] == "choreography":
+            assert parse_services(command[4]) == [service.removeprefix("choreography-")]
     elif command[0] == "python":
         assert (ROOT / command[1]).is_file()
         if command[1] == "worker.py":
@@ -178,7 +201,7 @@ def test_every_long_running_service_has_a_health_check_on_a_port_it_serves(compo
         "relay": "9101",
         **{name: "9102" for name in WORKERS},
         "consumers": "9103",
-        "choreography": "9104",
+        **{name: "9104" for name in CHOREOGRAPHY},
         "api": "8000",
     }
     for name, service in compose["services"].items():
@@ -191,7 +214,7 @@ def test_every_long_running_service_has_a_health_check_on_a_port_it_serves(compo
     for name, variable in [
         ("relay", "SAGA_RELAY_METRICS_HOST"),
         ("consumers", "SAGA_CONSUMERS_METRICS_HOST"),
-        ("choreography", "SAGA_CHOREOGRAPHY_METRICS_HOST"),
+        *((name, "SAGA_CHOREOGRAPHY_METRICS_HOST") for name in CHOREOGRAPHY),
     ]:
         assert compose["services"][name]["environment"][variable] == "0.0.0.0", name
     for name in WORKERS:
@@ -219,11 +242,11 @@ def test_services_start_with_what_the_operator_supplies(compose, service, needs,
         assert [k.get_secret_value() for k in settings.api_order_keys] == ["order-key"]
 
 
-@pytest.mark.parametrize("missing", sorted(OPERATOR_ENV))
+@pytest.mark.parametrize("missing", required_variables())
 def test_the_stack_refuses_to_start_without_each_secret(compose, missing):
-    short = {k: v for k, v in OPERATOR_ENV.items() if k != missing}
+    short = {k: v for k, v in operator_env().items() if k != missing}
     refused = []
-    for service in our_services(compose):
+    for service in compose["services"]:
         try:
             service_env(compose, service, short)
         except Refused as err:
@@ -251,3 +274,106 @@ def test_temporal_is_reached_from_the_network_only_and_the_ui_from_this_host(com
         assert str(mapping).startswith("127.0.0.1:"), mapping
     published = {n for n, s in services.items() if s.get("ports")}
     assert published <= {"api", "temporal-ui"}
+
+
+# Who each app service connects to PostgreSQL as (docs/security.md): a
+# service's worker and its choreography handlers are that service.
+LOGIN_OF = {
+    "migrate": "saga_migrator",
+    "api": "app_api",
+    "relay": "app_relay",
+    "consumers": "app_consumers",
+    **{f"worker-{b.value}": f"app_{b.value}" for b in Bulkhead},
+    **{f"choreography-{b.value}": f"app_{b.value}" for b in Bulkhead},
+}
+# The group roles of migration 0015 each login is a member of: its service's,
+# and the branch roles of the 2PC branches it prepares or finishes.
+GROUPS_OF = {
+    "app_orders": {"saga_orders", "saga_coordinator", "saga_xa_inventory", "saga_xa_payments"},
+    "app_inventory": {"saga_inventory", "saga_xa_inventory"},
+    "app_payments": {"saga_payments", "saga_xa_payments"},
+    "app_shipping": {"saga_shipping"},
+    "app_relay": {"saga_relay"},
+    "app_consumers": {"saga_readmodels"},
+    "app_api": {"saga_api"},
+}
+
+
+def init_script_logins() -> dict[str, str]:
+    """Each login the init script creates, with the rest of its CREATE ROLE statement."""
+    text = INIT_SCRIPT.read_text()
+    return dict(re.findall(r"CREATE ROLE (\w+) LOGIN ([^;]*);", text))
+
+
+def test_every_app_service_connects_as_its_own_login(compose):
+    assert set(LOGIN_OF) == set(APP_SERVICES)
+    for service, login in LOGIN_OF.items():
+        url = make_url(
+            interpolate(compose["services"][service]["environment"]["DATABASE_URL"], operator_env())
+        )
+        assert url.username == login, service
+
+
+def test_no_login_is_a_superuser_or_may_make_roles(compose):
+    logins = init_script_logins()
+    assert set(LOGIN_OF.values()) | {"temporal"} <= set(logins)
+    bootstrap = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    assert bootstrap not in logins and bootstrap not in LOGIN_OF.values()
+    for login, rest in logins.items():
+        attributes = rest.upper().split()
+        for power in ("SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS"):
+            assert power not in attributes, (login, power)
+
+
+def test_each_login_is_a_member_of_its_services_group_roles():
+    memberships = {
+        login: set(re.findall(r"\w+", rest.partition("IN ROLE")[2]))
+        for login, rest in init_script_logins().items()
+    }
+    assert {login: memberships[login] for login in GROUPS_OF} == GROUPS_OF
+    assert memberships["saga_migrator"] == memberships["temporal"] == set()
+
+
+def test_the_init_script_creates_every_group_role_the_migration_grants_to():
+    spec = importlib.util.spec_from_file_location(
+        "service_roles", ROOT / "migrations" / "versions" / "0015_service_roles.py"
+    )
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    block = INIT_SCRIPT.read_text().split("-- GROUP ROLES")[1].split("-- END GROUP ROLES")[0]
+    assert re.findall(r"CREATE ROLE (\w+) NOLOGIN;", block) == list(migration.GROUP_ROLES)
+
+
+def test_no_password_is_written_in_the_compose_file():
+    text = (ROOT / "docker-compose.yml").read_text()
+    # Every variable is required: `${X:-default}` or `${X}` could run on a default
+    # (but for the optional list of read keys, empty unless set).
+    optional = ["${SAGA_API_READ_KEYS:-[]}"]
+    assert [v for v in re.findall(r"\$\{[^}]*\}", text) if v not in optional] == [
+        m.group(0) for m in REQUIRED_VARIABLE.finditer(text)
+    ]
+    passwords = re.findall(r"^\s*(\w*(?:PASSWORD|PWD)\w*):\s*(.*)$", text, re.MULTILINE)
+    assert passwords
+    for name, value in passwords:
+        assert REQUIRED_VARIABLE.fullmatch(value.strip()), name
+    urls = re.findall(r"(postgres\S*://[^:@\s]+(?::(\$\{[^}]*\}|[^@\s]*))?@)", text)
+    assert urls
+    for url, password in urls:
+        assert REQUIRED_VARIABLE.fullmatch(password), url
+
+
+def test_postgres_runs_the_init_script_and_temporal_has_its_own_login(compose):
+    postgres = compose["services"]["postgres"]
+    assert any(
+        volume.startswith("./docker/postgres-init.sh:/docker-entrypoint-initdb.d/")
+        for volume in postgres["volumes"]
+    )
+    assert INIT_SCRIPT.stat().st_mode & 0o111
+    temporal = compose["services"]["temporal"]["environment"]
+    assert temporal["POSTGRES_USER"] == "temporal"
+    # The init script made its databases; it needs no right to make more.
+    assert temporal["SKIP_DB_CREATE"] == "true"
+    script = INIT_SCRIPT.read_text()
+    for database in ("temporal", "temporal_visibility"):
+        assert f"CREATE DATABASE {database} OWNER temporal;" in script
