@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SAGA_NATS_URL", "NATS_URL")
     )
     nats_port: int = 4222
+    # Who this process logs in to NATS as (each compose service is its own user,
+    # with the permissions of deploy/nats/nats-server.conf); unset, no login.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
 
     api_host: str = LOOPBACK
     api_port: int = 8000
@@ -198,6 +202,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SAGA_WORKER_DEPLOYMENT_NAME and SAGA_WORKER_BUILD_ID: set both or neither"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _nats_login_is_whole(self) -> Settings:
+        if (self.nats_user is None) != (self.nats_password is None):
+            raise ValueError("SAGA_NATS_USER and SAGA_NATS_PASSWORD: set both or neither")
         return self
 
     @model_validator(mode="after")
