@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ from worker import parse_bulkheads
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("worker-orders", "worker-inventory", "worker-payments", "worker-shipping")
 APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", "choreography")
+# The services that connect to NATS, and the user each logs in as.
+NATS_CLIENTS = {"relay": "relay", "consumers": "consumers", "choreography": "choreography"}
+NATS_CONFIG = ROOT / "deploy" / "nats" / "nats-server.conf"
+# `${VAR:?message}`: compose refuses to start without the operator's value.
+REQUIRED = re.compile(r"^\$\{(\w+):\?[^}]+\}$")
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +102,46 @@ def test_the_payment_provider_simulator_listens_where_the_workers_look(compose, 
         monkeypatch.setenv(key, str(value))
     settings = Settings()
     assert (settings.payment_provider_host, settings.payment_provider_port) == ("0.0.0.0", 8100)
+
+
+def nats_users() -> dict[str, str]:
+    """User -> the environment variable holding its password, as the NATS config says."""
+    text = NATS_CONFIG.read_text()
+    return dict(re.findall(r"\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+)", text))
+
+
+def test_nats_runs_with_the_auth_config_and_the_operators_passwords(compose):
+    nats = compose["services"]["nats"]
+    command = nats["command"]
+    config = command[command.index("-c") + 1]
+    assert f"./deploy/nats/nats-server.conf:{config}:ro" in nats["volumes"]
+    users = nats_users()
+    assert sorted(users) == sorted(NATS_CLIENTS.values())
+    for variable in users.values():
+        match = REQUIRED.match(nats["environment"][variable])
+        assert match is not None and match.group(1) == variable, variable
+    assert "no_auth_user" not in NATS_CONFIG.read_text()
+
+
+@pytest.mark.parametrize("service", sorted(NATS_CLIENTS))
+def test_each_nats_client_logs_in_as_its_own_user(compose, service, monkeypatch):
+    env = compose["services"][service]["environment"]
+    user = env["SAGA_NATS_USER"]
+    assert user == NATS_CLIENTS[service]
+    match = REQUIRED.match(env["SAGA_NATS_PASSWORD"])
+    assert match is not None, "a password from the operator, never a default"
+    assert match.group(1) == nats_users()[user]
+    assert "@" not in env.get("NATS_URL", "")  # no credentials in a URL that gets logged
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    settings = Settings()
+    assert settings.nats_user == user and settings.nats_password is not None
+
+
+def test_only_nats_clients_have_nats_credentials(compose):
+    for name in set(APP_SERVICES) - set(NATS_CLIENTS):
+        env = compose["services"][name]["environment"]
+        assert "SAGA_NATS_PASSWORD" not in env, name
 
 
 def test_postgres_allows_prepared_transactions(compose):
