@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     payment_provider_url: str | None = None
     payment_provider_host: str = LOOPBACK  # where `python -m payment_provider` listens
     payment_provider_port: int = 8100
+    # The simulator's fault injection (/admin/faults) on a listener of its own,
+    # off the network /v1 is served on (the compose stack sets the port); unset,
+    # it is served beside /v1, which must then listen on loopback.
+    payment_provider_admin_host: str = LOOPBACK
+    payment_provider_admin_port: int | None = None
     # Where the simulator keeps its books across restarts (`make run`: under the
     # data dir); unset, in memory only.
     payment_provider_journal: Path | None = None

@@ -104,6 +104,19 @@ def test_the_payment_provider_simulator_listens_where_the_workers_look(compose, 
     assert (settings.payment_provider_host, settings.payment_provider_port) == ("0.0.0.0", 8100)
 
 
+def test_the_simulators_admin_api_listens_on_loopback_only(compose, monkeypatch):
+    from payment_provider.listeners import Listeners, is_loopback
+
+    service = compose["services"]["payment-provider"]
+    for key, value in service["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    listeners = Listeners.from_settings(Settings())
+    assert listeners.admin_port is not None and listeners.admin_port != listeners.port
+    assert is_loopback(listeners.admin_host)
+    assert str(listeners.admin_port) not in str(service.get("ports", []))
+    assert "/admin" not in " ".join(service["healthcheck"]["test"])
+
+
 def nats_users() -> dict[str, str]:
     """User -> the environment variable holding its password, as the NATS config says."""
     text = NATS_CONFIG.read_text()
