@@ -119,7 +119,12 @@ async def test_it_refuses_to_serve_faults_beside_v1_on_all_addresses():
         SAGA_PAYMENT_PROVIDER_HOST="0.0.0.0", SAGA_PAYMENT_PROVIDER_PORT=str(free_port())
     )
     process = await start(env)
-    _, err = await asyncio.wait_for(process.communicate(), 30)
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:  # it served after all: leave nothing running
+            process.kill()
+            await process.wait()
 
     assert process.returncode == 1
     lines = err.decode().strip().splitlines()
