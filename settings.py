@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SAGA_NATS_URL", "NATS_URL")
     )
     nats_port: int = 4222
+    # Who this process logs in to NATS as (each compose service is its own user,
+    # with the permissions of deploy/nats/nats-server.conf); unset, no login.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
 
     api_host: str = LOOPBACK
     api_port: int = 8000
@@ -112,6 +116,11 @@ class Settings(BaseSettings):
     payment_provider_url: str | None = None
     payment_provider_host: str = LOOPBACK  # where `python -m payment_provider` listens
     payment_provider_port: int = 8100
+    # The simulator's fault injection (/admin/faults) on a listener of its own,
+    # off the network /v1 is served on (the compose stack sets the port); unset,
+    # it is served beside /v1, which must then listen on loopback.
+    payment_provider_admin_host: str = LOOPBACK
+    payment_provider_admin_port: int | None = None
     # Where the simulator keeps its books across restarts (`make run`: under the
     # data dir); unset, in memory only.
     payment_provider_journal: Path | None = None
@@ -204,6 +213,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SAGA_WORKER_DEPLOYMENT_NAME and SAGA_WORKER_BUILD_ID: set both or neither"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _nats_login_is_whole(self) -> Settings:
+        if (self.nats_user is None) != (self.nats_password is None):
+            raise ValueError("SAGA_NATS_USER and SAGA_NATS_PASSWORD: set both or neither")
         return self
 
     @model_validator(mode="after")

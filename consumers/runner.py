@@ -10,7 +10,9 @@ A handler that raises rolls back its effect and its inbox claim together, and
 the message is nak'ed with a delay growing with its delivery count; after
 `max_deliver` deliveries it is terminated and logged. A body that is not an
 event envelope can never succeed, so it is terminated at once: a poison
-message does not hold up the ones behind it.
+message does not hold up the ones behind it. So is an event that came on
+another event's subject, or from a service that does not own its aggregate
+(domain.events.misrouting): refused, logged, never applied.
 
 Failed messages are redelivered later while the next ones are applied, so a
 handler must not rely on delivery order (the order-history projection orders
@@ -37,7 +39,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers import inbox
-from domain.events import STREAM, Envelope
+from domain.events import STREAM, Envelope, misrouting
 from observability.tracing import TRACER
 from observability.tracing import extract as extract_trace
 
@@ -85,6 +87,7 @@ class Outcome(StrEnum):
     RETRY = "retry"
     GAVE_UP = "gave-up"
     POISON = "poison"
+    REFUSED = "refused"
 
 
 def redelivery_delay(num_delivered: int, options: RunnerOptions) -> float:
@@ -218,6 +221,19 @@ class ConsumerRunner:
             )
             await msg.term()
             return Outcome.POISON
+        refusal = misrouting(msg.subject, envelope)
+        if refusal is not None:
+            # Forged or misdirected: never applied, whatever its body says.
+            log.error(
+                "consumer %s: refused event %s (seq %s): %s",
+                self.consumer.name,
+                envelope.event_id,
+                msg.metadata.sequence.stream,
+                refusal,
+                extra=self._ids(envelope),
+            )
+            await msg.term()
+            return Outcome.REFUSED
         if self.consumer.wants is not None and not self.consumer.wants(envelope):
             await msg.ack()
             return Outcome.SKIPPED

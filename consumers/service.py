@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.metrics import MetricsEndpoint
 from consumers.runner import Consumer, ConsumerRunner, ConsumerStats, RunnerOptions
-from consumers.stream import ensure_stream
+from consumers.stream import wait_for_stream
 from db.engine import create_engine
+from security.nats_login import connection_name, login_options
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 _RECONNECT_WAIT_S = 2.0
 
 
-async def connect_nats(url: str, stop: asyncio.Event) -> NatsClient | None:
+async def connect_nats(settings: Settings, stop: asyncio.Event) -> NatsClient | None:
     """Connect, retrying until the server answers; None if `stop` is set first.
 
     The client keeps reconnecting after a lost connection too, for as long as
@@ -43,7 +44,8 @@ async def connect_nats(url: str, stop: asyncio.Event) -> NatsClient | None:
 
     connecting = asyncio.ensure_future(
         nats.connect(
-            url,
+            settings.nats_target,
+            **login_options(settings),
             name="saga-consumers",
             max_reconnect_attempts=-1,
             reconnect_time_wait=_RECONNECT_WAIT_S,
@@ -81,10 +83,10 @@ async def serve(
     Each runner applies one message at a time; `instances` runners pull from
     each consumer's durable at once. `metrics` serves what they did.
     """
-    client = await connect_nats(settings.nats_target, stop)
+    client = await connect_nats(settings, stop)
     if client is None:
         return
-    log.info("nats connected: %s", settings.nats_target)
+    log.info("nats connected: %s", connection_name(client, settings))
     engine = create_engine(
         settings.database_target, pool_size=max(2, len(consumers) * instances + len(background))
     )
@@ -92,7 +94,8 @@ async def serve(
     exporter: asyncio.Server | None = None
     try:
         js = client.jetstream()
-        await ensure_stream(js)
+        if not await wait_for_stream(js, stop):
+            return
         if metrics is not None:
             names = [consumer.name for consumer in consumers]
             exporter = await metrics.start(js, engine, stats, names)

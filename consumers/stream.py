@@ -1,13 +1,18 @@
-"""The EVENTS stream: created or brought up to date by whichever process starts first.
+"""The EVENTS stream: created or brought up to date by the relay, awaited by consumers.
 
-The relay and every consumer process call `ensure_stream` at start-up, so it is
-idempotent and safe to run from two processes at once.
+Every relay instance calls `ensure_stream` at start-up, so it is idempotent
+and safe to run from two processes at once. Consumer processes only wait for
+the stream (`wait_for_stream`): in the compose stack their NATS users may not
+create, change or delete it (deploy/nats/nats-server.conf).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -26,6 +31,7 @@ DUPLICATE_WINDOW_S = 120.0
 # JSStreamNameExistErr: the stream exists with another configuration.
 _NAME_IN_USE = 10058
 _ATTEMPTS = 3
+_STREAM_POLL_S = 1.0
 
 
 def stream_config(max_age_s: float = MAX_AGE_S) -> StreamConfig:
@@ -63,3 +69,21 @@ async def ensure_stream(js: JetStreamContext, max_age_s: float = MAX_AGE_S) -> N
             # Deleted between our two calls: create it again.
             continue
     raise RuntimeError(f"stream {STREAM} could be neither created nor updated")
+
+
+async def wait_for_stream(js: JetStreamContext, stop: asyncio.Event) -> bool:
+    """Wait until the stream exists (the relay creates it); False if `stop` came first."""
+    told = False
+    while not stop.is_set():
+        try:
+            await js.stream_info(STREAM)
+            return True
+        except NotFoundError:
+            if not told:
+                log.info("waiting for stream %s: the relay creates it", STREAM)
+                told = True
+        except (nats.errors.Error, TimeoutError) as err:  # NATS away: it reconnects
+            log.warning("stream %s: %r; retrying", STREAM, err)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _STREAM_POLL_S)
+    return False

@@ -22,7 +22,7 @@ def _crash() -> None:
 async def _run(args: argparse.Namespace) -> None:
     settings = load_settings("python -m dual_write")
     engine = create_engine(settings.database_target, pool_size=1)
-    nc = await connect_nats(settings.nats_target)
+    nc = await connect_nats(settings)
     try:
         crash = _crash if args.crash else (lambda: None)
         await restock(

