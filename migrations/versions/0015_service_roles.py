@@ -1,7 +1,7 @@
 """One PostgreSQL role per service, with rights on its own schema and on what it reads.
 
 Group roles (NOLOGIN) carry the privileges; a deployment creates LOGIN roles,
-with passwords, as members of them (docker-compose: docker/postgres-init.sh).
+with passwords, as members of them (docker-compose: deploy/postgres/init.sh).
 No password lives here. The role that runs migrations owns every schema and
 table; the services only read and write rows.
 

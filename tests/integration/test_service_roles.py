@@ -1,7 +1,7 @@
 """Each process connects as its own PostgreSQL login, and can do its work and no other.
 
 This module's cluster is set up as the compose stack sets up its postgres
-container: docker/postgres-init.sh makes the logins as members of migration
+container: deploy/postgres/init.sh makes the logins as members of migration
 0015's group roles, and the migrations run as the database's owner, no
 superuser. Then every bulkhead, the relay, the consumers and the API connect
 as their own login, as they do in docker-compose.yml.
@@ -54,9 +54,9 @@ from worker import open_bulkheads, running
 
 pytestmark = pytest.mark.asyncio
 
-INIT_SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "postgres-init.sh"
+INIT_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "init.sh"
 APPS = ("ORDERS", "INVENTORY", "PAYMENTS", "SHIPPING", "RELAY", "CONSUMERS", "API")
-# The variables docker/postgres-init.sh reads its passwords from.
+# The variables deploy/postgres/init.sh reads its passwords from.
 PASSWORDS = ("MIGRATOR", *APPS, "TEMPORAL")
 LOGINS = ("saga_migrator", *(f"app_{name.lower()}" for name in APPS))
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("worker-orders", "worker-inventory", "worker-payments", "worker-shipping")
 CHOREOGRAPHY = tuple(f"choreography-{b.value}" for b in Bulkhead)
 APP_SERVICES = ("api", *WORKERS, "migrate", "relay", "consumers", *CHOREOGRAPHY)
-INIT_SCRIPT = ROOT / "docker" / "postgres-init.sh"
+INIT_SCRIPT = ROOT / "deploy" / "postgres" / "init.sh"
 # Compose's `${NAME:?message}`: the operator must set NAME; there is no default.
 REQUIRED_VARIABLE = re.compile(r"\$\{(\w+):\?[^}]*\}")
 REQUIRED = re.compile(r"^\$\{(\w+):\?[^}]+\}$")
@@ -427,7 +427,7 @@ def test_no_password_is_written_in_the_compose_file():
 def test_postgres_runs_the_init_script_and_temporal_has_its_own_login(compose):
     postgres = compose["services"]["postgres"]
     assert any(
-        volume.startswith("./docker/postgres-init.sh:/docker-entrypoint-initdb.d/")
+        volume.startswith("./deploy/postgres/init.sh:/docker-entrypoint-initdb.d/")
         for volume in postgres["volumes"]
     )
     assert INIT_SCRIPT.stat().st_mode & 0o111
