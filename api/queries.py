@@ -7,8 +7,11 @@ and because listing by status or customer is a database question.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, and_, delete, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,9 +30,23 @@ from domain.orders import OrderStatus, PricedLine, SagaMode
 from domain.saga import TwoPhaseView
 
 
-async def list_products(engine: AsyncEngine) -> list[Product]:
+@dataclass(frozen=True)
+class OrderListing:
+    """Which orders to list: filters, and the page (its size, and the key it starts after)."""
+
+    status: OrderStatus | None
+    customer_id: str | None
+    limit: int
+    after: tuple[datetime, str] | None = None
+
+
+async def list_products(engine: AsyncEngine, after: str | None, limit: int) -> list[Product]:
+    """Up to `limit` products by sku, from the one after `after`."""
+    query = select(products).order_by(products.c.sku).limit(limit)
+    if after is not None:
+        query = query.where(products.c.sku > after)
     async with engine.connect() as conn:
-        rows = await conn.execute(select(products).order_by(products.c.sku))
+        rows = await conn.execute(query)
         return [
             Product(sku=r.sku, name=r.name, price=r.price, currency=r.currency, available=r.stock)
             for r in rows
@@ -98,17 +115,26 @@ async def _two_phase(conn: AsyncConnection, order_id: str) -> TwoPhaseView | Non
     )
 
 
-async def order_events(engine: AsyncEngine, order_id: str) -> list[OrderEvent] | None:
-    """The projected events of an order, oldest first; None if there is no such order.
+async def order_events(
+    engine: AsyncEngine,
+    order_id: str,
+    after: tuple[datetime, str] | None = None,
+    limit: int | None = None,
+) -> list[OrderEvent] | None:
+    """Up to `limit` projected events of an order (all, without: one order has a dozen),
+    oldest first, from the one after `after` (its occurred_at and event_id); None if there
+    is no such order.
 
     The projection lags the services' commits, so an order may exist with no
     events projected yet: that is an empty list, not an unknown order.
     """
-    query = (
-        select(order_history)
-        .where(order_history.c.order_id == order_id)
-        .order_by(order_history.c.occurred_at, order_history.c.event_id)
-    )
+    key = (order_history.c.occurred_at, order_history.c.event_id)
+    query = select(order_history).where(order_history.c.order_id == order_id)
+    if after is not None:
+        occurred_at, event_id = after
+        cursor = (literal(occurred_at, key[0].type), literal(event_id, key[1].type))
+        query = query.where(tuple_(*key) > tuple_(*cursor))
+    query = query.order_by(*key).limit(limit)
     async with engine.connect() as conn:
         events = [
             OrderEvent(
@@ -185,14 +211,27 @@ async def request_fingerprint(engine: AsyncEngine, order_id: str) -> str | None:
         return await conn.scalar(select(orders.c.request_hash).where(orders.c.order_id == order_id))
 
 
-async def list_orders(
-    engine: AsyncEngine, status: OrderStatus | None, customer_id: str | None, limit: int
-) -> list[OrderSummary]:
-    query = select(orders).order_by(orders.c.created_at.desc(), orders.c.order_id).limit(limit)
-    if status is not None:
-        query = query.where(orders.c.status == status.value)
-    if customer_id is not None:
-        query = query.where(orders.c.customer_id == customer_id)
+def orders_page(listing: OrderListing) -> Select[Any]:
+    """The query of one page of orders, newest first, ties by order id."""
+    query = select(orders).order_by(orders.c.created_at.desc(), orders.c.order_id)
+    if listing.status is not None:
+        query = query.where(orders.c.status == listing.status.value)
+    if listing.customer_id is not None:
+        query = query.where(orders.c.customer_id == listing.customer_id)
+    if listing.after is not None:
+        created_at, order_id = listing.after
+        # The bound on created_at alone is what an index scan starts from.
+        query = query.where(
+            orders.c.created_at <= created_at,
+            or_(
+                orders.c.created_at < created_at,
+                and_(orders.c.created_at == created_at, orders.c.order_id > order_id),
+            ),
+        )
+    return query.limit(listing.limit)
+
+
+async def list_orders(engine: AsyncEngine, listing: OrderListing) -> list[OrderSummary]:
     async with engine.connect() as conn:
         return [
             OrderSummary(
@@ -204,7 +243,7 @@ async def list_orders(
                 created_at=r.created_at,
                 mode=SagaMode(r.saga_mode),
             )
-            for r in await conn.execute(query)
+            for r in await conn.execute(orders_page(listing))
         ]
 
 

@@ -2,8 +2,12 @@
 its server span (observability.tracing) and one access-log line.
 
 Labelled by route template (`/orders/{order_id}`), never by the raw path, so
-order ids don't become label values. Each app has its own registry. Every
-request also logs one line, with the order it is about in its log context.
+order ids don't become label values, and by method only when it is one HTTP
+defines for this API; any other method, and a path no route matches, is
+`OTHER`. This middleware runs before access control, so a label value a
+caller chose would let anyone grow `/metrics` (and this process's memory)
+without a key. Each app has its own registry. Every request also logs one
+line, with the order it is about in its log context.
 """
 
 from __future__ import annotations
@@ -30,6 +34,19 @@ from observability.tracing import TRACER
 
 access_log = logging.getLogger("api.access")
 _ORDER_PATH = re.compile(r"^/orders/([^/]+)")
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "OTHER"
+
+
+def method_label(method: str) -> str:
+    """The method as a label value: one of KNOWN_METHODS, or OTHER."""
+    return method if method in KNOWN_METHODS else OTHER
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route that matched (a 405 still names it), or OTHER."""
+    template = getattr(scope.get("route"), "path", None)
+    return template if isinstance(template, str) else OTHER
 
 
 class RequestTelemetry:
@@ -66,19 +83,19 @@ class RequestTelemetry:
                 status = int(message["status"])  # type: ignore[call-overload]
             await send(message)
 
-        span = TRACER.start_span(f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER)
+        method = method_label(scope["method"])
+        span = TRACER.start_span(method, kind=SpanKind.SERVER)
         try:
             with trace.use_span(span, end_on_exit=True):
                 await self.app(scope, receive, record_status)  # type: ignore[arg-type]
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            # Named by route template, like the metrics: ids are attributes, not names.
-            span.update_name(f"{scope['method']} {template}")
+            template = route_label(scope)
+            # Named like the metrics: ids and caller-chosen text are attributes, not names.
+            span.update_name(f"{method} {template}")
             span.set_attributes({"http.route": template, "http.response.status_code": status})
             elapsed = time.perf_counter() - started
-            self.requests.labels(scope["method"], template, str(status)).inc()
-            self.latency.labels(scope["method"], template).observe(elapsed)
+            self.requests.labels(method, template, str(status)).inc()
+            self.latency.labels(method, template).observe(elapsed)
             access_log.info(
                 "%s %s %d %.1f ms", scope["method"], scope["path"], status, elapsed * 1000
             )

@@ -147,6 +147,8 @@ orders = Table(
 )
 Index("ix_orders_created", orders.c.created_at.desc())
 Index("ix_orders_customer_created", orders.c.customer_id, orders.c.created_at.desc())
+# GET /orders?status=, newest first, and its next pages (migration 0014).
+Index("ix_orders_status_created", orders.c.status, orders.c.created_at.desc(), orders.c.order_id)
 # The orders service's timeout sweep: choreographed orders still open, by deadline.
 Index(
     "ix_orders_choreography_open",

@@ -50,17 +50,7 @@ class WalletStore:
 
     async def load(self, db: Db, customer_id: str) -> WalletState:
         """The latest snapshot, and the events after it folded in."""
-        snap = (
-            await db.execute(
-                select(wallet_snapshots.c.version, wallet_snapshots.c.balance)
-                .where(wallet_snapshots.c.customer_id == customer_id)
-                .order_by(wallet_snapshots.c.version.desc())
-                .limit(1)
-            )
-        ).first()
-        state = WalletState(customer_id)
-        if snap is not None:
-            state = WalletState(customer_id, int(snap.version), int(snap.balance))
+        state = await self._snapshot(db, customer_id)
         return fold(state, await self.events(db, customer_id, after_version=state.version))
 
     async def rebuild(self, db: Db, customer_id: str) -> WalletState:
@@ -68,8 +58,49 @@ class WalletStore:
         return fold(WalletState(customer_id), await self.events(db, customer_id))
 
     async def state_at(self, db: Db, customer_id: str, at: datetime) -> WalletState:
-        """The wallet as it stood at `at`: the events that had occurred by then."""
-        return fold(WalletState(customer_id), await self.events(db, customer_id, until=at))
+        """The wallet as it stood at `at`: the events that had occurred by then.
+
+        Folded from the latest snapshot whose own event had occurred by `at`,
+        so a read replays at most the events between two snapshots, however
+        long the stream. Event times grow with versions (each event is
+        appended after the one before it committed), so such a snapshot holds
+        only events that had occurred by `at`, and none at or after the next
+        snapshot had.
+        """
+        state = await self._snapshot(db, customer_id, until=at)
+        before = await db.scalar(
+            select(func.min(wallet_snapshots.c.version)).where(
+                wallet_snapshots.c.customer_id == customer_id,
+                wallet_snapshots.c.version > state.version,
+            )
+        )
+        events = await self.events(
+            db, customer_id, after_version=state.version, until=at, before_version=before
+        )
+        return fold(state, events)
+
+    async def _snapshot(
+        self, db: Db, customer_id: str, until: datetime | None = None
+    ) -> WalletState:
+        """The latest snapshot (of those whose event had occurred by `until`), or the empty
+        wallet."""
+        snapshots = wallet_snapshots
+        query = (
+            select(snapshots.c.version, snapshots.c.balance)
+            .where(snapshots.c.customer_id == customer_id)
+            .order_by(snapshots.c.version.desc())
+            .limit(1)
+        )
+        if until is not None:
+            query = query.join(
+                wallet_events,
+                (wallet_events.c.customer_id == snapshots.c.customer_id)
+                & (wallet_events.c.version == snapshots.c.version),
+            ).where(wallet_events.c.occurred_at <= until)
+        snap = (await db.execute(query)).first()
+        if snap is None:
+            return WalletState(customer_id)
+        return WalletState(customer_id, int(snap.version), int(snap.balance))
 
     async def events(
         self,
@@ -78,6 +109,7 @@ class WalletStore:
         *,
         after_version: int = 0,
         until: datetime | None = None,
+        before_version: int | None = None,
     ) -> list[WalletEvent]:
         query = (
             select(wallet_events)
@@ -89,6 +121,8 @@ class WalletStore:
         )
         if until is not None:
             query = query.where(wallet_events.c.occurred_at <= until)
+        if before_version is not None:
+            query = query.where(wallet_events.c.version < before_version)
         return [_event(row) for row in await db.execute(query)]
 
     async def open_with(self, db: Db, customer_id: str, balance: int) -> WalletState:

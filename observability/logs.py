@@ -8,7 +8,13 @@ activities set `workflow_id`, `order_id` and `activity` for their attempt
 request about one, the relay sets them for the event it is handling.
 
 Every line, in either format, passes a redaction filter: payment tokens and
-the values of secret-looking fields never reach a log.
+the values of secret-looking fields never reach a log. Then every control
+character (C0, DEL, C1, U+2028, U+2029) and the backslash in the message and
+in every field is escaped (`\n`, `\x1b`, `\u2028`, `\\`): text from a request
+(a path with `%0A`) cannot end a record and forge the next, move a terminal's
+cursor, or read as anything but what it was. A record is one line; only a
+traceback keeps its own line breaks: in the text format on continuation lines
+indented so none can pass for a record, in JSON inside `exception`.
 """
 
 from __future__ import annotations
@@ -38,6 +44,32 @@ _SECRETS = re.compile(
     r"(?P<quote>[\"']?)(?:bearer\s+)?[^\"',\s}]+",
     re.IGNORECASE,
 )
+
+
+# Each control character, and the backslash that starts an escape, as the escape.
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+_CONTROLS = [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+_ESCAPES = str.maketrans(
+    {
+        **{chr(code): f"\\x{code:02x}" for code in _CONTROLS},
+        "\u2028": "\\u2028",
+        "\u2029": "\\u2029",
+        **_NAMED,
+    }
+)
+# Traceback lines in the text format start so: no record's first line does.
+TRACEBACK_INDENT = "    "
+
+
+def escape(text: str) -> str:
+    """`text` with no control character: each one, and the backslash, as its escape."""
+    return text.translate(_ESCAPES)
+
+
+def escape_traceback(text: str, indent: str = "") -> str:
+    """A traceback's own line breaks kept, everything else in its lines escaped."""
+    # split, not splitlines: that would take U+2028, \x1c or \x85 for a line break too.
+    return "\n".join(indent + escape(line) for line in text.split("\n"))
 
 
 def redact(text: str) -> str:
@@ -74,19 +106,41 @@ def order_id_of(workflow_id: str) -> str | None:
 
 
 class _Enrich(logging.Filter):
-    """At log time: the context the record was logged in, and its secrets removed."""
+    """At log time: the context the record was logged in, its secrets removed and
+    its control characters escaped (the traceback's by each format)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.log_context = _context.get()
+        record.log_context = {
+            escape(key): escape(str(value)) for key, value in _context.get().items()
+        }
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = escape(redact(message))
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        record.name = escape(record.name)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+class TextLines(logging.Formatter):
+    """The usual one-line format; a traceback follows on indented, escaped lines."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        for trailer in (record.exc_text, record.stack_info):
+            if trailer:
+                text += "\n" + escape_traceback(trailer, TRACEBACK_INDENT)
+        return text
 
 
 class JsonLines(logging.Formatter):
@@ -108,12 +162,15 @@ class JsonLines(logging.Formatter):
             record, "temporal_workflow", None
         )
         if isinstance(temporal, dict) and "workflow_id" in temporal:
-            line.setdefault("workflow_id", temporal["workflow_id"])
-            order_id = order_id_of(str(temporal["workflow_id"]))
+            workflow_id = escape(str(temporal["workflow_id"]))
+            line.setdefault("workflow_id", workflow_id)
+            order_id = order_id_of(workflow_id)
             if order_id:
                 line.setdefault("order_id", order_id)
         if record.exc_text:
-            line["exception"] = record.exc_text
+            line["exception"] = escape_traceback(record.exc_text)
+        if record.stack_info:
+            line["stack"] = escape_traceback(record.stack_info)
         return json.dumps(line, default=str)
 
 
@@ -121,9 +178,7 @@ def configure(settings: Settings, service: str) -> None:
     """Root logging for a process: level, format (text or JSON lines), redaction."""
     handler = logging.StreamHandler()
     handler.addFilter(_Enrich())
-    handler.setFormatter(
-        JsonLines(service) if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(JsonLines(service) if settings.log_format == "json" else TextLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

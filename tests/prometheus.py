@@ -23,3 +23,12 @@ def labels_of(text: str, name: str) -> list[dict[str, str]]:
         for sample in family.samples
         if sample.name == name
     ]
+
+
+def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every sample's name and label set: what a scrape stores a series for."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -5,19 +5,17 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
-from pydantic import Field
+from fastapi import APIRouter, Body, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import choreographed, queries, sagas
+from api import choreographed, paging, queries, sagas
 from api.deps import EngineDep, IdempotencyKey, SettingsDep, TemporalDep
 from api.problems import Problem
 from api.roles import ORDER_TAKERS, READERS
 from api.schemas import (
     ID_PATTERN,
     PRINTABLE,
-    QUERY_INTEGER,
     CancelAcceptedResponse,
     CancelOrderRequest,
     OrderAccepted,
@@ -200,17 +198,26 @@ async def _start(
 
 
 @router.get(
-    "", dependencies=READERS, response_model=list[OrderSummary], summary="List orders, newest first"
+    "",
+    dependencies=READERS,
+    response_model=list[OrderSummary],
+    summary="List orders, newest first",
+    responses={200: {"headers": paging.NEXT_PAGE}},
 )
 async def list_orders(
+    request: Request,
+    response: Response,
     engine: EngineDep,
     status: OrderStatus | None = None,
     customer_id: Annotated[
         str | None, Query(min_length=1, max_length=128, pattern=ID_PATTERN)
     ] = None,
-    limit: Annotated[int, Field(ge=1, le=200), QUERY_INTEGER, Query()] = 50,
+    limit: paging.OrdersLimit = paging.ORDERS_DEFAULT,
+    after: paging.OrdersAfter = None,
 ) -> list[OrderSummary]:
-    return await queries.list_orders(engine, status, customer_id, limit)
+    listing = queries.OrderListing(status, customer_id, limit + 1, paging.time_key(after))
+    found = await queries.list_orders(engine, listing)
+    return paging.page(request, response, found, limit, lambda o: (o.created_at, o.order_id))
 
 
 @router.get(
@@ -247,13 +254,21 @@ async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> Or
     dependencies=READERS,
     response_model=list[OrderEvent],
     summary="An order's events, oldest first (the order-history read model)",
+    responses={200: {"headers": paging.NEXT_PAGE}},
 )
-async def get_order_events(order_id: str, engine: EngineDep) -> list[OrderEvent]:
+async def get_order_events(
+    order_id: str,
+    request: Request,
+    response: Response,
+    engine: EngineDep,
+    limit: paging.OrderEventsLimit = paging.ORDER_EVENTS_DEFAULT,
+    after: paging.OrderEventsAfter = None,
+) -> list[OrderEvent]:
     _check_order_id(order_id)
-    events = await queries.order_events(engine, order_id)
+    events = await queries.order_events(engine, order_id, paging.event_key(after), limit + 1)
     if events is None:
         raise _not_found(order_id)
-    return events
+    return paging.page(request, response, events, limit, lambda e: (e.occurred_at, e.event_id))
 
 
 @router.post(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from api import queries
+from api import paging, queries
 from api.deps import EngineDep
 from api.roles import READERS
 from api.schemas import Product
@@ -16,7 +16,15 @@ router = APIRouter(prefix="/products", tags=["products"])
     "",
     dependencies=READERS,
     response_model=list[Product],
-    summary="List products with the units free to sell",
+    summary="List products with the units free to sell, by sku",
+    responses={200: {"headers": paging.NEXT_PAGE}},
 )
-async def list_products(engine: EngineDep) -> list[Product]:
-    return await queries.list_products(engine)
+async def list_products(
+    request: Request,
+    response: Response,
+    engine: EngineDep,
+    limit: paging.ProductsLimit = paging.PRODUCTS_DEFAULT,
+    after: paging.ProductsAfter = None,
+) -> list[Product]:
+    found = await queries.list_products(engine, paging.sku_key(after), limit + 1)
+    return paging.page(request, response, found, limit, lambda p: (p.sku,))

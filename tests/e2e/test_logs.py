@@ -1,10 +1,12 @@
-"""JSON log lines carry the workflow and order they are about, and never a payment token."""
+"""JSON log lines carry the workflow and order they are about, never a payment token, and in
+either format no control character a request brought."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -21,18 +23,32 @@ from stack.ports import free_port
 from tests.conftest import start_saga
 
 
-@pytest.fixture
-def json_lines() -> Iterator[io.StringIO]:
-    """The process's logging as production configures it, into a buffer; restored after."""
+def _configured(log_format: str) -> Iterator[io.StringIO]:
+    """The process's logging as an entrypoint configures it, into a buffer; restored after."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    configure(Settings(log_format="json", log_level="INFO"), "test")
+    configure(Settings(log_format=log_format, log_level="INFO"), "test")
     buffer = io.StringIO()
     handler = root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(buffer)
+    # The test's own client logs each URL it sends; only the API's lines are under test.
+    client_log = logging.getLogger("httpx")
+    saved_client_level = client_log.level
+    client_log.setLevel(logging.WARNING)
     yield buffer
     root.handlers[:], root.level = saved_handlers, saved_level
+    client_log.setLevel(saved_client_level)
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    yield from _configured("json")
+
+
+@pytest.fixture
+def text_lines() -> Iterator[io.StringIO]:
+    yield from _configured("text")
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -100,3 +116,64 @@ def test_tokens_and_secrets_are_redacted_in_messages_and_tracebacks(json_lines):
     assert "[redacted]" in text
     assert redact("Authorization: Bearer abc.def") == "Authorization: [redacted]"
     assert redact("x-api-key api_key=s3cret") == "x-api-key api_key=[redacted]"
+
+
+# What a path's bytes look like once percent-decoded, and how a log line writes them.
+HOSTILE = [
+    ("%0A", "\n", "\\n"),
+    ("%0D", "\r", "\\r"),
+    ("%1B%5B2J", "\x1b[2J", "\\x1b[2J"),  # ESC [2J clears a terminal
+    ("%7F", "\x7f", "\\x7f"),
+    ("%C2%9B", "\x9b", "\\x9b"),  # C1 CSI, ESC [ in one character
+    ("%E2%80%A8", "\u2028", "\\u2028"),
+    ("%E2%80%A9", "\u2029", "\\u2029"),
+    ("%5C", "\\", "\\\\"),
+]
+_TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}"
+
+
+def _forging_path(marker: str) -> tuple[str, str]:
+    """A path that, logged raw, ends its line and writes a forged access line after it;
+    and the path as an escaped line must show it."""
+    forged = f"2026-11-25 10:00:00,000 INFO api.access: GET /orders/{marker}-paid 200 1.0 ms"
+    sent = f"/orders/{marker}%0A{forged.replace(' ', '%20')}"
+    shown = f"/orders/{marker}\\n{forged}"
+    for encoded, _, escaped in HOSTILE:
+        sent += f"-{encoded}"
+        shown += f"-{escaped}"
+    return sent, shown
+
+
+async def test_a_newline_in_a_path_cannot_forge_a_text_log_line(text_lines, api):
+    marker = uuid.uuid4().hex
+    sent, shown = _forging_path(marker)
+
+    assert (await api.get(sent)).status_code == 404
+    assert (await api.get(f"{sent}/events")).status_code == 404
+
+    logged = [line for line in text_lines.getvalue().split("\n") if marker in line]
+    expected = [
+        rf"{_TIME} INFO api\.access: GET {re.escape(shown)} 404 \d+\.\d ms",
+        rf"{_TIME} INFO api\.access: GET {re.escape(shown)}/events 404 \d+\.\d ms",
+    ]
+    assert len(logged) == len(expected), logged
+    for line, pattern in zip(logged, expected, strict=True):
+        assert re.fullmatch(pattern, line), line
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]", text_lines.getvalue())
+
+
+async def test_control_characters_in_a_path_are_escaped_in_every_json_field(json_lines, api):
+    marker = uuid.uuid4().hex
+    sent, shown = _forging_path(marker)
+
+    assert (await api.get(sent)).status_code == 404
+
+    raw = [line for line in json_lines.getvalue().split("\n") if marker in line]
+    assert len(raw) == 1, raw
+    (line,) = [json.loads(one) for one in raw]
+    assert line["logger"] == "api.access"
+    assert re.fullmatch(rf"GET {re.escape(shown)} 404 \d+\.\d ms", line["message"])
+    # The order the request named, bound from its path's segment: escaped the same way.
+    order_id = shown.removeprefix("/orders/").split("/")[0]
+    assert (line["order_id"], line["workflow_id"]) == (order_id, f"order-{order_id}")
+    assert "\x7f" not in raw[0]

@@ -17,7 +17,7 @@ from stack.ports import LOOPBACK, free_port
 from temporal_client import connect
 from tests import factories
 from tests.conftest import start_saga
-from tests.prometheus import samples
+from tests.prometheus import samples, series
 from worker import open_bulkheads, running
 
 pytestmark = pytest.mark.timeout(120)
@@ -102,3 +102,34 @@ async def test_the_api_counts_requests_by_route_template(api, product, engine):
         text, "saga_api_request_duration_seconds_count", method="POST", route="/orders"
     ) == [4]
     assert not [s for s in text.splitlines() if placed[0].json()["order_id"] in s]
+
+
+async def test_odd_methods_and_unmatched_paths_add_no_series(api):
+    # Each kind of request once, so its series exist before the count (a scrape too).
+    await api.request("BREW", "/orders")
+    await api.request("BREW", "/no-such-page")
+    await api.get("/no-such-page")
+    await api.get("/metrics")
+    before = (await api.get("/metrics")).text
+    odd = [f"X-METHOD-{n:04d}" for n in range(1000)] + ["PROPFIND", "CONNECT", "TRACE", "QUERY"]
+
+    for n, method in enumerate(odd):
+        path = "/orders" if n % 2 else f"/nowhere/{n}"
+        assert (await api.request(method, path)).status_code in (404, 405)
+    for n in range(50):
+        assert (await api.get(f"/orders/{n}/nowhere")).status_code == 404
+    after = (await api.get("/metrics")).text
+
+    assert series(after) == series(before)
+    assert len(after.splitlines()) == len(before.splitlines())
+    answered = samples(after, "saga_api_requests_total", method="OTHER")
+    assert sum(answered) == len(odd) + 2
+    on_orders = samples(
+        after, "saga_api_requests_total", method="OTHER", route="/orders", status="405"
+    )
+    assert on_orders == [len(odd) // 2 + 1]
+    unmatched_gets = samples(
+        after, "saga_api_requests_total", method="GET", route="OTHER", status="404"
+    )
+    assert unmatched_gets == [51]
+    assert not [line for line in after.splitlines() if "X-METHOD" in line or "nowhere" in line]

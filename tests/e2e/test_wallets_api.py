@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from db.tables import wallet_events
+from db.wallet_store import WalletStore
+from domain import wallet
 from tests import factories
 from tests.e2e.test_api import final_order, order_body
+from tests.statements import executed, reading_only, rows_returned
 
 pytestmark = pytest.mark.asyncio
 
@@ -241,3 +247,66 @@ async def test_order_view_shows_the_votes_while_the_decision_is_pending(api, pro
     assert pending["two_phase"]["votes"] == {"stock": "YES", "card": "YES"}
     final = await final_order(api, order_id)
     assert final["two_phase"]["decision"] == "COMMIT"
+
+
+async def _long_wallet(engine: Any, credits: int, snapshot_every: int) -> str:
+    """A wallet opened (version 1), then credited 1, 2, ... `credits` (versions 2 on)."""
+    customer = factories.customer()
+    store = WalletStore(snapshot_every=snapshot_every)
+    async with engine.begin() as conn:
+        for n in range(1, credits + 1):
+            credit = functools.partial(wallet.credit, amount=n, entry_id=f"{customer}:c{n}")
+            await store.change(conn, customer, credit)
+    return customer
+
+
+async def _replayed_by(api: Any, engine: Any, customer: str, at: str) -> tuple[Any, int]:
+    """The answer to a read of the wallet at `at`, and how many of its events the read fetched."""
+    with executed() as statements:
+        response = await api.get(f"/wallets/{customer}", params={"at": at})
+    events = reading_only(statements, "payments.wallet_events", about=customer)
+    return response, await rows_returned(engine, events)
+
+
+async def test_a_read_at_a_future_time_replays_only_the_events_after_the_latest_snapshot(
+    api, engine
+):
+    # 57 events, a snapshot every 10: the latest at 50, then 7 events.
+    customer = await _long_wallet(engine, credits=56, snapshot_every=10)
+
+    response, replayed = await _replayed_by(api, engine, customer, "2999-01-01T00:00:00Z")
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["balance"], response.json()["version"]) == (56 * 57 // 2, 57)
+    assert replayed == 7
+
+
+async def test_a_read_at_a_past_moment_folds_from_the_snapshot_before_it(api, engine):
+    customer = await _long_wallet(engine, credits=56, snapshot_every=10)
+    async with engine.connect() as conn:
+        at = await conn.scalar(
+            select(wallet_events.c.occurred_at).where(
+                wallet_events.c.customer_id == customer, wallet_events.c.version == 35
+            )
+        )
+
+    response, replayed = await _replayed_by(api, engine, customer, at.isoformat())
+
+    # Credits 1..34 are versions 2..35: the snapshot at 30, then 31..35.
+    assert (response.json()["balance"], response.json()["version"]) == (34 * 35 // 2, 35)
+    assert replayed == 5
+
+
+async def test_a_read_before_the_first_snapshot_folds_from_the_first_event(api, engine):
+    customer = await _long_wallet(engine, credits=56, snapshot_every=10)
+    async with engine.connect() as conn:
+        at = await conn.scalar(
+            select(wallet_events.c.occurred_at).where(
+                wallet_events.c.customer_id == customer, wallet_events.c.version == 4
+            )
+        )
+
+    response, replayed = await _replayed_by(api, engine, customer, at.isoformat())
+
+    assert (response.json()["balance"], response.json()["version"]) == (6, 4)
+    assert replayed == 4
