@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # (security.codec), and the API serves a codec endpoint for the Web UI.
     payload_codec_key: SecretStr | None = None
     payload_codec_key_id: str = "k1"
+    # Base64 of 32 bytes: card tokens are sealed with it before a saga starts
+    # (security.sealed), so no codec key reveals them. Required outside dev; in
+    # dev, unset, a key kept in <data_dir>/card-token.key (security.card_key).
+    card_token_key: SecretStr | None = None
+    card_token_key_id: str = "t1"
     codec_cors_origins: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
     )
@@ -177,7 +182,7 @@ class Settings(BaseSettings):
     # json: one object a line with workflow_id / order_id (observability.logs).
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("payload_codec_key")
+    @field_validator("payload_codec_key", "card_token_key")
     @classmethod
     def _a_real_key(cls, key: SecretStr | None) -> SecretStr | None:
         if key is not None:
@@ -190,6 +195,15 @@ class Settings(BaseSettings):
     def _keys_outside_dev(self) -> Settings:
         if self.environment != "dev" and not self.api_keys:
             raise ValueError("SAGA_API_KEYS must be set outside dev mode (SAGA_ENVIRONMENT)")
+        return self
+
+    @model_validator(mode="after")
+    def _card_token_key_outside_dev(self) -> Settings:
+        if self.environment != "dev" and self.card_token_key is None:
+            raise ValueError(
+                "SAGA_CARD_TOKEN_KEY must be set outside dev mode (SAGA_ENVIRONMENT): "
+                "the base64 of 32 random bytes"
+            )
         return self
 
     @model_validator(mode="after")

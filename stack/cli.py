@@ -334,7 +334,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{name}: {text[:400]}" if text else name
 
 
-SECRET_SETTINGS = frozenset({"payload_codec_key", "api_keys", "api_read_keys"})
+SECRET_SETTINGS = frozenset({"payload_codec_key", "card_token_key", "api_keys", "api_read_keys"})
 
 
 def _setting_error(error: Any) -> str:
