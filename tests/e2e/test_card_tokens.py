@@ -24,6 +24,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from api.app import create_app
+from api.schemas import PlaceOrderRequest
 from db.tables import SERVICES, service_tables
 from domain.saga import SagaState
 from domain.two_phase import branch_gid, coordinator_workflow_id
@@ -159,3 +160,23 @@ async def test_a_token_sealed_for_another_order_is_refused_and_never_sent(
     async with httpx.AsyncClient(base_url=payment_provider.url) as http:
         held = (await http.get("/v1/payments", params={"order_id": order_id})).json()
     assert held["authorizations"] == []
+
+
+async def test_a_retried_request_keeps_its_fingerprint_though_each_seal_differs(
+    api, client, product
+):
+    body = {
+        "customer_id": factories.customer(),
+        "items": [{"sku": await product(), "quantity": 1}],
+        "payment_token": f"tok_retry_{uuid.uuid4().hex}",
+    }
+    headers = {"Idempotency-Key": f"retry-{uuid.uuid4().hex}"}
+
+    first = await api.post("/orders", json=body, headers=headers)
+    again = await api.post("/orders", json=body, headers=headers)
+
+    assert (first.status_code, again.status_code) == (202, 200), again.text
+    assert again.json()["order_id"] == first.json()["order_id"]
+    handle = client.get_workflow_handle(f"order-{first.json()['order_id']}")
+    memo = await (await handle.describe()).memo_value("request_hash")
+    assert memo == PlaceOrderRequest(**body).fingerprint()  # the request's, token in clear
