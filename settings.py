@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # (security.codec), and the API serves a codec endpoint for the Web UI.
     payload_codec_key: SecretStr | None = None
     payload_codec_key_id: str = "k1"
+    # Base64 of 32 bytes: card tokens are sealed with it before a saga starts
+    # (security.sealed), so no codec key reveals them. Required outside dev; in
+    # dev, unset, a key kept in <data_dir>/card-token.key (security.card_key).
+    card_token_key: SecretStr | None = None
+    card_token_key_id: str = "t1"
     codec_cors_origins: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
     )
@@ -198,7 +203,7 @@ class Settings(BaseSettings):
     # json: one object a line with workflow_id / order_id (observability.logs).
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("payload_codec_key")
+    @field_validator("payload_codec_key", "card_token_key")
     @classmethod
     def _a_real_key(cls, key: SecretStr | None) -> SecretStr | None:
         if key is not None:

@@ -24,12 +24,16 @@ CONFIG_EXIT = 2
 
 # Per program, what production mode needs: each group is satisfied by any one
 # of its settings being set.
+# The card token key only where tokens are sealed or opened: the relay and the
+# consumers never hold it.
 PRODUCTION_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "api": (
         ("api_read_keys", "api_order_keys", "api_admin_keys"),
         ("payload_codec_key",),
+        ("card_token_key",),
     ),
-    "worker": (("payload_codec_key",),),
+    "worker": (("payload_codec_key",), ("card_token_key",)),
+    "choreography": (("card_token_key",),),
 }
 
 

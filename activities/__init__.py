@@ -27,6 +27,7 @@ from domain.activities import Act, TwoPhaseAct
 from observability.temporal_metrics import BreakerGauge
 from resilience.backoff import Backoff
 from resilience.breaker import CircuitBreaker
+from security.sealed import Sealer
 from settings import Settings
 
 
@@ -40,7 +41,9 @@ def all_activities(
     sessions = create_session_factory(engine)
     orders = OrderActivities(sessions)
     inventory = InventoryActivities(sessions)
-    payments = PaymentActivities(sessions, provider, provider_retry(settings))
+    payments = PaymentActivities(
+        sessions, provider, provider_retry(settings), Sealer.from_settings(settings)
+    )
     shipping = ShippingActivities(sessions)
     stock = StockParticipant(engine, settings.xa_lock_timeout_ms)
     wallets = WalletStore(settings.wallet_snapshot_every)
@@ -93,6 +96,7 @@ def card_participant(
         timedelta(seconds=settings.card_hold_ttl_s),
         provider,
         provider_retry(settings),
+        Sealer.from_settings(settings),
     )
 
 

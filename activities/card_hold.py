@@ -31,7 +31,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
-from activities._common import stable_id
+from activities._common import opened_token, stable_id
 from activities.provider_client import PaymentProviderClient, ProviderRefused
 from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
@@ -41,6 +41,7 @@ from db.xa import ProtocolViolation
 from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType
 from domain.two_phase import BranchAck, BranchCall, Vote, VoteReply
+from security.sealed import Sealer
 
 VOTES = {"HELD": Vote.YES, "CAPTURED": Vote.YES, "VOIDED": Vote.NO, "REFUSED": Vote.NO}
 # The statuses under which the provider may hold money for the hold.
@@ -58,11 +59,13 @@ class CardHoldParticipant:
         hold_ttl: timedelta,
         provider: PaymentProviderClient,
         retry: ProviderRetry,
+        sealer: Sealer,
     ) -> None:
         self._sessions = sessions
         self._hold_ttl = hold_ttl
         self._provider = provider
         self._retry = retry
+        self._sealer = sealer
 
     @activity.defn(name=TwoPhaseAct.TRY_CARD_HOLD)
     async def try_card_hold(self, call: BranchCall) -> VoteReply:
@@ -115,12 +118,14 @@ class CardHoldParticipant:
     async def _authorize(self, call: BranchCall) -> str:
         p = call.payload
         authorize_key, _, _ = _keys(call.gid)
+        order_id = str(p["order_id"])
+        token = opened_token(self._sealer, str(p["payment_token"]), order_id)
         auth = await self._retry.transient(
             lambda: self._provider.authorize(
-                order_id=str(p["order_id"]),
+                order_id=order_id,
                 amount=int(p["amount"]),
                 currency=str(p["currency"]),
-                payment_token=str(p["payment_token"]),
+                payment_token=token,
                 key=authorize_key,
             )
         )

@@ -20,13 +20,14 @@ from typing import Any
 from sqlalchemy import func, update
 from temporalio import activity
 
-from activities._common import context, stable_id
+from activities._common import context, opened_token, stable_id
 from activities.provider_client import PaymentProviderClient, ProviderUnavailable
 from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
 from db.tables import payments
 from db.unit_of_work import Step, apply_once
 from domain.activities import Act, ChargePayment, PaymentCharged, PaymentRefunded, RefundPayment
+from security.sealed import Sealer
 
 SERVICE = "payments"
 AGGREGATE = "payment"
@@ -38,11 +39,16 @@ def authorize_key(charge_key: str) -> str:
 
 class PaymentActivities:
     def __init__(
-        self, sessions: SessionFactory, provider: PaymentProviderClient, retry: ProviderRetry
+        self,
+        sessions: SessionFactory,
+        provider: PaymentProviderClient,
+        retry: ProviderRetry,
+        sealer: Sealer,
     ) -> None:
         self._sessions = sessions
         self._provider = provider
         self._retry = retry
+        self._sealer = sealer
 
     @activity.defn(name=Act.CHARGE_PAYMENT)
     async def charge_payment(self, cmd: ChargePayment) -> PaymentCharged:
@@ -51,7 +57,7 @@ class PaymentActivities:
                 order_id=cmd.order_id,
                 amount=cmd.amount,
                 currency=cmd.currency,
-                payment_token=cmd.payment_token,
+                payment_token=opened_token(self._sealer, cmd.payment_token, cmd.order_id),
                 key=authorize_key(cmd.idempotency_key),
             )
             await self._provider.capture(auth["id"], key=f"{cmd.idempotency_key}:capture")

@@ -13,6 +13,7 @@ from api.access import AccessControl
 from api.deps import declared_query_only
 from api.routes import codec, health, orders, products, wallets
 from db.engine import create_engine, create_session_factory
+from security.sealed import Sealer
 from settings import Settings
 from startup import ConfigError, production_gaps
 from temporal_client import connect, payload_codec
@@ -28,6 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.codec = payload_codec(settings)
+        app.state.sealer = Sealer.from_settings(settings)
         app.state.client = await connect(settings, wait_seconds=60)
         app.state.engine = create_engine(settings.database_target, settings.db_pool_size)
         app.state.sessions = create_session_factory(app.state.engine)

@@ -18,7 +18,6 @@ from choreography import orders as choreographed_orders
 from domain.choreography import progress_of
 from domain.errors import ErrorType
 from domain.orders import OrderStatus, PlaceOrder
-from security.sealed import Sealer
 from settings import Settings
 
 
@@ -30,7 +29,7 @@ async def place(engine: AsyncEngine, settings: Settings, order: PlaceOrder) -> N
     """Create the order; if its id is taken, the caller's fingerprint check answers."""
     deadline = datetime.now(UTC) + timedelta(seconds=settings.choreography_timeout_s)
     try:
-        await choreographed_orders.place(engine, order, deadline, Sealer.from_settings(settings))
+        await choreographed_orders.place(engine, order, deadline)
     except ApplicationError as err:
         if err.type == ErrorType.ORDER_EXISTS:
             return

@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 from api.schemas import ID_PATTERN
 from db.engine import SessionFactory
+from security.sealed import Sealer
 from settings import Settings
 
 
@@ -36,10 +37,16 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _sealer(request: Request) -> Sealer:
+    sealer: Sealer = request.app.state.sealer
+    return sealer
+
+
 TemporalDep = Annotated[Client, Depends(_client)]
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 SessionsDep = Annotated[SessionFactory, Depends(_sessions)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+SealerDep = Annotated[Sealer, Depends(_sealer)]
 
 IdempotencyKey = Annotated[
     str | None,

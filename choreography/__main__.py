@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         "(default: SAGA_CHOREOGRAPHY_SERVICES, all)",
     )
     args = parser.parse_args(argv)
-    settings = load_settings("python -m choreography")
+    settings = load_settings("python -m choreography", needs="choreography")
     try:
         services = parse_services(args.services or settings.choreography_services)
     except ValueError as err:

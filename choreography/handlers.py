@@ -173,7 +173,8 @@ class Reactions:
                     customer_id=carried.customer_id,
                     amount=_known(carried.total, "total"),
                     currency=_known(carried.currency, "currency"),
-                    payment_token=self.sealer.open(carried.payment_token, order_id),
+                    # Sealed: the charge opens it just before calling the provider.
+                    payment_token=carried.payment_token,
                 )
                 return lambda s: self._payments(s).charge_payment(charge)
             case Act.CREATE_SHIPMENT:
@@ -199,7 +200,7 @@ class Reactions:
         raise ValueError(f"no reaction runs {step}")
 
     def _payments(self, sessions: SessionFactory) -> PaymentActivities:
-        return PaymentActivities(sessions, self.provider, self.retry)
+        return PaymentActivities(sessions, self.provider, self.retry, self.sealer)
 
 
 def cancel_command(order_id: str, reason: str) -> CloseOrder:

@@ -21,18 +21,18 @@ from domain.activities import CreateOrder, OrderClosed, PricedOrder
 from domain.choreography import CARRIED_HEADER, Carried
 from domain.orders import OrderLine, PlaceOrder, SagaMode
 from domain.saga import StepName
-from security.sealed import Sealer
 
 
-async def place(
-    engine: AsyncEngine, order: PlaceOrder, deadline: datetime, sealer: Sealer
-) -> PricedOrder:
-    """Create the order; a repeat (same order id) returns what the first one priced."""
+async def place(engine: AsyncEngine, order: PlaceOrder, deadline: datetime) -> PricedOrder:
+    """Create the order; a repeat (same order id) returns what the first one priced.
+
+    Its token comes sealed (security.sealed, as the API seals every order's).
+    """
     carried = Carried(
         order_id=order.order_id,
         customer_id=order.customer_id,
         items=order.items,
-        payment_token=sealer.seal(order.payment_token, order.order_id),
+        payment_token=order.payment_token,
         deadline=deadline,
     )
     command = CreateOrder(

@@ -112,6 +112,7 @@ class ChargePayment(StepInput):
     customer_id: str
     amount: int
     currency: str
+    # Sealed to the order (security.sealed); opened by the activity alone.
     payment_token: str
 
 

@@ -47,7 +47,7 @@ class Carried(BaseModel):
     order_id: str
     customer_id: str
     items: list[OrderLine]
-    # Sealed when a payload key is set (security.sealed): the stream holds no card token.
+    # Sealed by the API (security.sealed): the stream holds no card token.
     payment_token: str
     deadline: datetime
     # Known once the orders service priced the order (OrderCreated).

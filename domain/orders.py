@@ -50,6 +50,8 @@ class PlaceOrder(BaseModel):
     order_id: str
     customer_id: str
     items: list[OrderLine]
+    # Sealed to the order by the API (security.sealed): the saga passes it on
+    # and only the payment activities open it. Clear in sagas started before.
     payment_token: str = ""
     request_hash: str = ""
     # Minor units paid from the customer's wallet; the rest goes to the card.

@@ -3,7 +3,8 @@
 Recording starts its own PostgreSQL, in-memory Temporal dev server and payment
 provider simulator on free ports (nothing of `make run` is touched), runs the
 production workers as `worker.py` builds them, drives each case to its end and
-writes every workflow's history.
+writes every workflow's history. A fetched history is a real saga's: it is
+scrubbed of tokens and ids before it is written (history_corpus.scrub).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 
 from activities import payment_provider_client
 from history_corpus.cases import CASES, Stage
 from history_corpus.files import CORPUS, save
+from history_corpus.scrub import scrubbed
 from settings import Settings
 from stack.throwaway import throwaway_stack
 from temporal_client import connect
@@ -51,6 +53,13 @@ async def record(
         payment_step_deadline_s=2.0,
     ) as settings:
         return await _record_on(settings, cases, corpus, tag, overwrite)
+
+
+async def fetch(client: Client, workflow_id: str, case: str, corpus: Path = CORPUS) -> Path:
+    """Write one workflow's history from `client`'s server as `case`, scrubbed."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    clean = await scrubbed(history, client.data_converter.payload_codec)
+    return save(clean, case, corpus)
 
 
 async def _record_on(

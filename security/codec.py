@@ -4,7 +4,12 @@ Inputs, results and failure details carry card tokens and customer data;
 with a key set (`SAGA_PAYLOAD_CODEC_KEY`), the server and its database only
 ever see ciphertext. Each payload gets a fresh 96-bit nonce; the key id rides
 in the metadata so keys can be rotated (decoding names the key it lacks).
-Payloads that are not ours (written before the key was set) pass through.
+
+A payload that is not encrypted is refused, not passed through: a worker with
+the key must not run a workflow some client without it started (or signalled),
+whoever that client is. Only the codec endpoint shows one as it is (`show`):
+the Web UI sends it payloads the SDK or the server wrote unencrypted (patch
+markers, say), and returning what the caller sent reveals nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from temporalio.converter import PayloadCodec
 
 ENCODING = b"binary/encrypted"
 NONCE_BYTES = 12
+
+
+class UnencryptedPayload(ValueError):
+    """A payload this codec did not seal, where only sealed ones are taken."""
 
 
 def parse_key(text: str) -> bytes:
@@ -46,6 +55,10 @@ class AesGcmCodec(PayloadCodec):
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self._open(p) for p in payloads]
 
+    def show(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """For display: encrypted payloads decrypted, any other returned as it is."""
+        return [p if p.metadata.get("encoding") != ENCODING else self._open(p) for p in payloads]
+
     def _seal(self, payload: Payload) -> Payload:
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, payload.SerializeToString(), None)
@@ -55,8 +68,14 @@ class AesGcmCodec(PayloadCodec):
         )
 
     def _open(self, payload: Payload) -> Payload:
-        if payload.metadata.get("encoding") != ENCODING:
-            return payload
+        encoding = payload.metadata.get("encoding")
+        if encoding != ENCODING:
+            shown = (encoding or b"none").decode(errors="replace")[:40]
+            raise UnencryptedPayload(
+                f"refusing a payload that is not encrypted (encoding {shown!r}): with "
+                "SAGA_PAYLOAD_CODEC_KEY set, only payloads encrypted with it are taken; its "
+                "writer (a client, a worker or the CLI) runs without the key"
+            )
         key_id = payload.metadata.get("encryption-key-id", b"").decode()
         if key_id != self._key_id:
             raise ValueError(f"payload sealed with key {key_id!r}; this codec has {self._key_id!r}")

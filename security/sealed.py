@@ -1,20 +1,25 @@
-"""Secrets inside events: a card token sealed with the payload key before it enters the outbox.
+"""Card tokens sealed to their order: the API seals, only the payment activities open.
 
-A choreographed order's events carry its card token to the payments service
-(domain.choreography). The stream, the outbox and every consumer would see it
-in clear; sealed with AES-256-GCM under `SAGA_PAYLOAD_CODEC_KEY` (the key
-Temporal payloads use), only a holder of the key reads it. Without a key the
-token travels as it is, as it does through Temporal then.
+A token rides through Temporal (the saga's input, the charge's, the 2PC card
+participant's) and, for a choreographed order, through the outbox and the
+stream. Sealed with AES-256-GCM under the card token key (security.card_key),
+bound to its order id, none of them holds it in clear, whatever the payload
+codec setting; and the codec key, which an admin may hold to read payloads,
+does not open it. Text that was never sealed (sagas started before tokens
+were sealed) opens as it is.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
+from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from security.card_key import card_token_key
 from security.codec import NONCE_BYTES, parse_key
 from settings import Settings
 
@@ -29,23 +34,31 @@ class KeyNotHeld(Exception):
 
 
 class Sealer:
-    def __init__(self, key: bytes | None, key_id: str = "k1") -> None:
-        self._aead = AESGCM(key) if key is not None else None
+    def __init__(
+        self, key: bytes, key_id: str = "t1", also_opens: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Seals with `key`; opens what `key` or one of `also_opens` (by key id) sealed."""
         self._key_id = key_id
+        self._aeads = {kid: AESGCM(k) for kid, k in (also_opens or {}).items()}
+        self._aeads[key_id] = AESGCM(key)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sealer:
-        key = settings.payload_codec_key
-        return cls(
-            parse_key(key.get_secret_value()) if key else None, settings.payload_codec_key_id
-        )
+        older = {}
+        codec_key = settings.payload_codec_key
+        if codec_key is not None:
+            # Choreographed orders' tokens were sealed with the codec key before
+            # tokens had a key of their own: those still in flight must open.
+            older[settings.payload_codec_key_id] = parse_key(codec_key.get_secret_value())
+        return cls(card_token_key(settings), settings.card_token_key_id, older)
 
     def seal(self, secret: str, bound_to: str) -> str:
         """`bound_to` (the order id) is authenticated too: the text opens for that order only."""
-        if self._aead is None or not secret:
+        if not secret:  # nothing to hide: an order paid wholly with store credit
             return secret
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, secret.encode(), _aad(self._key_id, bound_to))
+        aead = self._aeads[self._key_id]
+        sealed = aead.encrypt(nonce, secret.encode(), _aad(self._key_id, bound_to))
         return f"{PREFIX}{self._key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
     def open(self, text: str, bound_to: str) -> str:
@@ -53,16 +66,17 @@ class Sealer:
         if not text.startswith(PREFIX):
             return text
         key_id, _, blob = text[len(PREFIX) :].partition(":")
-        if self._aead is None or key_id != self._key_id:
+        aead = self._aeads.get(key_id)
+        if aead is None:
             raise KeyNotHeld(f"sealed with key {key_id!r}, which this process does not hold")
-        data = base64.urlsafe_b64decode(blob)
-        nonce, sealed = data[:NONCE_BYTES], data[NONCE_BYTES:]
         try:
-            return self._aead.decrypt(nonce, sealed, _aad(key_id, bound_to)).decode()
-        except InvalidTag as err:
+            data = base64.urlsafe_b64decode(blob)
+            nonce, sealed = data[:NONCE_BYTES], data[NONCE_BYTES:]
+            return aead.decrypt(nonce, sealed, _aad(key_id, bound_to)).decode()
+        except (InvalidTag, binascii.Error, ValueError):
             raise ValueError(
-                f"sealed text does not decrypt with this key for {bound_to!r}"
-            ) from err
+                f"sealed text does not decrypt with key {key_id!r} for {bound_to!r}"
+            ) from None
 
 
 def _aad(key_id: str, bound_to: str) -> bytes:

@@ -179,15 +179,14 @@ def _record_histories(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _fetch_history(settings: Settings, args: argparse.Namespace) -> int:
-    from history_corpus.files import save
+    from history_corpus.record import fetch
     from temporal_client import connect
 
     async def once() -> int:
         client = await connect(settings)
-        history = await client.get_workflow_handle(args.workflow_id).fetch_history()
         try:
-            print(f"wrote {save(history, args.name, args.out)}")
-        except FileExistsError as err:
+            print(f"wrote {await fetch(client, args.workflow_id, args.name, args.out)}")
+        except (FileExistsError, ValueError) as err:  # a file kept; encrypted, no key
             print(f"sagactl fetch-history: {err}", file=sys.stderr)
             return _ERROR_EXIT
         return 0
@@ -262,7 +261,8 @@ _COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] 
     "fetch-history": (
         _fetch_history,
         "copy one workflow's history from the Temporal server in settings into the corpus "
-        "as NAME (e.g. order_saga/seen_in_production)",
+        "as NAME (e.g. order_saga/seen_in_production), decrypted, its card tokens and ids "
+        "replaced by placeholders",
     ),
     "audit": (
         _audit,

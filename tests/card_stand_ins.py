@@ -18,6 +18,7 @@ from activities.card_hold import CardHoldParticipant
 from activities.provider_client import PaymentProviderClient
 from db.engine import create_session_factory
 from domain.two_phase import BranchCall
+from security.sealed import Sealer
 from settings import Settings
 
 P = TypeVar("P", bound=CardHoldParticipant)
@@ -59,5 +60,6 @@ def participant(
         timedelta(seconds=settings.card_hold_ttl_s),
         provider,
         provider_retry(settings),
+        Sealer.from_settings(settings),
         **options,
     )

@@ -42,8 +42,11 @@ def _payloads(body: CodecPayloads) -> Payloads:
 
 @router.post("/decode", dependencies=ADMINS, summary="Decrypt payloads (for the Web UI)")
 async def decode(request: Request, body: CodecPayloads) -> dict[str, Any]:
+    # Unencrypted payloads come back as sent (the UI also sends those the SDK
+    # or the server wrote, such as patch markers): workers refuse them, but
+    # showing the caller what it sent reveals nothing.
     try:
-        decoded = await _codec(request).decode(_payloads(body).payloads)
+        decoded = _codec(request).show(_payloads(body).payloads)
     except ValueError as err:  # another key, or tampered with
         raise Problem(
             422, "Undecodable payload", str(err), code="undecodable", field="payloads"

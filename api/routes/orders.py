@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api import choreographed, paging, queries, sagas
-from api.deps import EngineDep, IdempotencyKey, SettingsDep, TemporalDep
+from api.deps import EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
 from api.problems import Problem
 from api.roles import ORDER_TAKERS, READERS
 from api.schemas import (
@@ -82,6 +82,7 @@ async def place_order(
     client: TemporalDep,
     engine: EngineDep,
     settings: SettingsDep,
+    sealer: SealerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAccepted:
     total = await _priced_total(engine, body)
@@ -92,11 +93,16 @@ async def place_order(
             "choreography settles card-only orders: store credit moves with stock and card "
             "by two-phase commit, which needs the orchestrated saga",
         )
+    order_id = sagas.order_id_for_key(idempotency_key)
     order = PlaceOrder(
-        order_id=sagas.order_id_for_key(idempotency_key),
+        order_id=order_id,
         customer_id=body.customer_id,
         items=[line.to_domain() for line in body.items],
-        payment_token=body.payment_token,
+        # Sealed here, opened only by the payment activities: the saga, the
+        # stream and Temporal's history carry it sealed, whatever the codec.
+        payment_token=sealer.seal(body.payment_token, order_id),
+        # From the request, not the sealed token (a fresh nonce each time): a
+        # retried request keeps its fingerprint.
         request_hash=body.fingerprint(),
         store_credit=body.store_credit,
         # settlement stays unset: the saga settles by 2PC when store credit is used.

@@ -29,6 +29,7 @@ from worker import open_bulkheads, running
 pytestmark = pytest.mark.timeout(120)
 ADMIN, ORDERS, READ = "admin-key-c04e", "order-key-7f3a", "read-key-19c2"
 CODEC_KEY = base64.b64encode(os.urandom(32)).decode()
+CARD_TOKEN_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
@@ -55,6 +56,7 @@ async def guarded(settings) -> AsyncIterator[httpx.AsyncClient]:
         api_order_keys=[ORDERS],
         api_read_keys=[READ],
         api_max_body_bytes=2048,
+        card_token_key=CARD_TOKEN_KEY,
     )
     async for http in serve(own):
         yield http

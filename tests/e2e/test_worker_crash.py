@@ -30,6 +30,8 @@ async def start_worker(settings, queue: str, log: Path) -> subprocess.Popen[byte
         "DATABASE_URL": settings.database_target,
         "SAGA_TASK_QUEUE": queue,
         "SAGA_PAYMENT_PROVIDER_URL": settings.payment_provider_target,
+        # The session's card token key (security.card_key), not the project's.
+        "SAGA_DATA_DIR": str(settings.data_dir),
         "SAGA_WORKER_METRICS_PORT": "0",
         # Keep the sweep out of this test: it is the coordinator that must finish.
         "SAGA_RECOVERY_INTERVAL_S": "3600",

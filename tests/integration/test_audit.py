@@ -25,7 +25,6 @@ from domain.activities import Act, CreateShipment, ShipmentCreated
 from domain.errors import ErrorType
 from domain.orders import OrderLine, PlaceOrder
 from domain.two_phase import BranchCall, branch_gid
-from security.sealed import Sealer
 from stack.cli import main
 from tests import card_stand_ins, factories
 from tests.card_stand_ins import DiesAfterAuthorizing, WorkerDied
@@ -242,7 +241,7 @@ async def test_a_choreographed_order_left_open_past_its_deadline_is_overdue(engi
         payment_token="tok_visa",
     )
     since = await db_now(engine)
-    await choreographed.place(engine, order, since - timedelta(minutes=5), Sealer(None))
+    await choreographed.place(engine, order, since - timedelta(minutes=5))
 
     found = await run_audit(engine, Scope(since=since, grace=timedelta(minutes=1)))
 

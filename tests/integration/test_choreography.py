@@ -9,10 +9,8 @@ provider's books and JetStream's consumers.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +21,6 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowFailureError
@@ -67,8 +64,6 @@ def choreo_settings(relay_settings: Settings) -> Settings:
         update={
             "choreography_sweep_interval_s": 0.2,
             "choreography_concurrency": 2,
-            # Card tokens travel sealed (the API tests place theirs unsealed).
-            "payload_codec_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
         }
     )
 
@@ -89,7 +84,8 @@ async def services(
     events it missed waiting for it.
     """
     prefix = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    reactions = Reactions(provider_client, provider_retry(choreo_settings), Sealer(None))
+    sealer = Sealer.from_settings(choreo_settings)
+    reactions = Reactions(provider_client, provider_retry(choreo_settings), sealer)
     for consumer in service_consumers(reactions, SERVICES, prefix, DeliverPolicy.NEW):
         await ConsumerRunner(js, engine, consumer, OPTIONS).bind()
     stop = asyncio.Event()
@@ -119,7 +115,8 @@ async def services(
 
 @pytest.fixture
 def place(engine: AsyncEngine, choreo_settings: Settings) -> Callable[..., Awaitable[str]]:
-    """Place a choreographed order through the orders service, its card token sealed."""
+    """Place a choreographed order through the orders service, its card token sealed as the
+    API seals it."""
 
     async def place_one(
         items: list[tuple[str, int]], token: str = "tok_visa", timeout_s: float = 60.0
@@ -138,14 +135,15 @@ async def place_order(
     timeout_s: float,
     sealer: Sealer,
 ) -> str:
+    order_id = str(uuid.uuid4())
     order = PlaceOrder(
-        order_id=str(uuid.uuid4()),
+        order_id=order_id,
         customer_id=factories.customer(),
         items=[OrderLine(sku=sku, quantity=qty) for sku, qty in items],
-        payment_token=token,
+        payment_token=sealer.seal(token, order_id),
     )
     deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
-    await choreographed.place(engine, order, deadline, sealer)
+    await choreographed.place(engine, order, deadline)
     return order.order_id
 
 

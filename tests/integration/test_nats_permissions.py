@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -240,7 +241,7 @@ async def test_the_choreography_process_binds_and_acks_each_services_durable(
     settings, secured, passwords, relay_js, as_user, provider_client
 ):
     own = login(settings, secured, "choreography", passwords["choreography"])
-    reactions = Reactions(provider_client, provider_retry(settings), Sealer(None))
+    reactions = Reactions(provider_client, provider_retry(settings), Sealer(os.urandom(32)))
     # One event each service reacts to; none choreographed, so each is acked unapplied.
     sent = {
         "inventory": envelope("order", "OrderCreated", str(uuid.uuid4())),

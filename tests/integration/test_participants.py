@@ -316,6 +316,7 @@ async def test_a_refund_of_a_payment_the_provider_does_not_list_is_retried_not_s
     from activities.provider_client import ProviderUnavailable
     from db.tables import payments
     from domain.activities import RefundPayment
+    from security.sealed import Sealer
 
     order_id = str(uuid.uuid4())
     async with engine.begin() as conn:
@@ -330,7 +331,9 @@ async def test_a_refund_of_a_payment_the_provider_does_not_list_is_retried_not_s
                 provider_authorization_id="auth_unknown_to_the_provider",
             )
         )
-    refunds = PaymentActivities(sessions, provider_client, provider_retry(settings))
+    refunds = PaymentActivities(
+        sessions, provider_client, provider_retry(settings), Sealer.from_settings(settings)
+    )
     command = RefundPayment(
         idempotency_key=f"order-{order_id}:refund_payment",
         order_id=order_id,

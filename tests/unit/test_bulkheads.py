@@ -20,13 +20,14 @@ def test_every_activity_the_workers_register_has_a_bulkhead():
     assert names == set(BULKHEAD_OF)
 
 
-def test_the_registered_activities_are_exactly_the_mapped_ones():
+def test_the_registered_activities_are_exactly_the_mapped_ones(tmp_path):
     # all_activities only builds objects; nothing connects until an activity runs.
     from activities import payment_provider_client
     from db.engine import create_engine
     from settings import Settings
 
-    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none")
+    # The data dir holds the dev card token key the payment activities read.
+    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none", data_dir=tmp_path)
     engine = create_engine(settings.database_target)
     assert set(all_activities(engine, settings, payment_provider_client(settings))) == set(
         BULKHEAD_OF

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -63,7 +64,9 @@ def reactions() -> Reactions:
     # Never called: the handler stops at the header, before any I/O.
     provider = PaymentProviderClient("http://127.0.0.1:9", CircuitBreaker(name="unused"))
     return Reactions(
-        provider, ProviderRetry(Backoff(0.1, 1.0), 1.0, rng=random.Random(1)), Sealer(None)
+        provider,
+        ProviderRetry(Backoff(0.1, 1.0), 1.0, rng=random.Random(1)),
+        Sealer(os.urandom(32)),
     )
 
 

@@ -40,6 +40,7 @@ OPERATOR_ENV = {
     "SAGA_PAYLOAD_CODEC_KEY": base64.b64encode(bytes(range(32))).decode(),
     "SAGA_API_ADMIN_KEYS": '["admin-key"]',
     "SAGA_API_ORDER_KEYS": '["order-key"]',
+    "SAGA_CARD_TOKEN_KEY": base64.b64encode(bytes(range(32, 64))).decode(),
 }
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}
 REFERENCE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -298,6 +299,7 @@ def test_services_start_with_what_the_operator_supplies(compose, service, needs,
 
     assert settings.environment == "production"
     assert settings.payload_codec_key is not None
+    assert settings.card_token_key is not None
     if service == "api":
         assert [k.get_secret_value() for k in settings.api_admin_keys] == ["admin-key"]
         assert [k.get_secret_value() for k in settings.api_order_keys] == ["order-key"]
@@ -438,3 +440,12 @@ def test_postgres_runs_the_init_script_and_temporal_has_its_own_login(compose):
     script = INIT_SCRIPT.read_text()
     for database in ("temporal", "temporal_visibility"):
         assert f"CREATE DATABASE {database} OWNER temporal;" in script
+
+
+def test_only_the_programs_that_seal_or_open_card_tokens_hold_the_key(compose):
+    holders = {
+        name
+        for name, s in compose["services"].items()
+        if "SAGA_CARD_TOKEN_KEY" in s.get("environment", {})
+    }
+    assert holders == {"api", *WORKERS, *CHOREOGRAPHY}

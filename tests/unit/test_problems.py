@@ -39,6 +39,16 @@ def test_fingerprint_is_stable_and_sensitive_to_the_body():
     assert a.fingerprint() != other.fingerprint()
 
 
+def test_fingerprints_recorded_before_tokens_were_sealed_still_match():
+    # Orders record the fingerprint of the request as sent (clear token); a
+    # replay of a request placed by an earlier release must still match it.
+    body = PlaceOrderRequest(
+        customer_id="cust-42", items=[OrderLine(sku="KB-001", quantity=1)], payment_token="tok_visa"
+    )
+
+    assert body.fingerprint() == "8c8882eca6f0dd2dd1ea61ba7cca4fd4850cdbcaf29b97df95277d7d459f2b25"
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [

@@ -67,7 +67,8 @@ def test_production_api_without_keys_names_the_variables():
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "python -m api: SAGA_ENVIRONMENT=production needs SAGA_API_READ_KEYS or"
-        " SAGA_API_ORDER_KEYS or SAGA_API_ADMIN_KEYS; and SAGA_PAYLOAD_CODEC_KEY (not set)"
+        " SAGA_API_ORDER_KEYS or SAGA_API_ADMIN_KEYS; and SAGA_PAYLOAD_CODEC_KEY; and"
+        " SAGA_CARD_TOKEN_KEY (not set)"
     )
 
 
