@@ -23,7 +23,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
-from api.app import create_app
 from api.schemas import PlaceOrderRequest
 from db.tables import SERVICES, service_tables
 from domain.saga import SagaState
@@ -31,9 +30,9 @@ from domain.two_phase import branch_gid, coordinator_workflow_id
 from payment_provider.embedded import EmbeddedProvider
 from payment_provider.state import ProviderState
 from security.sealed import Sealer
-from settings import Settings
 from stack.ports import free_port
 from tests import factories
+from tests.asgi import serve
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,14 +44,6 @@ async def journaled_provider(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedProv
     await server.start()
     yield server, journal
     await server.stop()
-
-
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
 
 
 async def histories_of(client: Client, workflow_id: str) -> dict[str, WorkflowHistory]:

@@ -15,40 +15,22 @@ from typing import Any
 import httpx
 import pytest
 
-from observability.logs import configure, redact
+from observability.logs import redact
 from payment_provider.embedded import EmbeddedProvider
 from relay.publisher import event_log_context
-from settings import Settings
 from stack.ports import free_port
 from tests.conftest import start_saga
-
-
-def _configured(log_format: str) -> Iterator[io.StringIO]:
-    """The process's logging as an entrypoint configures it, into a buffer; restored after."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    configure(Settings(log_format=log_format, log_level="INFO"), "test")
-    buffer = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-    # The test's own client logs each URL it sends; only the API's lines are under test.
-    client_log = logging.getLogger("httpx")
-    saved_client_level = client_log.level
-    client_log.setLevel(logging.WARNING)
-    yield buffer
-    root.handlers[:], root.level = saved_handlers, saved_level
-    client_log.setLevel(saved_client_level)
+from tests.log_capture import configured
 
 
 @pytest.fixture
 def json_lines() -> Iterator[io.StringIO]:
-    yield from _configured("json")
+    yield from configured("json", quiet=("httpx",))
 
 
 @pytest.fixture
 def text_lines() -> Iterator[io.StringIO]:
-    yield from _configured("text")
+    yield from configured("text", quiet=("httpx",))
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, Any]]:

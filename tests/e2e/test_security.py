@@ -23,6 +23,7 @@ from stack.cli import main
 from startup import ConfigError
 from temporal_client import connect, replayer
 from tests import factories
+from tests.asgi import serve
 from tests.conftest import start_saga
 from worker import open_bulkheads, running
 
@@ -30,14 +31,6 @@ pytestmark = pytest.mark.timeout(120)
 ADMIN, ORDERS, READ = "admin-key-c04e", "order-key-7f3a", "read-key-19c2"
 CODEC_KEY = base64.b64encode(os.urandom(32)).decode()
 CARD_TOKEN_KEY = base64.b64encode(os.urandom(32)).decode()
-
-
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
 
 
 def validated(settings: Settings, **update: object) -> Settings:

@@ -10,36 +10,23 @@ from collections.abc import Iterator
 
 import pytest
 
-from observability.logs import bind, configure, escape, log_context
-from settings import Settings
+from observability.logs import bind, escape, log_context
+from tests.log_capture import configured
 
 CONTROLS = [chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]]
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 TEXT_RECORD = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [A-Z]+ \S+: .*")
 
 
-def _configured(log_format: str) -> Iterator[io.StringIO]:
-    """Logging as an entrypoint configures it, into a buffer; restored after."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    configure(Settings(log_format=log_format, log_level="INFO"), "test")
-    buffer = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-    yield buffer
-    root.handlers[:], root.level = saved_handlers, saved_level
-
-
 @pytest.fixture(params=["text", "json"])
 def logged(request: pytest.FixtureRequest) -> Iterator[tuple[str, io.StringIO]]:
-    for buffer in _configured(request.param):
+    for buffer in configured(request.param):
         yield request.param, buffer
 
 
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
-    yield from _configured("json")
+    yield from configured("json")
 
 
 def test_every_control_character_becomes_a_printable_escape():

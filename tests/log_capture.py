@@ -1,0 +1,28 @@
+"""The process's logging as an entrypoint configures it, written into a buffer."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+from observability.logs import configure
+from settings import Settings
+
+
+def configured(log_format: str, quiet: tuple[str, ...] = ()) -> Iterator[io.StringIO]:
+    """Yields the buffer; restores the handlers after. `quiet` loggers log warnings only."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    configure(Settings(log_format=log_format, log_level="INFO"), "test")
+    buffer = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+    hushed = {name: logging.getLogger(name).level for name in quiet}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    yield buffer
+    root.handlers[:], root.level = saved_handlers, saved_level
+    for name, level in hushed.items():
+        logging.getLogger(name).setLevel(level)
