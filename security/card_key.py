@@ -2,9 +2,10 @@
 
 It is not the payload codec key: whoever holds that one (an admin decoding
 payloads through `/codec/decode` or the Web UI) must still not read tokens.
-`SAGA_CARD_TOKEN_KEY` sets it, and outside dev settings refuse to load
-without it. In dev, unset, every process of one data directory (`make run`'s
-children, a test session's pieces) reads the same key from
+`SAGA_CARD_TOKEN_KEY` sets it, and outside dev the programs that seal or
+open tokens refuse to start without it (startup.PRODUCTION_NEEDS). In dev,
+unset, every process of one data directory (`make run`'s children, a test
+session's pieces) reads the same key from
 `<data dir>/card-token.key`, made by whichever process needs it first.
 """
 
@@ -27,7 +28,7 @@ def card_token_key(settings: Settings) -> bytes:
     """The configured key, or in dev the data directory's; outside dev it must be configured."""
     if settings.card_token_key is not None:
         return parse_key(settings.card_token_key.get_secret_value())
-    if settings.environment != "dev":  # settings refuse this already; never fall back to a file
+    if settings.environment != "dev":  # startup refuses this already; never fall back to a file
         raise ValueError("SAGA_CARD_TOKEN_KEY must be set outside dev mode (SAGA_ENVIRONMENT)")
     return dev_key(_data_dir(settings))
 
