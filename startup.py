@@ -24,16 +24,16 @@ CONFIG_EXIT = 2
 
 # Per program, what production mode needs: each group is satisfied by any one
 # of its settings being set.
-# The card token key only where tokens are sealed or opened: the relay and the
-# consumers never hold it.
+# The card token key only where tokens are sealed (the API) or opened (the
+# payments service's worker and handlers): no other process holds it.
 PRODUCTION_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "api": (
         ("api_read_keys", "api_order_keys", "api_admin_keys"),
         ("payload_codec_key",),
         ("card_token_key",),
     ),
-    "worker": (("payload_codec_key",), ("card_token_key",)),
-    "choreography": (("card_token_key",),),
+    "worker": (("payload_codec_key",),),
+    "payments": (("card_token_key",),),
 }
 
 
@@ -51,6 +51,14 @@ def load_settings(program: str, needs: str | None = None, **overrides: Any) -> S
     except ConfigError as err:
         print(f"{program}: {err}", file=sys.stderr)
         raise SystemExit(CONFIG_EXIT) from None
+
+
+def require(settings: Settings, program: str, needs: str) -> None:
+    """Exit 2 as load_settings does unless `settings` meet `needs` (known only once parsed)."""
+    missing = production_gaps(settings, needs)
+    if missing:
+        print(f"{program}: {missing}", file=sys.stderr)
+        raise SystemExit(CONFIG_EXIT)
 
 
 def checked_settings(needs: str | None = None, **overrides: Any) -> Settings:

@@ -34,7 +34,7 @@ from observability.temporal_metrics import prometheus_runtime
 from observability.tracing import configure as configure_tracing
 from recovery.sweep import run_periodically
 from settings import Settings
-from startup import load_settings
+from startup import load_settings, require
 from temporal_client import WORKER_INTERCEPTORS, connect, ensure_search_attributes
 from workflows import WORKFLOWS
 from workflows.versioned import VERSIONED_WORKFLOWS
@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
         bulkheads = parse_bulkheads(args.bulkhead or [settings.worker_bulkheads])
     except ValueError as err:
         parser.error(str(err))
+    if Bulkhead.PAYMENTS in bulkheads:
+        require(settings, "worker.py", "payments")
     configure_logging(settings, "worker")
     configure_tracing(settings, "worker")
     asyncio.run(serve(settings, bulkheads))

@@ -10,7 +10,7 @@ from choreography.service import parse_services, run
 from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
 from settings import Settings
-from startup import load_settings
+from startup import load_settings, require
 
 
 async def _run(settings: Settings, services: list[str]) -> None:
@@ -32,11 +32,13 @@ def main(argv: list[str] | None = None) -> None:
         "(default: SAGA_CHOREOGRAPHY_SERVICES, all)",
     )
     args = parser.parse_args(argv)
-    settings = load_settings("python -m choreography", needs="choreography")
+    settings = load_settings("python -m choreography")
     try:
         services = parse_services(args.services or settings.choreography_services)
     except ValueError as err:
         parser.exit(2, f"python -m choreography: {err}\n")
+    if "payments" in services:  # its handlers open card tokens to charge
+        require(settings, "python -m choreography", "payments")
     configure_logging(settings, "choreography")
     configure_tracing(settings, "choreography")
     asyncio.run(_run(settings, services))

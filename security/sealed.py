@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -35,12 +35,31 @@ class KeyNotHeld(Exception):
 
 class Sealer:
     def __init__(
-        self, key: bytes, key_id: str = "t1", also_opens: Mapping[str, bytes] | None = None
+        self,
+        key: bytes | Callable[[], bytes],
+        key_id: str = "t1",
+        also_opens: Mapping[str, bytes] | None = None,
     ) -> None:
-        """Seals with `key`; opens what `key` or one of `also_opens` (by key id) sealed."""
+        """Seals with `key`; opens what `key` or one of `also_opens` (by key id) sealed.
+
+        `key` may be a function, called at the first seal or open: a process
+        that builds the payment activities but never runs them (a worker of
+        another bulkhead) then never needs the key at all.
+        """
         self._key_id = key_id
-        self._aeads = {kid: AESGCM(k) for kid, k in (also_opens or {}).items()}
-        self._aeads[key_id] = AESGCM(key)
+        self._key = key
+        self._older = {kid: AESGCM(k) for kid, k in (also_opens or {}).items()}
+        self._held: dict[str, AESGCM] | None = None
+
+    @property
+    def _aeads(self) -> dict[str, AESGCM]:
+        if self._held is None:
+            try:
+                key = self._key() if callable(self._key) else self._key
+            except ValueError as err:  # unset or unreadable here: this reader lacks it
+                raise KeyNotHeld(f"the card token key: {err}") from None
+            self._held = {**self._older, self._key_id: AESGCM(key)}
+        return self._held
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sealer:
@@ -50,7 +69,7 @@ class Sealer:
             # Choreographed orders' tokens were sealed with the codec key before
             # tokens had a key of their own: those still in flight must open.
             older[settings.payload_codec_key_id] = parse_key(codec_key.get_secret_value())
-        return cls(card_token_key(settings), settings.card_token_key_id, older)
+        return cls(lambda: card_token_key(settings), settings.card_token_key_id, older)
 
     def seal(self, secret: str, bound_to: str) -> str:
         """`bound_to` (the order id) is authenticated too: the text opens for that order only."""

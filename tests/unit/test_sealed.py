@@ -103,3 +103,15 @@ def test_the_choreography_process_names_an_unknown_service_without_a_traceback()
     assert done.returncode == 2
     assert "unknown service billing" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_process_that_never_seals_never_needs_the_key(tmp_path):
+    bare = Settings(environment="production", data_dir=tmp_path)
+
+    sealer = Sealer.from_settings(bare)  # built, as every worker builds the payment steps
+
+    with pytest.raises(KeyNotHeld, match="SAGA_CARD_TOKEN_KEY"):
+        sealer.seal("tok_visa", "order-1")
+    with pytest.raises(KeyNotHeld):
+        sealer.open("sealed:t1:AAAA", "order-1")
+    assert sealer.open("tok_clear", "order-1") == "tok_clear"  # unsealed text needs no key

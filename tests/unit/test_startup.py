@@ -86,3 +86,23 @@ def test_a_plain_value_is_shown_to_help_fix_it():
     assert done.returncode == 2
     assert "SAGA_RELAY_BATCH_SIZE: Input should be a valid integer" in done.stderr
     assert "(got 'lots')" in done.stderr
+
+
+CODEC = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "worker.py", "--bulkhead", "payments"],
+        [sys.executable, "-m", "choreography", "--services", "payments"],
+    ],
+    ids=["payments worker", "payments handlers"],
+)
+def test_only_the_payments_service_needs_the_card_key(command):
+    done = run(command, SAGA_ENVIRONMENT="production", SAGA_PAYLOAD_CODEC_KEY=CODEC)
+
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(
+        "SAGA_ENVIRONMENT=production needs SAGA_CARD_TOKEN_KEY (not set)"
+    )
