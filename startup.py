@@ -9,6 +9,7 @@ credentials it cannot run safely without.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 import typing
@@ -68,10 +69,30 @@ def checked_settings(needs: str | None = None, **overrides: Any) -> Settings:
         raise ConfigError(describe(err)) from None
     except SettingsError as err:
         raise ConfigError(_parse_failure(err)) from None
-    missing = production_gaps(settings, needs)
+    missing = production_gaps(settings, needs) or (needs == "api" and open_api_exposed(settings))
     if missing:
         raise ConfigError(missing)
     return settings
+
+
+def open_api_exposed(settings: Settings) -> str:
+    """Dev mode without keys is open to every caller: only on loopback is that fine."""
+    keys = settings.api_read_keys or settings.api_order_keys or settings.api_admin_keys
+    if settings.environment != "dev" or keys or _is_loopback(settings.api_host):
+        return ""
+    return (
+        f"SAGA_API_HOST={settings.api_host} would serve an API open to every caller (dev mode,"
+        " no key set): set SAGA_API_ADMIN_KEYS or SAGA_API_ORDER_KEYS, or listen on 127.0.0.1"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def production_gaps(settings: Settings, needs: str | None) -> str:

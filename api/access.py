@@ -80,7 +80,7 @@ class AccessControl:
         if not any(keys for _, keys in self._keys):
             scope[SCOPE_KEY] = Role.ADMIN  # dev mode without keys: open by design
             return None
-        if scope["path"].startswith(OPEN_PATHS):
+        if _open(scope["path"]):
             return None
         presented = _credentials(scope)
         challenge = {"WWW-Authenticate": 'Bearer realm="saga"'}
@@ -96,6 +96,11 @@ class AccessControl:
     def _too_large(self) -> Refusal:
         detail = f"the request body is over {self._max_body} bytes"
         return 413, "Request too large", detail, "too-large", {}
+
+
+def _open(path: str) -> bool:
+    # The path itself or below it: `/docsx` is not `/docs`.
+    return any(path == p or path.startswith(f"{p}/") for p in OPEN_PATHS)
 
 
 def _known(presented: bytes, keys: Iterable[bytes]) -> bool:

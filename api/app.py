@@ -15,13 +15,13 @@ from api.routes import codec, health, orders, products, wallets
 from db.engine import create_engine, create_session_factory
 from security.sealed import Sealer
 from settings import Settings
-from startup import ConfigError, production_gaps
+from startup import ConfigError, open_api_exposed, production_gaps
 from temporal_client import connect, payload_codec
 
 
 def create_app(settings: Settings) -> FastAPI:
     # An app embedded elsewhere than `python -m api` is held to the same rule.
-    missing = production_gaps(settings, "api")
+    missing = production_gaps(settings, "api") or open_api_exposed(settings)
     if missing:
         raise ConfigError(missing)
 

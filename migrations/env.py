@@ -20,9 +20,10 @@ def _url() -> str:
     url = config.attributes.get("database_url")
     if url:
         return str(url)
-    from settings import Settings
+    from startup import checked_settings
 
-    return Settings().database_target
+    # Through startup: a bad setting names its variable, never a secret's value.
+    return checked_settings().database_target
 
 
 def _run(connection: Connection) -> None:

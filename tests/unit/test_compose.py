@@ -449,3 +449,13 @@ def test_only_the_programs_that_seal_or_open_card_tokens_hold_the_key(compose):
         if "SAGA_CARD_TOKEN_KEY" in s.get("environment", {})
     }
     assert holders == {"api", "worker-payments", "choreography-payments"}
+
+
+def test_only_temporal_clients_hold_the_codec_key(compose):
+    """It decrypts every workflow payload: the relay, the consumers, the handlers never need it."""
+    holders = {
+        name
+        for name, s in compose["services"].items()
+        if "SAGA_PAYLOAD_CODEC_KEY" in s.get("environment", {})
+    }
+    assert holders == {"api", *WORKERS}
