@@ -31,7 +31,6 @@ from temporalio.client import Client
 
 from activities import card_participant, payment_provider_client
 from activities.stock_branch import StockParticipant
-from api.app import create_app
 from choreography import service as choreography
 from consumers.order_history import order_history_consumer
 from consumers.runner import ConsumerRunner, RunnerOptions
@@ -50,6 +49,7 @@ from stack.nats import NatsServer
 from stack.ports import free_port
 from stack.postgres import EmbeddedPostgres
 from tests import factories
+from tests.asgi import serve
 from worker import open_bulkheads, running
 
 pytestmark = pytest.mark.asyncio
@@ -232,13 +232,8 @@ async def relay(cluster: RolesCluster, own_settings: Settings) -> AsyncIterator[
     await asyncio.wait_for(task, 30)
 
 
-@contextlib.asynccontextmanager
-async def api_as_its_login(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
-            yield api
+# The API app in-process, its lifespan run, on settings that log in as app_api.
+api_as_its_login = contextlib.asynccontextmanager(serve)
 
 
 async def test_orders_confirm_and_publish_with_each_process_as_its_own_login(
