@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     # Bulkheads (domain.bulkheads): each task queue's worker has its own
     # activity slots and database pool, so one stalled downstream fills only
     # its own. `orders` is the base queue (workflows and the order service).
+    # LOCAL steps (workflows.saga) all run as local activities on the workflow
+    # worker: each service's within its own concurrency limit (and its own
+    # pool), waiting at most local_step_max_wait_ms for a turn before backing off.
+    orders_max_concurrent_local_steps: int = Field(default=10, ge=1)
+    inventory_max_concurrent_local_steps: int = Field(default=10, ge=1)
+    payments_max_concurrent_local_steps: int = Field(default=10, ge=1)
+    shipping_max_concurrent_local_steps: int = Field(default=5, ge=1)
+    local_step_max_wait_ms: int = Field(default=100, ge=0)
     orders_max_concurrent_activities: int = 100
     inventory_max_concurrent_activities: int = 50
     payments_max_concurrent_activities: int = 20

@@ -3,9 +3,12 @@
     python worker.py                      # every bulkhead in this process
     python worker.py --bulkhead payments  # one; repeat the flag for more
 
-Each bulkhead (domain.bulkheads) gets its own task queue, activity slots and
-database pool; the payments bulkhead also owns the provider's HTTP pool and
-circuit breaker. Running them as separate processes isolates them further.
+The base worker (bulkhead `orders`) runs the workflows and their LOCAL steps as
+local activities, each service's within its own pool and concurrency limit.
+Each other bulkhead (domain.bulkheads) gets its own task queue, activity slots
+and database pool for REMOTE steps (and for the regular activities of sagas
+begun before local steps); the payments bulkhead also owns the provider's HTTP
+pool and circuit breaker.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from observability.logs import configure as configure_logging
 from observability.temporal_metrics import prometheus_runtime
 from observability.tracing import configure as configure_tracing
 from recovery.sweep import run_periodically
+from resilience.concurrency import ConcurrencyLimit
+from resilience.local_bulkheads import LocalBulkheads
 from settings import Settings
 from startup import load_settings, require
 from temporal_client import WORKER_INTERCEPTORS, connect, ensure_search_attributes
@@ -49,14 +54,18 @@ def build_worker(
     activities: Mapping[str, Callable[..., Any]],
     max_concurrent_activities: int = 100,
     deployment: WorkerDeploymentConfig | None = None,
+    local: LocalBulkheads | None = None,
 ) -> Worker:
     """The worker of one bulkhead: its queue, its activities, its slots.
 
-    The base queue's worker also registers every other activity: tasks that
-    sagas started by a release before the bulkheads scheduled there (an undo
-    retrying for hours) must still find a worker after an upgrade.
+    The base queue's worker runs the workflows and, as local activities, their
+    LOCAL steps, each service's within its limit (`local`). It also registers
+    every other activity: tasks that sagas started by an earlier release
+    scheduled on the base queue (an undo retrying for hours) must still find a
+    worker after an upgrade.
     """
     base = bulkhead is Bulkhead.ORDERS
+    local = local or LocalBulkheads({})
     return Worker(
         client,
         task_queue=queue_name(base_queue, bulkhead),
@@ -66,9 +75,10 @@ def build_worker(
             for name, fn in activities.items()
             if base or BULKHEAD_OF.get(name, Bulkhead.ORDERS) is bulkhead
         ],
-        interceptors=WORKER_INTERCEPTORS,
+        interceptors=[*WORKER_INTERCEPTORS, local] if base else WORKER_INTERCEPTORS,
         deployment_config=deployment,
         max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_local_activities=max(local.slots, 1),
         # Activities are short transactions: let in-flight ones commit on SIGTERM
         # rather than be cancelled and retried by the next worker.
         graceful_shutdown_timeout=timedelta(seconds=10),
@@ -82,8 +92,11 @@ def build_workers(
     settings: Settings | None = None,
 ) -> list[Worker]:
     """Every bulkhead in one process, sharing `activities` and their engine (benchmarks)."""
-    slots = bulkhead_slots(settings or Settings())
-    return [build_worker(client, b, base_queue, activities, slots[b]) for b in Bulkhead]
+    settings = settings or Settings()
+    slots, local = bulkhead_slots(settings), local_bulkheads(settings)
+    return [
+        build_worker(client, b, base_queue, activities, slots[b], None, local) for b in Bulkhead
+    ]
 
 
 def open_bulkheads(
@@ -93,22 +106,52 @@ def open_bulkheads(
     bulkheads: Iterable[Bulkhead] = tuple(Bulkhead),
     stand_ins: Mapping[str, Callable[..., Any]] | None = None,
 ) -> tuple[list[Worker], dict[Bulkhead, AsyncEngine]]:
-    """One worker per bulkhead, each with a database pool of its own; dispose the engines."""
+    """One worker per bulkhead, and a database pool per service; dispose the engines.
+
+    The base worker runs every service's LOCAL steps, so where it runs every
+    service gets its pool; elsewhere a bulkhead's worker has only its own.
+    """
+    chosen = list(bulkheads)
     engines: dict[Bulkhead, AsyncEngine] = {}
+    for service in Bulkhead if Bulkhead.ORDERS in chosen else chosen:
+        pool_size = getattr(settings, f"{service.value}_db_pool_size")
+        url = settings.bulkhead_database_target(service.value)
+        engines[service] = create_engine(url, pool_size=pool_size)
+    own = {b: all_activities(engines[b], settings, provider) for b in engines}
+    slots, deployment = bulkhead_slots(settings), deployment_config(settings)
     workers = []
-    slots = bulkhead_slots(settings)
-    deployment = deployment_config(settings)
-    for bulkhead in bulkheads:
-        pool_size = getattr(settings, f"{bulkhead.value}_db_pool_size")
-        url = settings.bulkhead_database_target(bulkhead.value)
-        engine = engines[bulkhead] = create_engine(url, pool_size=pool_size)
-        activities = {**all_activities(engine, settings, provider), **(stand_ins or {})}
+    for bulkhead in chosen:
+        activities = own[bulkhead]
+        if bulkhead is Bulkhead.ORDERS:
+            # Each activity bound to its own service's pool.
+            activities = {
+                name: own[BULKHEAD_OF.get(name, Bulkhead.ORDERS)][name] for name in activities
+            }
+        activities = {**activities, **(stand_ins or {})}
         workers.append(
             build_worker(
-                client, bulkhead, settings.task_queue, activities, slots[bulkhead], deployment
+                client,
+                bulkhead,
+                settings.task_queue,
+                activities,
+                slots[bulkhead],
+                deployment,
+                local_bulkheads(settings),
             )
         )
     return workers, engines
+
+
+def local_bulkheads(settings: Settings) -> LocalBulkheads:
+    """One concurrency limit per service, shared by all its activities."""
+    wait_s = settings.local_step_max_wait_ms / 1000
+    limits = {
+        b: ConcurrencyLimit(
+            b.value, getattr(settings, f"{b.value}_max_concurrent_local_steps"), wait_s
+        )
+        for b in Bulkhead
+    }
+    return LocalBulkheads({name: limits[b] for name, b in BULKHEAD_OF.items()})
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:

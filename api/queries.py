@@ -26,8 +26,8 @@ from db.tables import (
     wallets,
 )
 from db.wallet_store import DEFAULT_CURRENCY
+from domain.order_saga import TwoPhaseView
 from domain.orders import OrderStatus, PricedLine, SagaMode
-from domain.saga import TwoPhaseView
 
 
 @dataclass(frozen=True)

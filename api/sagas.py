@@ -33,8 +33,9 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import queries
+from domain.order_saga import OrderCancelAccepted, SagaState, TwoPhaseView
 from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
-from domain.saga import CancelAccepted, CancelRequest, SagaState, TwoPhaseView
+from domain.saga import CancelRequest
 from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS
 from domain.two_phase import TwoPhaseOutcome, coordinator_workflow_id
 
@@ -147,7 +148,7 @@ async def two_phase_progress(
     return known
 
 
-async def request_cancel(client: Client, order_id: str, reason: str) -> CancelAccepted | None:
+async def request_cancel(client: Client, order_id: str, reason: str) -> OrderCancelAccepted | None:
     """None when no running saga has this id; NotCancellable when the saga refuses.
 
     SagaUnavailable when the saga did not answer in time: the update may still
@@ -155,11 +156,11 @@ async def request_cancel(client: Client, order_id: str, reason: str) -> CancelAc
     """
     handle = client.get_workflow_handle(workflow_id_for(order_id))
     try:
-        accepted: CancelAccepted = await _bounded(
+        accepted: OrderCancelAccepted = await _bounded(
             handle.execute_update(
                 "cancel",
                 CancelRequest(reason=reason),
-                result_type=CancelAccepted,
+                result_type=OrderCancelAccepted,
                 rpc_timeout=UPDATE_TIMEOUT,
             ),
             UPDATE_TIMEOUT,

@@ -25,8 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from domain.order_saga import TwoPhaseView
 from domain.orders import MAX_ITEMS, MAX_QUANTITY, OrderLine, OrderStatus, PricedLine, SagaMode
-from domain.saga import TwoPhaseView
 
 # Printable text only: PostgreSQL refuses NUL in text, and no id or token of
 # ours has a control character in it. Refusing them here keeps them from ever

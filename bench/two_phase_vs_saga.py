@@ -34,8 +34,8 @@ from bench.percentiles import percentiles
 from db.engine import create_engine
 from db.tables import products
 from db.wallet_store import WalletStore
+from domain.order_saga import SagaState
 from domain.orders import OrderLine, PlaceOrder, Settlement, workflow_id_for
-from domain.saga import SagaState
 from stack.temporal import DYNAMIC_CONFIG
 from stack.throwaway import throwaway_stack
 from temporal_client import connect

@@ -58,7 +58,7 @@ from domain.choreography import (
 )
 from domain.errors import ErrorType
 from domain.events import Envelope
-from domain.saga import StepName
+from domain.order_saga import StepName
 from security.sealed import Sealer
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from db.tables import order_lines, orders
 from db.unit_of_work import carried_headers
 from domain.activities import CreateOrder, OrderClosed, PricedOrder
 from domain.choreography import CARRIED_HEADER, Carried
+from domain.order_saga import StepName
 from domain.orders import OrderLine, PlaceOrder, SagaMode
-from domain.saga import StepName
 
 
 async def place(engine: AsyncEngine, order: PlaceOrder, deadline: datetime) -> PricedOrder:

@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from domain.activities import Act
+from domain.order_saga import StepName
 from domain.orders import OrderLine
-from domain.saga import StepName
 
 # The outbox header holding `Carried`; only choreographed orders' events have it.
 CARRIED_HEADER = "choreography"

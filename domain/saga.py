@@ -1,59 +1,41 @@
-"""What a saga reports about itself: to the query, to the API, in its result."""
+"""A saga's progress as the saga kit (workflows.saga) reports it: to queries, to callers, in its
+result. Generic: nothing here knows what a saga does; a saga extends SagaProgress with its own."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from enum import StrEnum
 
-from domain.orders import OrderStatus, PricedLine
-from domain.two_phase import Decision, TwoPhaseOutcome, Vote
-
-
-class StepName:
-    """Saga steps; with the workflow id they make the idempotency keys, so never rename one."""
-
-    CREATE_ORDER = "create_order"
-    CHECK_FRAUD = "check_fraud"
-    RESERVE_STOCK = "reserve_stock"
-    CHARGE_PAYMENT = "charge_payment"
-    SETTLE_TWO_PHASE = "settle_two_phase"
-    CREATE_SHIPMENT = "create_shipment"
-    CONFIRM_ORDER = "confirm_order"
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class TwoPhaseView(BaseModel):
-    tx_id: str
-    decision: Decision | None = None
-    votes: dict[str, Vote] = Field(default_factory=dict)
-    # "prepare" until the decision is logged, then "commit" or "abort" while
-    # phase 2 carries it out, then "done"; None when nothing is known yet.
-    phase: str | None = None
-    acknowledged: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def of(cls, outcome: TwoPhaseOutcome) -> TwoPhaseView:
-        """What the coordinator's outcome (so far) shows of the transaction."""
-        return cls(
-            tx_id=outcome.tx_id,
-            decision=outcome.decision,
-            votes=outcome.votes,
-            phase=outcome.phase,
-            acknowledged=outcome.acknowledged,
-        )
+class SagaStatus(StrEnum):
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"  # every step done: the point of no return was passed
+    CANCELLED = "CANCELLED"  # undone: every step that happened was compensated
 
 
-class SagaState(BaseModel):
-    order_id: str
-    customer_id: str
-    status: OrderStatus = OrderStatus.PENDING
+class Runs(StrEnum):
+    """Where a step runs; what it costs follows from it."""
+
+    # A short transaction in one service's own database: a local activity on the
+    # workflow's worker, bulkheaded by that service's pool and concurrency limit.
+    LOCAL = "local"
+    # A call to a system outside ours (a payment provider): an activity on a task
+    # queue of its own, with its own worker slots, HTTP pool and breaker.
+    REMOTE = "remote"
+
+
+class SagaProgress(BaseModel):
+    # A saga's own model narrows `status` (an order's OrderStatus): what the kit
+    # assigns is validated into it.
+    model_config = ConfigDict(validate_assignment=True)
+
+    status: str = SagaStatus.PENDING
     current_step: str | None = None
-    items: list[PricedLine] = Field(default_factory=list)
-    total: int = 0
-    currency: str | None = None
     steps: list[str] = Field(default_factory=list)
     compensations: list[str] = Field(default_factory=list)
     failure_reason: str | None = None
     compensating: bool = False
-    two_phase: TwoPhaseView | None = None
 
 
 class CancelRequest(BaseModel):
@@ -61,5 +43,4 @@ class CancelRequest(BaseModel):
 
 
 class CancelAccepted(BaseModel):
-    order_id: str
     accepted: bool = True

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from domain.saga import Runs
+
 
 class Vote(StrEnum):
     YES = "YES"
@@ -40,6 +42,10 @@ class ParticipantSpec(BaseModel):
     # transaction takes the shared rows in one order, and the waits form no
     # cycle. None: it locks nothing shared, and prepares with the first rank.
     lock_rank: int | None = None
+    # LOCAL: its activities are short transactions in a service's database, run
+    # as local activities by the coordinator (by one that began after
+    # workflows.saga.LOCAL_STEPS). Absent from older inputs: REMOTE.
+    runs: Runs = Runs.REMOTE
 
 
 class TwoPhaseInput(BaseModel):

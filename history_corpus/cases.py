@@ -25,8 +25,9 @@ from db.tables import decisions, products
 from db.wallet_store import WalletStore
 from domain.activities import Act, CreateShipment, ShipmentCreated, TwoPhaseAct
 from domain.errors import ErrorType
+from domain.order_saga import SagaState
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
-from domain.saga import CancelRequest, SagaState
+from domain.saga import CancelRequest
 from domain.two_phase import coordinator_workflow_id
 
 Produced = list[tuple[str, WorkflowHandle[Any, Any]]]

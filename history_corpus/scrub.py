@@ -36,6 +36,8 @@ JSON_ENCODINGS = (b"json/plain", b"json/protobuf")
 # Whole values that are other values with a prefix: scrubbed through the id within.
 DERIVED = frozenset({"correlation_id", "workflow_id"})
 SECRET_FIELDS = frozenset({"payment_token", "request_hash"})
+# Ids the SDK numbers itself (a local activity marker's, checked on replay): they name nothing.
+SDK_IDS = frozenset({"activity_id"})
 
 
 async def scrubbed(history: WorkflowHistory, codec: PayloadCodec | None) -> WorkflowHistory:
@@ -146,7 +148,9 @@ class _Placeholders:
 
 
 def _identifying(field: str) -> bool:
-    return field in SECRET_FIELDS or (field.endswith("_id") and field not in DERIVED)
+    return field in SECRET_FIELDS or (
+        field.endswith("_id") and field not in DERIVED and field not in SDK_IDS
+    )
 
 
 def _children(field: FieldDescriptor, value: Any) -> list[Message]:

@@ -31,8 +31,8 @@ from consumers.runner import ConsumerRunner, RunnerOptions
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from domain.events import STREAM
+from domain.order_saga import SagaState
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
-from domain.saga import SagaState
 from payment_provider.embedded import EmbeddedProvider
 from relay.service import RelayStats, run_relay
 from settings import Settings

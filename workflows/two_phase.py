@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -26,6 +27,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from domain.activities import TwoPhaseAct
     from domain.bulkheads import queue_for
+    from domain.saga import Runs
     from domain.two_phase import (
         BranchAck,
         BranchCall,
@@ -40,6 +42,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.compensation import shielded
     from workflows.metrics import count
+    from workflows.saga import LOCAL_RETRY_THRESHOLD, LOCAL_STEPS
+
+R = TypeVar("R")
 
 # Retries inside the prepare deadline: a brief fault is no reason to abort.
 PREPARE_RETRY = RetryPolicy(
@@ -90,7 +95,7 @@ class TwoPhaseCommit:
         wanted = (
             Decision.COMMIT if all(reply.vote is Vote.YES for reply in replies) else Decision.ABORT
         )
-        logged: DecisionRecord = await workflow.execute_activity(
+        logged = await _run(
             TwoPhaseAct.RECORD_DECISION,
             DecisionRecord(
                 tx_id=tx.tx_id,
@@ -98,24 +103,25 @@ class TwoPhaseCommit:
                 participants=[p.name for p in tx.participants],
                 votes=dict(outcome.votes),
             ),
-            result_type=DecisionRecord,
-            task_queue=_queue(TwoPhaseAct.RECORD_DECISION),
+            DecisionRecord,
+            Runs.LOCAL,
+            f"Log decision {wanted}",
             start_to_close_timeout=PHASE_TWO_TIMEOUT,
             retry_policy=FOREVER,
-            summary=f"Log decision {wanted}",
         )
         # The log is the authority: if recovery logged first, follow it.
         outcome.decision, outcome.phase = logged.decision, logged.decision.lower()
         count("two_phase_decisions", "2PC decisions logged", decision=logged.decision.value)
         self._show()
         await asyncio.gather(*(self._finish(tx, p, logged.decision) for p in tx.participants))
-        await workflow.execute_activity(
+        await _run(
             TwoPhaseAct.COMPLETE_TRANSACTION,
             tx.tx_id,
-            task_queue=_queue(TwoPhaseAct.COMPLETE_TRANSACTION),
+            type(None),
+            Runs.LOCAL,
+            "Mark transaction complete",
             start_to_close_timeout=PHASE_TWO_TIMEOUT,
             retry_policy=FOREVER,
-            summary="Mark transaction complete",
         )
         outcome.phase = "done"
         self._show()
@@ -173,14 +179,14 @@ class TwoPhaseCommit:
             if deadline <= timedelta(0):
                 return self._record(p, DEADLINE_PASSED)
         try:
-            reply: VoteReply = await workflow.execute_activity(
+            reply = await _run(
                 p.prepare,
                 BranchCall(tx_id=tx.tx_id, gid=branch_gid(tx.tx_id, p.name), payload=p.payload),
-                result_type=VoteReply,
-                task_queue=_queue(p.prepare),
+                VoteReply,
+                p.runs,
+                f"Prepare {p.name} ({p.kind})",
                 schedule_to_close_timeout=deadline,
                 retry_policy=PREPARE_RETRY,
-                summary=f"Prepare {p.name} ({p.kind})",
             )
         except ActivityError as err:
             if isinstance(err.cause, TimeoutError):
@@ -193,14 +199,14 @@ class TwoPhaseCommit:
 
     async def _finish(self, tx: TwoPhaseInput, p: ParticipantSpec, decision: Decision) -> None:
         activity = p.commit if decision is Decision.COMMIT else p.abort
-        await workflow.execute_activity(
+        await _run(
             activity,
             BranchCall(tx_id=tx.tx_id, gid=branch_gid(tx.tx_id, p.name), payload=p.payload),
-            result_type=BranchAck,
-            task_queue=_queue(activity),
+            BranchAck,
+            p.runs,
+            f"{decision.value.capitalize()} {p.name}",
             start_to_close_timeout=PHASE_TWO_TIMEOUT,
             retry_policy=FOREVER,
-            summary=f"{decision.value.capitalize()} {p.name}",
         )
         # An operator looking at a stuck phase 2 sees who is still to answer.
         self.outcome().acknowledged.append(p.name)
@@ -227,5 +233,27 @@ def lock_order(participants: list[ParticipantSpec]) -> tuple[list[int], list[lis
     return unranked, [[n for n, p in enumerate(participants) if p.lock_rank == r] for r in ranks]
 
 
-def _queue(activity: str) -> str:
-    return queue_for(activity, workflow.info().task_queue)
+async def _run(
+    activity: str, arg: Any, result: type[R], runs: Runs, summary: str, **timing: Any
+) -> R:
+    """A LOCAL participant's or the log's call as a local activity on this worker
+    (for coordinators begun after LOCAL_STEPS); anything else on its bulkhead's queue."""
+    if runs is Runs.LOCAL and workflow.patched(LOCAL_STEPS):
+        local: R = await workflow.execute_local_activity(
+            activity,
+            arg,
+            result_type=result,
+            summary=summary,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            **timing,
+        )
+        return local
+    remote: R = await workflow.execute_activity(
+        activity,
+        arg,
+        result_type=result,
+        task_queue=queue_for(activity, workflow.info().task_queue),
+        summary=summary,
+        **timing,
+    )
+    return remote

@@ -19,8 +19,8 @@ from temporalio import workflow
 from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
+    from domain.order_saga import SagaState
     from domain.orders import PlaceOrder
-    from domain.saga import SagaState
     from domain.two_phase import TwoPhaseInput, TwoPhaseOutcome
 
 from workflows.order_saga import OrderSaga

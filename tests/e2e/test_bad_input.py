@@ -23,8 +23,8 @@ from temporalio import activity
 from temporalio.service import RPCError
 
 from domain.activities import Act, ChargePayment, PaymentCharged
+from domain.order_saga import SagaState
 from domain.orders import order_id_from
-from domain.saga import SagaState
 from tests import factories
 from tests.conftest import start_saga
 from tests.e2e.test_api import final_order, order_body, workflows_for

@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from api.schemas import PlaceOrderRequest
 from db.tables import SERVICES, service_tables
-from domain.saga import SagaState
+from domain.order_saga import SagaState
 from domain.two_phase import branch_gid, coordinator_workflow_id
 from payment_provider.embedded import EmbeddedProvider
 from payment_provider.state import ProviderState

@@ -18,7 +18,7 @@ from activities import payment_provider_client
 from api.access import OPEN_PATHS
 from api.app import create_app
 from api.roles import Role, required_role
-from domain.saga import SagaState
+from domain.order_saga import SagaState
 from settings import Settings
 from stack.cli import main
 from startup import ConfigError

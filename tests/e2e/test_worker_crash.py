@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from domain.saga import SagaState
+from domain.order_saga import SagaState
 from domain.two_phase import coordinator_workflow_id
 from tests import factories
 from tests.conftest import start_saga

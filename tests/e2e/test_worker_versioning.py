@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities import payment_provider_client
 from domain.activities import Act, CreateShipment, ShipmentCreated
-from domain.saga import SagaState
+from domain.order_saga import SagaState
 from domain.two_phase import coordinator_workflow_id
 from stack.binaries import temporal_cli as temporal_cli_path
 from tests import factories

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from domain.saga import SagaState
+from domain.order_saga import SagaState
 from tests import factories
 from tests.conftest import start_saga
+from tests.steps_in_history import patches_of, steps_of
 from workflows.order_saga import FRAUD_CHECK
 
 
@@ -18,16 +18,8 @@ async def test_a_new_saga_records_the_patch_and_checks_before_reserving(saga, pr
     await handle.result()
 
     history = await handle.fetch_history()
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-    markers = [
-        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data.decode()
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-    ]
+    scheduled = steps_of(history)
+    markers = patches_of(history)
     assert scheduled[:3] == ["create_order", "check_fraud", "reserve_stock"]
     assert len(markers) == 1 and FRAUD_CHECK in markers[0]
 

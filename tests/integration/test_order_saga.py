@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
-from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.inventory import InventoryActivities
@@ -26,9 +27,11 @@ from domain.activities import (
     ShipmentCreated,
     StockReserved,
 )
-from domain.saga import CancelRequest, SagaState
+from domain.order_saga import SagaState
+from domain.saga import CancelRequest
 from tests import factories
 from tests.factories import eventually
+from tests.steps_in_history import step_attempts
 
 pytestmark = pytest.mark.asyncio
 
@@ -200,6 +203,12 @@ async def test_temporal_cancel_request_also_compensates(
     await shipping.wait_started()
 
     await handle.cancel()
+    # A local step runs inside the saga's workflow task, and the request is
+    # recorded, and heard, when that task ends: here, when the worker
+    # heartbeats it (the step takes long). Released sooner, the step would be
+    # followed by the point of no return in the same task, and the order
+    # confirmed (test_a_cancel_heard_after_the_last_local_step_is_too_late).
+    await eventually(lambda: cancel_recorded(handle), bool)
     shipping.release.set()
 
     with pytest.raises(WorkflowFailureError) as failed:
@@ -212,6 +221,37 @@ async def test_temporal_cancel_request_also_compensates(
     assert await factories.stock_of(engine, sku) == 10
     [shipment] = await factories.shipments_of(engine, state.order_id)
     assert shipment.status == "CANCELLED"
+
+
+async def cancel_recorded(handle: WorkflowHandle[Any, Any]) -> bool:
+    history = await handle.fetch_history()
+    return any(
+        e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+        for e in history.events
+    )
+
+
+async def test_a_cancel_heard_after_the_last_local_step_is_too_late(
+    saga, product, engine, custom_worker, sessions
+):
+    """The last local step and the point of no return share a workflow task: a
+    Temporal cancel sent while that step runs is recorded after confirm_order
+    was scheduled, so it is ignored, as one sent during confirm_order always was."""
+    shipping = HeldShipping(sessions)
+    queue = await custom_worker({Act.CREATE_SHIPMENT: shipping.activity})
+    sku = await product(stock=10)
+    handle = await saga([(sku, 1)], task_queue=queue)
+    await shipping.wait_started()
+
+    await handle.cancel()
+    shipping.release.set()
+    state: SagaState = await handle.result()
+
+    assert state.status == "CONFIRMED"
+    assert (await order_row(engine, state.order_id)).status == "CONFIRMED"
+    assert await factories.stock_of(engine, sku) == 9
+    [shipment] = await factories.shipments_of(engine, state.order_id)
+    assert shipment.status != "CANCELLED"
 
 
 def confirm_when(release: asyncio.Event, started: asyncio.Event, sessions: SessionFactory) -> Any:
@@ -277,13 +317,8 @@ async def test_retry_after_commit_applies_the_reservation_once(
     assert len(await factories.reservations_of(engine, state.order_id)) == 1
     events = await factories.events_of(engine, state.order_id)
     assert events.count("StockReserved") == 1
-    history = await handle.fetch_history()
-    attempts = [
-        e.activity_task_started_event_attributes.attempt
-        for e in history.events
-        if e.HasField("activity_task_started_event_attributes")
-    ]
-    assert max(attempts) == 2
+    attempts = step_attempts(await handle.fetch_history())
+    assert ("reserve_stock", 2) in attempts
 
 
 async def test_thirty_orders_for_ten_units_confirm_exactly_ten(saga, product, engine):

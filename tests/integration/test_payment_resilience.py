@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 from activities import all_activities
 from activities.provider_client import PaymentProviderClient
 from domain.activities import Act
-from domain.saga import SagaState
+from domain.order_saga import SagaState
 from payment_provider.embedded import EmbeddedProvider
 from resilience.breaker import BreakerState, CircuitBreaker
 from stack.ports import free_port

@@ -21,10 +21,12 @@ from temporalio.worker import Worker
 
 from activities import all_activities
 from domain.activities import Act, ChargePayment, RefundPayment
-from domain.saga import CancelRequest, SagaState
+from domain.order_saga import SagaState
+from domain.saga import CancelRequest
 from temporal_client import replayer
 from tests import factories
 from tests.factories import eventually
+from tests.steps_in_history import steps_of
 from workflows.compensation import shielded
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
@@ -88,11 +90,7 @@ async def test_cancellations_absorbed_by_a_shield_leave_no_count_on_the_task(cli
 
 
 def scheduled(history: Any) -> Counter[str]:
-    return Counter(
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    )
+    return Counter(steps_of(history))
 
 
 def count_of(history: Any, kind: Any) -> int:

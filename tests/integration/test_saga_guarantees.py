@@ -27,7 +27,8 @@ from domain.activities import (
     PricedOrder,
     ReserveStock,
 )
-from domain.saga import CancelRequest, SagaState
+from domain.order_saga import SagaState
+from domain.saga import CancelRequest
 from tests import factories
 from tests.integration.test_order_saga import order_row
 

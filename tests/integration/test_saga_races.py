@@ -15,8 +15,9 @@ from activities import all_activities
 from activities.inventory import InventoryActivities
 from db.unit_of_work import StepFenced
 from domain.activities import Act, ReleaseStock, ReserveStock, StockReserved
+from domain.order_saga import SagaState
 from domain.orders import OrderLine
-from domain.saga import CancelRequest, SagaState
+from domain.saga import CancelRequest
 from tests import factories
 from tests.conftest import start_saga
 from worker import build_workers, running

@@ -19,7 +19,8 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from audit import Scope, run_audit
 from domain.activities import TwoPhaseAct
-from domain.saga import CancelRequest, SagaState
+from domain.order_saga import SagaState
+from domain.saga import CancelRequest
 from domain.two_phase import coordinator_workflow_id
 from tests import factories
 from tests.factories import eventually

@@ -13,10 +13,11 @@ from temporalio.exceptions import ApplicationError
 
 from activities.store_credit import StoreCreditParticipant
 from domain.activities import Act, CreateShipment, ShipmentCreated, TwoPhaseAct
-from domain.saga import SagaState
+from domain.order_saga import SagaState
 from domain.two_phase import BranchAck, BranchCall, TwoPhaseOutcome, coordinator_workflow_id
 from tests import factories
 from tests.factories import eventually
+from tests.steps_in_history import steps_of
 
 pytestmark = pytest.mark.asyncio
 
@@ -86,11 +87,8 @@ async def test_order_paid_fully_with_store_credit_has_no_card(saga, product, eng
 
 
 def scheduled_activities(history: Any) -> set[str]:
-    return {
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    }
+    """Every activity the history shows run or scheduled, local ones included."""
+    return set(steps_of(history))
 
 
 async def test_one_no_aborts_everywhere_and_the_saga_compensates(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from temporalio.api.enums.v1 import EventType
-
 from history_corpus.files import Recorded, load_all
+from tests.steps_in_history import patches_of, steps_of
 
 __all__ = ["Recorded", "activities_of", "patch_markers", "recorded"]
 
@@ -15,16 +14,9 @@ def recorded(name: str) -> Recorded:
 
 
 def activities_of(one: Recorded) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in one.history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    """Its activities, regular or local, in the order the history records them."""
+    return steps_of(one.history)
 
 
 def patch_markers(one: Recorded) -> list[str]:
-    return [
-        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data.decode()
-        for e in one.history.events
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-    ]
+    return patches_of(one.history)

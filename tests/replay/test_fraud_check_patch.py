@@ -11,8 +11,8 @@ import pytest
 from temporalio import workflow
 from temporalio.worker import Replayer
 
+from domain.order_saga import SagaState
 from domain.orders import PlaceOrder
-from domain.saga import SagaState
 from temporal_client import DATA_CONVERTER, INTERCEPTORS, replayer
 from tests.replay.histories import activities_of, patch_markers, recorded
 from workflows.order_saga import FRAUD_CHECK, OrderSaga

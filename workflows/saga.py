@@ -1,0 +1,415 @@
+"""The saga kit: what every orchestrated saga needs, whatever its steps do.
+
+A saga is a workflow class deriving from `Saga`, with its steps declared as
+`Step`s and a `forward` that runs them in order (see workflows/order_saga.py,
+and the README's "Writing a saga"). The kit gives it:
+
+- each step's idempotency key, `<workflow id>:<step>`, the same on every
+  attempt and every replay, and the undo's key fencing off the step it undoes;
+- where the step runs: a LOCAL step (a short transaction in one service's
+  database) as a local activity on this worker, a REMOTE one (a call to a
+  system outside ours) on its own task queue (`queue_for`);
+- compensation: every undo registered before its step runs, run in reverse on
+  a refusal, a step out of retries or a cancel, then the workflow fails with
+  the refusal's type (workflows.compensation);
+- the `cancel` update and its validator, and the point of no return
+  (`final_step`) after which a cancel is refused;
+- progress for the `state` query, and hooks for what the UI and the search
+  attributes show (`on_started`, `on_step`, `on_compensating`, `on_ended`).
+
+Only `temporalio`, workflows.compensation and the progress model
+(domain.saga) are imported here: the kit knows nothing of any saga's domain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar, Generic, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from domain.saga import CancelAccepted, CancelRequest, Runs, SagaProgress, SagaStatus
+    from workflows.compensation import UNDO_RETRY, Compensations, refusal_type, shielded
+
+P = TypeVar("P", bound=SagaProgress)
+R = TypeVar("R")
+Undo = tuple[str, Callable[[], Awaitable[Any]]]
+
+STEP_TIMEOUT = timedelta(seconds=30)
+# Transient faults back off exponentially, bounded so a dead dependency ends in
+# compensation within minutes; a saga adds its refusal types (`step_retry`).
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=10,
+)
+# Added while sagas were running: before it every step was a regular activity
+# on its bulkhead's task queue. Sagas that began so replay and finish so (the
+# first step asks, so a saga never mixes the two); new ones run LOCAL steps as
+# local activities.
+LOCAL_STEPS = "local-steps"
+# A local step's retries are the worker's, in memory, while its workflow task
+# stays open; a worker asked to stop waits for them. A backoff this long or
+# longer is a durable timer instead: the task ends, a stopping or dying worker
+# neither holds nor loses the wait, and whichever worker is there retries.
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class UndoStep:
+    """How a step is undone: an activity that fences the step off and reverses it."""
+
+    action: str
+    result: type[Any]
+    # The undo's input; built with the undo's own key and `fences`, the step's key.
+    command: type[Any] | None = None
+    runs: Runs = Runs.LOCAL
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a saga: its name (with the workflow id, its idempotency key,
+    so never rename one), the activity it runs, its undo, and where it runs."""
+
+    name: str
+    action: str
+    result: type[Any]
+    undo: UndoStep | None = None
+    runs: Runs = Runs.LOCAL
+    retry: RetryPolicy | None = None  # None: the saga's step_retry
+    deadline: timedelta | None = None  # across all attempts
+
+
+class Saga(Generic[P]):
+    """Derive, decorate with @workflow.defn, and give it an @workflow.init
+    `__init__` that calls `super().__init__(progress)` and an @workflow.run that
+    returns `await self.execute(self.forward(...))`."""
+
+    # The plan: every step the saga may run, in order. Compensation needs it:
+    # a LOCAL step run by a workflow task that was then lost (a worker died, a
+    # cancel arrived) may have committed unseen, and its undo must run all the same.
+    steps: ClassVar[tuple[Step, ...]] = ()
+    step_retry: RetryPolicy = STEP_RETRY
+    # The failure type of a saga undone by its `cancel` update, and of one whose
+    # step failed without a refusal type.
+    cancelled_type = "SagaCancelled"
+    failed_type = "StepFailed"
+    not_cancellable_type = "SagaNotCancellable"
+
+    def __init__(self, progress: P) -> None:
+        # Built before any handler runs: a cancel update can arrive in the very
+        # first workflow task, before run() has started.
+        self._progress = progress
+        self._saga = Compensations(on_progress=self._progressed, cancel_requested=self._cancelling)
+        self._steps: asyncio.Task[None] | None = None
+        self._cancel_reason: str | None = None
+        self._past_no_return = False
+        self._started: set[str] = set()
+
+    # -- what a saga overrides -------------------------------------------------
+
+    def describe(self) -> str:
+        """The saga in a failure message."""
+        return f"saga {workflow.info().workflow_id}"
+
+    def command_fields(self) -> dict[str, Any]:
+        """Fields every step's input carries besides its keys (e.g. the order id)."""
+        return {}
+
+    def queue_for(self, action: str) -> str:
+        """The task queue of a REMOTE step's activity."""
+        return workflow.info().task_queue
+
+    def undo_fields(self, step: Step) -> dict[str, Any]:
+        """What `step`'s undo input carries besides its keys, built when it runs."""
+        return {}
+
+    def cancel_accepted(self) -> CancelAccepted:
+        return CancelAccepted()
+
+    def on_started(self) -> None:
+        """The saga began (search attributes, counters)."""
+
+    def on_step(self, action: str, summary: str) -> None:
+        workflow.set_current_details(f"**{action}**: {summary}")
+
+    def on_compensating(self, reason: str) -> None:
+        workflow.set_current_details(
+            f"Compensating: {reason}\n\nUndoing: {', '.join(self._saga.pending_undos)}"
+        )
+
+    def on_undone(self, undo: str) -> None:
+        """An undo reversed something."""
+
+    def on_compensated(self, reason: str) -> None:
+        """The saga ended undone: `reason` is the refusal's type, "cancelled" or "refused"."""
+
+    def on_ended(self, status: SagaStatus, reason: str | None) -> None:
+        ended = "confirmed" if status is SagaStatus.CONFIRMED else f"cancelled: {reason}"
+        workflow.set_current_details(f"{self.describe().capitalize()} {ended}")
+
+    # -- running ---------------------------------------------------------------
+
+    async def execute(self, forward: Coroutine[Any, Any, None]) -> P:
+        """Run the steps; on a refusal, a failed step or a cancel, undo and fail typed."""
+        self.on_started()
+        self._steps = asyncio.create_task(forward)
+        try:
+            await self._steps
+        except (ActivityError, ApplicationError, asyncio.CancelledError) as err:
+            # Only step failures, refusals and cancellation compensate. A bug in
+            # the saga fails the workflow task instead, so a fixed worker resumes it.
+            self._register_unseen_undos()
+            await self._undo(self._reason_for(err))
+            cancelled = self._cancel_reason is not None or self._temporal_cancel(err)
+            self.on_compensated(refusal_type(err) or ("cancelled" if cancelled else "refused"))
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if self._cancel_reason is None and self._temporal_cancel(err):
+                raise asyncio.CancelledError("workflow cancelled") from err  # ends Canceled
+            raise ApplicationError(
+                f"{self.describe()} cancelled: {self._progress.failure_reason}",
+                type=refusal_type(err)
+                or (self.cancelled_type if self._cancel_reason else self.failed_type),
+                non_retryable=True,
+            ) from err
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._progress
+
+    async def do(
+        self,
+        step: Step,
+        command: Any,
+        summary: str,
+        undo: Undo | None = None,
+    ) -> Any:
+        """Run `step` with `command`; its undo (given, or built from step.undo) is
+        registered first: an attempt that timed out may still commit."""
+        if undo is None and step.undo is not None:
+            undo = self.undo_of(step.undo, step.name, lambda: self.undo_fields(step))
+        self._started.add(step.name)
+        return await self._saga.step(
+            step.name,
+            lambda: self.call(
+                step.action,
+                command,
+                step.result,
+                summary,
+                runs=step.runs,
+                retry=step.retry,
+                deadline=step.deadline,
+            ),
+            undo=undo,
+        )
+
+    async def final_step(self, step: Step, command: Any, summary: str) -> Any:
+        """The point of no return: once it begins, a cancel neither interrupts it
+        nor undoes the others (the caller is about to be told "done").
+
+        It runs as a regular activity whatever `step.runs` says: its start is
+        recorded before it can apply, so no lost workflow task can confirm
+        what a later run of the saga then undoes. (A local activity is recorded
+        only when its workflow task completes.)
+        """
+        self._past_no_return = True
+        self._started.add(step.name)
+        return await shielded(
+            self._saga.step(
+                step.name,
+                lambda: self.call(
+                    step.action, command, step.result, summary, runs=Runs.REMOTE, retry=UNDO_RETRY
+                ),
+            ),
+            f"finishing {self.describe()}",
+        )
+
+    def register(self, undo: Undo) -> None:
+        """An undo for an effect already known to have happened."""
+        self._saga.register(*undo)
+
+    def mark_done(self, step: str) -> Awaitable[None]:
+        """Record `step` as done when its work happened elsewhere (a child workflow)."""
+        return self._saga.step(step, _nothing)
+
+    def undo_of(
+        self, undo: UndoStep, undoes: str, fields: Callable[[], dict[str, Any]] = dict
+    ) -> Undo:
+        """The undo of step `undoes`; `fields` adds to its input what is known only
+        when it runs (what was done, why it is undone)."""
+
+        def run() -> Awaitable[Any]:
+            assert undo.command is not None, f"{undo.action} has no command to build"
+            command = undo.command(**self.keys(undo.action), fences=self.key(undoes), **fields())
+            return self.call(
+                undo.action,
+                command,
+                undo.result,
+                f"Undo {undoes}: {undo.action}",
+                runs=undo.runs,
+                retry=UNDO_RETRY,
+            )
+
+        return undo.action, run
+
+    async def call(
+        self,
+        action: str,
+        arg: Any,
+        result: type[R],
+        summary: str,
+        *,
+        runs: Runs = Runs.LOCAL,
+        retry: RetryPolicy | None = None,
+        deadline: timedelta | None = None,
+    ) -> R:
+        self._progress.current_step = action
+        self.on_step(action, summary)
+        # Wait for a cancelled attempt to finish: undoing a step whose
+        # transaction is still in flight would leave its effect behind.
+        waits = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        if runs is Runs.LOCAL and self._local_steps():
+            local: R = await workflow.execute_local_activity(
+                action,
+                arg,
+                result_type=result,
+                start_to_close_timeout=STEP_TIMEOUT,
+                schedule_to_close_timeout=deadline,
+                retry_policy=retry or self.step_retry,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+                summary=summary,
+                cancellation_type=waits,
+            )
+            return local
+        remote: R = await workflow.execute_activity(
+            action,
+            arg,
+            result_type=result,
+            task_queue=self.queue_for(action),
+            start_to_close_timeout=STEP_TIMEOUT,
+            schedule_to_close_timeout=deadline,
+            retry_policy=retry or self.step_retry,
+            summary=summary,
+            cancellation_type=waits,
+        )
+        return remote
+
+    def key(self, step: str) -> str:
+        return f"{workflow.info().workflow_id}:{step}"
+
+    def keys(self, step: str) -> dict[str, Any]:
+        return {
+            "idempotency_key": self.key(step),
+            "correlation_id": workflow.info().workflow_id,
+            **self.command_fields(),
+        }
+
+    @property
+    def completed(self) -> list[str]:
+        return list(self._saga.completed)
+
+    @property
+    def compensated(self) -> list[str]:
+        return list(self._saga.compensated)
+
+    def confirmed(self) -> None:
+        progress = self._progress
+        progress.status, progress.current_step = SagaStatus.CONFIRMED, None
+        self.on_ended(SagaStatus.CONFIRMED, None)
+
+    # -- handlers --------------------------------------------------------------
+
+    @workflow.query(name="state")
+    def state(self) -> P:
+        return self._progress
+
+    @workflow.update(name="cancel")
+    async def cancel(self, request: CancelRequest) -> CancelAccepted:
+        # A repeated cancel is accepted and changes nothing.
+        if self._cancel_reason is None and not self._progress.compensating:
+            self._cancel_reason = request.reason
+            if self._steps is not None:
+                self._steps.cancel()
+        return self.cancel_accepted()
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        status = self._progress.status
+        if status != SagaStatus.PENDING or self._past_no_return:
+            raise ApplicationError(
+                f"{self.describe()} can no longer be cancelled ({status})",
+                type=self.not_cancellable_type,
+            )
+
+    # -- inside ----------------------------------------------------------------
+
+    def _local_steps(self) -> bool:
+        # Asked first by the first LOCAL step: a saga begun before the patch
+        # replays without it and never mixes the two.
+        return workflow.patched(LOCAL_STEPS)
+
+    def _register_unseen_undos(self) -> None:
+        """Undos of LOCAL steps not begun in this run: a lost task may have run them.
+
+        Registered after (so run before) the others: such a step comes later
+        in the plan than any begun here. An undo of a step that never ran
+        fences it and finds nothing to undo.
+        """
+        if not self._local_steps():
+            return
+        registered = set(self._saga.pending_undos)
+        for step in self.steps:
+            undo = step.undo
+            if step.runs is not Runs.LOCAL or undo is None or step.name in self._started:
+                continue
+            if undo.action not in registered:
+                fields = (lambda s: lambda: self.undo_fields(s))(step)
+                self._saga.register(*self.undo_of(undo, step.name, fields))
+
+    async def _undo(self, reason: str) -> None:
+        progress = self._progress
+        progress.compensating, progress.failure_reason = True, reason
+        self.on_compensating(reason)
+        await self._saga.compensate()
+        progress.status, progress.compensating = SagaStatus.CANCELLED, False
+        progress.current_step = None
+        self.on_ended(SagaStatus.CANCELLED, reason)
+
+    def _temporal_cancel(self, err: BaseException) -> bool:
+        """A Temporal cancel request, whether it hit an await or a step's retry."""
+        return workflow.cancellation_reason() is not None and (
+            isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err)
+        )
+
+    def _cancelling(self) -> bool:
+        if self._past_no_return:
+            return False
+        return self._cancel_reason is not None or workflow.cancellation_reason() is not None
+
+    def _progressed(self) -> None:
+        progress = self._progress
+        progress.steps = list(self._saga.completed)
+        if len(self._saga.compensated) > len(progress.compensations):
+            self.on_undone(self._saga.compensated[-1])
+        progress.compensations = list(self._saga.compensated)
+
+    def _reason_for(self, err: ActivityError | ApplicationError | asyncio.CancelledError) -> str:
+        # A cancel update wins over what the interrupted step then reported.
+        if self._cancel_reason is not None:
+            return self._cancel_reason
+        if isinstance(err, asyncio.CancelledError) or self._temporal_cancel(err):
+            return "workflow cancelled"
+        cause = err.cause if isinstance(err, ActivityError) else err
+        if isinstance(cause, ApplicationError):
+            return cause.message
+        return f"{getattr(err, 'activity_type', 'step')} failed: {cause or err}"
+
+
+async def _nothing() -> None:
+    """A step whose work was done elsewhere."""
