@@ -16,6 +16,7 @@ class History(Protocol):
     @property
     def events(self) -> Iterable[HistoryEvent]: ...
 
+
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 PATCH_MARKER = "core_patch"
 
