@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -46,6 +45,7 @@ from bench.plot import write_plot
 from bench.progress import Progress
 from db.engine import create_engine
 from domain.orders import workflow_id_for
+from history_corpus.steps import steps_of
 from stack.sandbox import sandbox
 from stack.temporal import DYNAMIC_CONFIG
 from temporal_client import connect
@@ -61,10 +61,9 @@ def figures(outcomes: list[Outcome], seconds: float) -> dict[str, Any]:
 
 
 async def steps_of_a_confirmed_saga(client: Client, order_id: str) -> int:
+    """Every step, regular or local activity: the floor runs as many, all regular."""
     history = await client.get_workflow_handle(workflow_id_for(order_id)).fetch_history()
-    return sum(
-        1 for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    )
+    return len(steps_of(history))
 
 
 def bare_run(client: Client, queue: str, steps: int) -> Any:

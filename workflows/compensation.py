@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 T = TypeVar("T")
 
@@ -87,7 +87,7 @@ class Compensations:
             name, undo = self._undos.pop()
             try:
                 result = await undo()
-            except ActivityError as err:
+            except FailureError as err:  # a local undo's may replay as its bare cause
                 workflow.logger.error("undo %s failed for good: %s", name, err)
                 failures.append(err)
                 continue

@@ -31,7 +31,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -164,9 +169,11 @@ class Saga(Generic[P]):
         self._steps = asyncio.create_task(forward)
         try:
             await self._steps
-        except (ActivityError, ApplicationError, asyncio.CancelledError) as err:
+        except (FailureError, asyncio.CancelledError) as err:
             # Only step failures, refusals and cancellation compensate. A bug in
             # the saga fails the workflow task instead, so a fixed worker resumes it.
+            # (A local step's failure may replay as its cause alone, a bare
+            # TimeoutError: every Temporal failure counts, not only ActivityError.)
             self._register_unseen_undos()
             await self._undo(self._reason_for(err))
             cancelled = self._cancel_reason is not None or self._temporal_cancel(err)
@@ -399,7 +406,7 @@ class Saga(Generic[P]):
             self.on_undone(self._saga.compensated[-1])
         progress.compensations = list(self._saga.compensated)
 
-    def _reason_for(self, err: ActivityError | ApplicationError | asyncio.CancelledError) -> str:
+    def _reason_for(self, err: FailureError | asyncio.CancelledError) -> str:
         # A cancel update wins over what the interrupted step then reported.
         if self._cancel_reason is not None:
             return self._cancel_reason

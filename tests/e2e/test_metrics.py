@@ -66,7 +66,8 @@ async def test_the_worker_endpoint_counts_sagas_steps_decisions_and_the_breaker(
         "saga_step_duration_seconds_count",
         activity_type="reserve_stock",
         outcome="ok",
-        task_queue=f"{queue}-inventory",
+        # A local step: it runs on the workflow's worker, on its queue.
+        task_queue=queue,
     )
     assert reserved == [3]
     charged = {"activity_type": "charge_payment", "task_queue": f"{queue}-payments"}

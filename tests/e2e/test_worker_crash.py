@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import text
 
 from domain.order_saga import SagaState
-from domain.two_phase import coordinator_workflow_id
 from tests import factories
 from tests.conftest import start_saga
 from tests.factories import eventually
@@ -73,15 +72,22 @@ async def test_sigkill_between_phases_completes_with_the_logged_decision(
         prepared = await eventually(
             lambda: factories.prepared_branches(engine, order_id), lambda b: len(b) == 2
         )
+
         # Every vote in, the card's (TCC at the provider) too: killed before a
         # try answered, the prepare would miss its deadline and the 2PC abort.
-        coordinator = client.get_workflow_handle(coordinator_workflow_id(order_id))
+        # The decision is logged by a local activity: seen as its insert waiting
+        # on the blocker's row, not as a pending activity.
+        async def deciding() -> int:
+            async with engine.connect() as conn:
+                waiting = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query ILIKE '%INSERT INTO coordinator.decisions%'"
+                    )
+                )
+            return int(waiting or 0)
 
-        async def deciding() -> list[str]:
-            described = await coordinator.describe()
-            return [p.activity_type.name for p in described.raw_description.pending_activities]
-
-        await eventually(deciding, lambda pending: pending == ["record_decision"], deadline_s=30)
+        await eventually(deciding, lambda waiting: waiting == 1, deadline_s=30)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         await blocker.rollback()

@@ -24,9 +24,9 @@ from temporalio.exceptions import ApplicationError
 from activities import all_activities
 from domain.activities import Act, ReserveStock, StockReserved
 from domain.order_saga import SagaState
+from history_corpus.steps import step_attempts
 from tests import factories
 from tests.conftest import start_saga
-from tests.steps_in_history import step_attempts
 from worker import build_workers, running
 
 INVENTORY_LIMIT = 2

@@ -29,9 +29,9 @@ from domain.activities import (
 )
 from domain.order_saga import SagaState
 from domain.saga import CancelRequest
+from history_corpus.steps import step_attempts
 from tests import factories
 from tests.factories import eventually
-from tests.steps_in_history import step_attempts
 
 pytestmark = pytest.mark.asyncio
 

@@ -23,10 +23,10 @@ from activities import all_activities
 from domain.activities import Act, ChargePayment, RefundPayment
 from domain.order_saga import SagaState
 from domain.saga import CancelRequest
+from history_corpus.steps import steps_of
 from temporal_client import replayer
 from tests import factories
 from tests.factories import eventually
-from tests.steps_in_history import steps_of
 from workflows.compensation import shielded
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
@@ -149,6 +149,9 @@ async def test_cancelled_again_while_undoing_each_undo_runs_once(
         "check_fraud": 1,
         "reserve_stock": 1,
         "charge_payment": 1,
+        # create_shipment was never begun, but a lost workflow task could have
+        # run it as a local step: its undo fences it, and finds nothing to undo.
+        "cancel_shipment": 1,
         "refund_payment": 1,
         "release_stock": 1,
         "cancel_order": 1,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from history_corpus.files import Recorded, load_all
-from tests.steps_in_history import patches_of, steps_of
+from history_corpus.steps import patches_of, steps_of
 
 __all__ = ["Recorded", "activities_of", "patch_markers", "recorded"]
 

@@ -459,3 +459,14 @@ def test_only_temporal_clients_hold_the_codec_key(compose):
         if "SAGA_PAYLOAD_CODEC_KEY" in s.get("environment", {})
     }
     assert holders == {"api", *WORKERS}
+
+
+def test_the_workflow_worker_has_each_services_pool_under_its_login(compose):
+    """LOCAL steps run on the workflow worker (worker.open_bulkheads): each
+    service's pool connects as that service's own login, never as orders'."""
+    env = compose["services"]["worker-orders"]["environment"]
+    for bulkhead in Bulkhead:
+        if bulkhead is Bulkhead.ORDERS:
+            continue
+        url = make_url(interpolate(env[f"SAGA_{bulkhead.name}_DATABASE_URL"], operator_env()))
+        assert url.username == f"app_{bulkhead.value}", bulkhead

@@ -1,4 +1,8 @@
-"""A saga's steps as its history records them: regular activities and local activity markers."""
+"""A saga's steps as its history records them: regular activities and local activity markers.
+
+For tests, the benchmark and anyone reading a history: a local step is no
+activity event, only a marker its workflow task recorded.
+"""
 
 from __future__ import annotations
 
