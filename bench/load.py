@@ -2,7 +2,7 @@
 
     python -m bench.load [--orders 300] [--concurrency 10 | --rate 20] [--rounds 2]
                          [--declined 0.05] [--out-of-stock 0.05] [--cancelled 0.05]
-                         [--store-credit 0]
+                         [--store-credit 0] [--sqlite-pragmas journal_mode=wal,...]
                          [--out bench/results]
 
 Starts the whole system as `make run` does (worker, relay, consumers and API
@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import httpx
 from temporalio.api.enums.v1 import EventType
@@ -52,12 +52,14 @@ from bench.plot import write_plot
 from bench.progress import Progress
 from db.engine import create_engine
 from domain.orders import workflow_id_for
+from settings import SqlitePragma
 from stack.run import Supervisor
 from stack.sandbox import sandbox
 from stack.temporal import DYNAMIC_CONFIG
 from temporal_client import connect
 
 WARM_UP = 6
+SQLITE_PRAGMAS: tuple[str, ...] = get_args(SqlitePragma)
 
 
 def figures(outcomes: list[Outcome], seconds: float) -> dict[str, Any]:
@@ -135,7 +137,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     print(
         "starting the system (PostgreSQL, Temporal, NATS, worker, relay, API)...", file=sys.stderr
     )
-    async with sandbox("bench", db_pool_size=20) as system:
+    server = {} if args.sqlite_pragmas is None else {"temporal_sqlite_pragmas": args.sqlite_pragmas}
+    async with sandbox("bench", db_pool_size=20, **server) as system:
         settings = system.client_settings()
         client = await connect(settings)
         engine = create_engine(settings.database_target, pool_size=2)
@@ -183,7 +186,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "breakdown": {**cost, "ratio": ratios(cost["saga"], cost["floor"]),
                       "method": _METHOD},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "server": {"temporal": "dev server, SQLite", "dynamic_config": dict(DYNAMIC_CONFIG)},
+        "server": {"temporal": "dev server, SQLite", "dynamic_config": dict(DYNAMIC_CONFIG),
+                   "sqlite_pragmas": settings.temporal_sqlite_pragmas},
         "_latencies": {s: [o.latency_ms for o in runs[s] if o.latency_ms] for s in runs},
         "_ends": [o.ended_at for o in runs["saga"] if o.ended_at],
     }  # fmt: skip
@@ -227,6 +231,16 @@ def fraction(text: str) -> float:
     return value
 
 
+def sqlite_pragmas(text: str) -> dict[SqlitePragma, str]:
+    """'journal_mode=wal,synchronous=normal'; '' for SQLite's own defaults."""
+    pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+    if any(not value or key.strip() not in SQLITE_PRAGMAS for key, _, value in pairs):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give PRAGMA=VALUE pairs, comma-separated, of {', '.join(SQLITE_PRAGMAS)}"
+        )
+    return {cast(SqlitePragma, key.strip()): value.strip() for key, _, value in pairs}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--orders", type=int, default=300)
@@ -239,6 +253,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cancelled", type=fraction, default=0.05)
     parser.add_argument(
         "--store-credit", type=fraction, default=0.0, help="fraction paid half by wallet (2PC)"
+    )
+    parser.add_argument(
+        "--sqlite-pragmas",
+        type=sqlite_pragmas,
+        help="the dev server's SQLite pragmas, e.g. journal_mode=wal,synchronous=normal; "
+        "'' for SQLite's defaults (default: SAGA_TEMPORAL_SQLITE_PRAGMAS's default)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
