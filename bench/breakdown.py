@@ -31,6 +31,8 @@ PROCESSES: Mapping[str, str] = {
     "bench": "bench (floor: + its worker)",
 }
 BENCH = "bench"  # this process alone: the stack runs as its descendants
+# Below this the floor's figure is a process idling (polls, timers): no ratio to it.
+RATIO_FLOOR_MS = 1.0
 SERIES = ("saga", "floor")
 
 
@@ -92,13 +94,13 @@ def per_workflow(totals: Totals) -> dict[str, Any]:
 
 
 def ratios(saga: Mapping[str, Any], floor: Mapping[str, Any]) -> dict[str, float | None]:
-    """saga / floor of each CPU figure; None where the floor's is 0 or missing."""
+    """saga / floor of each CPU figure; None where the floor's is under RATIO_FLOOR_MS."""
     a, b = saga.get("cpu_ms", {}), floor.get("cpu_ms", {})
     out: dict[str, float | None] = {}
     for name in (*PROCESSES, "total"):
         x = saga.get("cpu_ms_total") if name == "total" else a.get(name)
         y = floor.get("cpu_ms_total") if name == "total" else b.get(name)
-        out[name] = round(x / y, 2) if x is not None and y else None
+        out[name] = round(x / y, 2) if x is not None and y and y >= RATIO_FLOOR_MS else None
     return out
 
 
@@ -125,6 +127,7 @@ def format_table(breakdown: Mapping[str, Any]) -> str:
     lines.append(_row("PostgreSQL xacts", saga.get("pg_xacts"), floor.get("pg_xacts")))
     lines.append(
         f"(per workflow ended: {saga.get('workflows', 0)} sagas, {floor.get('workflows', 0)} "
-        "floor workflows; a saga's history includes its 2PC child's; '-': restarted or none)"
+        "floor workflows; a saga's history includes its 2PC child's; '-': restarted, none, "
+        f"or no ratio to under {RATIO_FLOOR_MS} ms)"
     )
     return "\n".join(lines)

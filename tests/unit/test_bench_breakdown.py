@@ -74,29 +74,32 @@ def test_per_workflow_divides_by_the_workflows_ended_and_marks_restarts():
     assert per_workflow(Totals()) == {"workflows": 0}
 
 
-def test_ratios_are_saga_over_floor_and_none_where_the_floor_spent_nothing():
-    saga = {"cpu_ms": {"temporal": 90.0, "worker": 30.0}, "cpu_ms_total": 120.0}
-    floor = {"cpu_ms": {"temporal": 60.0, "worker": 0.0}, "cpu_ms_total": 60.0}
+def test_ratios_are_saga_over_floor_and_none_where_the_floor_only_idled():
+    saga = {"cpu_ms": {"temporal": 90.0, "worker": 30.0, "relay": 9.0}, "cpu_ms_total": 129.0}
+    floor = {"cpu_ms": {"temporal": 60.0, "worker": 0.1, "relay": 3.0}, "cpu_ms_total": 64.5}
 
     got = ratios(saga, floor)
 
-    assert (got["temporal"], got["worker"], got["api"], got["total"]) == (1.5, None, None, 2.0)
+    assert (got["temporal"], got["relay"], got["total"]) == (1.5, 3.0, 2.0)
+    assert got["worker"] is None and got["api"] is None
 
 
 def test_the_table_has_a_row_per_process_and_the_totals():
-    saga = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 1.0), "cpu_ms_total": 10.0,
+    saga = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 4.0), "cpu_ms_total": 40.0,
             "pg_xacts": 31.5, "history": {"events": 52.0}}  # fmt: skip
-    floor = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 0.5), "cpu_ms_total": 5.0,
+    floor = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 2.0), "cpu_ms_total": 20.0,
              "pg_xacts": 0.5, "history": {"events": 40.0}}  # fmt: skip
     saga["cpu_ms"]["api"] = None
+    floor["cpu_ms"]["worker"] = 0.1
 
     table = format_table({"saga": saga, "floor": floor, "ratio": ratios(saga, floor)})
 
     rows = {line[:30].strip(): line[30:].split() for line in table.splitlines()[1:-1]}
     assert set(PROCESSES.values()) <= set(rows)
-    assert rows["Temporal server"] == ["1.0", "0.5", "2.0x"]
-    assert rows["API"] == ["-", "0.5", "-"]
-    assert rows["total"] == ["10.0", "5.0", "2.0x"]
+    assert rows["Temporal server"] == ["4.0", "2.0", "2.0x"]
+    assert rows["API"] == ["-", "2.0", "-"]
+    assert rows["worker"] == ["4.0", "0.1", "-"]
+    assert rows["total"] == ["40.0", "20.0", "2.0x"]
     assert rows["Temporal history events"] == ["52.0", "40.0", "-"]
     assert rows["PostgreSQL xacts"] == ["31.5", "0.5", "-"]
 
