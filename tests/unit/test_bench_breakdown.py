@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -85,9 +86,11 @@ def test_ratios_are_saga_over_floor_and_none_where_the_floor_only_idled():
 
 
 def test_the_table_has_a_row_per_process_and_the_totals():
-    saga = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 4.0), "cpu_ms_total": 40.0,
+    saga: dict[str, Any] = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 4.0),
+            "cpu_ms_total": 40.0,
             "pg_xacts": 31.5, "history": {"events": 52.0}}  # fmt: skip
-    floor = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 2.0), "cpu_ms_total": 20.0,
+    floor: dict[str, Any] = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 2.0),
+             "cpu_ms_total": 20.0,
              "pg_xacts": 0.5, "history": {"events": 40.0}}  # fmt: skip
     saga["cpu_ms"]["api"] = None
     floor["cpu_ms"]["worker"] = 0.1
