@@ -15,6 +15,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
+# What the Temporal dev server lets one set of its SQLite store.
+SqlitePragma = Literal["journal_mode", "synchronous"]
 
 
 class Settings(BaseSettings):
@@ -38,6 +40,13 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
+    # PRAGMA=VALUE for the embedded dev server's SQLite file (the two it takes);
+    # {} keeps SQLite's own (rollback journal, synchronous=FULL). README
+    # "Performance" has what each costs and what durability it trades.
+    temporal_sqlite_pragmas: dict[SqlitePragma, str] = {  # pydantic copies it per instance
+        "journal_mode": "wal",
+        "synchronous": "normal",
+    }
     task_queue: str = "orders"
 
     database_url: str | None = Field(

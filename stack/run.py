@@ -247,6 +247,7 @@ class Supervisor:
                 logs,
                 SEARCH_ATTRIBUTES,
                 namespace=s.temporal_namespace,
+                sqlite_pragmas=s.temporal_sqlite_pragmas,
             )
             servers.append(temporal)
             self.temporal_address, self.temporal_ui = temporal.address, temporal.ui_url

@@ -11,6 +11,7 @@ environment (DATABASE_URL, SAGA_*) do not leak in.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -56,6 +57,15 @@ class _Isolated(Settings):
         return (init_settings,)
 
 
+def child_env(fields: dict[str, Any]) -> dict[str, str]:
+    """Settings fields as the children's SAGA_* variables; pydantic-settings reads a
+    dict or list field as JSON, which str() of one is not."""
+    return {
+        f"SAGA_{key.upper()}": json.dumps(value) if isinstance(value, dict | list) else str(value)
+        for key, value in fields.items()
+    }
+
+
 @asynccontextmanager
 async def sandbox(prefix: str, keep: bool = False, **fields: Any) -> AsyncIterator[Supervisor]:
     """Start everything; `fields` are further settings (for the children too).
@@ -71,7 +81,7 @@ async def sandbox(prefix: str, keep: bool = False, **fields: Any) -> AsyncIterat
         for key, value in os.environ.items()
         if key not in _EXTERNAL and not key.startswith("SAGA_")
     }
-    env.update({f"SAGA_{key.upper()}": str(value) for key, value in values.items()})
+    env.update(child_env(values))
     # The embedded servers, and the children's settings alone: not the caller's environment.
     settings = _Isolated(
         temporal_address=None, database_url=None, nats_url=None, payment_provider_url=None, **values

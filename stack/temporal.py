@@ -12,6 +12,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
 from domain.search_attributes import cli_search_attributes
+from settings import SqlitePragma
 from stack import binaries
 from stack.errors import StackError
 from stack.ports import LOOPBACK
@@ -48,12 +49,15 @@ class TemporalDevServer(ManagedServer):
         headless: bool = False,
         *,
         namespace: str = "default",
+        sqlite_pragmas: Mapping[SqlitePragma, str] | None = None,
     ) -> None:
+        """`sqlite_pragmas` apply to the file; an in-memory store has no journal to tune."""
         self.port = port
         self.ui_port = ui_port
         self.db_file = None if db_file is None else db_file.resolve()
         self.namespace = namespace
         self.headless = headless
+        self.sqlite_pragmas = dict(sqlite_pragmas or {})
         self._log_dir = log_dir.resolve()
         self.process = ManagedProcess(
             "temporal", self._argv(search_attributes), log_dir=self._log_dir
@@ -88,6 +92,8 @@ class TemporalDevServer(ManagedServer):
         argv += ["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]
         if self.db_file is not None:
             argv += ["--db-filename", str(self.db_file)]
+            for pragma, value in self.sqlite_pragmas.items():
+                argv += ["--sqlite-pragma", f"{pragma}={value}"]
         if self.namespace != "default":  # "default" always exists
             argv += ["--namespace", self.namespace]
         for name, kind in search_attributes.items():

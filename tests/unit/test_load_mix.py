@@ -59,6 +59,8 @@ def test_every_fault_strikes_once_per_cycle():
         (["--declined", "0.6", "--cancelled", "0.6"], "sum to at most 1"),
         (["--rate", "-2"], "--rate must be above 0"),
         (["--rate", "5", "--concurrency", "3"], "not allowed with argument"),
+        (["--sqlite-pragmas", "cache_size=1"], "of journal_mode, synchronous"),
+        (["--sqlite-pragmas", "journal_mode"], "give PRAGMA=VALUE pairs"),
     ],
 )
 def test_the_benchmark_refuses_bad_arguments_with_a_message(argv, message, capsys):
@@ -72,3 +74,14 @@ def test_the_chaos_run_refuses_bad_gaps(capsys):
     with pytest.raises(SystemExit):
         chaos_args(["--min-gap", "5", "--max-gap", "1"])
     assert "--min-gap <= --max-gap" in capsys.readouterr().err
+
+
+def test_the_benchmark_reads_sqlite_pragmas_and_an_empty_list_as_sqlites_own():
+    assert bench_args(
+        ["--sqlite-pragmas", "journal_mode=wal, synchronous=normal"]
+    ).sqlite_pragmas == {
+        "journal_mode": "wal",
+        "synchronous": "normal",
+    }
+    assert bench_args(["--sqlite-pragmas", ""]).sqlite_pragmas == {}
+    assert bench_args([]).sqlite_pragmas is None  # the settings' default
