@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api import choreographed, paging, queries, sagas
-from api.deps import EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
+from api.catalog import PriceCache
+from api.deps import CatalogDep, EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
 from api.problems import Problem
 from api.roles import ORDER_TAKERS, READERS
 from api.schemas import (
@@ -25,8 +26,10 @@ from api.schemas import (
     PlaceOrderRequest,
 )
 from choreography import orders as choreographed_orders
+from domain.activities import PricedOrder
 from domain.choreography import correlation_id_for
 from domain.orders import OrderStatus, PlaceOrder, SagaMode, workflow_id_for
+from domain.pricing import MixedCurrencies, UnknownProducts, price_order
 from observability.logs import bind as bind_log_context
 from settings import Settings
 
@@ -83,10 +86,11 @@ async def place_order(
     engine: EngineDep,
     settings: SettingsDep,
     sealer: SealerDep,
+    catalog: CatalogDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAccepted:
-    total = await _priced_total(engine, body)
-    _check_payment(body, total)
+    priced = await _priced(catalog, body)
+    _check_payment(body, priced.total)
     if body.mode is SagaMode.CHOREOGRAPHY and body.store_credit:
         raise _invalid(
             "mode",
@@ -134,20 +138,27 @@ async def place_order(
     )
 
 
-async def _priced_total(engine: AsyncEngine, body: PlaceOrderRequest) -> int:
-    """The order's total at catalog prices; 422 naming every unknown sku."""
-    skus = [line.sku for line in body.items]
-    prices = await queries.prices(engine, skus)
-    unknown = [f"items[{n}].sku" for n, sku in enumerate(skus) if sku not in prices]
-    if unknown:
+async def _priced(catalog: PriceCache, body: PlaceOrderRequest) -> PricedOrder:
+    """The order at catalogue prices; 422 naming every unknown sku, or lines in two currencies."""
+    items = [line.to_domain() for line in body.items]
+    skus = [line.sku for line in items]
+    # The total decides whether the request is valid only when store credit
+    # pays part of it or no card token came: then it is priced as of now.
+    decides = body.store_credit > 0 or not body.payment_token
+    prices = await (catalog.current(skus) if decides else catalog.prices(skus))
+    try:
+        return price_order("", items, prices)
+    except UnknownProducts:
+        unknown = [f"items[{n}].sku" for n, sku in enumerate(skus) if sku not in prices]
         raise Problem(
             422,
             "Unknown product",
             f"no product with that sku: {', '.join(unknown)}",
             code="unknown-product",
             errors=[{"field": field, "message": "unknown sku"} for field in unknown],
-        )
-    return sum(prices[line.sku] * line.quantity for line in body.items)
+        ) from None
+    except MixedCurrencies as err:
+        raise _invalid("items", str(err)) from None
 
 
 def _check_payment(body: PlaceOrderRequest, total: int) -> None:
@@ -169,23 +180,34 @@ async def _existing_fingerprint(
     keyed: bool,
 ) -> str | None:
     """Start the order; or, if its id is taken, the fingerprint of the request that took it."""
-    if not keyed:  # an id from no key is a fresh uuid4: nobody else can hold it
-        return await _start(client, engine, settings, order, mode)
-    holder = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
-    if holder != order.request_hash:
-        return holder
-    existing = await _start(client, engine, settings, order, mode)
+    if not keyed:  # an id from no key is a fresh uuid4: nobody else holds it, nothing records it
+        return await _start(client, engine, settings, order, mode, recorded_known=True)
+    claim = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
+    if claim.holder != order.request_hash:
+        return claim.holder
+    if claim.recorded is not None:
+        existing: str | None = claim.recorded
+    else:
+        existing = await _start(client, engine, settings, order, mode, recorded_known=claim.claimed)
     if existing is not None and existing != order.request_hash:
         await queries.settle_claim(engine, order.order_id, order.request_hash, existing)
     return existing
 
 
 async def _start(
-    client: Client, engine: AsyncEngine, settings: Settings, order: PlaceOrder, mode: SagaMode
+    client: Client,
+    engine: AsyncEngine,
+    settings: Settings,
+    order: PlaceOrder,
+    mode: SagaMode,
+    recorded_known: bool = False,
 ) -> str | None:
-    """Start the order unless it exists: then the fingerprint it records."""
+    """Start the order unless it exists: then the fingerprint it records.
+
+    `recorded_known`: the caller has just read that no order row has this id.
+    """
     # The database outlives Temporal's retention of closed workflows; ask it first.
-    recorded = await queries.request_fingerprint(engine, order.order_id)
+    recorded = None if recorded_known else await queries.request_fingerprint(engine, order.order_id)
     if recorded is not None:
         return recorded
     if mode is SagaMode.ORCHESTRATION:
