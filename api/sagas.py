@@ -63,8 +63,13 @@ def order_id_for_key(idempotency_key: str | None) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
 
 
-async def start_saga(client: Client, task_queue: str, order: PlaceOrder) -> str | None:
-    """Start the order's saga; if it exists already, return the fingerprint it was started with."""
+async def start_saga(
+    client: Client, task_queue: str, order: PlaceOrder, summary: str | None = None
+) -> str | None:
+    """Start the order's saga; if it exists already, return the fingerprint it was started with.
+
+    `summary` (domain.order_summary) is what the Web UI's list of workflows shows for it.
+    """
     try:
         await client.start_workflow(
             SAGA_WORKFLOW,
@@ -80,7 +85,7 @@ async def start_saga(client: Client, task_queue: str, order: PlaceOrder) -> str 
                     SearchAttributePair(CUSTOMER_ID, order.customer_id),
                 ]
             ),
-            static_summary=f"Order {order.order_id} for {order.customer_id}",
+            static_summary=summary or f"Order {order.order_id} for {order.customer_id}",
         )
         return None
     except WorkflowAlreadyStartedError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
@@ -28,6 +29,7 @@ from api.schemas import (
 from choreography import orders as choreographed_orders
 from domain.activities import PricedOrder
 from domain.choreography import correlation_id_for
+from domain.order_summary import order_summary
 from domain.orders import OrderStatus, PlaceOrder, SagaMode, workflow_id_for
 from domain.pricing import MixedCurrencies, UnknownProducts, price_order
 from observability.logs import bind as bind_log_context
@@ -119,8 +121,9 @@ async def place_order(
         else correlation_id_for(order.order_id)
     )
     bind_log_context(order_id=order.order_id, workflow_id=flow_id)
+    placing = _Placing(order, body.mode, order_summary(order, priced))
     existing = await _existing_fingerprint(
-        client, engine, settings, order, body.mode, keyed=idempotency_key is not None
+        client, engine, settings, placing, keyed=idempotency_key is not None
     )
     if existing is None:
         return OrderAccepted(order_id=order.order_id, status=OrderStatus.PENDING)
@@ -171,24 +174,27 @@ def _check_payment(body: PlaceOrderRequest, total: int) -> None:
         raise _invalid("payment_token", f"required: the card pays {card_part} of the total {total}")
 
 
+@dataclass(frozen=True)
+class _Placing:
+    order: PlaceOrder
+    mode: SagaMode
+    summary: str  # its saga's line in the Web UI's list of workflows
+
+
 async def _existing_fingerprint(
-    client: Client,
-    engine: AsyncEngine,
-    settings: Settings,
-    order: PlaceOrder,
-    mode: SagaMode,
-    keyed: bool,
+    client: Client, engine: AsyncEngine, settings: Settings, placing: _Placing, keyed: bool
 ) -> str | None:
     """Start the order; or, if its id is taken, the fingerprint of the request that took it."""
+    order, mode = placing.order, placing.mode
     if not keyed:  # an id from no key is a fresh uuid4: nobody else holds it, nothing records it
-        return await _start(client, engine, settings, order, mode, recorded_known=True)
+        return await _start(client, engine, settings, placing, recorded_known=True)
     claim = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
     if claim.holder != order.request_hash:
         return claim.holder
     if claim.recorded is not None:
         existing: str | None = claim.recorded
     else:
-        existing = await _start(client, engine, settings, order, mode, recorded_known=claim.claimed)
+        existing = await _start(client, engine, settings, placing, recorded_known=claim.claimed)
     if existing is not None and existing != order.request_hash:
         await queries.settle_claim(engine, order.order_id, order.request_hash, existing)
     return existing
@@ -198,21 +204,21 @@ async def _start(
     client: Client,
     engine: AsyncEngine,
     settings: Settings,
-    order: PlaceOrder,
-    mode: SagaMode,
+    placing: _Placing,
     recorded_known: bool = False,
 ) -> str | None:
     """Start the order unless it exists: then the fingerprint it records.
 
     `recorded_known`: the caller has just read that no order row has this id.
     """
+    order, mode = placing.order, placing.mode
     # The database outlives Temporal's retention of closed workflows; ask it first.
     recorded = None if recorded_known else await queries.request_fingerprint(engine, order.order_id)
     if recorded is not None:
         return recorded
     if mode is SagaMode.ORCHESTRATION:
         # A replay after a lost answer, or after a start that failed, starts it (once) now.
-        return await sagas.start_saga(client, settings.task_queue, order)
+        return await sagas.start_saga(client, settings.task_queue, order, placing.summary)
     try:
         await choreographed.place(engine, settings, order)
     except choreographed.Refused as err:

@@ -1,4 +1,5 @@
-"""POST /orders prices requests from prices the API keeps (api.catalog): what it may not miss."""
+"""POST /orders prices requests from prices the API keeps (api.catalog): what it may not miss;
+and the summary its saga starts with (domain.order_summary)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.sagas import order_id_for_key
 from db.tables import products
+from domain.order_summary import TIMES
 from domain.orders import workflow_id_for
 from tests import factories
 
@@ -82,3 +84,16 @@ async def test_lines_in_two_currencies_are_refused_before_any_saga_starts(
     assert refused.status_code == 422, refused.text
     assert [e["field"] for e in refused.json()["errors"]] == ["items"]
     assert await nothing_started(engine, client, key)
+
+
+async def test_the_saga_starts_with_a_summary_of_the_order_and_no_token(api, product, client):
+    sku = await product(price=990)
+    sent = body(sku, items=[{"sku": sku, "quantity": 2}])
+
+    placed = await api.post("/orders", json=sent)
+
+    assert placed.status_code == 202, placed.text
+    handle = client.get_workflow_handle(workflow_id_for(placed.json()["order_id"]))
+    summary = await (await handle.describe()).static_summary()
+    assert summary == f"2 {TIMES} {sku} for {sent['customer_id']}, €19.80, card"
+    assert "tok_" not in str(summary)
