@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
+    WorkflowFailureError,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -121,6 +122,22 @@ async def live_state(client: Client, order_id: str) -> SagaState | None:
         raise SagaUnavailable(err.message) from err
     except WorkflowQueryFailedError:
         return None
+
+
+async def ended_within(client: Client, order_id: str, seconds: float) -> bool:
+    """Wait up to `seconds` for the saga to end (confirmed or undone); whether it did.
+
+    A long poll on the workflow's history: Temporal answers when it closes,
+    no worker is asked anything meanwhile.
+    """
+    handle = client.get_workflow_handle(workflow_id_for(order_id))
+    try:
+        await asyncio.wait_for(handle.result(), seconds)
+    except WorkflowFailureError:
+        return True  # undone, cancelled or refused: ended all the same
+    except (TimeoutError, RPCError, RPCTimeoutOrCancelledError):
+        return False
+    return True
 
 
 async def live_votes(client: Client, order_id: str) -> TwoPhaseOutcome | None:

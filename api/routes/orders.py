@@ -6,14 +6,18 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api import choreographed, paging, queries, sagas
 from api.catalog import PriceCache
 from api.deps import CatalogDep, EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
+from api.prefer import MAX_WAIT_S
+from api.prefer import wait_seconds as prefer_wait
 from api.problems import Problem
+from api.progress import committed_progress
 from api.roles import ORDER_TAKERS, READERS
 from api.schemas import (
     ID_PATTERN,
@@ -36,6 +40,16 @@ from observability.logs import bind as bind_log_context
 from settings import Settings
 
 router = APIRouter(prefix="/orders", tags=["orders"])
+
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        max_length=200,
+        description=f"`wait=N` (RFC 7240): answer once the saga has ended, within N s"
+        f" (at most {MAX_WAIT_S}); a wait not in digits is ignored",
+    ),
+]
 
 MAX_ORDER_ID = 64
 _ORDER_ID = re.compile(PRINTABLE)
@@ -79,7 +93,13 @@ def _invalid(field: str, message: str) -> Problem:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OrderAccepted,
     summary="Place an order: starts its saga",
-    responses={200: {"model": OrderAccepted, "description": "Replayed Idempotency-Key"}},
+    responses={
+        200: {
+            "model": OrderView | OrderAccepted,
+            "description": "With `Prefer: wait=N`: the final order, its saga ended within N s"
+            " (`Preference-Applied: wait=N`). Or a replayed Idempotency-Key",
+        }
+    },
 )
 async def place_order(
     body: PlaceOrderRequest,
@@ -90,7 +110,8 @@ async def place_order(
     sealer: SealerDep,
     catalog: CatalogDep,
     idempotency_key: IdempotencyKey = None,
-) -> OrderAccepted:
+    prefer: PreferHeader = None,
+) -> OrderAccepted | JSONResponse:
     priced = await _priced(catalog, body)
     _check_payment(body, priced.total)
     if body.mode is SagaMode.CHOREOGRAPHY and body.store_credit:
@@ -125,7 +146,12 @@ async def place_order(
     existing = await _existing_fingerprint(
         client, engine, settings, placing, keyed=idempotency_key is not None
     )
+    wait = prefer_wait(prefer) if body.mode is SagaMode.ORCHESTRATION else None
     if existing is None:
+        if wait is not None:
+            ended = await _ended_order(client, engine, order.order_id, wait)
+            if ended is not None:
+                return ended
         return OrderAccepted(order_id=order.order_id, status=OrderStatus.PENDING)
     if existing != order.request_hash:
         raise Problem(
@@ -135,10 +161,27 @@ async def place_order(
             code="idempotency-key-reused",
         )
     response.status_code = status.HTTP_200_OK
+    if wait is not None:
+        ended = await _ended_order(client, engine, order.order_id, wait)
+        if ended is not None:
+            return ended
     record = await queries.order_record(engine, order.order_id)
     return OrderAccepted(
         order_id=order.order_id, status=record.status if record else OrderStatus.PENDING
     )
+
+
+async def _ended_order(
+    client: Client, engine: AsyncEngine, order_id: str, wait: int
+) -> JSONResponse | None:
+    """The final order (200) once its saga ended within `wait` seconds; None if it did not."""
+    if not await sagas.ended_within(client, order_id, wait):
+        return None
+    final = await queries.order_record(engine, order_id)
+    if final is None or final.status == OrderStatus.PENDING:
+        return None
+    headers = {"Location": f"/orders/{order_id}", "Preference-Applied": f"wait={wait}"}
+    return JSONResponse(final.model_dump(mode="json"), headers=headers)
 
 
 async def _priced(catalog: PriceCache, body: PlaceOrderRequest) -> PricedOrder:
@@ -267,6 +310,10 @@ async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> Or
         return await choreographed.view(engine, record)
     if record is not None and record.status != OrderStatus.PENDING:
         return record
+    if record is not None:
+        served = await _from_commits(client, engine, record)
+        if served is not None:
+            return served
     try:
         live = await sagas.live_state(client, order_id)
     except sagas.SagaUnavailable as err:
@@ -281,6 +328,22 @@ async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> Or
     if live.two_phase is not None and live.two_phase.decision is None:
         live.two_phase = await sagas.two_phase_progress(client, engine, live.two_phase)
     return OrderView(**live.model_dump(exclude={"compensating"}))
+
+
+async def _from_commits(client: Client, engine: AsyncEngine, record: OrderView) -> OrderView | None:
+    """A running saga's view from what its steps committed (api.progress); None while it
+    undoes them, when only the saga knows why."""
+    two_phase = record.two_phase
+    settled = two_phase is not None and two_phase.decision == "COMMIT" and two_phase.phase == "done"
+    async with engine.connect() as conn:
+        progress = await committed_progress(conn, record.order_id, settled)
+    if progress.undoing:
+        return None
+    record.steps, record.current_step = progress.steps, progress.current_step
+    if two_phase is not None and two_phase.phase != "done":
+        # Phase 2 under way: who has acknowledged, only the coordinator knows yet.
+        record.two_phase = await sagas.two_phase_progress(client, engine, two_phase)
+    return record
 
 
 @router.get(
