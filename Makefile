@@ -40,6 +40,10 @@ bench: $(STAMP)
 bench-modes: $(STAMP)
 	$(BIN)/python -m bench.saga_modes $(BENCH_ARGS)
 
+# The API's CPU per order beside a trivial request's (GET /healthz), in one run.
+bench-api: $(STAMP)
+	$(BIN)/python -m bench.api_cost $(BENCH_ARGS)
+
 bench-2pc: $(STAMP)
 	$(BIN)/python -m bench.two_phase_vs_saga --json bench/two_phase_vs_saga.json
 

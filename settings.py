@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SAGA_API_ADMIN_KEYS", "SAGA_API_KEYS"),
     )
     api_max_body_bytes: int = 65536
+    # How long the API keeps a catalogue price to describe an order with
+    # (api.catalog); 0 reads the catalogue for every order.
+    api_price_cache_s: float = Field(default=5.0, ge=0)
     # Base64 of 32 bytes: workflow payloads are then AES-256-GCM encrypted
     # (security.codec), and the API serves a codec endpoint for the Web UI.
     payload_codec_key: SecretStr | None = None

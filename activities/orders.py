@@ -7,12 +7,14 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
 from activities._common import context, refusal
+from db.catalog import catalog_prices
 from db.engine import SessionFactory
-from db.tables import order_lines, orders, products
+from db.tables import order_lines, orders
 from db.unit_of_work import Step, apply_once
 from domain.activities import Act, CloseOrder, CreateOrder, OrderClosed, PricedOrder
 from domain.errors import ErrorType
-from domain.orders import OrderStatus, PricedLine, SagaMode, workflow_id_for
+from domain.orders import OrderStatus, SagaMode, workflow_id_for
+from domain.pricing import MixedCurrencies, UnknownProducts, price_order
 
 SERVICE = "orders"
 AGGREGATE = "order"
@@ -135,31 +137,10 @@ async def _record_unpriced(step: Step, cmd: CloseOrder) -> None:
 
 
 async def _price(step: Step, cmd: CreateOrder) -> PricedOrder:
-    skus = sorted({line.sku for line in cmd.items})
-    rows = await step.session.execute(
-        select(products.c.sku, products.c.price, products.c.currency).where(
-            products.c.sku.in_(skus)
-        )
-    )
-    catalog = {row.sku: row for row in rows}
-    missing = [sku for sku in skus if sku not in catalog]
-    if missing:
-        raise refusal(ErrorType.UNKNOWN_PRODUCT, f"unknown sku: {', '.join(missing)}", skus=missing)
-    lines = [
-        PricedLine(
-            sku=line.sku,
-            quantity=line.quantity,
-            unit_price=catalog[line.sku].price,
-            currency=catalog[line.sku].currency,
-        )
-        for line in cmd.items
-    ]
-    currencies = {line.currency for line in lines}
-    if len(currencies) != 1:
-        raise refusal(ErrorType.INVALID_ORDER, "items are priced in different currencies")
-    return PricedOrder(
-        order_id=cmd.order_id,
-        items=lines,
-        total=sum(line.unit_price * line.quantity for line in lines),
-        currency=currencies.pop(),
-    )
+    catalog = await catalog_prices(step.session, (line.sku for line in cmd.items))
+    try:
+        return price_order(cmd.order_id, cmd.items, catalog)
+    except UnknownProducts as err:
+        raise refusal(ErrorType.UNKNOWN_PRODUCT, str(err), skus=err.skus) from None
+    except MixedCurrencies as err:
+        raise refusal(ErrorType.INVALID_ORDER, str(err)) from None

@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api import problems, telemetry
 from api.access import AccessControl
+from api.catalog import PriceCache
 from api.deps import declared_query_only
 from api.routes import codec, health, orders, products, wallets
 from db.engine import create_engine, create_session_factory
@@ -33,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.client = await connect(settings, wait_seconds=60)
         app.state.engine = create_engine(settings.database_target, settings.db_pool_size)
         app.state.sessions = create_session_factory(app.state.engine)
+        app.state.catalog = PriceCache(app.state.engine, settings.api_price_cache_s)
         try:
             yield
         finally:

@@ -1,4 +1,8 @@
-"""Dependencies as Annotated aliases; the app's lifespan puts the objects on app.state."""
+"""Dependencies as Annotated aliases; the app's lifespan puts the objects on app.state.
+
+Each is `async def` though it awaits nothing: FastAPI runs a plain `def` dependency
+on a thread of its pool, a thread hop (and its CPU) per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +15,39 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api.catalog import PriceCache
 from api.schemas import ID_PATTERN
 from db.engine import SessionFactory
 from security.sealed import Sealer
 from settings import Settings
 
 
-def _client(request: Request) -> Client:
+async def _client(request: Request) -> Client:
     client: Client = request.app.state.client
     return client
 
 
-def _engine(request: Request) -> AsyncEngine:
+async def _engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
-def _sessions(request: Request) -> SessionFactory:
+async def _sessions(request: Request) -> SessionFactory:
     sessions: SessionFactory = request.app.state.sessions
     return sessions
 
 
-def _settings(request: Request) -> Settings:
+async def _catalog(request: Request) -> PriceCache:
+    catalog: PriceCache = request.app.state.catalog
+    return catalog
+
+
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _sealer(request: Request) -> Sealer:
+async def _sealer(request: Request) -> Sealer:
     sealer: Sealer = request.app.state.sealer
     return sealer
 
@@ -47,6 +57,7 @@ EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 SessionsDep = Annotated[SessionFactory, Depends(_sessions)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SealerDep = Annotated[Sealer, Depends(_sealer)]
+CatalogDep = Annotated[PriceCache, Depends(_catalog)]
 
 IdempotencyKey = Annotated[
     str | None,

@@ -6,13 +6,11 @@ and because listing by status or customer is a database question.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, literal, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Select, and_, delete, literal, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.schemas import OrderEvent, OrderSummary, OrderView, Product, Wallet
@@ -51,15 +49,6 @@ async def list_products(engine: AsyncEngine, after: str | None, limit: int) -> l
             Product(sku=r.sku, name=r.name, price=r.price, currency=r.currency, available=r.stock)
             for r in rows
         ]
-
-
-async def prices(engine: AsyncEngine, skus: Sequence[str]) -> dict[str, int]:
-    """The unit price of each sku the catalog has; unknown skus are absent."""
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(products.c.sku, products.c.price).where(products.c.sku.in_(set(skus)))
-        )
-        return {r.sku: int(r.price) for r in rows}
 
 
 async def order_record(engine: AsyncEngine, order_id: str) -> OrderView | None:
@@ -159,29 +148,58 @@ async def saga_mode_of(engine: AsyncEngine, order_id: str) -> SagaMode | None:
     return SagaMode(mode) if mode is not None else None
 
 
+# One statement claims the id and reads the order's record: one round trip,
+# not two; as text, so nothing is built or compiled again for each order.
+_CLAIM_AND_RECORD = text(
+    f"""
+    WITH claim AS (
+        INSERT INTO {order_requests.fullname} (order_id, request_hash, saga_mode)
+        VALUES (:order_id, :request_hash, :saga_mode)
+        ON CONFLICT (order_id) DO NOTHING
+        RETURNING request_hash
+    )
+    SELECT (SELECT request_hash FROM claim),
+           (SELECT request_hash FROM {orders.fullname} WHERE order_id = :order_id)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds an order id: the fingerprint of the request that claimed it."""
+
+    holder: str
+    # Only when this request claimed the id: the fingerprint the order's row
+    # records, if it has one (an order placed before claims existed), read in
+    # the claiming statement. None when there is no row, or when not claimed now.
+    recorded: str | None = None
+    claimed: bool = False
+
+
 async def claim_order_id(
     engine: AsyncEngine, order_id: str, request_hash: str, mode: SagaMode
-) -> str:
-    """Claim `order_id` for this request; the fingerprint of the request that holds it.
+) -> Claim:
+    """Claim `order_id` for this request; and who holds it.
 
     A request racing with ours for the id waits on our insert (or we on
     theirs) and then reads the claim that won. A claim given back between
     the two statements is claimed again.
     """
-    claim = (
-        insert(order_requests)
-        .values(order_id=order_id, request_hash=request_hash, saga_mode=mode.value)
-        .on_conflict_do_nothing(index_elements=[order_requests.c.order_id])
-        .returning(order_requests.c.request_hash)
-    )
+    params = {"order_id": order_id, "request_hash": request_hash, "saga_mode": mode.value}
     holder_of = select(order_requests.c.request_hash).where(order_requests.c.order_id == order_id)
+    # Each statement its own transaction (as in a READ COMMITTED one, each has
+    # its own snapshot): no BEGIN and COMMIT round trips around them.
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     while True:
-        async with engine.begin() as conn:
-            holder: str | None = await conn.scalar(claim)
-            if holder is None:
-                holder = await conn.scalar(holder_of)
+        async with autocommit.connect() as conn:
+            claimed, record = (await conn.execute(_CLAIM_AND_RECORD, params)).one()
+            if claimed is not None:
+                return Claim(holder=claimed, recorded=record, claimed=True)
+            # Another request's claim: committed by now (the insert waited for
+            # it), so visible to this next statement's snapshot.
+            holder: str | None = await conn.scalar(holder_of)
         if holder is not None:
-            return holder
+            return Claim(holder=holder)
 
 
 async def settle_claim(engine: AsyncEngine, order_id: str, ours: str, recorded: str) -> None:

@@ -14,7 +14,7 @@ admin: the API is open on loopback for development only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import IntEnum
 
 from fastapi import Depends, Request
@@ -51,13 +51,14 @@ def keys_by_role(settings: Settings) -> dict[Role, list[bytes]]:
     return {role: [k.get_secret_value().encode() for k in keys] for role, keys in lists.items()}
 
 
-RoleCheck = Callable[[Request], None]
+# Async: FastAPI runs a plain `def` dependency on a thread of its pool, a hop per request.
+RoleCheck = Callable[[Request], Awaitable[None]]
 
 
 def require(role: Role) -> RoleCheck:
     """A route dependency: 403 unless access control found a key of `role` or above."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         held = request.scope.get(SCOPE_KEY)
         if isinstance(held, Role) and held >= role:
             return

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
+    WorkflowFailureError,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -64,8 +65,13 @@ def order_id_for_key(idempotency_key: str | None) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
 
 
-async def start_saga(client: Client, task_queue: str, order: PlaceOrder) -> str | None:
-    """Start the order's saga; if it exists already, return the fingerprint it was started with."""
+async def start_saga(
+    client: Client, task_queue: str, order: PlaceOrder, summary: str | None = None
+) -> str | None:
+    """Start the order's saga; if it exists already, return the fingerprint it was started with.
+
+    `summary` (domain.order_summary) is what the Web UI's list of workflows shows for it.
+    """
     try:
         await client.start_workflow(
             SAGA_WORKFLOW,
@@ -81,7 +87,7 @@ async def start_saga(client: Client, task_queue: str, order: PlaceOrder) -> str 
                     SearchAttributePair(CUSTOMER_ID, order.customer_id),
                 ]
             ),
-            static_summary=f"Order {order.order_id} for {order.customer_id}",
+            static_summary=summary or f"Order {order.order_id} for {order.customer_id}",
         )
         return None
     except WorkflowAlreadyStartedError:
@@ -117,6 +123,22 @@ async def live_state(client: Client, order_id: str) -> SagaState | None:
         raise SagaUnavailable(err.message) from err
     except WorkflowQueryFailedError:
         return None
+
+
+async def ended_within(client: Client, order_id: str, seconds: float) -> bool:
+    """Wait up to `seconds` for the saga to end (confirmed or undone); whether it did.
+
+    A long poll on the workflow's history: Temporal answers when it closes,
+    no worker is asked anything meanwhile.
+    """
+    handle = client.get_workflow_handle(workflow_id_for(order_id))
+    try:
+        await asyncio.wait_for(handle.result(), seconds)
+    except WorkflowFailureError:
+        return True  # undone, cancelled or refused: ended all the same
+    except (TimeoutError, RPCError, RPCTimeoutOrCancelledError):
+        return False
+    return True
 
 
 async def live_votes(client: Client, order_id: str) -> TwoPhaseOutcome | None:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api import choreographed, paging, queries, sagas
-from api.deps import EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
+from api.catalog import PriceCache
+from api.deps import CatalogDep, EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
+from api.prefer import MAX_WAIT_S
+from api.prefer import wait_seconds as prefer_wait
 from api.problems import Problem
+from api.progress import committed_progress
 from api.roles import ORDER_TAKERS, READERS
 from api.schemas import (
     ID_PATTERN,
@@ -25,12 +31,25 @@ from api.schemas import (
     PlaceOrderRequest,
 )
 from choreography import orders as choreographed_orders
+from domain.activities import PricedOrder
 from domain.choreography import correlation_id_for
+from domain.order_summary import order_summary
 from domain.orders import OrderStatus, PlaceOrder, SagaMode, workflow_id_for
+from domain.pricing import MixedCurrencies, UnknownProducts, price_order
 from observability.logs import bind as bind_log_context
 from settings import Settings
 
 router = APIRouter(prefix="/orders", tags=["orders"])
+
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        max_length=200,
+        description=f"`wait=N` (RFC 7240): answer once the saga has ended, within N s"
+        f" (at most {MAX_WAIT_S}); a wait not in digits is ignored",
+    ),
+]
 
 MAX_ORDER_ID = 64
 _ORDER_ID = re.compile(PRINTABLE)
@@ -74,7 +93,13 @@ def _invalid(field: str, message: str) -> Problem:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OrderAccepted,
     summary="Place an order: starts its saga",
-    responses={200: {"model": OrderAccepted, "description": "Replayed Idempotency-Key"}},
+    responses={
+        200: {
+            "model": OrderView | OrderAccepted,
+            "description": "With `Prefer: wait=N`: the final order, its saga ended within N s"
+            " (`Preference-Applied: wait=N`). Or a replayed Idempotency-Key",
+        }
+    },
 )
 async def place_order(
     body: PlaceOrderRequest,
@@ -83,10 +108,12 @@ async def place_order(
     engine: EngineDep,
     settings: SettingsDep,
     sealer: SealerDep,
+    catalog: CatalogDep,
     idempotency_key: IdempotencyKey = None,
-) -> OrderAccepted:
-    total = await _priced_total(engine, body)
-    _check_payment(body, total)
+    prefer: PreferHeader = None,
+) -> OrderAccepted | JSONResponse:
+    priced = await _priced(catalog, body)
+    _check_payment(body, priced.total)
     if body.mode is SagaMode.CHOREOGRAPHY and body.store_credit:
         raise _invalid(
             "mode",
@@ -115,10 +142,16 @@ async def place_order(
         else correlation_id_for(order.order_id)
     )
     bind_log_context(order_id=order.order_id, workflow_id=flow_id)
+    placing = _Placing(order, body.mode, order_summary(order, priced))
     existing = await _existing_fingerprint(
-        client, engine, settings, order, body.mode, keyed=idempotency_key is not None
+        client, engine, settings, placing, keyed=idempotency_key is not None
     )
+    wait = prefer_wait(prefer) if body.mode is SagaMode.ORCHESTRATION else None
     if existing is None:
+        if wait is not None:
+            ended = await _ended_order(client, engine, order.order_id, wait)
+            if ended is not None:
+                return ended
         return OrderAccepted(order_id=order.order_id, status=OrderStatus.PENDING)
     if existing != order.request_hash:
         raise Problem(
@@ -128,26 +161,50 @@ async def place_order(
             code="idempotency-key-reused",
         )
     response.status_code = status.HTTP_200_OK
+    if wait is not None:
+        ended = await _ended_order(client, engine, order.order_id, wait)
+        if ended is not None:
+            return ended
     record = await queries.order_record(engine, order.order_id)
     return OrderAccepted(
         order_id=order.order_id, status=record.status if record else OrderStatus.PENDING
     )
 
 
-async def _priced_total(engine: AsyncEngine, body: PlaceOrderRequest) -> int:
-    """The order's total at catalog prices; 422 naming every unknown sku."""
-    skus = [line.sku for line in body.items]
-    prices = await queries.prices(engine, skus)
-    unknown = [f"items[{n}].sku" for n, sku in enumerate(skus) if sku not in prices]
-    if unknown:
+async def _ended_order(
+    client: Client, engine: AsyncEngine, order_id: str, wait: int
+) -> JSONResponse | None:
+    """The final order (200) once its saga ended within `wait` seconds; None if it did not."""
+    if not await sagas.ended_within(client, order_id, wait):
+        return None
+    final = await queries.order_record(engine, order_id)
+    if final is None or final.status == OrderStatus.PENDING:
+        return None
+    headers = {"Location": f"/orders/{order_id}", "Preference-Applied": f"wait={wait}"}
+    return JSONResponse(final.model_dump(mode="json"), headers=headers)
+
+
+async def _priced(catalog: PriceCache, body: PlaceOrderRequest) -> PricedOrder:
+    """The order at catalogue prices; 422 naming every unknown sku, or lines in two currencies."""
+    items = [line.to_domain() for line in body.items]
+    skus = [line.sku for line in items]
+    # The total decides whether the request is valid only when store credit
+    # pays part of it or no card token came: then it is priced as of now.
+    decides = body.store_credit > 0 or not body.payment_token
+    prices = await (catalog.current(skus) if decides else catalog.prices(skus))
+    try:
+        return price_order("", items, prices)
+    except UnknownProducts:
+        unknown = [f"items[{n}].sku" for n, sku in enumerate(skus) if sku not in prices]
         raise Problem(
             422,
             "Unknown product",
             f"no product with that sku: {', '.join(unknown)}",
             code="unknown-product",
             errors=[{"field": field, "message": "unknown sku"} for field in unknown],
-        )
-    return sum(prices[line.sku] * line.quantity for line in body.items)
+        ) from None
+    except MixedCurrencies as err:
+        raise _invalid("items", str(err)) from None
 
 
 def _check_payment(body: PlaceOrderRequest, total: int) -> None:
@@ -160,37 +217,51 @@ def _check_payment(body: PlaceOrderRequest, total: int) -> None:
         raise _invalid("payment_token", f"required: the card pays {card_part} of the total {total}")
 
 
+@dataclass(frozen=True)
+class _Placing:
+    order: PlaceOrder
+    mode: SagaMode
+    summary: str  # its saga's line in the Web UI's list of workflows
+
+
 async def _existing_fingerprint(
-    client: Client,
-    engine: AsyncEngine,
-    settings: Settings,
-    order: PlaceOrder,
-    mode: SagaMode,
-    keyed: bool,
+    client: Client, engine: AsyncEngine, settings: Settings, placing: _Placing, keyed: bool
 ) -> str | None:
     """Start the order; or, if its id is taken, the fingerprint of the request that took it."""
-    if not keyed:  # an id from no key is a fresh uuid4: nobody else can hold it
-        return await _start(client, engine, settings, order, mode)
-    holder = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
-    if holder != order.request_hash:
-        return holder
-    existing = await _start(client, engine, settings, order, mode)
+    order, mode = placing.order, placing.mode
+    if not keyed:  # an id from no key is a fresh uuid4: nobody else holds it, nothing records it
+        return await _start(client, engine, settings, placing, recorded_known=True)
+    claim = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
+    if claim.holder != order.request_hash:
+        return claim.holder
+    if claim.recorded is not None:
+        existing: str | None = claim.recorded
+    else:
+        existing = await _start(client, engine, settings, placing, recorded_known=claim.claimed)
     if existing is not None and existing != order.request_hash:
         await queries.settle_claim(engine, order.order_id, order.request_hash, existing)
     return existing
 
 
 async def _start(
-    client: Client, engine: AsyncEngine, settings: Settings, order: PlaceOrder, mode: SagaMode
+    client: Client,
+    engine: AsyncEngine,
+    settings: Settings,
+    placing: _Placing,
+    recorded_known: bool = False,
 ) -> str | None:
-    """Start the order unless it exists: then the fingerprint it records."""
+    """Start the order unless it exists: then the fingerprint it records.
+
+    `recorded_known`: the caller has just read that no order row has this id.
+    """
+    order, mode = placing.order, placing.mode
     # The database outlives Temporal's retention of closed workflows; ask it first.
-    recorded = await queries.request_fingerprint(engine, order.order_id)
+    recorded = None if recorded_known else await queries.request_fingerprint(engine, order.order_id)
     if recorded is not None:
         return recorded
     if mode is SagaMode.ORCHESTRATION:
         # A replay after a lost answer, or after a start that failed, starts it (once) now.
-        return await sagas.start_saga(client, settings.task_queue, order)
+        return await sagas.start_saga(client, settings.task_queue, order, placing.summary)
     try:
         await choreographed.place(engine, settings, order)
     except choreographed.Refused as err:
@@ -239,6 +310,10 @@ async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> Or
         return await choreographed.view(engine, record)
     if record is not None and record.status != OrderStatus.PENDING:
         return record
+    if record is not None:
+        served = await _from_commits(client, engine, record)
+        if served is not None:
+            return served
     try:
         live = await sagas.live_state(client, order_id)
     except sagas.SagaUnavailable as err:
@@ -253,6 +328,22 @@ async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> Or
     if live.two_phase is not None and live.two_phase.decision is None:
         live.two_phase = await sagas.two_phase_progress(client, engine, live.two_phase)
     return OrderView(**live.model_dump(exclude={"compensating"}))
+
+
+async def _from_commits(client: Client, engine: AsyncEngine, record: OrderView) -> OrderView | None:
+    """A running saga's view from what its steps committed (api.progress); None while it
+    undoes them, when only the saga knows why."""
+    two_phase = record.two_phase
+    settled = two_phase is not None and two_phase.decision == "COMMIT" and two_phase.phase == "done"
+    async with engine.connect() as conn:
+        progress = await committed_progress(conn, record.order_id, settled)
+    if progress.undoing:
+        return None
+    record.steps, record.current_step = progress.steps, progress.current_step
+    if two_phase is not None and two_phase.phase != "done":
+        # Phase 2 under way: who has acknowledged, only the coordinator knows yet.
+        record.two_phase = await sagas.two_phase_progress(client, engine, two_phase)
+    return record
 
 
 @router.get(

@@ -374,8 +374,9 @@ async def test_saga_without_a_worker_reads_from_the_database_and_cancel_is_503(
         await handle.terminate("test over")
 
     assert (read.status_code, read.json()["status"]) == (200, "PENDING")
-    assert "charge_payment" not in read.json()["steps"]
-    assert read_s < 5
+    # What its steps committed, though no worker answers for the saga.
+    assert read.json()["steps"] == ["create_order", "check_fraud", "reserve_stock"]
+    assert read_s < 1
     assert cancel.status_code == 503, cancel.text
     assert cancel.headers["content-type"] == "application/problem+json"
     assert "Retry-After" in cancel.headers

@@ -1,4 +1,5 @@
-"""The Temporal Web UI, in a real headless Chromium: sagas listed by OrderStatus, a saga's steps.
+"""The Temporal Web UI, in a real headless Chromium: sagas listed by OrderStatus, a saga's
+summary (what the order is) and its steps.
 
 A dev server with its UI starts for this test; a confirmed, a compensated and
 a 2PC order run on it; Chromium (Debian's, driven by Selenium) then reads the
@@ -20,11 +21,15 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from activities import payment_provider_client
+from domain.order_summary import TIMES
+from domain.orders import workflow_id_for
+from domain.saga import SagaState
 from settings import Settings
 from stack.ports import free_port
 from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
 from temporal_client import connect
 from tests import factories
+from tests.asgi import serve
 from tests.conftest import start_saga
 from worker import open_bulkheads, running
 
@@ -84,7 +89,7 @@ def wait_for_text(driver, texts: list[str], within_s: float = 45) -> str:
             return str(page)
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"{texts} not shown within {within_s} s; page reads:\n{page[:2000]}"
+                f"{texts} not shown within {within_s} s; page reads:\n{page[:6000]}"
             )
         time.sleep(0.5)
 
@@ -109,9 +114,20 @@ async def test_the_ui_lists_sagas_by_status_and_shows_a_sagas_steps(
         workers, engines = open_bulkheads(client, own, provider)
         sku = await product(stock=10, price=1200)
         customer = await factories.insert_wallet(engine, balance=500)
+        ordered = {
+            "customer_id": factories.customer(),
+            "items": [{"sku": sku, "quantity": 2}],
+            "payment_token": "tok_visa",
+        }
+        summary = f"2 {TIMES} {sku} for {ordered['customer_id']}, €24.00, card"
         try:
-            async with running(workers):
-                confirmed = await start_saga(client, own.task_queue, [(sku, 1)])
+            async with running(workers), contextlib.asynccontextmanager(serve)(own) as api:
+                # Through the API, which starts each saga with its summary.
+                placed = await api.post("/orders", json=ordered)
+                assert placed.status_code == 202, placed.text
+                confirmed = client.get_workflow_handle(
+                    workflow_id_for(placed.json()["order_id"]), result_type=SagaState
+                )
                 declined = await start_saga(
                     client, own.task_queue, [(sku, 1)], payment_token="tok_decline"
                 )
@@ -140,7 +156,8 @@ async def test_the_ui_lists_sagas_by_status_and_shows_a_sagas_steps(
 
         run_id = (await confirmed.describe()).run_id
         browser.get(f"{ui}/{confirmed.id}/{run_id}/history")
-        wait_for_text(browser, ["Reserve 1 unit(s)", "Charge 1200 EUR", "Create shipment"])
+        # The saga's page says what the order is (its summary), above its steps.
+        wait_for_text(browser, [summary, "Reserve 2 unit(s)", "Charge 2400 EUR", "Create shipment"])
         browser.save_screenshot(str(OUTPUT / "saga-steps.png"))
         assert (OUTPUT / "saga-steps.png").stat().st_size > 10_000
     finally:
