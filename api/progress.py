@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.tables import service_tables
 from db.unit_of_work import FENCED
 from domain.activities import Act, TwoPhaseAct
+from domain.order_saga import StepName
 from domain.orders import workflow_id_for
-from domain.saga import StepName
 
 # The forward steps in the order a saga runs them, with the schema each writes
 # its key in (None: none, or its own rows rather than a key: 2PC's decision log).

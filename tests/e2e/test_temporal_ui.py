@@ -21,9 +21,9 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from activities import payment_provider_client
+from domain.order_saga import SagaState
 from domain.order_summary import TIMES
 from domain.orders import workflow_id_for
-from domain.saga import SagaState
 from settings import Settings
 from stack.ports import free_port
 from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
