@@ -105,12 +105,13 @@ class Settings(BaseSettings):
     # its own. `orders` is the base queue (workflows and the order service).
     # LOCAL steps (workflows.saga) all run as local activities on the workflow
     # worker: each service's within its own concurrency limit (and its own
-    # pool), waiting at most local_step_max_wait_ms for a turn before backing off.
+    # pool), waiting at most local_step_max_wait_ms for a turn before backing off
+    # (0: refused at once, so a refused step holds none of the worker's slots).
     orders_max_concurrent_local_steps: int = Field(default=10, ge=1)
     inventory_max_concurrent_local_steps: int = Field(default=10, ge=1)
     payments_max_concurrent_local_steps: int = Field(default=10, ge=1)
     shipping_max_concurrent_local_steps: int = Field(default=5, ge=1)
-    local_step_max_wait_ms: int = Field(default=100, ge=0)
+    local_step_max_wait_ms: int = Field(default=0, ge=0)
     orders_max_concurrent_activities: int = 100
     inventory_max_concurrent_activities: int = 50
     payments_max_concurrent_activities: int = 20

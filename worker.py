@@ -31,7 +31,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig, WorkerDeploymentVe
 from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
 from db.engine import create_engine
-from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_name
+from domain.bulkheads import BULKHEAD_OF, FINISHING, Bulkhead, queue_name
 from observability.logs import configure as configure_logging
 from observability.temporal_metrics import prometheus_runtime
 from observability.tracing import configure as configure_tracing
@@ -143,15 +143,19 @@ def open_bulkheads(
 
 
 def local_bulkheads(settings: Settings) -> LocalBulkheads:
-    """One concurrency limit per service, shared by all its activities."""
+    """Two concurrency limits per service: its forward steps', and its finishing
+    steps' (undos, 2PC phase 2: domain.bulkheads.FINISHING), each the service's size."""
     wait_s = settings.local_step_max_wait_ms / 1000
-    limits = {
-        b: ConcurrencyLimit(
-            b.value, getattr(settings, f"{b.value}_max_concurrent_local_steps"), wait_s
-        )
-        for b in Bulkhead
-    }
-    return LocalBulkheads({name: limits[b] for name, b in BULKHEAD_OF.items()})
+
+    def limit(b: Bulkhead, kind: str) -> ConcurrencyLimit:
+        size = getattr(settings, f"{b.value}_max_concurrent_local_steps")
+        return ConcurrencyLimit(f"{b.value} {kind}", size, wait_s)
+
+    forward = {b: limit(b, "steps") for b in Bulkhead}
+    finishing = {b: limit(b, "undos and 2PC phase 2") for b in Bulkhead}
+    return LocalBulkheads(
+        {name: (finishing if name in FINISHING else forward)[b] for name, b in BULKHEAD_OF.items()}
+    )
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:

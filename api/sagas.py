@@ -36,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import queries
 from domain.order_saga import OrderCancelAccepted, SagaState, TwoPhaseView
 from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
-from domain.saga import CancelRequest
+from domain.saga import WORKFLOW_TASK_TIMEOUT, CancelRequest
 from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS
 from domain.two_phase import TwoPhaseOutcome, coordinator_workflow_id
 
@@ -79,6 +79,7 @@ async def start_saga(
             id=workflow_id_for(order.order_id),
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             memo={"request_hash": order.request_hash},
             # Set at start so the order is listed by status and customer at once.
             search_attributes=TypedSearchAttributes(

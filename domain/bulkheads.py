@@ -52,6 +52,26 @@ BULKHEAD_OF: dict[str, Bulkhead] = {
 }
 
 
+# Local steps that release what forward steps hold: undos, and a decided 2PC's
+# log and phase 2. They get a concurrency limit of their own in each service
+# (worker.local_bulkheads), so prepares waiting on a hot row cannot keep out
+# the commit that would free it, nor a burst of new orders an undo.
+FINISHING: frozenset[str] = frozenset(
+    {
+        Act.CANCEL_ORDER,
+        Act.RELEASE_STOCK,
+        Act.CANCEL_SHIPMENT,
+        TwoPhaseAct.REFUND_STORE_CREDIT,
+        TwoPhaseAct.COMMIT_STOCK,
+        TwoPhaseAct.ABORT_STOCK,
+        TwoPhaseAct.COMMIT_STORE_CREDIT,
+        TwoPhaseAct.ABORT_STORE_CREDIT,
+        TwoPhaseAct.RECORD_DECISION,
+        TwoPhaseAct.COMPLETE_TRANSACTION,
+    }
+)
+
+
 def queue_name(base: str, bulkhead: Bulkhead) -> str:
     return base if bulkhead is Bulkhead.ORDERS else f"{base}-{bulkhead.value}"
 

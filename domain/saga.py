@@ -3,6 +3,7 @@ result. Generic: nothing here knows what a saga does; a saga extends SagaProgres
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +24,14 @@ class Runs(StrEnum):
     # A call to a system outside ours (a payment provider): an activity on a task
     # queue of its own, with its own worker slots, HTTP pool and breaker.
     REMOTE = "remote"
+
+
+# A saga's workflow task timeout. A workflow task running local steps stays
+# open while they run, and the worker heartbeats it at 80 % of this: an update
+# or query sent meanwhile gets in then. The default (10 s) would keep a cancel
+# out for 8 s; 5 s lets one in within the API's 5 s wait, and also retries a
+# task whose worker died sooner.
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 
 
 class SagaProgress(BaseModel):

@@ -27,7 +27,7 @@ from domain.activities import Act, CreateShipment, ShipmentCreated, TwoPhaseAct
 from domain.errors import ErrorType
 from domain.order_saga import SagaState
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
-from domain.saga import CancelRequest
+from domain.saga import WORKFLOW_TASK_TIMEOUT, CancelRequest
 from domain.two_phase import coordinator_workflow_id
 
 Produced = list[tuple[str, WorkflowHandle[Any, Any]]]
@@ -72,6 +72,7 @@ class Stage:
             order,
             id=workflow_id_for(order.order_id),
             task_queue=queue or self.queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             result_type=SagaState,
         )
 

@@ -33,6 +33,7 @@ from db.migrate import upgrade
 from domain.events import STREAM
 from domain.order_saga import SagaState
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
+from domain.saga import WORKFLOW_TASK_TIMEOUT
 from payment_provider.embedded import EmbeddedProvider
 from relay.service import RelayStats, run_relay
 from settings import Settings
@@ -306,6 +307,7 @@ async def start_saga(
         order,
         id=workflow_id_for(order.order_id),
         task_queue=task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
         result_type=SagaState,
     )
 

@@ -62,8 +62,8 @@ STEP_RETRY = RetryPolicy(
 # local activities.
 LOCAL_STEPS = "local-steps"
 # A local step's retries are the worker's, in memory, while its workflow task
-# stays open; a worker asked to stop waits for them. A backoff this long or
-# longer is a durable timer instead: the task ends, a stopping or dying worker
+# stays open; a worker asked to stop waits for them. A backoff longer than
+# this is a durable timer instead: the task ends, a stopping or dying worker
 # neither holds nor loses the wait, and whichever worker is there retries.
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
 

@@ -18,7 +18,7 @@ from temporalio.workflow import ChildWorkflowCancellationType, ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from domain.activities import PricedOrder, TwoPhaseAct
     from domain.orders import PlaceOrder
-    from domain.saga import Runs
+    from domain.saga import WORKFLOW_TASK_TIMEOUT, Runs
     from domain.two_phase import (
         ParticipantSpec,
         ResolveTransaction,
@@ -62,6 +62,7 @@ async def settle_by_two_phase(
         id=coordinator_workflow_id(tx_id),
         result_type=TwoPhaseOutcome,
         parent_close_policy=ParentClosePolicy.ABANDON,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
         cancellation_type=ChildWorkflowCancellationType.ABANDON,
         static_summary=f"2PC for order {tx_id}",
     )

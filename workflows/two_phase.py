@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from domain.activities import TwoPhaseAct
@@ -188,11 +188,13 @@ class TwoPhaseCommit:
                 schedule_to_close_timeout=deadline,
                 retry_policy=PREPARE_RETRY,
             )
-        except ActivityError as err:
-            if isinstance(err.cause, TimeoutError):
+        except FailureError as err:
+            # A local prepare's failure replays as its bare cause (the marker
+            # holds it unwrapped), and a refusal of one arrives so even at first.
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if isinstance(cause, TimeoutError):
                 reply = VoteReply(vote=Vote.TIMEOUT, reason=f"no answer within {deadline}")
             else:
-                cause = err.cause
                 message = cause.message if isinstance(cause, ApplicationError) else str(cause)
                 reply = VoteReply(vote=Vote.NO, reason=message)
         return self._record(p, reply)

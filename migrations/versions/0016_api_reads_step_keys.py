@@ -21,9 +21,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TABLES = ("inventory.idempotency_keys", "shipping.idempotency_keys")
+# 0015 let saga_api into inventory (for its products), not into shipping.
+SCHEMAS = ("shipping",)
 
 
 def upgrade() -> None:
+    for schema in SCHEMAS:
+        op.execute(f"GRANT USAGE ON SCHEMA {schema} TO saga_api")
     for table in TABLES:
         op.execute(f"GRANT SELECT ON {table} TO saga_api")
 
@@ -31,3 +35,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in TABLES:
         op.execute(f"REVOKE SELECT ON {table} FROM saga_api")
+    for schema in SCHEMAS:
+        op.execute(f"REVOKE USAGE ON SCHEMA {schema} FROM saga_api")

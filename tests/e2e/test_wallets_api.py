@@ -224,29 +224,31 @@ async def test_store_credit_is_part_of_the_idempotency_fingerprint(api, product,
     assert await factories.balance_of(engine, customer_id) == 900
 
 
-async def test_order_view_shows_the_votes_while_the_decision_is_pending(api, product, engine):
+async def test_order_view_claims_no_decision_while_it_is_pending(api, product, engine):
+    """While a participant's prepare waits, the order reads as pending with nothing
+    decided: served from what its steps committed (no query of the coordinator,
+    whose votes are its own until it logs the decision), then the decision."""
     from tests.factories import eventually
 
     sku = await product(stock=5, price=1000)
     customer = await factories.insert_wallet(engine, balance=5000)
-    # Hold the wallet row: the store-credit prepare waits, the others answer.
+    # Hold the wallet row: the store-credit prepare waits, the stock's is done.
     async with factories.wallet_locked(engine, customer) as blocker:
         body = order_body(sku, 1, customer_id=customer, store_credit=400)
         order_id = (await api.post("/orders", json=body)).json()["order_id"]
-
-        async def view() -> dict[str, Any]:
-            return dict((await api.get(f"/orders/{order_id}")).json())
-
-        pending = await eventually(
-            view, lambda o: (o["two_phase"] or {}).get("votes", {}).keys() >= {"stock", "card"}
+        await eventually(
+            lambda: factories.prepared_branches(engine, order_id),
+            lambda b: b == [f"tpc:{order_id}:stock"],
         )
+        pending = (await api.get(f"/orders/{order_id}")).json()
         await blocker.rollback()
 
     assert pending["status"] == "PENDING"
-    assert pending["two_phase"]["decision"] is None
-    assert pending["two_phase"]["votes"] == {"stock": "YES", "card": "YES"}
+    assert pending["two_phase"] is None or pending["two_phase"]["decision"] is None
+    assert "create_order" in pending["steps"]
     final = await final_order(api, order_id)
     assert final["two_phase"]["decision"] == "COMMIT"
+    assert final["two_phase"]["votes"] == {"stock": "YES", "store_credit": "YES", "card": "YES"}
 
 
 async def _long_wallet(engine: Any, credits: int, snapshot_every: int) -> str:

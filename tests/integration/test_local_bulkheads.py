@@ -30,6 +30,9 @@ from tests.conftest import start_saga
 from worker import build_workers, running
 
 INVENTORY_LIMIT = 2
+# More sagas stalled than the worker has local activity slots in all (2 x 6):
+# without the limits their inventory steps would take every one.
+STALLED = 14
 
 
 @pytest.fixture
@@ -78,14 +81,14 @@ async def test_a_stalled_inventory_database_fills_only_inventorys_slots(
         shipping_max_concurrent_local_steps=1,
     )
     sku = await product(stock=50)
-    stalled = [await start_saga(client, queue, [(sku, 1)]) for _ in range(6)]
+    stalled = [await start_saga(client, queue, [(sku, 1)]) for _ in range(STALLED)]
 
     async def stuck_at_inventory() -> list[str | None]:
         states = [await h.query("state", result_type=SagaState) for h in stalled]
         return [s.current_step for s in states]
 
     await factories.eventually(
-        stuck_at_inventory, lambda steps: steps == ["reserve_stock"] * 6, deadline_s=20
+        stuck_at_inventory, lambda steps: steps == ["reserve_stock"] * STALLED, deadline_s=30
     )
     # The orders service's steps of new sagas run at once beside them.
     started = time.monotonic()
@@ -105,8 +108,8 @@ async def test_a_stalled_inventory_database_fills_only_inventorys_slots(
 
     await inventory_stalled.rollback()
     states = [await h.result() for h in stalled + fresh]
-    assert [s.status for s in states] == ["CONFIRMED"] * 9
-    assert await factories.stock_of(engine, sku) == 50 - 6 - 6
+    assert [s.status for s in states] == ["CONFIRMED"] * (STALLED + 3)
+    assert await factories.stock_of(engine, sku) == 50 - STALLED - 6
 
 
 async def test_a_worker_stops_while_a_local_step_retries_and_the_next_one_finishes_it(

@@ -197,8 +197,11 @@ async def place(api: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
     assert accepted.status_code == 202, accepted.text
 
     async def fetch() -> dict[str, Any]:
+        # Every read answers, the running saga's too: its progress is read from
+        # each service's step keys, as the API's login.
         response = await api.get(f"/orders/{accepted.json()['order_id']}")
-        return dict(response.json()) if response.status_code == 200 else {"status": "PENDING"}
+        assert response.status_code == 200, response.text
+        return dict(response.json())
 
     return await factories.eventually(fetch, lambda o: o["status"] != "PENDING", deadline_s=60)
 

@@ -16,6 +16,7 @@ from domain.activities import Act, CreateShipment, ShipmentCreated, TwoPhaseAct
 from domain.order_saga import SagaState
 from domain.two_phase import BranchAck, BranchCall, TwoPhaseOutcome, coordinator_workflow_id
 from history_corpus.steps import step_attempts, steps_of
+from temporal_client import replayer
 from tests import factories
 from tests.factories import eventually
 
@@ -141,7 +142,7 @@ async def test_declined_card_aborts_the_stock_and_credit_branches(saga, product,
     assert await factories.reservations_of(engine, (await state_of(handle)).order_id) == []
 
 
-async def test_participant_silent_past_the_deadline_aborts(saga, product, engine):
+async def test_participant_silent_past_the_deadline_aborts(saga, product, engine, client):
     sku = await product(stock=5, price=1000)
     customer = await factories.insert_wallet(engine, balance=5000)
     # Hold the wallet row so the store-credit prepare cannot answer in time.
@@ -167,6 +168,13 @@ async def test_participant_silent_past_the_deadline_aborts(saga, product, engine
     )
     assert await factories.balance_of(engine, customer) == 5000
     assert await factories.stock_of(engine, sku) == 5
+    # Replayed as a worker that lost it from its cache would replay it: the timed-out
+    # local prepare comes back as its bare cause, and must be the same TIMEOUT vote.
+    coordinator = client.get_workflow_handle(coordinator_workflow_id(state.order_id))
+    replayed = await replayer().replay_workflow(
+        await coordinator.fetch_history(), raise_on_replay_failure=False
+    )
+    assert replayed.replay_failure is None, replayed.replay_failure
 
 
 def commit_failing_twice(engine: Any) -> Any:
