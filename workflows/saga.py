@@ -281,31 +281,18 @@ class Saga(Generic[P]):
         # Wait for a cancelled attempt to finish: undoing a step whose
         # transaction is still in flight would leave its effect behind.
         waits = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-        if runs is Runs.LOCAL and self._local_steps():
-            local: R = await workflow.execute_local_activity(
-                action,
-                arg,
-                result_type=result,
-                start_to_close_timeout=STEP_TIMEOUT,
-                schedule_to_close_timeout=deadline,
-                retry_policy=retry or self.step_retry,
-                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-                summary=summary,
-                cancellation_type=waits,
-            )
-            return local
-        remote: R = await workflow.execute_activity(
+        return await run_step(
             action,
             arg,
-            result_type=result,
+            result,
+            summary,
+            local=runs is Runs.LOCAL and self._local_steps(),
             task_queue=self.queue_for(action),
             start_to_close_timeout=STEP_TIMEOUT,
             schedule_to_close_timeout=deadline,
             retry_policy=retry or self.step_retry,
-            summary=summary,
             cancellation_type=waits,
         )
-        return remote
 
     def key(self, step: str) -> str:
         return f"{workflow.info().workflow_id}:{step}"
@@ -416,6 +403,37 @@ class Saga(Generic[P]):
         if isinstance(cause, ApplicationError):
             return cause.message
         return f"{getattr(err, 'activity_type', 'step')} failed: {cause or err}"
+
+
+async def run_step(
+    action: str,
+    arg: Any,
+    result: type[R],
+    summary: str,
+    *,
+    local: bool,
+    task_queue: str,
+    **options: Any,
+) -> R:
+    """`action` as a local activity on this worker, or else on `task_queue`.
+
+    `local` is the caller's `runs is Runs.LOCAL and workflow.patched(LOCAL_STEPS)`,
+    in that order: the patch is asked only of a local step.
+    """
+    if local:
+        ran: R = await workflow.execute_local_activity(
+            action,
+            arg,
+            result_type=result,
+            summary=summary,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            **options,
+        )
+        return ran
+    scheduled: R = await workflow.execute_activity(
+        action, arg, result_type=result, task_queue=task_queue, summary=summary, **options
+    )
+    return scheduled
 
 
 async def _nothing() -> None:

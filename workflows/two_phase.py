@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.compensation import shielded
     from workflows.metrics import count
-    from workflows.saga import LOCAL_RETRY_THRESHOLD, LOCAL_STEPS
+    from workflows.saga import LOCAL_STEPS, run_step
 
 R = TypeVar("R")
 
@@ -240,22 +240,12 @@ async def _run(
 ) -> R:
     """A LOCAL participant's or the log's call as a local activity on this worker
     (for coordinators begun after LOCAL_STEPS); anything else on its bulkhead's queue."""
-    if runs is Runs.LOCAL and workflow.patched(LOCAL_STEPS):
-        local: R = await workflow.execute_local_activity(
-            activity,
-            arg,
-            result_type=result,
-            summary=summary,
-            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-            **timing,
-        )
-        return local
-    remote: R = await workflow.execute_activity(
+    return await run_step(
         activity,
         arg,
-        result_type=result,
+        result,
+        summary,
+        local=runs is Runs.LOCAL and workflow.patched(LOCAL_STEPS),
         task_queue=queue_for(activity, workflow.info().task_queue),
-        summary=summary,
         **timing,
     )
-    return remote
