@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ from tests.factories import eventually
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def reaped() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes a test starts; any still running when it ends, pass or fail, is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 async def start_worker(settings, queue: str, log: Path) -> subprocess.Popen[bytes]:
@@ -46,7 +58,7 @@ async def start_worker(settings, queue: str, log: Path) -> subprocess.Popen[byte
 
 
 async def test_sigkill_between_phases_completes_with_the_logged_decision(
-    client, settings, engine, product, tmp_path
+    client, settings, engine, product, tmp_path, reaped
 ):
     queue = f"crash-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "worker.log"
@@ -54,6 +66,7 @@ async def test_sigkill_between_phases_completes_with_the_logged_decision(
     customer = await factories.insert_wallet(engine, balance=1000)
     order_id = str(uuid.uuid4())
     first = await start_worker(settings, queue, log)
+    reaped.append(first)
 
     async with engine.connect() as blocker:
         await blocker.begin()
@@ -96,6 +109,7 @@ async def test_sigkill_between_phases_completes_with_the_logged_decision(
     assert prepared == [f"tpc:{order_id}:stock", f"tpc:{order_id}:store_credit"]
     assert await factories.prepared_branches(engine, order_id) == prepared
     second = await start_worker(settings, queue, log)
+    reaped.append(second)
     try:
         state: SagaState = await asyncio.wait_for(handle.result(), 90)
     finally:
