@@ -95,7 +95,7 @@ class TwoPhaseCommit:
         wanted = (
             Decision.COMMIT if all(reply.vote is Vote.YES for reply in replies) else Decision.ABORT
         )
-        logged = await _run(
+        logged = await self._run(
             TwoPhaseAct.RECORD_DECISION,
             DecisionRecord(
                 tx_id=tx.tx_id,
@@ -114,7 +114,7 @@ class TwoPhaseCommit:
         count("two_phase_decisions", "2PC decisions logged", decision=logged.decision.value)
         self._show()
         await asyncio.gather(*(self._finish(tx, p, logged.decision) for p in tx.participants))
-        await _run(
+        await self._run(
             TwoPhaseAct.COMPLETE_TRANSACTION,
             tx.tx_id,
             type(None),
@@ -179,7 +179,7 @@ class TwoPhaseCommit:
             if deadline <= timedelta(0):
                 return self._record(p, DEADLINE_PASSED)
         try:
-            reply = await _run(
+            reply = await self._run(
                 p.prepare,
                 BranchCall(tx_id=tx.tx_id, gid=branch_gid(tx.tx_id, p.name), payload=p.payload),
                 VoteReply,
@@ -201,7 +201,7 @@ class TwoPhaseCommit:
 
     async def _finish(self, tx: TwoPhaseInput, p: ParticipantSpec, decision: Decision) -> None:
         activity = p.commit if decision is Decision.COMMIT else p.abort
-        await _run(
+        await self._run(
             activity,
             BranchCall(tx_id=tx.tx_id, gid=branch_gid(tx.tx_id, p.name), payload=p.payload),
             BranchAck,
@@ -213,6 +213,24 @@ class TwoPhaseCommit:
         # An operator looking at a stuck phase 2 sees who is still to answer.
         self.outcome().acknowledged.append(p.name)
         self._show()
+
+    async def _run(
+        self, activity: str, arg: Any, result: type[R], runs: Runs, summary: str, **timing: Any
+    ) -> R:
+        """A LOCAL participant's or the log's call as a local activity on this worker
+        (for coordinators begun after LOCAL_STEPS); anything else on its bulkhead's queue."""
+        return await run_step(
+            activity,
+            arg,
+            result,
+            summary,
+            local=runs is Runs.LOCAL and self._local_steps(),
+            task_queue=queue_for(activity, workflow.info().task_queue),
+            **timing,
+        )
+
+    def _local_steps(self) -> bool:
+        return workflow.patched(LOCAL_STEPS)
 
     def _show(self) -> None:
         outcome = self.outcome()
@@ -233,19 +251,3 @@ def lock_order(participants: list[ParticipantSpec]) -> tuple[list[int], list[lis
     unranked = [n for n, p in enumerate(participants) if p.lock_rank is None]
     ranks = sorted({p.lock_rank for p in participants if p.lock_rank is not None})
     return unranked, [[n for n, p in enumerate(participants) if p.lock_rank == r] for r in ranks]
-
-
-async def _run(
-    activity: str, arg: Any, result: type[R], runs: Runs, summary: str, **timing: Any
-) -> R:
-    """A LOCAL participant's or the log's call as a local activity on this worker
-    (for coordinators begun after LOCAL_STEPS); anything else on its bulkhead's queue."""
-    return await run_step(
-        activity,
-        arg,
-        result,
-        summary,
-        local=runs is Runs.LOCAL and workflow.patched(LOCAL_STEPS),
-        task_queue=queue_for(activity, workflow.info().task_queue),
-        **timing,
-    )

@@ -17,6 +17,7 @@ from temporalio.worker import Replayer
 
 from domain.order_saga import SagaState
 from domain.orders import PlaceOrder
+from domain.two_phase import TwoPhaseInput, TwoPhaseOutcome
 from temporal_client import DATA_CONVERTER, INTERCEPTORS, replayer
 from tests.replay.histories import activities_of, patch_markers, recorded
 from workflows.order_saga import OrderSaga
@@ -83,3 +84,40 @@ async def test_the_same_change_without_the_patch_breaks_running_sagas(name):
 
     assert result.replay_failure is not None
     assert "Nondeterminism error" in str(result.replay_failure)
+
+
+@workflow.defn(name="TwoPhaseCommit", sandboxed=False)
+class CoordinatorWithoutPatch(TwoPhaseCommit):
+    """The coordinator's log (and LOCAL participants) as local activities, unconditionally."""
+
+    @workflow.run
+    async def run(self, tx: TwoPhaseInput) -> TwoPhaseOutcome:
+        return await super().run(tx)
+
+    def _local_steps(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("name", ["two_phase_commit/committed", "two_phase_commit/aborted"])
+async def test_coordinators_begun_before_it_replay_and_break_without_the_patch(name):
+    patched = await replayer().replay_workflow(
+        recorded(name).history, raise_on_replay_failure=False
+    )
+    unpatched = Replayer(
+        workflows=[OrderSaga, CoordinatorWithoutPatch],
+        data_converter=DATA_CONVERTER,
+        interceptors=INTERCEPTORS,
+    )
+    broken = await unpatched.replay_workflow(recorded(name).history, raise_on_replay_failure=False)
+
+    assert patched.replay_failure is None, patched.replay_failure
+    assert broken.replay_failure is not None
+    assert "Nondeterminism error" in str(broken.replay_failure)
+
+
+async def test_coordinators_begun_after_it_log_their_decision_locally():
+    new = recorded("two_phase_commit/committed@local-steps")
+    assert "record_decision" in activities_of(new)
+    assert "record_decision" not in scheduled("two_phase_commit/committed@local-steps")
+    result = await replayer().replay_workflow(new.history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
