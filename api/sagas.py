@@ -37,7 +37,7 @@ from api import queries
 from domain.order_saga import OrderCancelAccepted, SagaState, TwoPhaseView
 from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
 from domain.saga import WORKFLOW_TASK_TIMEOUT, CancelRequest
-from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS
+from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS, ORDER_SUMMARY
 from domain.two_phase import TwoPhaseOutcome, coordinator_workflow_id
 
 SAGA_WORKFLOW = "OrderSaga"
@@ -70,8 +70,10 @@ async def start_saga(
 ) -> str | None:
     """Start the order's saga; if it exists already, return the fingerprint it was started with.
 
-    `summary` (domain.order_summary) is what the Web UI's list of workflows shows for it.
+    `summary` (domain.order_summary) says what the order is: on the saga's page in the Web
+    UI (its static summary) and in the list of workflows (its OrderSummary column).
     """
+    summary = summary or f"Order {order.order_id} for {order.customer_id}"
     try:
         await client.start_workflow(
             SAGA_WORKFLOW,
@@ -86,9 +88,10 @@ async def start_saga(
                 [
                     SearchAttributePair(ORDER_STATUS, OrderStatus.PENDING.value),
                     SearchAttributePair(CUSTOMER_ID, order.customer_id),
+                    SearchAttributePair(ORDER_SUMMARY, summary),
                 ]
             ),
-            static_summary=summary or f"Order {order.order_id} for {order.customer_id}",
+            static_summary=summary,
         )
         return None
     except WorkflowAlreadyStartedError:

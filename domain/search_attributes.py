@@ -8,11 +8,15 @@ from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKe
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 ORDER_TOTAL = SearchAttributeKey.for_int("OrderTotal")
+# The static summary again, as an attribute: the Web UI's list shows attributes as
+# columns, but not user metadata (UI 2.54).
+ORDER_SUMMARY = SearchAttributeKey.for_keyword("OrderSummary")
 
 SAGA_SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[str] | SearchAttributeKey[int], ...] = (
     ORDER_STATUS,
     CUSTOMER_ID,
     ORDER_TOTAL,
+    ORDER_SUMMARY,
 )
 
 _CLI_TYPE_NAMES = {

@@ -9,6 +9,7 @@ UI as an operator would. Screenshots go to test-output/temporal-ui/.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import time
@@ -81,6 +82,19 @@ def listing(ui: str, status: str) -> str:
     return f"{ui}?query={quote(query)}"
 
 
+# What the UI keeps in the browser once an operator adds the OrderSummary column through
+# its "Configure columns" drawer (the list cannot show user metadata itself).
+COLUMNS = ["Status", "Workflow ID", "OrderSummary", "Type", "Start", "End"]
+
+
+def show_summary_column(driver, ui: str) -> None:
+    driver.get(ui)
+    stored = json.dumps({"default": [{"label": label} for label in COLUMNS]})
+    driver.execute_script(
+        "localStorage.setItem('namespace-workflow-table-columns', arguments[0])", stored
+    )
+
+
 def wait_for_text(driver, texts: list[str], within_s: float = 45) -> str:
     deadline = time.monotonic() + within_s
     while True:
@@ -144,8 +158,10 @@ async def test_the_ui_lists_sagas_by_status_and_shows_a_sagas_steps(
         OUTPUT.mkdir(parents=True, exist_ok=True)
         ui = f"{server.ui_url}/namespaces/default/workflows"
 
+        show_summary_column(browser, ui)
         browser.get(listing(ui, "CONFIRMED"))
-        listed = wait_for_text(browser, [confirmed.id, settled.id])
+        # The list says what each order is, without opening it.
+        listed = wait_for_text(browser, [confirmed.id, settled.id, summary])
         browser.save_screenshot(str(OUTPUT / "confirmed-sagas.png"))
         assert declined.id not in listed
 
