@@ -61,6 +61,10 @@ class PartitionLeases:
     def due(self) -> bool:
         return time.monotonic() >= self._renew_at
 
+    def renew_in(self) -> float:
+        """Seconds until the next heartbeat is due: a quiet relay must wake for it."""
+        return max(self._renew_at - time.monotonic(), 0.0)
+
     async def heartbeat(self) -> None:
         started = time.monotonic()
         # Renewal first and on its own: nothing another instance holds may make

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Sequence
+from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Row, func, or_, select, tuple_
+from sqlalchemy import Row, Select, bindparam, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import service_tables
@@ -57,28 +58,11 @@ async def relay_pass(
 
     `retrying_only`: only rows with a next attempt set — those that failed, were
     re-driven or were queued behind one by the CDC relay (its retry sweep)."""
-    outbox = service_tables[schema].outbox
     result = PassResult()
     async with engine.connect() as conn, conn.begin():
-        # Neither a row still waiting to retry nor anything queued behind one in
-        # its aggregate: a stuck aggregate must not fill every batch.
-        waiting_ahead = retrying_ahead(outbox, including_itself=False, only_not_due=True)
-        query = (
-            select(outbox)
-            .where(
-                outbox.c.status == "PENDING",
-                or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= func.now()),
-                ~waiting_ahead,
-            )
-            .order_by(outbox.c.seq)
-            .limit(config.batch_size)
-            .with_for_update(skip_locked=True)
-        )
-        if partitions is not None:
-            query = query.where(outbox.c.partition.in_(list(partitions)))
-        if retrying_only:  # what ix_<service>_outbox_retrying holds
-            query = query.where(outbox.c.next_attempt_at.is_not(None))
-        rows = (await conn.execute(query)).all()
+        query = _claim(schema, config.batch_size, partitions is not None, retrying_only)
+        params = {"partitions": list(partitions)} if partitions is not None else {}
+        rows = (await conn.execute(query, params)).all()
         result.claimed = len(rows)
         if not rows:
             return result
@@ -104,6 +88,48 @@ async def relay_pass(
     return result
 
 
+# Statements built once per shape: building and keying them anew on every pass
+# was most of an idle relay's CPU.
+@cache
+def _claim(schema: str, batch_size: int, partitioned: bool, retrying_only: bool) -> Select[Any]:
+    outbox = service_tables[schema].outbox
+    # Neither a row still waiting to retry nor anything queued behind one in
+    # its aggregate: a stuck aggregate must not fill every batch.
+    waiting_ahead = retrying_ahead(outbox, including_itself=False, only_not_due=True)
+    query = (
+        select(outbox)
+        .where(
+            outbox.c.status == "PENDING",
+            or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= func.now()),
+            ~waiting_ahead,
+        )
+        .order_by(outbox.c.seq)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    if partitioned:
+        query = query.where(outbox.c.partition.in_(bindparam("partitions", expanding=True)))
+    if retrying_only:  # what ix_<service>_outbox_retrying holds
+        query = query.where(outbox.c.next_attempt_at.is_not(None))
+    return query
+
+
+@cache
+def _pending_of(schema: str) -> Select[Any]:
+    outbox = service_tables[schema].outbox
+    return (
+        select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.seq)
+        .where(
+            outbox.c.status == "PENDING",
+            tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(
+                bindparam("aggregates", expanding=True)
+            ),
+            outbox.c.seq <= bindparam("last_seq"),
+        )
+        .order_by(outbox.c.seq)
+    )
+
+
 async def _ready_chains(
     conn: AsyncConnection, schema: str, rows: Sequence[Row[Any]]
 ) -> list[list[Row[Any]]]:
@@ -113,18 +139,11 @@ async def _ready_chains(
     (another transaction holds it): everything after it waits, or the
     aggregate would be published out of order.
     """
-    outbox = service_tables[schema].outbox
     chains: dict[tuple[str, str], list[Row[Any]]] = {}
     for row in rows:
         chains.setdefault((row.aggregate_type, row.aggregate_id), []).append(row)
     pending = await conn.execute(
-        select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.seq)
-        .where(
-            outbox.c.status == "PENDING",
-            tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(list(chains)),
-            outbox.c.seq <= max(r.seq for r in rows),
-        )
-        .order_by(outbox.c.seq)
+        _pending_of(schema), {"aggregates": list(chains), "last_seq": max(r.seq for r in rows)}
     )
     order: dict[tuple[str, str], list[int]] = {}
     for aggregate_type, aggregate_id, seq in pending:

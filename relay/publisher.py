@@ -18,12 +18,13 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Exists, Row, Table, func, select, update
+from sqlalchemy import Exists, Row, Table, Update, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.tables import service_tables
@@ -107,15 +108,23 @@ async def mark_published(conn: AsyncConnection, schema: str, event_ids: list[str
     """Mark acknowledged events PUBLISHED (their last attempt counted); their lags in ms."""
     if not event_ids:
         return []
+    lags = await conn.execute(_mark_published(schema), {"event_ids": event_ids})
+    return [float(lag) for (lag,) in lags]
+
+
+@cache
+def _mark_published(schema: str) -> Update:
     outbox = service_tables[schema].outbox
-    lags = await conn.execute(
+    return (
         update(outbox)
-        .where(outbox.c.event_id.in_(event_ids), outbox.c.status == "PENDING")
+        .where(
+            outbox.c.event_id.in_(bindparam("event_ids", expanding=True)),
+            outbox.c.status == "PENDING",
+        )
         .values(status="PUBLISHED", published_at=func.now(), attempts=outbox.c.attempts + 1)
         # The database's clock on both sides: the one created_at is written with.
         .returning(func.extract("epoch", outbox.c.published_at - outbox.c.created_at) * 1000)
     )
-    return [float(lag) for (lag,) in lags]
 
 
 @dataclass

@@ -60,6 +60,24 @@ class RelayStats:
         self.lag_ms.extend(result.lag_ms)
 
 
+class Wakeup:
+    """What woke the relay since it last looked: the services whose commits NOTIFY
+    named. A NOTIFY wakes a drain of those outboxes only; the poll drains them all."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._named: set[str] = set()
+
+    def notified(self, service: str) -> None:
+        self._named.add(service)
+        self.event.set()
+
+    def take(self) -> set[str]:
+        named, self._named = self._named, set()
+        self.event.clear()
+        return named
+
+
 def config_from(settings: Settings) -> RelayConfig:
     return RelayConfig(
         batch_size=settings.relay_batch_size,
@@ -112,7 +130,7 @@ async def run_relay(
         else None
     )
     client = await connect_nats(settings)
-    wake = asyncio.Event()
+    wake = Wakeup()
     listener: asyncpg.Connection | None = None
     exporter = await _export_metrics(settings, engine, stats, leases)
     try:
@@ -125,20 +143,35 @@ async def run_relay(
             connection_name(client, settings),
         )
         last_prune = 0.0
+        last_poll = 0.0
+        busy: set[str] = set()
+        held: Sequence[int] | None = None
         while not stop.is_set():
             if settings.relay_mode == "hybrid" and (listener is None or listener.is_closed()):
                 listener = await _listen(settings.database_target, wake)
             if leases is not None and leases.due():
                 await _heartbeat(leases)
-            wake.clear()  # before draining: a commit during the drain wakes the next round
+            # Taken before draining: a commit during the drain wakes the next round.
+            named = wake.take()
             mine = leases.partitions() if leases is not None else partitions
-            busy = await _drain(engine, js, mine, config, stats, leases) if mine else False
+            # Partitions just taken over may hold anything: drain them all at once.
+            polled = time.monotonic() - last_poll >= settings.relay_poll_interval_s or mine != held
+            held = mine
+            if polled and mine:
+                last_poll = time.monotonic()
+            schemas = [s for s in SERVICES if polled or s in named or s in busy]
+            busy = await _drain(engine, js, mine, config, stats, leases, schemas) if mine else set()
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
                 await _prune(engine, settings.relay_retention_s)
                 last_prune = time.monotonic()
             if busy:
                 continue  # a full batch went out: more is waiting
-            await _sleep_until(wake, stop, settings.relay_poll_interval_s)
+            asleep = settings.relay_poll_interval_s
+            if mine:
+                asleep = max(last_poll + asleep - time.monotonic(), 0.0)
+            if leases is not None:
+                asleep = min(asleep, leases.renew_in())
+            await _sleep_until(wake.event, stop, asleep)
     finally:
         if exporter is not None:
             exporter.close()
@@ -158,11 +191,11 @@ async def _run_cdc(settings: Settings, stop: asyncio.Event, stats: RelayStats) -
     config = config_from(settings)
 
     async def drain(js: Any) -> None:
-        while await _drain(engine, js, None, config, stats):
+        while await _drain(engine, js, None, config, stats, schemas=SERVICES):
             pass  # full batches: more is waiting
 
     async def sweep(js: Any) -> None:
-        await _drain(engine, js, None, config, stats, retrying_only=True)
+        await _drain(engine, js, None, config, stats, schemas=SERVICES, retrying_only=True)
 
     async def prune() -> None:
         await _prune(engine, settings.relay_retention_s)
@@ -208,12 +241,13 @@ async def _drain(
     config: RelayConfig,
     stats: RelayStats,
     fence: PartitionLeases | None = None,
+    schemas: Sequence[str] = SERVICES,
     *,
     retrying_only: bool = False,
-) -> int:
-    """One pass per service; True when some pass published a full batch."""
-    busy = False
-    for schema in SERVICES:
+) -> set[str]:
+    """One pass per service in `schemas`; those that published a full batch."""
+    busy = set()
+    for schema in schemas:
         try:
             result = await relay_pass(
                 engine, js, schema, partitions, config, fence, retrying_only=retrying_only
@@ -224,8 +258,9 @@ async def _drain(
         stats.add(result)
         if result.broker_error is not None:
             log.warning("broker unavailable (%s); backing off", result.broker_error)
-            return False  # the other services would only fail the same way
-        busy = busy or result.published >= config.batch_size
+            return set()  # the other services would only fail the same way
+        if result.published >= config.batch_size:
+            busy.add(schema)
     return busy
 
 
@@ -241,10 +276,13 @@ def asyncpg_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _listen(database_url: str, wake: asyncio.Event) -> asyncpg.Connection | None:
+async def _listen(database_url: str, wake: Wakeup) -> asyncpg.Connection | None:
+    def heard(_connection: Any, _pid: int, _channel: str, service: str) -> None:
+        wake.notified(service)
+
     try:
         connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=5)
-        await connection.add_listener(OUTBOX_CHANNEL, lambda *_: wake.set())
+        await connection.add_listener(OUTBOX_CHANNEL, heard)
         return connection
     except Exception as err:  # polling carries on without the listener
         log.warning("cannot LISTEN for outbox commits (%s); polling only", err)

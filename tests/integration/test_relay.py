@@ -17,7 +17,7 @@ import nats as natsio
 import pytest
 from sqlalchemy import func, select
 
-from db.tables import order_history, service_tables
+from db.tables import SERVICES, order_history, service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
 from domain import events as wire
 from relay.service import RelayStats, run_relay
@@ -407,3 +407,52 @@ async def test_an_event_held_by_another_transaction_is_not_overtaken(engine, js,
             await asyncio.wait_for(task, 30)
 
     assert [m.subject.rsplit(".", 1)[1] for m in msgs] == ["E1", "E2", "E3"]
+
+
+async def test_a_notify_drains_the_outbox_it_names_and_the_poll_drains_the_rest(
+    engine, relay_settings
+):
+    settings = relay_settings.model_copy(update={"relay_poll_interval_s": 30.0})
+    stop, stats = asyncio.Event(), RelayStats()
+    task = asyncio.create_task(run_relay(settings, stop, stats=stats))
+    try:
+        # The first round is a poll of every outbox; then the relay sleeps.
+        await eventually(lambda: _value(stats.passes), lambda n: n >= len(SERVICES))
+        before = stats.passes
+        quiet = str(uuid.uuid4())
+        context = StepContext("orders", f"test:{uuid.uuid4()}", f"order-{quiet}")
+        async with engine.begin() as conn:  # committed without a NOTIFY, as an XA branch is
+            row = event_row(context, "order", quiet, "Quiet", {"order_id": quiet}, 0)
+            await insert_events(conn, "orders", [row], notify=False)
+        [loud] = await _write_inventory_event(engine)
+        await eventually(lambda: _statuses_in(engine, "inventory", [loud]), _published)
+        # One NOTIFY, one pass: over inventory's outbox, not every service's.
+        assert stats.passes - before == 1
+        assert await statuses(engine, [row["event_id"]]) == ["PENDING"]  # for the poll
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def _value(n: int) -> int:
+    return n
+
+
+def _published(statuses: list[str]) -> bool:
+    return statuses == ["PUBLISHED"]
+
+
+async def _write_inventory_event(engine) -> list[str]:
+    sku = f"sku-{uuid.uuid4().hex[:8]}"
+    context = StepContext("inventory", f"test:{uuid.uuid4()}", f"order-{sku}")
+    row = event_row(context, "stock", sku, "Loud", {"sku": sku}, 0)
+    async with engine.begin() as conn:
+        await insert_events(conn, "inventory", [row])
+    return [row["event_id"]]
+
+
+async def _statuses_in(engine, schema: str, event_ids: list[str]) -> list[str]:
+    outbox = service_tables[schema].outbox
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(outbox.c.status).where(outbox.c.event_id.in_(event_ids)))
+        return [r.status for r in rows]
