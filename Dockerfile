@@ -23,7 +23,9 @@ COPY observability ./observability
 COPY history_corpus ./history_corpus
 COPY security ./security
 COPY audit ./audit
-RUN pip install . && useradd --create-home --uid 10001 saga
+# The sandbox executes workflow modules anew for every workflow run: ship their
+# bytecode, which PYTHONDONTWRITEBYTECODE keeps Python from writing at run time.
+RUN pip install . && python -m compileall -q workflows && useradd --create-home --uid 10001 saga
 USER saga
 
 CMD ["python", "worker.py"]

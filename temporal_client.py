@@ -29,7 +29,7 @@ from observability.temporal_metrics import StepTelemetry
 from observability.tracing import TEMPORAL_TRACING
 from security.codec import AesGcmCodec, parse_key
 from settings import Settings
-from workflows import WORKFLOWS
+from workflows.registry import WORKFLOWS
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from resilience.local_bulkheads import LocalBulkheads
 from settings import Settings
 from startup import load_settings, require
 from temporal_client import WORKER_INTERCEPTORS, connect, ensure_search_attributes
-from workflows import WORKFLOWS
+from workflows.registry import WORKFLOWS
 from workflows.versioned import VERSIONED_WORKFLOWS
 
 log = logging.getLogger("worker")

@@ -26,6 +26,7 @@ import httpx
 
 from settings import Settings
 from stack import control
+from stack.bytecode import compile_workflows
 from stack.errors import StackError
 from stack.nats import NatsServer
 from stack.ports import LOOPBACK, port_in_use
@@ -119,6 +120,7 @@ class Supervisor:
         await _prepare_database(self.database_url)
         if self._settings.payment_provider_url is None:
             await self._start_payment_provider()
+        compile_workflows()
         self._start_app("worker", [sys.executable, "worker.py"])
         self._start_app("relay", [sys.executable, "-m", "relay"])
         self._start_app("consumers", [sys.executable, "-m", "consumers"])

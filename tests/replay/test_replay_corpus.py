@@ -14,7 +14,7 @@ from temporalio import workflow
 from history_corpus.cases import CASES
 from history_corpus.files import CORPUS, Recorded, load_all
 from temporal_client import replayer
-from workflows import WORKFLOWS
+from workflows.registry import WORKFLOWS
 
 defn = workflow._Definition.must_from_class
 
