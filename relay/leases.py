@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Collection
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,6 +38,18 @@ log = logging.getLogger(__name__)
 
 def new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+# Built once: every pass under leases runs it.
+_HOLD = (
+    select(relay_leases.c.partition, relay_leases.c.epoch)
+    .where(
+        relay_leases.c.partition.in_(bindparam("partitions", expanding=True)),
+        relay_leases.c.owner == bindparam("owner"),
+        relay_leases.c.expires_at > func.now(),
+    )
+    .with_for_update(read=True)
+)
 
 
 class PartitionLeases:
@@ -111,13 +123,7 @@ class PartitionLeases:
         if time.monotonic() >= self._valid_until:
             return False
         rows = await conn.execute(
-            select(relay_leases.c.partition, relay_leases.c.epoch)
-            .where(
-                relay_leases.c.partition.in_(list(partitions)),
-                relay_leases.c.owner == self.instance_id,
-                relay_leases.c.expires_at > func.now(),
-            )
-            .with_for_update(read=True)
+            _HOLD, {"partitions": list(partitions), "owner": self.instance_id}
         )
         current = {p: e for p, e in rows}
         stale = [p for p in partitions if p not in self.held or current.get(p) != self.held[p]]

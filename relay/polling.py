@@ -22,7 +22,7 @@ from collections.abc import Collection, Sequence
 from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Select, bindparam, func, or_, select, tuple_
+from sqlalchemy import Row, Select, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import service_tables
@@ -71,7 +71,7 @@ async def relay_pass(
             await conn.rollback()
             return PassResult()
         deadline = fence.deadline() if fence is not None else None
-        chains = await _ready_chains(conn, schema, rows)
+        chains = _ready_chains(rows)
         outcomes = await asyncio.gather(
             *(publish_chain(js, schema, c, config, deadline) for c in chains)
         )
@@ -96,8 +96,21 @@ def _claim(schema: str, batch_size: int, partitioned: bool, retrying_only: bool)
     # Neither a row still waiting to retry nor anything queued behind one in
     # its aggregate: a stuck aggregate must not fill every batch.
     waiting_ahead = retrying_ahead(outbox, including_itself=False, only_not_due=True)
+    # How many PENDING rows of its aggregate stand before each claimed row,
+    # claimable or not: where this batch holds fewer, one is held elsewhere.
+    earlier = outbox.alias("before_it")
+    pending_before = (
+        select(func.count())
+        .where(
+            earlier.c.aggregate_type == outbox.c.aggregate_type,
+            earlier.c.aggregate_id == outbox.c.aggregate_id,
+            earlier.c.status == "PENDING",
+            earlier.c.seq < outbox.c.seq,
+        )
+        .scalar_subquery()
+    )
     query = (
-        select(outbox)
+        select(outbox, pending_before.label("pending_before"))
         .where(
             outbox.c.status == "PENDING",
             or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= func.now()),
@@ -105,7 +118,7 @@ def _claim(schema: str, batch_size: int, partitioned: bool, retrying_only: bool)
         )
         .order_by(outbox.c.seq)
         .limit(batch_size)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=outbox)
     )
     if partitioned:
         query = query.where(outbox.c.partition.in_(bindparam("partitions", expanding=True)))
@@ -114,48 +127,24 @@ def _claim(schema: str, batch_size: int, partitioned: bool, retrying_only: bool)
     return query
 
 
-@cache
-def _pending_of(schema: str) -> Select[Any]:
-    outbox = service_tables[schema].outbox
-    return (
-        select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.seq)
-        .where(
-            outbox.c.status == "PENDING",
-            tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(
-                bindparam("aggregates", expanding=True)
-            ),
-            outbox.c.seq <= bindparam("last_seq"),
-        )
-        .order_by(outbox.c.seq)
-    )
-
-
-async def _ready_chains(
-    conn: AsyncConnection, schema: str, rows: Sequence[Row[Any]]
-) -> list[list[Row[Any]]]:
+def _ready_chains(rows: Sequence[Row[Any]]) -> list[list[Row[Any]]]:
     """Per-aggregate chains in seq order, each cut at its first gap.
 
     A gap is a PENDING row of the aggregate that this pass did not claim
     (another transaction holds it): everything after it waits, or the
-    aggregate would be published out of order.
+    aggregate would be published out of order. The claim counted, for each
+    row, the PENDING rows before it; a chain holding fewer has a gap there.
     """
     chains: dict[tuple[str, str], list[Row[Any]]] = {}
     for row in rows:
         chains.setdefault((row.aggregate_type, row.aggregate_id), []).append(row)
-    pending = await conn.execute(
-        _pending_of(schema), {"aggregates": list(chains), "last_seq": max(r.seq for r in rows)}
-    )
-    order: dict[tuple[str, str], list[int]] = {}
-    for aggregate_type, aggregate_id, seq in pending:
-        order.setdefault((aggregate_type, aggregate_id), []).append(seq)
     ready = []
-    for key, chain in chains.items():
-        claimed = {r.seq: r for r in chain}
+    for chain in chains.values():
         cut = []
-        for seq in order.get(key, []):
-            if seq not in claimed:
+        for claimed_before, row in enumerate(chain):
+            if row.pending_before != claimed_before:
                 break
-            cut.append(claimed[seq])
+            cut.append(row)
         if cut:
             ready.append(cut)
     return ready
