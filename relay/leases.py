@@ -77,6 +77,10 @@ class PartitionLeases:
         """Seconds until the next heartbeat is due: a quiet relay must wake for it."""
         return max(self._renew_at - time.monotonic(), 0.0)
 
+    def retry_heartbeat_in(self, seconds: float) -> None:
+        """A heartbeat failed (PostgreSQL away): try again then, not at once and in a loop."""
+        self._renew_at = time.monotonic() + seconds
+
     async def heartbeat(self) -> None:
         started = time.monotonic()
         # Renewal first and on its own: nothing another instance holds may make

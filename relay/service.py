@@ -150,7 +150,7 @@ async def run_relay(
             if settings.relay_mode == "hybrid" and (listener is None or listener.is_closed()):
                 listener = await _listen(settings.database_target, wake)
             if leases is not None and leases.due():
-                await _heartbeat(leases)
+                await _heartbeat(leases, settings.relay_poll_interval_s)
             # Taken before draining: a commit during the drain wakes the next round.
             named = wake.take()
             mine = leases.partitions() if leases is not None else partitions
@@ -227,11 +227,12 @@ async def _export_metrics(
     return await serve_metrics(settings.relay_metrics_host, settings.relay_metrics_port, body)
 
 
-async def _heartbeat(leases: PartitionLeases) -> None:
+async def _heartbeat(leases: PartitionLeases, retry_in_s: float) -> None:
     try:
         await leases.heartbeat()
     except Exception:  # PostgreSQL away: our leases lapse and partitions() goes empty
         log.exception("lease heartbeat failed")
+        leases.retry_heartbeat_in(retry_in_s)
 
 
 async def _drain(
