@@ -35,6 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import queries
 from domain.order_saga import OrderCancelAccepted, SagaState, TwoPhaseView
+from domain.order_summary import clip
 from domain.orders import OrderStatus, PlaceOrder, workflow_id_for
 from domain.saga import WORKFLOW_TASK_TIMEOUT, CancelRequest
 from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS, ORDER_SUMMARY
@@ -73,7 +74,7 @@ async def start_saga(
     `summary` (domain.order_summary) says what the order is: on the saga's page in the Web
     UI (its static summary) and in the list of workflows (its OrderSummary column).
     """
-    summary = summary or f"Order {order.order_id} for {order.customer_id}"
+    summary = clip(summary or f"Order {order.order_id} for {order.customer_id}")
     try:
         await client.start_workflow(
             SAGA_WORKFLOW,

@@ -26,12 +26,27 @@ def money(minor_units: int, currency: str) -> str:
     return f"{symbol}{major}" if symbol else f"{major} {currency}"
 
 
+# Temporal's PostgreSQL visibility keeps a Keyword search attribute in a
+# VARCHAR(255), and a static summary may hold 400 bytes: a summary longer than
+# this is cut (long skus and customer ids can make one).
+MAX_BYTES = 250
+ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
+
+
 def order_summary(order: PlaceOrder, priced: PricedOrder) -> str:
     lines = [f"{line.quantity} {TIMES} {line.sku}" for line in order.items[:SHOWN_LINES]]
     more = len(order.items) - SHOWN_LINES
     what = ", ".join(lines) + (f" and {more} more line(s)" if more > 0 else "")
     total = money(priced.total, priced.currency)
-    return f"{what} for {order.customer_id}, {total}, {_paid(order, priced)}"
+    return clip(f"{what} for {order.customer_id}, {total}, {_paid(order, priced)}")
+
+
+def clip(text: str, max_bytes: int = MAX_BYTES) -> str:
+    """`text` whole if it fits in `max_bytes` of UTF-8, else cut with an ellipsis."""
+    if len(text.encode()) <= max_bytes:
+        return text
+    room = max_bytes - len(ELLIPSIS.encode())
+    return text.encode()[:room].decode(errors="ignore") + ELLIPSIS
 
 
 def _paid(order: PlaceOrder, priced: PricedOrder) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.order_summary import TIMES, money, order_summary
+from domain.order_summary import MAX_BYTES, TIMES, clip, money, order_summary
 from domain.orders import OrderLine, PlaceOrder
 from domain.pricing import CatalogPrice, MixedCurrencies, UnknownProducts, price_order
 
@@ -71,3 +71,19 @@ def test_the_summary_says_what_store_credit_pays_and_how_many_lines_it_leaves_ou
         " card + $12.50 store credit"
     )
     assert money(1980, "CHF") == "19.80 CHF" and money(500, "JPY") == "500 JPY"
+
+
+def test_a_summary_too_long_for_the_visibility_store_is_cut_whole_characters_and_all():
+    items = [OrderLine(sku="S" * 64, quantity=999) for _ in range(3)]
+    catalog = {"S" * 64: CatalogPrice(10**9, "EUR")}
+    customer = "ü" * 100  # two bytes each in UTF-8
+    order = PlaceOrder(order_id="o-6", customer_id=customer, items=items, payment_token="t")
+
+    summary = order_summary(order, price_order("o-6", items, catalog))
+
+    assert len(summary.encode()) <= MAX_BYTES  # VARCHAR(255) in Temporal's PostgreSQL store
+    assert summary.startswith(f"999 {TIMES} {'S' * 64}") and summary.endswith(
+        "\N{HORIZONTAL ELLIPSIS}"
+    )
+    assert clip("short") == "short"
+    assert clip("ü" * 10, max_bytes=8) == "ü" * 2 + "\N{HORIZONTAL ELLIPSIS}"
