@@ -110,3 +110,12 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
     except RPCError as err:
         # A concurrent worker may have won the race; anything else is the operator's to fix.
         log.warning("could not register search attributes %s: %s", sorted(missing), err)
+
+
+async def register_search_attributes(client: Client, settings: Settings) -> None:
+    """`ensure_search_attributes` for the API, which can serve reads without them:
+    a cluster that refuses (no operator rights) is logged, not fatal."""
+    try:
+        await ensure_search_attributes(client, settings.temporal_namespace)
+    except RPCError as err:
+        log.warning("could not check the saga's search attributes: %s", err)

@@ -17,7 +17,7 @@ from db.engine import create_engine, create_session_factory
 from security.sealed import Sealer
 from settings import Settings
 from startup import ConfigError, open_api_exposed, production_gaps
-from temporal_client import connect, payload_codec
+from temporal_client import connect, payload_codec, register_search_attributes
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,6 +32,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.codec = payload_codec(settings)
         app.state.sealer = Sealer.from_settings(settings)
         app.state.client = await connect(settings, wait_seconds=60)
+        # An API deployed before the workers must not start sagas with an
+        # attribute the cluster does not know (every start would be refused).
+        await register_search_attributes(app.state.client, settings)
         app.state.engine = create_engine(settings.database_target, settings.db_pool_size)
         app.state.sessions = create_session_factory(app.state.engine)
         app.state.catalog = PriceCache(app.state.engine, settings.api_price_cache_s)
