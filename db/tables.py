@@ -93,6 +93,14 @@ def _service_tables(schema: str) -> ServiceTables:
         postgresql_where=outbox.c.status == "PUBLISHED",
     )
     Index(f"ix_{schema}_outbox_aggregate", outbox.c.aggregate_id, outbox.c.seq)
+    # Each aggregate's pending rows: what the claim counts before each row it takes (0017).
+    Index(
+        f"ix_{schema}_outbox_pending_aggregate",
+        outbox.c.aggregate_id,
+        outbox.c.aggregate_type,
+        outbox.c.seq,
+        postgresql_where=outbox.c.status == "PENDING",
+    )
     # The few rows waiting to retry: what the claim probes for each candidate (0009).
     Index(
         f"ix_{schema}_outbox_retrying",
