@@ -28,7 +28,8 @@ POOL_TIMEOUT_S = 5.0
 # with asyncpg) before each step's own transaction, about a third of the
 # transactions PostgreSQL saw under load. A connection in steady use needs none:
 # if the server restarted meanwhile, its first error is a disconnect, which makes
-# SQLAlchemy recycle the whole pool, and that one attempt is retried.
+# SQLAlchemy recycle the whole pool, and that one attempt fails (an activity or a
+# relay round retries it; an API request that meets it fails, once).
 IDLE_PING_AFTER_S = 5.0
 
 
@@ -71,8 +72,9 @@ def ping_when_idle(engine: AsyncEngine, after_s: float) -> None:
         try:
             dialect.do_ping(dbapi_connection)
         except Exception as err:  # whatever it is, this connection is not to be used
-            # The pool drops this connection and checks out a fresh one.
-            raise exc.DisconnectionError("idle connection did not answer a ping") from err
+            # The pool checks out a fresh one, and drops every connection as old as
+            # this one: a server that killed one idle connection restarted, most likely.
+            raise exc.InvalidatePoolError("idle connection did not answer a ping") from err
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -4,6 +4,7 @@ round trips before every step were a third of the transactions under load)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -38,7 +39,7 @@ async def backend_pid(engine: AsyncEngine) -> int:
 async def terminate(admin: AsyncEngine, pid: int) -> None:
     async with admin.connect() as conn:
         assert (await conn.execute(text("select pg_terminate_backend(:p)"), {"p": pid})).scalar()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 4  # well inside IDLE_PING_AFTER_S: no ping may hide it
     while time.monotonic() < deadline:  # gone from pg_stat_activity, not merely signalled
         async with admin.connect() as conn:
             alive = await conn.execute(
@@ -46,6 +47,7 @@ async def terminate(admin: AsyncEngine, pid: int) -> None:
             )
             if alive.first() is None:
                 return
+        await asyncio.sleep(0.02)
     raise AssertionError(f"backend {pid} outlived pg_terminate_backend")
 
 

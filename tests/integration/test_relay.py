@@ -17,7 +17,7 @@ import nats as natsio
 import pytest
 from sqlalchemy import func, select
 
-from db.tables import SERVICES, order_history, service_tables
+from db.tables import RELAY_PARTITIONS, SERVICES, order_history, service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
 from domain import events as wire
 from relay.service import RelayStats, run_relay
@@ -412,9 +412,11 @@ async def test_an_event_held_by_another_transaction_is_not_overtaken(engine, js,
 async def test_a_notify_drains_the_outbox_it_names_and_the_poll_drains_the_rest(
     engine, relay_settings
 ):
-    settings = relay_settings.model_copy(update={"relay_poll_interval_s": 30.0})
+    settings = relay_settings.model_copy(update={"relay_poll_interval_s": 3.0})
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(settings, stop, stats=stats))
+    # Every partition, no leases: a lease changing hands would drain every outbox.
+    every = list(range(RELAY_PARTITIONS))
+    task = asyncio.create_task(run_relay(settings, stop, partitions=every, stats=stats))
     try:
         # The first round is a poll of every outbox; then the relay sleeps.
         await eventually(lambda: _value(stats.passes), lambda n: n >= len(SERVICES))
@@ -426,9 +428,12 @@ async def test_a_notify_drains_the_outbox_it_names_and_the_poll_drains_the_rest(
             await insert_events(conn, "orders", [row], notify=False)
         [loud] = await _write_inventory_event(engine)
         await eventually(lambda: _statuses_in(engine, "inventory", [loud]), _published)
+        await eventually(lambda: _value(stats.passes), lambda n: n > before)  # counted
         # One NOTIFY, one pass: over inventory's outbox, not every service's.
         assert stats.passes - before == 1
-        assert await statuses(engine, [row["event_id"]]) == ["PENDING"]  # for the poll
+        assert await statuses(engine, [row["event_id"]]) == ["PENDING"]
+        # The poll drains every outbox, and so what no NOTIFY named.
+        await eventually(lambda: statuses(engine, [row["event_id"]]), _published, deadline_s=10)
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
