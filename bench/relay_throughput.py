@@ -35,11 +35,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.percentiles import percentiles
-from consumers.stream import ensure_stream
 from db.engine import create_engine
 from db.migrate import upgrade
 from db.tables import service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
+from messaging.stream import ensure_stream
 from relay.cdc import SLOT, ensure_slot
 from relay.service import RelayStats, asyncpg_dsn, run_relay
 from settings import Settings

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.metrics import MetricsEndpoint
 from consumers.runner import Consumer, ConsumerRunner, ConsumerStats, RunnerOptions
-from consumers.stream import wait_for_stream
 from db.engine import create_engine
+from messaging.stream import wait_for_stream
 from security.nats_login import connection_name, login_options
 from settings import Settings
 

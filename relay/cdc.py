@@ -265,7 +265,7 @@ async def run_cdc_relay(
 
     The reader also runs the retry sweep every `relay_poll_interval_s`: retries
     are the rows', so the slot moves on past an event that keeps failing."""
-    from consumers.stream import ensure_stream
+    from messaging.stream import ensure_stream
     from relay.service import PRUNE_EVERY_S, asyncpg_dsn, config_from, connect_nats
 
     client = await connect_nats(settings)

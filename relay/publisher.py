@@ -28,7 +28,7 @@ from sqlalchemy import Exists, Row, Table, Update, bindparam, func, select, upda
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.tables import service_tables
-from domain import events as wire
+from messaging import wire
 from observability.logs import log_context, order_id_of
 from observability.tracing import TRACER
 from observability.tracing import extract as extract_trace

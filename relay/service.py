@@ -111,7 +111,7 @@ async def run_relay(
     """Run until `stop`. With `partitions` given, work on exactly those and take no
     leases (one instance alone); by default share all partitions with the other
     instances by leases."""
-    from consumers.stream import ensure_stream
+    from messaging.stream import ensure_stream
 
     stats = stats if stats is not None else RelayStats()
     if settings.relay_mode == "cdc":

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from consumers.order_history import order_history_consumer
 from consumers.runner import ConsumerRunner
 from db.tables import service_tables
-from domain.events import STREAM, subject_for
 from domain.order_saga import SagaState
+from messaging.wire import STREAM, subject_for
 from relay.publisher import RelayConfig, publish_chain
 from tests import factories
 from tests.spans import ancestors, captured_spans

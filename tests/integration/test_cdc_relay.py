@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from domain import events as wire
+from messaging import wire
 from relay.cdc import SLOT, CdcRelay
 from relay.service import RelayStats, config_from, run_relay
 from stack.cli import main

@@ -39,11 +39,11 @@ from consumers import service as consumer_process
 from consumers.metrics import MetricsEndpoint
 from consumers.order_history import order_history_consumer
 from consumers.runner import Consumer, ConsumerRunner, RunnerOptions
-from consumers.stream import ensure_stream, stream_config
 from db.tables import order_history
-from domain import events as wire
 from domain.choreography import SERVICES
-from domain.events import OWNER_OF_AGGREGATE, Envelope
+from messaging import wire
+from messaging.stream import ensure_stream, stream_config
+from messaging.wire import OWNER_OF_AGGREGATE, Envelope
 from relay import service as relay_process
 from security.sealed import Sealer
 from settings import Settings

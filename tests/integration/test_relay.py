@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from db.tables import SERVICES, order_history, service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
-from domain import events as wire
+from messaging import wire
 from relay.service import RelayStats, run_relay
 from settings import Settings
 from tests.factories import eventually

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from db.tables import RELAY_PARTITIONS, service_tables
-from domain import events as wire
+from messaging import wire
 from relay.service import RelayStats, run_relay
 from settings import Settings
 from stack.cli import main
