@@ -35,7 +35,8 @@ from domain.orders import OrderLine, PlaceOrder, workflow_id_for
 from domain.saga import WORKFLOW_TASK_TIMEOUT
 from messaging.wire import STREAM
 from payment_provider.embedded import EmbeddedProvider
-from relay.service import RelayStats, run_relay
+from relay.service import run_relay
+from relay.stats import RelayStats
 from settings import Settings
 from stack.nats import NatsServer
 from stack.ports import free_port

@@ -16,7 +16,8 @@ from consumers.runner import ConsumerRunner
 from db.tables import service_tables
 from domain.order_saga import SagaState
 from messaging.wire import STREAM, subject_for
-from relay.publisher import RelayConfig, publish_chain
+from relay.config import RelayConfig
+from relay.publisher import publish_chain
 from tests import factories
 from tests.spans import ancestors, captured_spans
 

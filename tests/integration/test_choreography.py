@@ -42,7 +42,7 @@ from domain.choreography import CARRIED_HEADER, SERVICES, correlation_id_for
 from domain.orders import OrderLine, PlaceOrder
 from messaging import wire
 from relay.publisher import envelope_of
-from relay.service import RelayStats
+from relay.stats import RelayStats
 from security.sealed import Sealer
 from settings import Settings
 from stack.ports import LOOPBACK, free_port

@@ -18,7 +18,8 @@ from sqlalchemy import select, update
 
 from db.tables import RELAY_PARTITIONS, service_tables
 from messaging import wire
-from relay.service import RelayStats, run_relay
+from relay.service import run_relay
+from relay.stats import RelayStats
 from settings import Settings
 from stack.cli import main
 from tests.factories import eventually

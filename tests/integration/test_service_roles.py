@@ -42,7 +42,8 @@ from domain.choreography import SERVICES as CHOREOGRAPHED
 from domain.two_phase import BranchCall, Decision, Vote, branch_gid
 from messaging.wire import STREAM
 from recovery.sweep import sweep
-from relay.service import RelayStats, run_relay
+from relay.service import run_relay
+from relay.stats import RelayStats
 from settings import LOOPBACK, Settings
 from stack import binaries
 from stack.nats import NatsServer
