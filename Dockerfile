@@ -16,6 +16,7 @@ COPY stack ./stack
 COPY recovery ./recovery
 COPY relay ./relay
 COPY consumers ./consumers
+COPY messaging ./messaging
 COPY choreography ./choreography
 COPY payment_provider ./payment_provider
 COPY resilience ./resilience

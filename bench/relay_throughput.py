@@ -35,13 +35,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.percentiles import percentiles
-from consumers.stream import ensure_stream
-from db.engine import create_engine
+from db.engine import asyncpg_dsn, create_engine
 from db.migrate import upgrade
 from db.tables import service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
-from relay.cdc import SLOT, ensure_slot
-from relay.service import RelayStats, asyncpg_dsn, run_relay
+from messaging.stream import ensure_stream
+from relay.service import run_relay
+from relay.slot import SLOT, ensure_slot
+from relay.stats import RelayStats
 from settings import Settings
 from stack.nats import NatsServer
 from stack.ports import free_port

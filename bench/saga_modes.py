@@ -35,8 +35,8 @@ from bench.orders import seed_catalog
 from bench.percentiles import percentiles
 from bench.progress import Progress
 from db.engine import create_engine
-from domain.events import Envelope, subject_for
 from domain.orders import SagaMode
+from messaging.wire import Envelope, subject_for
 from stack.sandbox import sandbox
 
 WARM_UP = 6

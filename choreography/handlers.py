@@ -57,8 +57,8 @@ from domain.choreography import (
     key_for,
 )
 from domain.errors import ErrorType
-from domain.events import Envelope
 from domain.order_saga import StepName
+from messaging.wire import Envelope
 from security.sealed import Sealer
 
 log = logging.getLogger(__name__)

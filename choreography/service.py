@@ -24,7 +24,7 @@ from consumers.metrics import MetricsEndpoint
 from consumers.runner import Consumer, RunnerOptions
 from consumers.service import Background, serve
 from domain.choreography import REACTIONS, SERVICES
-from domain.events import subject_for
+from messaging.wire import subject_for
 from security.sealed import Sealer
 from settings import Settings
 

@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.runner import ConsumerStats, Outcome
-from domain.events import STREAM
+from messaging.wire import STREAM
 from observability.endpoint import serve
 
 log = logging.getLogger(__name__)

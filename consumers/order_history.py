@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.runner import Consumer
 from db.tables import order_history
-from domain.events import SUBJECT_PREFIX, Envelope
+from messaging.wire import SUBJECT_PREFIX, Envelope
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ the message is nak'ed with a delay growing with its delivery count; after
 event envelope can never succeed, so it is terminated at once: a poison
 message does not hold up the ones behind it. So is an event that came on
 another event's subject, or from a service that does not own its aggregate
-(domain.events.misrouting): refused, logged, never applied.
+(messaging.wire.misrouting): refused, logged, never applied.
 
 Failed messages are redelivered later while the next ones are applied, so a
 handler must not rely on delivery order (the order-history projection orders
@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers import inbox
-from domain.events import STREAM, Envelope, misrouting
+from messaging.wire import STREAM, Envelope, misrouting
 from observability.tracing import TRACER
 from observability.tracing import extract as extract_trace
 

@@ -3,67 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import nats
-from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.metrics import MetricsEndpoint
 from consumers.runner import Consumer, ConsumerRunner, ConsumerStats, RunnerOptions
-from consumers.stream import wait_for_stream
 from db.engine import create_engine
-from security.nats_login import connection_name, login_options
+from messaging.connection import connect
+from messaging.stream import wait_for_stream
+from security.nats_login import connection_name
 from settings import Settings
 
 log = logging.getLogger(__name__)
-
-_RECONNECT_WAIT_S = 2.0
-
-
-async def connect_nats(settings: Settings, stop: asyncio.Event) -> NatsClient | None:
-    """Connect, retrying until the server answers; None if `stop` is set first.
-
-    The client keeps reconnecting after a lost connection too, for as long as
-    the process runs.
-    """
-
-    async def error(err: Exception) -> None:
-        # The client's default prints a traceback for every refused connect.
-        log.warning("nats: %r", err)
-
-    async def disconnected() -> None:
-        if not stop.is_set():  # not our own close on the way out
-            log.warning("nats: disconnected; reconnecting")
-
-    async def reconnected() -> None:
-        log.info("nats: reconnected")
-
-    connecting = asyncio.ensure_future(
-        nats.connect(
-            settings.nats_target,
-            **login_options(settings),
-            name="saga-consumers",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=_RECONNECT_WAIT_S,
-            error_cb=error,
-            disconnected_cb=disconnected,
-            reconnected_cb=reconnected,
-        )
-    )
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if connecting.done():
-        return connecting.result()
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await connecting
-    return None
-
 
 Background = Callable[[AsyncEngine, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -83,7 +37,7 @@ async def serve(
     Each runner applies one message at a time; `instances` runners pull from
     each consumer's durable at once. `metrics` serves what they did.
     """
-    client = await connect_nats(settings, stop)
+    client = await connect(settings, "saga-consumers", stop)
     if client is None:
         return
     log.info("nats connected: %s", connection_name(client, settings))

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from sqlalchemy import event, exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -91,3 +92,8 @@ def sessions_on(conn: AsyncConnection) -> SessionFactory:
     return async_sessionmaker(
         bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
     )
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL in settings as a plain libpq DSN, for asyncpg's own connections."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)

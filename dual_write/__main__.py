@@ -10,7 +10,7 @@ import sys
 
 from db.engine import create_engine
 from dual_write.restock import Mode, restock
-from relay.service import connect_nats
+from messaging.connection import connect
 from startup import load_settings
 
 
@@ -22,7 +22,8 @@ def _crash() -> None:
 async def _run(args: argparse.Namespace) -> None:
     settings = load_settings("python -m dual_write")
     engine = create_engine(settings.database_target, pool_size=1)
-    nc = await connect_nats(settings)
+    nc = await connect(settings, "saga-dual-write", asyncio.Event())
+    assert nc is not None  # None only once stopped, and nothing stops it
     try:
         crash = _crash if args.crash else (lambda: None)
         await restock(

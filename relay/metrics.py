@@ -7,9 +7,30 @@ No framework: one route, read-only, served from the relay's own event loop.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from observability.endpoint import serve as serve_metrics
 from relay.admin import cdc_slot, status
+from relay.stats import RelayStats
+from settings import Settings
+
+
+async def export(
+    settings: Settings, engine: AsyncEngine, stats: RelayStats, held: Callable[[], int]
+) -> asyncio.Server | None:
+    """Serve the figures while the relay runs (None: no port configured).
+
+    `held`: how many partitions this instance publishes now."""
+    if not settings.relay_metrics_port:
+        return None
+
+    def body() -> Awaitable[str]:
+        return render(engine, stats.counters(), held())
+
+    return await serve_metrics(settings.relay_metrics_host, settings.relay_metrics_port, body)
 
 
 async def render(engine: AsyncEngine, counters: dict[str, int], partitions_held: int) -> str:

@@ -19,21 +19,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Sequence
-from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Select, bindparam, func, or_, select
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.tables import service_tables
-from relay.publisher import (
-    PassResult,
-    RelayConfig,
-    mark_published,
-    publish_chain,
-    record_failure,
-    retrying_ahead,
-)
+from relay import outbox
+from relay.config import RelayConfig
+from relay.publisher import publish_chain, record_failure
+from relay.stats import PassResult
 
 
 class Fence(Protocol):
@@ -60,9 +54,9 @@ async def relay_pass(
     re-driven or were queued behind one by the CDC relay (its retry sweep)."""
     result = PassResult()
     async with engine.connect() as conn, conn.begin():
-        query = _claim(schema, config.batch_size, partitions is not None, retrying_only)
-        params = {"partitions": list(partitions)} if partitions is not None else {}
-        rows = (await conn.execute(query, params)).all()
+        rows = await outbox.claim(
+            conn, schema, config.batch_size, partitions, retrying_only=retrying_only
+        )
         result.claimed = len(rows)
         if not rows:
             return result
@@ -80,51 +74,12 @@ async def relay_pass(
         result.duplicates = sum(o.duplicates for o in outcomes)
         result.broker_error = next((o.broker_error for o in outcomes if o.broker_error), None)
         result.published = len(published)
-        result.lag_ms = await mark_published(conn, schema, published)
+        result.lag_ms = await outbox.mark_published(conn, schema, published)
         for row, error in failures:
             dead = await record_failure(conn, js, schema, str(row.event_id), error, config)
             result.failed += 1
             result.dead_lettered += int(dead)
     return result
-
-
-# Statements built once per shape: building and keying them anew on every pass
-# was most of an idle relay's CPU.
-@cache
-def _claim(schema: str, batch_size: int, partitioned: bool, retrying_only: bool) -> Select[Any]:
-    outbox = service_tables[schema].outbox
-    # Neither a row still waiting to retry nor anything queued behind one in
-    # its aggregate: a stuck aggregate must not fill every batch.
-    waiting_ahead = retrying_ahead(outbox, including_itself=False, only_not_due=True)
-    # How many PENDING rows of its aggregate stand before each claimed row,
-    # claimable or not: where this batch holds fewer, one is held elsewhere.
-    earlier = outbox.alias("before_it")
-    pending_before = (
-        select(func.count())
-        .where(
-            earlier.c.aggregate_type == outbox.c.aggregate_type,
-            earlier.c.aggregate_id == outbox.c.aggregate_id,
-            earlier.c.status == "PENDING",
-            earlier.c.seq < outbox.c.seq,
-        )
-        .scalar_subquery()
-    )
-    query = (
-        select(outbox, pending_before.label("pending_before"))
-        .where(
-            outbox.c.status == "PENDING",
-            or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= func.now()),
-            ~waiting_ahead,
-        )
-        .order_by(outbox.c.seq)
-        .limit(batch_size)
-        .with_for_update(skip_locked=True, of=outbox)
-    )
-    if partitioned:
-        query = query.where(outbox.c.partition.in_(bindparam("partitions", expanding=True)))
-    if retrying_only:  # what ix_<service>_outbox_retrying holds
-        query = query.where(outbox.c.next_attempt_at.is_not(None))
-    return query
 
 
 def _ready_chains(rows: Sequence[Row[Any]]) -> list[list[Row[Any]]]:

@@ -1,12 +1,13 @@
-"""What both relay modes share: an outbox row's message, its publication, and its outcome.
+"""What both relay modes share: an outbox row's message, its publication, and its failure.
 
 `publish_chain` publishes an aggregate's rows in order (subject, headers,
 `Nats-Msg-Id` = event id, trace context) and stops at the first failure;
-`mark_published` marks what JetStream acknowledged; `record_failure` counts a
-refused event's attempt in its row, backs it off and, after the last attempt,
-marks it FAILED and copies it to the dead-letter subject. The polling pass
-(relay.polling) and the CDC relay (relay.cdc) both settle rows only through
-these, so an event fails the same way in either mode and across restarts.
+`record_failure` counts a refused event's attempt in its row, backs it off and,
+after the last attempt, marks it FAILED and copies it to the dead-letter
+subject. The polling pass (relay.polling) and the CDC relay (relay.cdc) both
+fail rows only through it, so an event fails the same way in either mode and
+across restarts; what JetStream acknowledged both mark with
+relay.outbox.mark_published.
 """
 
 from __future__ import annotations
@@ -17,46 +18,23 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
-from functools import cache
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Exists, Row, Table, Update, bindparam, func, select, update
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.tables import service_tables
-from domain import events as wire
+from messaging import wire
 from observability.logs import log_context, order_id_of
 from observability.tracing import TRACER
 from observability.tracing import extract as extract_trace
 from observability.tracing import inject as inject_trace
+from relay import outbox
+from relay.config import RelayConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RelayConfig:
-    batch_size: int = 500
-    publish_timeout_s: float = 5.0
-    max_attempts: int = 10
-    backoff_base_s: float = 0.5
-    backoff_cap_s: float = 60.0
-
-
-@dataclass
-class PassResult:
-    claimed: int = 0
-    published: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    # Acks saying JetStream already had the event: someone published it before.
-    duplicates: int = 0
-    # The broker (not an event) failed: nothing was counted against the events.
-    broker_error: str | None = None
-    lag_ms: list[float] = field(default_factory=list)
 
 
 def envelope_of(schema: str, row: Any) -> tuple[str, bytes, dict[str, str]]:
@@ -81,50 +59,6 @@ def envelope_of(schema: str, row: Any) -> tuple[str, bytes, dict[str, str]]:
     }
     subject = wire.subject_for(row.aggregate_type, row.event_type)
     return subject, body.model_dump_json().encode(), nats_headers
-
-
-def retrying_ahead(outbox: Table, *, including_itself: bool, only_not_due: bool) -> Exists:
-    """Whether a PENDING row of the outbox row's aggregate with a next attempt set
-    (it failed, was re-driven, or was queued behind one) stands before it, or is it.
-
-    The predicate of ix_<service>_outbox_retrying: a handful of rows to probe;
-    without it a fresh backlog's plan scanned every pending row per candidate.
-    Both modes keep an aggregate behind such a row, so neither overtakes it."""
-    earlier = outbox.alias("earlier")
-    ahead = earlier.c.seq <= outbox.c.seq if including_itself else earlier.c.seq < outbox.c.seq
-    conditions = [
-        earlier.c.aggregate_type == outbox.c.aggregate_type,
-        earlier.c.aggregate_id == outbox.c.aggregate_id,
-        earlier.c.status == "PENDING",
-        earlier.c.next_attempt_at.is_not(None),
-        ahead,
-    ]
-    if only_not_due:
-        conditions.append(earlier.c.next_attempt_at > func.now())
-    return select(earlier.c.seq).where(*conditions).exists()
-
-
-async def mark_published(conn: AsyncConnection, schema: str, event_ids: list[str]) -> list[float]:
-    """Mark acknowledged events PUBLISHED (their last attempt counted); their lags in ms."""
-    if not event_ids:
-        return []
-    lags = await conn.execute(_mark_published(schema), {"event_ids": event_ids})
-    return [float(lag) for (lag,) in lags]
-
-
-@cache
-def _mark_published(schema: str) -> Update:
-    outbox = service_tables[schema].outbox
-    return (
-        update(outbox)
-        .where(
-            outbox.c.event_id.in_(bindparam("event_ids", expanding=True)),
-            outbox.c.status == "PENDING",
-        )
-        .values(status="PUBLISHED", published_at=func.now(), attempts=outbox.c.attempts + 1)
-        # The database's clock on both sides: the one created_at is written with.
-        .returning(func.extract("epoch", outbox.c.published_at - outbox.c.created_at) * 1000)
-    )
 
 
 @dataclass
@@ -210,14 +144,7 @@ async def record_failure(
     the event to the dead-letter subject. A row settled meanwhile (no longer
     PENDING) is left as it is.
     """
-    outbox = service_tables[schema].outbox
-    row = (
-        await conn.execute(
-            select(outbox)
-            .where(outbox.c.event_id == event_id, outbox.c.status == "PENDING")
-            .with_for_update()
-        )
-    ).first()
+    row = await outbox.lock_pending(conn, schema, event_id)
     if row is None:
         return False
     attempts = int(row.attempts) + 1
@@ -231,15 +158,8 @@ async def record_failure(
             log.error("event %s dead-lettered after %d attempts: %s", event_id, attempts, message)
         else:
             log.warning(_RETRYING, event_id, attempts, config.max_attempts, delay, message)
-    await conn.execute(
-        update(outbox)
-        .where(outbox.c.event_id == event_id)
-        .values(
-            attempts=attempts,
-            last_error=message,
-            status="FAILED" if dead else "PENDING",
-            next_attempt_at=func.now() + timedelta(seconds=delay),
-        )
+    await outbox.record_attempt(
+        conn, schema, event_id, outbox.Attempt(attempts, message, dead, delay)
     )
     return dead
 

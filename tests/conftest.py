@@ -30,12 +30,13 @@ from consumers.order_history import order_history_consumer
 from consumers.runner import ConsumerRunner, RunnerOptions
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
-from domain.events import STREAM
 from domain.order_saga import SagaState
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
 from domain.saga import WORKFLOW_TASK_TIMEOUT
+from messaging.wire import STREAM
 from payment_provider.embedded import EmbeddedProvider
-from relay.service import RelayStats, run_relay
+from relay.service import run_relay
+from relay.stats import RelayStats
 from settings import Settings
 from stack.nats import NatsServer
 from stack.ports import free_port
@@ -114,7 +115,7 @@ async def js(nats: NatsServer) -> AsyncIterator[Any]:
     """A JetStream context on the session's NATS, with the project's stream in place."""
     from nats import connect as nats_connect
 
-    from consumers.stream import ensure_stream
+    from messaging.stream import ensure_stream
 
     client = await nats_connect(nats.url)
     context = client.jetstream()

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.tables import SERVICES, orders, service_tables
-from domain import events as wire
 from domain.orders import workflow_id_for
+from messaging import wire
 from tests import factories
 from tests.factories import eventually
 

@@ -14,9 +14,10 @@ from sqlalchemy import select
 from consumers.order_history import order_history_consumer
 from consumers.runner import ConsumerRunner
 from db.tables import service_tables
-from domain.events import STREAM, subject_for
 from domain.order_saga import SagaState
-from relay.publisher import RelayConfig, publish_chain
+from messaging.wire import STREAM, subject_for
+from relay.config import RelayConfig
+from relay.publisher import publish_chain
 from tests import factories
 from tests.spans import ancestors, captured_spans
 

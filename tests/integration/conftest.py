@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from relay.cdc import SLOT, ensure_slot
-from relay.service import asyncpg_dsn
+from db.engine import asyncpg_dsn
+from relay.slot import SLOT, ensure_slot
 
 
 @pytest.fixture

@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
-from domain import events as wire
-from relay.cdc import SLOT, CdcRelay
-from relay.service import RelayStats, config_from, run_relay
+from messaging import wire
+from relay.cdc import CdcRelay
+from relay.config import config_from
+from relay.service import run_relay
+from relay.slot import SLOT
+from relay.stats import RelayStats
 from stack.cli import main
 from tests.factories import eventually
 from tests.integration.test_relay import (

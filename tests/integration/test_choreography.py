@@ -38,11 +38,11 @@ from choreography.timeouts import TimeoutStats
 from consumers.runner import ConsumerRunner
 from db.tables import orders, products, service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
-from domain import events as wire
 from domain.choreography import CARRIED_HEADER, SERVICES, correlation_id_for
 from domain.orders import OrderLine, PlaceOrder
+from messaging import wire
 from relay.publisher import envelope_of
-from relay.service import RelayStats
+from relay.stats import RelayStats
 from security.sealed import Sealer
 from settings import Settings
 from stack.ports import LOOPBACK, free_port

@@ -23,10 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.order_history import order_history_consumer, project
 from consumers.runner import Consumer, ConsumerRunner, RunnerOptions, redelivery_delay
-from consumers.stream import DUPLICATE_WINDOW_S, MAX_AGE_S, SUBJECTS, ensure_stream, stream_config
 from db.tables import inbox, order_history
-from domain import events as wire
-from domain.events import Envelope
+from messaging import wire
+from messaging.stream import DUPLICATE_WINDOW_S, MAX_AGE_S, SUBJECTS, ensure_stream, stream_config
+from messaging.wire import Envelope
 from tests.factories import eventually
 
 pytestmark = pytest.mark.asyncio

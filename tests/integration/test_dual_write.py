@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import select
 
 from db.tables import products, service_tables
-from domain import events as wire
 from dual_write.restock import AGGREGATE, EVENT_TYPE, event_id_for
+from messaging import wire
 from relay.service import run_relay
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]

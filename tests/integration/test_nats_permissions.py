@@ -2,8 +2,8 @@
 file docker-compose.yml mounts (deploy/nats/nats-server.conf), its passwords
 from the environment as the compose file passes them.
 
-Each process logs in the way it does in production (relay.service.connect_nats,
-consumers.service.connect_nats, with SAGA_NATS_USER / SAGA_NATS_PASSWORD) and
+Each process logs in the way it does in production (messaging.connection.connect,
+the relay's and the consumers', with SAGA_NATS_USER / SAGA_NATS_PASSWORD) and
 the test checks what the broker then lets it do: the relay publishes events and
 dead letters; the consumers and choreography users bind, read and acknowledge
 their own durables, and can neither forge an event nor touch the stream.
@@ -39,12 +39,12 @@ from consumers import service as consumer_process
 from consumers.metrics import MetricsEndpoint
 from consumers.order_history import order_history_consumer
 from consumers.runner import Consumer, ConsumerRunner, RunnerOptions
-from consumers.stream import ensure_stream, stream_config
 from db.tables import order_history
-from domain import events as wire
 from domain.choreography import SERVICES
-from domain.events import OWNER_OF_AGGREGATE, Envelope
-from relay import service as relay_process
+from messaging import connection, wire
+from messaging.stream import ensure_stream, stream_config
+from messaging.wire import OWNER_OF_AGGREGATE, Envelope
+from relay.drain import connect_broker
 from security.sealed import Sealer
 from settings import Settings
 from stack.nats import NatsAuth, NatsServer
@@ -89,7 +89,9 @@ async def relay_js(
     settings: Settings, secured: NatsServer, passwords: dict[str, str]
 ) -> AsyncIterator[JetStreamContext]:
     """The relay's connection, with the stream in place (only the relay may make it)."""
-    client = await relay_process.connect_nats(login(settings, secured, "relay", passwords["relay"]))
+    relay = login(settings, secured, "relay", passwords["relay"])
+    client = await connect_broker(relay, asyncio.Event())
+    assert client is not None
     js = client.jetstream()
     await ensure_stream(js)
     yield js
@@ -105,7 +107,7 @@ async def as_user(
 
     async def connect(user: str) -> JetStreamContext:
         own = login(settings, secured, user, passwords[user])
-        client = await consumer_process.connect_nats(own, asyncio.Event())
+        client = await connection.connect(own, "saga-consumers", asyncio.Event())
         assert client is not None
         clients.append(client)
         return client.jetstream(timeout=2)  # a refusal is a timeout: keep it short
@@ -155,8 +157,8 @@ async def test_a_wrong_password_is_refused_and_said_so(settings, secured, caplog
     wrong = login(settings, secured, "consumers", "not-the-password")
     stop = asyncio.Event()
 
-    with caplog.at_level(logging.WARNING, logger=consumer_process.__name__):
-        connecting = asyncio.create_task(consumer_process.connect_nats(wrong, stop))
+    with caplog.at_level(logging.WARNING, logger=connection.__name__):
+        connecting = asyncio.create_task(connection.connect(wrong, "saga-consumers", stop))
 
         async def refusals() -> list[str]:
             return [
@@ -189,7 +191,7 @@ async def test_a_consumer_process_cannot_publish_an_event(relay_js, as_user, use
     before = await stored_on(relay_js, FORGED)
     forged = envelope("order", "OrderCancelled", str(uuid.uuid4()))
 
-    with caplog.at_level(logging.WARNING, logger=consumer_process.__name__):
+    with caplog.at_level(logging.WARNING, logger=connection.__name__):
         with pytest.raises((TimeoutError, nats.errors.Error)):
             await js.publish(FORGED, forged.model_dump_json().encode(), timeout=1)
 

@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 
 from db.tables import RELAY_PARTITIONS, SERVICES, order_history, service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
-from domain import events as wire
-from relay.service import RelayStats, run_relay
+from messaging import wire
+from relay.service import run_relay
+from relay.stats import RelayStats
 from settings import Settings
 from tests.factories import eventually
 
@@ -311,7 +312,7 @@ async def test_metrics_report_published_events_lag_and_partitions(engine, relay_
 
 
 async def test_published_rows_are_pruned_after_the_retention_and_dead_letters_kept(engine, relay):
-    from relay.admin import prune_published
+    from relay.drain import prune_published
 
     published = await write_events(engine, str(uuid.uuid4()), ["Old"])
     await eventually(lambda: statuses(engine, published), lambda s: s == ["PUBLISHED"])

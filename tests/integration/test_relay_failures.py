@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import select, update
 
 from db.tables import RELAY_PARTITIONS, service_tables
-from domain import events as wire
-from relay.service import RelayStats, run_relay
+from messaging import wire
+from relay.service import run_relay
+from relay.stats import RelayStats
 from settings import Settings
 from stack.cli import main
 from tests.factories import eventually

@@ -17,7 +17,8 @@ from sqlalchemy import func, select, text
 
 from db.tables import RELAY_PARTITIONS, relay_leases, service_tables
 from relay.ring import assign
-from relay.service import RelayStats, run_relay
+from relay.service import run_relay
+from relay.stats import RelayStats
 from tests.factories import eventually
 from tests.integration.test_relay import messages_of, statuses, write_events
 

@@ -39,10 +39,11 @@ from db.migrate import upgrade
 from db.tables import decisions, order_history, reservations, service_tables
 from domain.bulkheads import Bulkhead
 from domain.choreography import SERVICES as CHOREOGRAPHED
-from domain.events import STREAM
 from domain.two_phase import BranchCall, Decision, Vote, branch_gid
+from messaging.wire import STREAM
 from recovery.sweep import sweep
-from relay.service import RelayStats, run_relay
+from relay.service import run_relay
+from relay.stats import RelayStats
 from settings import LOOPBACK, Settings
 from stack import binaries
 from stack.nats import NatsServer

@@ -15,7 +15,7 @@ from activities.provider_retry import ProviderRetry
 from choreography.handlers import Reactions
 from choreography.service import parse_services, subjects_of
 from domain.choreography import CARRIED_HEADER
-from domain.events import Envelope
+from messaging.wire import Envelope
 from resilience.backoff import Backoff
 from resilience.breaker import CircuitBreaker
 from security.sealed import Sealer

@@ -1,4 +1,4 @@
-"""Which events a consumer refuses before acting on them (domain.events.misrouting)."""
+"""Which events a consumer refuses before acting on them (messaging.wire.misrouting)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from domain.events import Envelope, dead_letter_subject_for, misrouting, subject_for
+from messaging.wire import Envelope, dead_letter_subject_for, misrouting, subject_for
 
 
 def event(source: str, aggregate: str, event_type: str) -> Envelope:

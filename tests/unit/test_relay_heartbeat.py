@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from db.engine import create_engine
 from relay.leases import PartitionLeases
-from relay.service import _heartbeat
+from relay.polling_loop import _heartbeat
 from stack.ports import free_port
 
 

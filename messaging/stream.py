@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
-from domain.events import DEAD_LETTER_PREFIX, STREAM, SUBJECT_PREFIX
+from messaging.wire import DEAD_LETTER_PREFIX, STREAM, SUBJECT_PREFIX
 
 log = logging.getLogger(__name__)
 

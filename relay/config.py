@@ -1,0 +1,24 @@
+"""The relay's settings as its passes take them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from settings import Settings
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    batch_size: int = 500
+    publish_timeout_s: float = 5.0
+    max_attempts: int = 10
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 60.0
+
+
+def config_from(settings: Settings) -> RelayConfig:
+    return RelayConfig(
+        batch_size=settings.relay_batch_size,
+        publish_timeout_s=settings.relay_publish_timeout_s,
+        max_attempts=settings.relay_max_attempts,
+    )

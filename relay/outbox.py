@@ -1,0 +1,252 @@
+"""Every statement the relay runs on the services' outbox tables, in SQLAlchemy Core.
+
+Both relay modes, the operators' commands and the metrics read and settle
+outbox rows only through these, so a row means the same to all of them.
+The statements a pass runs many times are built once per shape
+(`functools.cache`, lists bound as expanding parameters): building and
+keying them anew on every pass was most of an idle relay's CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import (
+    Exists,
+    Row,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.tables import service_tables
+
+
+def retrying_ahead(outbox: Table, *, including_itself: bool, only_not_due: bool) -> Exists:
+    """Whether a PENDING row of the outbox row's aggregate with a next attempt set
+    (it failed, was re-driven, or was queued behind one) stands before it, or is it.
+
+    The predicate of ix_<service>_outbox_retrying: a handful of rows to probe;
+    without it a fresh backlog's plan scanned every pending row per candidate.
+    Both modes keep an aggregate behind such a row, so neither overtakes it."""
+    earlier = outbox.alias("earlier")
+    ahead = earlier.c.seq <= outbox.c.seq if including_itself else earlier.c.seq < outbox.c.seq
+    conditions = [
+        earlier.c.aggregate_type == outbox.c.aggregate_type,
+        earlier.c.aggregate_id == outbox.c.aggregate_id,
+        earlier.c.status == "PENDING",
+        earlier.c.next_attempt_at.is_not(None),
+        ahead,
+    ]
+    if only_not_due:
+        conditions.append(earlier.c.next_attempt_at > func.now())
+    return select(earlier.c.seq).where(*conditions).exists()
+
+
+async def claim(
+    conn: AsyncConnection,
+    schema: str,
+    batch_size: int,
+    partitions: Sequence[int] | None,
+    *,
+    retrying_only: bool,
+) -> Sequence[Row[Any]]:
+    """Lock a batch of due PENDING rows in `seq` order (SKIP LOCKED), each with the
+    count of PENDING rows of its aggregate before it (`pending_before`)."""
+    query = _claim(schema, batch_size, partitions is not None, retrying_only)
+    params = {"partitions": list(partitions)} if partitions is not None else {}
+    rows: Sequence[Row[Any]] = (await conn.execute(query, params)).all()
+    return rows
+
+
+@cache
+def _claim(schema: str, batch_size: int, partitioned: bool, retrying_only: bool) -> Select[Any]:
+    outbox = service_tables[schema].outbox
+    # Neither a row still waiting to retry nor anything queued behind one in
+    # its aggregate: a stuck aggregate must not fill every batch.
+    waiting_ahead = retrying_ahead(outbox, including_itself=False, only_not_due=True)
+    # How many PENDING rows of its aggregate stand before each claimed row,
+    # claimable or not: where this batch holds fewer, one is held elsewhere.
+    earlier = outbox.alias("before_it")
+    pending_before = (
+        select(func.count())
+        .where(
+            earlier.c.aggregate_type == outbox.c.aggregate_type,
+            earlier.c.aggregate_id == outbox.c.aggregate_id,
+            earlier.c.status == "PENDING",
+            earlier.c.seq < outbox.c.seq,
+        )
+        .scalar_subquery()
+    )
+    query = (
+        select(outbox, pending_before.label("pending_before"))
+        .where(
+            outbox.c.status == "PENDING",
+            or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= func.now()),
+            ~waiting_ahead,
+        )
+        .order_by(outbox.c.seq)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True, of=outbox)
+    )
+    if partitioned:
+        query = query.where(outbox.c.partition.in_(bindparam("partitions", expanding=True)))
+    if retrying_only:  # what ix_<service>_outbox_retrying holds
+        query = query.where(outbox.c.next_attempt_at.is_not(None))
+    return query
+
+
+async def mark_published(conn: AsyncConnection, schema: str, event_ids: list[str]) -> list[float]:
+    """Mark acknowledged events PUBLISHED (their last attempt counted); their lags in ms."""
+    if not event_ids:
+        return []
+    lags = await conn.execute(_mark_published(schema), {"event_ids": event_ids})
+    return [float(lag) for (lag,) in lags]
+
+
+@cache
+def _mark_published(schema: str) -> Update:
+    outbox = service_tables[schema].outbox
+    return (
+        update(outbox)
+        .where(
+            outbox.c.event_id.in_(bindparam("event_ids", expanding=True)),
+            outbox.c.status == "PENDING",
+        )
+        .values(status="PUBLISHED", published_at=func.now(), attempts=outbox.c.attempts + 1)
+        # The database's clock on both sides: the one created_at is written with.
+        .returning(func.extract("epoch", outbox.c.published_at - outbox.c.created_at) * 1000)
+    )
+
+
+async def lock_pending(conn: AsyncConnection, schema: str, event_id: str) -> Row[Any] | None:
+    """The event's row under its lock while it is PENDING; None once settled."""
+    outbox = service_tables[schema].outbox
+    query = (
+        select(outbox)
+        .where(outbox.c.event_id == event_id, outbox.c.status == "PENDING")
+        .with_for_update()
+    )
+    return (await conn.execute(query)).first()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A failed attempt at publishing an event, as its row records it."""
+
+    attempts: int  # counted so far, this one included
+    error: str
+    dead: bool  # the last one: the row is FAILED, a dead letter
+    retry_in_s: float
+
+
+async def record_attempt(
+    conn: AsyncConnection, schema: str, event_id: str, attempt: Attempt
+) -> None:
+    """Count a failed attempt in the row: due again after `retry_in_s`, PENDING until the last."""
+    outbox = service_tables[schema].outbox
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.event_id == event_id)
+        .values(
+            attempts=attempt.attempts,
+            last_error=attempt.error,
+            status="FAILED" if attempt.dead else "PENDING",
+            next_attempt_at=func.now() + timedelta(seconds=attempt.retry_in_s),
+        )
+    )
+
+
+async def pending_among(
+    conn: AsyncConnection, schema: str, event_ids: list[str]
+) -> dict[str, bool]:
+    """Which of these events are still PENDING → whether the retry sweep has each
+    (it, or an earlier row of its aggregate, has a next attempt set)."""
+    outbox = service_tables[schema].outbox
+    swept = retrying_ahead(outbox, including_itself=True, only_not_due=False)
+    found = await conn.execute(
+        select(outbox.c.event_id, swept).where(
+            outbox.c.event_id.in_(event_ids), outbox.c.status == "PENDING"
+        )
+    )
+    return {str(event_id): bool(is_swept) for event_id, is_swept in found}
+
+
+async def hand_to_sweep(conn: AsyncConnection, schema: str, event_ids: list[str]) -> None:
+    """Due at once, so the sweep takes them, in order, behind the row they wait for."""
+    if not event_ids:
+        return
+    outbox = service_tables[schema].outbox
+    await conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.event_id.in_(event_ids),
+            outbox.c.status == "PENDING",
+            outbox.c.next_attempt_at.is_(None),  # one already set is a backoff: kept
+        )
+        .values(next_attempt_at=func.now())
+    )
+
+
+async def counts(conn: AsyncConnection, schema: str) -> tuple[int, int, int, float | None]:
+    """Pending, failed, published in the last minute, and the oldest pending row's age (s)."""
+    o = service_tables[schema].outbox
+    last_minute = func.now() - func.make_interval(0, 0, 0, 0, 0, 1)
+    oldest = func.now() - func.min(o.c.created_at).filter(o.c.status == "PENDING")
+    row = (
+        await conn.execute(
+            select(
+                func.count().filter(o.c.status == "PENDING"),
+                func.count().filter(o.c.status == "FAILED"),
+                func.count().filter(
+                    and_(o.c.status == "PUBLISHED", o.c.published_at > last_minute)
+                ),
+                func.extract("epoch", oldest),
+            )
+        )
+    ).one()
+    pending, failed, recent, lag = row
+    return pending, failed, recent, float(lag) if lag is not None else None
+
+
+async def failed_rows(conn: AsyncConnection, schema: str) -> Sequence[Row[Any]]:
+    """The dead letters: rows FAILED after their last attempt, in `seq` order."""
+    o = service_tables[schema].outbox
+    return (await conn.execute(select(o).where(o.c.status == "FAILED").order_by(o.c.seq))).all()
+
+
+async def requeue_failed(conn: AsyncConnection, schema: str, event_ids: list[str] | None) -> int:
+    """FAILED rows (these, or all) PENDING again with a fresh count, due at once."""
+    o = service_tables[schema].outbox
+    query = (
+        update(o)
+        .where(o.c.status == "FAILED")
+        .values(status="PENDING", attempts=0, next_attempt_at=func.now())
+    )
+    if event_ids is not None:
+        query = query.where(o.c.event_id.in_(event_ids))
+    return (await conn.execute(query)).rowcount
+
+
+async def delete_published(conn: AsyncConnection, schema: str, retention_s: int) -> int:
+    """Delete published rows older than the retention; failed and pending rows stay."""
+    o = service_tables[schema].outbox
+    result = await conn.execute(
+        delete(o).where(
+            o.c.status == "PUBLISHED",
+            o.c.published_at < func.now() - timedelta(seconds=retention_s),
+        )
+    )
+    return result.rowcount

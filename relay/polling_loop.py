@@ -1,0 +1,169 @@
+"""The polling relay's loop: wake on NOTIFY or on the poll, drain every service's outbox.
+
+Hybrid wake-up (`SAGA_RELAY_MODE=hybrid`): a NOTIFY sent in each
+outbox-writing transaction reaches the relay at commit (sub-millisecond on one
+machine), and a poll every `relay_poll_interval_s` catches whatever a
+notification missed — a listener reconnecting after a PostgreSQL restart, rows
+of XA branches committed while the relay was down. `poll` mode is the poll
+alone. Published rows older than the retention are pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from db.engine import asyncpg_dsn, create_engine
+from db.tables import RELAY_PARTITIONS, SERVICES
+from db.unit_of_work import OUTBOX_CHANNEL
+from messaging.stream import ensure_stream
+from relay import metrics
+from relay.config import config_from
+from relay.drain import PRUNE_EVERY_S, connect_broker, drain, prune
+from relay.leases import PartitionLeases, new_instance_id
+from relay.stats import RelayStats
+from security.nats_login import connection_name
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Wakeup:
+    """What woke the relay since it last looked: the services whose commits NOTIFY
+    named. A NOTIFY wakes a drain of those outboxes only; the poll drains them all."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._named: set[str] = set()
+
+    def notified(self, service: str) -> None:
+        self._named.add(service)
+        self.event.set()
+
+    def take(self) -> set[str]:
+        named, self._named = self._named, set()
+        self.event.clear()
+        return named
+
+
+async def run_polling(
+    settings: Settings,
+    stop: asyncio.Event,
+    stats: RelayStats,
+    partitions: Sequence[int] | None,
+    instance_id: str | None,
+) -> None:
+    """Run until `stop`. With `partitions` given, work on exactly those and take no
+    leases (one instance alone); by default share all partitions with the other
+    instances by leases."""
+    config = config_from(settings)
+    # Long enough for a pass that waits on slow acks, short enough that a
+    # process paused inside a pass frees its partitions soon.
+    ttl_ms = int(max(settings.relay_lease_ttl_s, 3 * settings.relay_publish_timeout_s) * 1000)
+    engine = create_engine(
+        settings.database_target, pool_size=4, idle_in_transaction_timeout_ms=ttl_ms
+    )
+    leases = (
+        PartitionLeases(engine, instance_id or new_instance_id(), settings.relay_lease_ttl_s)
+        if partitions is None
+        else None
+    )
+    client = await connect_broker(settings, stop)
+    if client is None:
+        await engine.dispose()
+        return
+    wake = Wakeup()
+    listener: asyncpg.Connection | None = None
+    held = (lambda: len(leases.partitions())) if leases is not None else (lambda: RELAY_PARTITIONS)
+    exporter = await metrics.export(settings, engine, stats, held)
+    try:
+        js = client.jetstream()
+        await ensure_stream(js)
+        log.info(
+            "relay %s publishing %s to %s",
+            leases.instance_id if leases else "(all partitions)",
+            ", ".join(SERVICES),
+            connection_name(client, settings),
+        )
+        last_prune = 0.0
+        last_poll = 0.0
+        busy: set[str] = set()
+        held_before: Sequence[int] | None = None
+        while not stop.is_set():
+            if settings.relay_mode == "hybrid" and (listener is None or listener.is_closed()):
+                listener = await _listen(settings.database_target, wake)
+            if leases is not None and leases.due():
+                await _heartbeat(leases, settings.relay_poll_interval_s)
+            # Taken before draining: a commit during the drain wakes the next round.
+            named = wake.take()
+            mine = leases.partitions() if leases is not None else partitions
+            # Partitions just taken over may hold anything: drain them all at once.
+            polled = (
+                time.monotonic() - last_poll >= settings.relay_poll_interval_s
+                or mine != held_before
+            )
+            held_before = mine
+            if polled and mine:
+                last_poll = time.monotonic()
+            schemas = [s for s in SERVICES if polled or s in named or s in busy]
+            busy = await drain(engine, js, mine, config, stats, leases, schemas) if mine else set()
+            if time.monotonic() - last_prune > PRUNE_EVERY_S:
+                await prune(engine, settings.relay_retention_s)
+                last_prune = time.monotonic()
+            if busy:
+                continue  # a full batch went out: more is waiting
+            asleep = settings.relay_poll_interval_s
+            if mine:
+                asleep = max(last_poll + asleep - time.monotonic(), 0.0)
+            if leases is not None:
+                asleep = min(asleep, leases.renew_in())
+            await _sleep_until(wake.event, stop, asleep)
+    finally:
+        if exporter is not None:
+            exporter.close()
+        if leases is not None:
+            with contextlib.suppress(Exception):  # others take over at expiry anyway
+                await leases.leave()
+        if listener is not None and not listener.is_closed():
+            await listener.close()
+        with contextlib.suppress(Exception):  # a broker already gone cannot be drained
+            await client.drain()
+        await engine.dispose()
+
+
+async def _heartbeat(leases: PartitionLeases, retry_in_s: float) -> None:
+    try:
+        await leases.heartbeat()
+    except Exception:  # PostgreSQL away: our leases lapse and partitions() goes empty
+        log.exception("lease heartbeat failed")
+        leases.retry_heartbeat_in(retry_in_s)
+
+
+async def _listen(database_url: str, wake: Wakeup) -> asyncpg.Connection | None:
+    def heard(_connection: Any, _pid: int, _channel: str, service: str) -> None:
+        wake.notified(service)
+
+    try:
+        connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=5)
+        await connection.add_listener(OUTBOX_CHANNEL, heard)
+        return connection
+    except Exception as err:  # polling carries on without the listener
+        log.warning("cannot LISTEN for outbox commits (%s); polling only", err)
+        return None
+
+
+async def _sleep_until(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter

@@ -1,0 +1,144 @@
+"""The project's modules form layers: no import circle, and relay and consumers apart.
+
+Every `ast` import of every project .py file counts, the ones inside functions
+too: a function-level import hides a circle from the interpreter, not from a
+reader. The relay and the consumers meet only below them, in `messaging`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SKIPPED = {".venv", "build", "node_modules", "site-packages", "__pycache__"}
+APART = ("relay", "consumers")
+
+
+def module_files(root: Path) -> dict[str, Path]:
+    """Dotted module name → file, for every .py file of the project."""
+    found = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).parts
+        if any(p in SKIPPED or p.startswith(".") for p in parts):
+            continue
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _targets(node: ast.AST, package: str) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:
+        parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+        base = ".".join([p for p in parts if p] + ([base] if base else []))
+    # `from relay import metrics` imports relay.metrics, not only relay.
+    return [base, *(f"{base}.{alias.name}" for alias in node.names)]
+
+
+def imports(root: Path) -> dict[str, set[str]]:
+    """Module → the project modules it imports, at any depth of its code."""
+    files = module_files(root)
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for target in _targets(node, package):
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                # A package's own __init__ runs before its modules: not an edge back.
+                own_package = name.startswith(f"{target}.") and files[target].name == "__init__.py"
+                if target and target != name and not own_package:
+                    graph[name].add(target)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while (w := stack.pop()) != v:
+                group.append(w)
+            if group:
+                found.append(sorted([v, *group]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def crossings(graph: dict[str, set[str]]) -> list[str]:
+    """Imports from one of APART into the other: `importer -> imported`."""
+
+    def top(name: str) -> str:
+        return name.split(".")[0]
+
+    return sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        for t in targets
+        if top(m) in APART and top(t) in APART and top(m) != top(t)
+    )
+
+
+def test_no_module_imports_itself_through_others():
+    found = circles(imports(ROOT))
+    assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_relay_and_consumers_import_nothing_of_each_other():
+    found = crossings(imports(ROOT))
+    assert found == [], f"relay and consumers meet only in messaging: {found}"
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_the_check_sees_a_circle_hidden_in_a_function(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "relay/__init__.py": "",
+            "relay/service.py": "from relay import cdc\n",
+            "relay/cdc.py": "def run():\n    from relay.service import run_relay\n",
+            "relay/publisher.py": "from . import cdc\n",
+        },
+    )
+    assert circles(imports(root)) == [["relay.cdc", "relay.service"]]
+
+
+def test_the_check_sees_relay_importing_consumers_in_a_function(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "relay/__init__.py": "",
+            "relay/service.py": "def run():\n    from consumers.stream import ensure_stream\n",
+            "consumers/__init__.py": "",
+            "consumers/stream.py": "",
+        },
+    )
+    assert crossings(imports(root)) == ["relay.service -> consumers.stream"]
