@@ -57,7 +57,7 @@ bench-relay: $(STAMP)
 replay: $(STAMP)
 	$(BIN)/python -m pytest -q tests/replay
 
-# Re-record the corpus (after a deliberate, patched change; see README "Evolving sagas").
+# Re-record the corpus (after a deliberate, patched change; see docs/evolving-sagas.md).
 record-histories: $(STAMP)
 	$(BIN)/sagactl record-histories
 

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     """The embedded dev server's frontend port."""
     temporal_ui_port: int = 8233
     """The embedded dev server's Web UI port."""
-    # {} keeps SQLite's own (rollback journal, synchronous=FULL). README
+    # {} keeps SQLite's own (rollback journal, synchronous=FULL). bench/README.md
     # "Performance" has what each costs and what durability it trades.
     temporal_sqlite_pragmas: dict[SqlitePragma, str] = {  # pydantic copies it per instance
         "journal_mode": "wal",

@@ -84,7 +84,7 @@ async def declared_query_only(request: Request) -> None:
     FastAPI ignores the one and takes the last of the other: `?statuss=PENDING`
     would list every order, `POST /orders?mode=choreography` place an
     orchestrated one. A strict API says so instead, as it does for an unknown
-    body field. (OpenAPI cannot state it; the README does.)
+    body field. (OpenAPI cannot state it; docs/api.md does.)
     """
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not request.query_params:

@@ -1,4 +1,4 @@
-"""Rolling out a new worker version with Worker Deployments, as the README shows it.
+"""Rolling out a new worker version with Worker Deployments, as docs/evolving-sagas.md shows it.
 
 Workers of build v1 serve a deployment; the `temporal` CLI makes v1 current; a
 saga starts and is held mid-flight, and a 2PC order completes on v1. Then
