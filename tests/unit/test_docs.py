@@ -18,7 +18,8 @@ def slug(heading: str) -> str:
 
 
 def anchors(page: Path) -> set[str]:
-    return {slug(line.lstrip("#")) for line in page.read_text().splitlines() if line.startswith("#")}
+    lines = page.read_text().splitlines()
+    return {slug(line.lstrip("#")) for line in lines if line.startswith("#")}
 
 
 def test_the_readme_is_a_front_door():
