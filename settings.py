@@ -268,6 +268,9 @@ class Settings(BaseSettings):
     WAL)."""
     relay_poll_interval_s: float = 1.0
     """The relay's poll of every outbox, behind NOTIFY."""
+    relay_notify_batch_ms: float = Field(default=5.0, ge=0)
+    """Woken by a NOTIFY, the relay waits this long for the commits right behind it, so
+    one pass carries them all; 0: it drains at once."""
     relay_cdc_poll_s: float = 0.05
     """CDC mode: how often an idle replication slot is read again."""
     relay_batch_size: int = 500

@@ -14,7 +14,11 @@ Starts its own PostgreSQL and NATS on free ports, then measures:
                  clock: created_at to published_at), for each relay mode in
                  turn: hybrid (NOTIFY + poll), poll alone, and CDC (the WAL)
 
-and prints each relay figure beside the raw rate as a ratio.
+and prints each relay figure beside the raw rate as a ratio, and the CPU each
+costs per event beside raw publishing's per message: the drain's is this
+process's (it does nothing else then), each lag run's is the relay's own
+process (`python -m relay`, read from /proc), so the load generator's share is
+not counted.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +40,7 @@ import nats
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.cpu import sample, spent_ms
 from bench.percentiles import percentiles
 from db.engine import asyncpg_dsn, create_engine
 from db.migrate import upgrade
@@ -49,6 +56,12 @@ from stack.ports import free_port
 from stack.postgres import EmbeddedPostgres
 
 PAYLOAD = {"blob": "x" * 200}  # with the envelope, about 300 bytes on the wire
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_ms_per(count: int, started: float) -> float:
+    """This process's CPU ms per item since `started` (a time.process_time())."""
+    return round((time.process_time() - started) * 1000 / max(count, 1), 3)
 
 
 async def raw_publish(js: Any, count: int, pipelined: bool) -> float:
@@ -144,8 +157,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         client = await nats.connect(broker.url)
         js = client.jetstream()
         await ensure_stream(js)
+        cpu = time.process_time()
         raw_seq = await raw_publish(js, min(args.events, 5000), pipelined=False)
+        raw_seq_cpu = cpu_ms_per(min(args.events, 5000), cpu)
+        cpu = time.process_time()
         raw_pipe = await raw_publish(js, args.events, pipelined=True)
+        raw_pipe_cpu = cpu_ms_per(args.events, cpu)
         await client.close()
 
         settings = Settings(
@@ -156,16 +173,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         )
         await insert_backlog(engine, args.events)
         stop, stats = asyncio.Event(), RelayStats()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         relay = asyncio.create_task(run_relay(settings, stop, stats=stats))
         while await pending(engine) > 0:  # noqa: ASYNC110 - polls the database
             await asyncio.sleep(0.05)
         drain = args.events / (time.perf_counter() - started)
+        drain_cpu = cpu_ms_per(args.events, cpu)
         print(f"drained {args.events} events", file=sys.stderr)
         stop.set()
         await relay
         lag: dict[str, dict[str, Any]] = {}
-        for mode in ("hybrid", "poll", "cdc"):
+        for mode in os.environ.get("BENCH_RELAY_MODES", "hybrid,poll,cdc").split(","):
             print(f"lag under load: {mode}", file=sys.stderr)
             lag[mode] = await lag_run(engine, settings, mode, args)
         await engine.dispose()
@@ -176,6 +194,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "raw_publish_pipelined_per_s": round(raw_pipe),
         "relay_drain_per_s": round(drain),
         "relay_vs_raw_pipelined": round(drain / raw_pipe, 2),
+        "raw_publish_sequential_cpu_ms_per_msg": raw_seq_cpu,
+        "raw_publish_pipelined_cpu_ms_per_msg": raw_pipe_cpu,
+        "relay_drain_cpu_ms_per_event": drain_cpu,
         "offered_rate_per_s": args.rate,
         "duplicates": stats.duplicates,
         **{f"{mode}_{key}": value for mode, row in lag.items() for key, value in row.items()},
@@ -191,15 +212,17 @@ async def lag_run(
         conn = await asyncpg.connect(dsn)
         await ensure_slot(conn)
         await conn.close()
-    stop = asyncio.Event()
-    relay = asyncio.create_task(
-        run_relay(settings.model_copy(update={"relay_mode": mode}), stop, stats=RelayStats())
-    )
-    kind, achieved = await offered_load(engine, args.rate, args.seconds)
-    await asyncio.sleep(2)  # let the tail of the load go out
-    lag = await lags_ms(engine, kind)
-    stop.set()
-    await relay
+    relay = relay_process(settings, mode)
+    try:
+        await asyncio.sleep(2)  # connected, its first poll done, idle
+        before = sample({"relay": relay.pid})
+        kind, achieved = await offered_load(engine, args.rate, args.seconds)
+        await asyncio.sleep(2)  # let the tail of the load go out
+        relay_cpu = spent_ms(before, sample({"relay": relay.pid}))["relay"]
+        lag = await lags_ms(engine, kind)
+    finally:
+        relay.terminate()
+        await asyncio.to_thread(relay.wait, 30)
     if mode == "cdc":  # a slot nobody reads would hold back WAL
         conn = await asyncpg.connect(dsn)
         await conn.execute("SELECT pg_drop_replication_slot($1)", SLOT)
@@ -208,9 +231,30 @@ async def lag_run(
     return {
         "achieved_per_s": round(achieved),
         "lag_events": len(lag),
+        # Includes its idle chores over the run (poll, leases): what the load costs it.
+        "relay_cpu_ms_per_event": round(relay_cpu / len(lag), 3) if relay_cpu and lag else None,
         "lag_p50_ms": pct.get("p50_ms"),
         "lag_p99_ms": pct.get("p99_ms"),
     }
+
+
+def relay_process(settings: Settings, mode: str) -> subprocess.Popen[bytes]:
+    """`python -m relay` in `mode`, on the bench's servers, as the stack runs it."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_target,
+        "NATS_URL": settings.nats_target,
+        "SAGA_RELAY_MODE": mode,
+        "SAGA_RELAY_METRICS_PORT": "0",
+        "SAGA_RELAY_POLL_INTERVAL_S": str(settings.relay_poll_interval_s),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "relay"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def main() -> None:

@@ -124,6 +124,11 @@ async def run_polling(
             if leases is not None:
                 asleep = min(asleep, leases.renew_in())
             await _sleep_until(wake.event, stop, asleep)
+            if wake.event.is_set() and settings.relay_notify_batch_ms > 0:
+                # Woken by a commit: let the commits right behind it join its pass. A
+                # pass costs about 2 ms of CPU whatever it carries (bench.relay_throughput).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.relay_notify_batch_ms / 1000)
     finally:
         if exporter is not None:
             exporter.close()
