@@ -23,10 +23,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Mapping
 from datetime import timedelta
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,18 +38,6 @@ log = logging.getLogger(__name__)
 
 def new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-# Built once: every pass under leases runs it.
-_HOLD = (
-    select(relay_leases.c.partition, relay_leases.c.epoch)
-    .where(
-        relay_leases.c.partition.in_(bindparam("partitions", expanding=True)),
-        relay_leases.c.owner == bindparam("owner"),
-        relay_leases.c.expires_at > func.now(),
-    )
-    .with_for_update(read=True)
-)
 
 
 class PartitionLeases:
@@ -122,15 +110,12 @@ class PartitionLeases:
             )
         self._valid_until = 0.0
 
-    async def hold(self, conn: AsyncConnection, partitions: Collection[int]) -> bool:
-        """Inside a pass: lock these leases against takeover and check they are still ours."""
+    def confirm(self, epochs: Mapping[int, int]) -> bool:
+        """Inside a pass: the leases its claim locked (partition -> epoch in the table)
+        are the ones this instance was granted, and its view of them is fresh."""
         if time.monotonic() >= self._valid_until:
             return False
-        rows = await conn.execute(
-            _HOLD, {"partitions": list(partitions), "owner": self.instance_id}
-        )
-        current = {p: e for p, e in rows}
-        stale = [p for p in partitions if p not in self.held or current.get(p) != self.held[p]]
+        stale = [p for p, epoch in epochs.items() if self.held.get(p) != epoch]
         if stale:
             log.warning("lost leases on partitions %s; not publishing them", stale)
             for p in stale:

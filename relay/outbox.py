@@ -3,7 +3,7 @@
 Both relay modes, the operators' commands and the metrics read and settle
 outbox rows only through these, so a row means the same to all of them.
 The statements a pass runs many times are built once per shape
-(`functools.cache`, lists bound as expanding parameters): building and
+(`functools.cache`, lists bound as arrays): building and
 keying them anew on every pass was most of an idle relay's CPU.
 """
 
@@ -17,11 +17,13 @@ from typing import Any
 
 from sqlalchemy import (
     Exists,
+    Integer,
     Row,
     Select,
     Table,
     Update,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -29,9 +31,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.tables import service_tables
+from db.tables import relay_leases, service_tables
 
 
 def retrying_ahead(outbox: Table, *, including_itself: bool, only_not_due: bool) -> Exists:
@@ -62,17 +65,27 @@ async def claim(
     partitions: Sequence[int] | None,
     *,
     retrying_only: bool,
+    owner: str | None = None,
 ) -> Sequence[Row[Any]]:
     """Lock a batch of due PENDING rows in `seq` order (SKIP LOCKED), each with the
-    count of PENDING rows of its aggregate before it (`pending_before`)."""
-    query = _claim(schema, batch_size, partitions is not None, retrying_only)
-    params = {"partitions": list(partitions)} if partitions is not None else {}
+    count of PENDING rows of its aggregate before it (`pending_before`).
+
+    With `owner` (a relay under leases): only rows of partitions whose lease that
+    instance holds unexpired, each with its lease's epoch (`lease_epoch`), and those
+    leases locked against takeover until the pass commits (the same round trip)."""
+    fenced = owner is not None
+    query = _claim(schema, batch_size, partitions is not None, retrying_only, fenced)
+    params: dict[str, Any] = {"partitions": list(partitions)} if partitions is not None else {}
+    if fenced:
+        params["owner"] = owner
     rows: Sequence[Row[Any]] = (await conn.execute(query, params)).all()
     return rows
 
 
 @cache
-def _claim(schema: str, batch_size: int, partitioned: bool, retrying_only: bool) -> Select[Any]:
+def _claim(
+    schema: str, batch_size: int, partitioned: bool, retrying_only: bool, fenced: bool
+) -> Select[Any]:
     outbox = service_tables[schema].outbox
     # Neither a row still waiting to retry nor anything queued behind one in
     # its aggregate: a stuck aggregate must not fill every batch.
@@ -102,9 +115,26 @@ def _claim(schema: str, batch_size: int, partitioned: bool, retrying_only: bool)
         .with_for_update(skip_locked=True, of=outbox)
     )
     if partitioned:
-        query = query.where(outbox.c.partition.in_(bindparam("partitions", expanding=True)))
+        # An array, not an expanding IN: the statement's text stays the same
+        # whatever the partitions, so nothing is rendered per pass.
+        query = query.where(
+            outbox.c.partition == any_(bindparam("partitions", type_=ARRAY(Integer)))
+        )
     if retrying_only:  # what ix_<service>_outbox_retrying holds
         query = query.where(outbox.c.next_attempt_at.is_not(None))
+    if fenced:
+        ours = and_(
+            relay_leases.c.partition == outbox.c.partition,
+            relay_leases.c.owner == bindparam("owner"),
+            relay_leases.c.expires_at > func.now(),
+        )
+        query = (
+            query.add_columns(relay_leases.c.epoch.label("lease_epoch"))
+            .join(relay_leases, ours)
+            # A second locking clause, which with_for_update cannot say: the leases
+            # of the rows taken, shared, so no takeover commits during the pass.
+            .suffix_with(f"FOR SHARE OF {relay_leases.name}")
+        )
     return query
 
 
@@ -122,7 +152,7 @@ def _mark_published(schema: str) -> Update:
     return (
         update(outbox)
         .where(
-            outbox.c.event_id.in_(bindparam("event_ids", expanding=True)),
+            outbox.c.event_id == any_(bindparam("event_ids", type_=ARRAY(outbox.c.event_id.type))),
             outbox.c.status == "PENDING",
         )
         .values(status="PUBLISHED", published_at=func.now(), attempts=outbox.c.attempts + 1)

@@ -18,11 +18,11 @@ the CDC relay's retry sweep.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from relay import outbox
 from relay.config import RelayConfig
@@ -33,7 +33,9 @@ from relay.stats import PassResult
 class Fence(Protocol):
     """The leases a pass works under (relay.leases.PartitionLeases)."""
 
-    async def hold(self, conn: AsyncConnection, partitions: Collection[int]) -> bool: ...
+    instance_id: str
+
+    def confirm(self, epochs: Mapping[int, int]) -> bool: ...
 
     def deadline(self) -> float: ...
 
@@ -54,14 +56,15 @@ async def relay_pass(
     re-driven or were queued behind one by the CDC relay (its retry sweep)."""
     result = PassResult()
     async with engine.connect() as conn, conn.begin():
+        owner = fence.instance_id if fence is not None else None
         rows = await outbox.claim(
-            conn, schema, config.batch_size, partitions, retrying_only=retrying_only
+            conn, schema, config.batch_size, partitions, retrying_only=retrying_only, owner=owner
         )
         result.claimed = len(rows)
         if not rows:
             return result
-        # Under leases: lock them against takeover for this pass, or stand down.
-        if fence is not None and not await fence.hold(conn, {r.partition for r in rows}):
+        # Under leases (locked by the claim): still the ones we were granted, or stand down.
+        if fence is not None and not fence.confirm({r.partition: r.lease_epoch for r in rows}):
             await conn.rollback()
             return PassResult()
         deadline = fence.deadline() if fence is not None else None
