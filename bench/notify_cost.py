@@ -1,0 +1,125 @@
+"""What the NOTIFY in every outbox-writing transaction costs the writers, in one run.
+
+    python -m bench.notify_cost [--writers 8] [--seconds 5] [--rounds 2]
+
+Starts its own PostgreSQL on a free port, a listener on the outbox channel (as
+the hybrid relay is), and `--writers` connections committing step-like
+transactions as the activities do (db.unit_of_work.insert_events: the
+aggregate's advisory lock, an outbox row): with the NOTIFY, and without it
+(what an XA branch or the CDC relay's writers commit), alternating round by
+round. PostgreSQL takes one global lock at the commit of every transaction that
+notified, so notifying commits queue behind each other; this prints commits/s
+and commit latency p50/p99 of each series, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bench.percentiles import percentiles
+from db.engine import asyncpg_dsn, create_engine
+from db.migrate import upgrade
+from db.unit_of_work import OUTBOX_CHANNEL, StepContext, event_row, insert_events
+from stack.ports import free_port
+from stack.postgres import EmbeddedPostgres
+
+PAYLOAD = {"blob": "x" * 200}
+
+
+async def series(
+    engine: AsyncEngine, writers: int, seconds: float, notify: bool
+) -> tuple[int, list[float]]:
+    """Commits made and their latencies (ms) by `writers` writers in `seconds`."""
+    latencies: list[float] = []
+
+    async def writer() -> None:
+        context = StepContext("orders", f"bench:{uuid.uuid4()}", "bench")
+        until = time.perf_counter() + seconds
+        n = 0
+        while time.perf_counter() < until:
+            row = event_row(context, "bench", str(uuid.uuid4()), "Notified", PAYLOAD, n)
+            started = time.perf_counter()
+            async with engine.begin() as conn:
+                await insert_events(conn, "orders", [row], notify=notify)
+            latencies.append((time.perf_counter() - started) * 1000)
+            n += 1
+
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    return len(latencies), latencies
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="notify-bench-"))
+    postgres = EmbeddedPostgres(
+        data_dir=workdir / "pg",
+        port=free_port(),
+        database="bench",
+        max_prepared_transactions=8,
+        log_dir=workdir / "logs",
+    )
+    await postgres.start()
+    heard = 0
+
+    def count(*_: Any) -> None:
+        nonlocal heard
+        heard += 1
+
+    try:
+        await asyncio.to_thread(upgrade, postgres.url)
+        engine = create_engine(postgres.url, pool_size=args.writers)
+        listener = await asyncpg.connect(asyncpg_dsn(postgres.url))
+        await listener.add_listener(OUTBOX_CHANNEL, count)
+        await series(engine, args.writers, 1.0, notify=True)  # warm the pool and caches
+        runs: dict[str, list[tuple[int, list[float]]]] = {"notify": [], "no_notify": []}
+        for _ in range(args.rounds):
+            for name in runs:
+                runs[name].append(
+                    await series(engine, args.writers, args.seconds, name == "notify")
+                )
+        await listener.close()
+        await engine.dispose()
+    finally:
+        await postgres.stop()
+    report: dict[str, Any] = {"writers": args.writers, "seconds": args.seconds}
+    for name, done in runs.items():
+        commits = sum(c for c, _ in done)
+        pct = percentiles([ms for _, lat in done for ms in lat], digits=2)
+        report[name] = {
+            "commits_per_s": round(commits / (args.seconds * args.rounds)),
+            "p50_ms": pct.get("p50_ms"),
+            "p99_ms": pct.get("p99_ms"),
+        }
+    report["notify_vs_none_throughput"] = round(
+        report["notify"]["commits_per_s"] / report["no_notify"]["commits_per_s"], 2
+    )
+    report["notifications_heard"] = heard
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.writers < 1 or args.seconds <= 0 or args.rounds < 1:
+        parser.error("--writers, --seconds and --rounds must be positive")
+    report = asyncio.run(bench(args))
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
