@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Path, Response, status
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -149,11 +149,13 @@ async def _start(client: Client, task_queue: str, request: StartReturn) -> str |
     response_model=ReturnView,
     summary="One return of an order",
 )
-async def get_return(order_id: str, return_id: str, engine: EngineDep) -> ReturnView:
+async def get_return(
+    order_id: str,
+    return_id: Annotated[str, Path(min_length=1, max_length=64)],
+    engine: EngineDep,
+) -> ReturnView:
     _check_order_id(order_id)
-    found = None
-    if len(return_id) <= 64:
-        found = await return_queries.return_record(engine, order_id, return_id)
+    found = await return_queries.return_record(engine, order_id, return_id)
     if found is None:
         raise Problem(
             404,
