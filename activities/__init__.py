@@ -17,13 +17,17 @@ from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.provider_client import PaymentProviderClient
 from activities.provider_retry import ProviderRetry
+from activities.return_goods import ReturnInventoryActivities, ReturnShippingActivities
+from activities.return_refunds import ReturnRefundActivities
+from activities.returns import ReturnOrderActivities
 from activities.shipping import ShippingActivities
 from activities.stock_branch import StockParticipant
 from activities.store_credit import StoreCreditParticipant, StoreCreditRefunds
 from activities.transaction_recovery import TransactionRecovery
-from db.engine import create_session_factory
+from db.engine import SessionFactory, create_session_factory
 from db.wallet_store import WalletStore
 from domain.activities import Act, TwoPhaseAct
+from domain.returns import ReturnAct
 from observability.temporal_metrics import BreakerGauge
 from resilience.backoff import Backoff
 from resilience.breaker import CircuitBreaker
@@ -77,6 +81,31 @@ def all_activities(
         TwoPhaseAct.RECORD_DECISION: log.record_decision,
         TwoPhaseAct.COMPLETE_TRANSACTION: log.complete_transaction,
         TwoPhaseAct.RESOLVE_TRANSACTION: TransactionRecovery(engine, card).resolve_transaction,
+        **return_activities(sessions, settings, provider, wallets),
+    }
+
+
+def return_activities(
+    sessions: SessionFactory,
+    settings: Settings,
+    provider: PaymentProviderClient,
+    wallets: WalletStore,
+) -> dict[str, Callable[..., Any]]:
+    """The ReturnSaga's steps and undos, by name, on the same sessions as the order saga's."""
+    orders = ReturnOrderActivities(sessions)
+    shipping = ReturnShippingActivities(sessions)
+    inventory = ReturnInventoryActivities(sessions)
+    refunds = ReturnRefundActivities(sessions, provider, provider_retry(settings), wallets)
+    return {
+        ReturnAct.OPEN_RETURN: orders.open_return,
+        ReturnAct.CANCEL_RETURN: orders.cancel_return,
+        ReturnAct.CLOSE_RETURN: orders.close_return,
+        ReturnAct.RECEIVE_RETURN: shipping.receive_return,
+        ReturnAct.REJECT_RETURN_RECEIPT: shipping.reject_return_receipt,
+        ReturnAct.RESTOCK_RETURN: inventory.restock_return,
+        ReturnAct.UNSTOCK_RETURN: inventory.unstock_return,
+        ReturnAct.REFUND_RETURN_CARD: refunds.refund_return_card,
+        ReturnAct.CREDIT_RETURN_WALLET: refunds.credit_return_wallet,
     }
 
 

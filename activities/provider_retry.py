@@ -59,6 +59,12 @@ class ProviderRetry:
         """A forward step: refusals are final, transient faults retry until the deadline."""
         return await self._attempt(call, refusals="final", deadline_s=self._deadline_s)
 
+    async def final(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A step past a saga's point of no return (a return's refund): refusals are
+        final, transient faults retry with no deadline, since giving up after an
+        answer was lost could undo a saga whose money had moved."""
+        return await self._attempt(call, refusals="final", deadline_s=None)
+
     async def transient(self, call: Callable[[], Awaitable[T]]) -> T:
         """Transient faults retried (bounded by the caller's Temporal timeouts);
         refusals raised to the caller, which turns them into a vote."""

@@ -12,7 +12,7 @@ from api import problems, telemetry
 from api.access import AccessControl
 from api.catalog import PriceCache
 from api.deps import declared_query_only
-from api.routes import codec, health, orders, products, wallets
+from api.routes import codec, health, orders, products, returns, wallets
 from db.engine import create_engine, create_session_factory
 from security.sealed import Sealer
 from settings import Settings
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     telemetry.install(app)
     app.include_router(orders.router)
+    app.include_router(returns.router)
     app.include_router(products.router)
     app.include_router(wallets.router)
     app.include_router(health.router)

@@ -183,6 +183,26 @@ class CancelAcceptedResponse(BaseModel):
     status: str = "CANCELLING"
 
 
+class ReturnLineView(BaseModel):
+    sku: str
+    quantity: int
+    unit_price: int
+
+
+class ReturnView(BaseModel):
+    """A return of an order (its ReturnSaga): refunded amounts are set when it closes."""
+
+    return_id: str
+    order_id: str
+    status: str  # OPEN, CLOSED or CANCELLED
+    lines: list[ReturnLineView]
+    value: int
+    card_refunded: int
+    store_credit_refunded: int
+    failure_reason: str | None
+    created_at: datetime
+
+
 class OrderView(BaseModel):
     order_id: str
     customer_id: str
@@ -200,6 +220,8 @@ class OrderView(BaseModel):
     mode: SagaMode = SagaMode.ORCHESTRATION
     # Choreography: when the orders service cancels the order if it is still open.
     deadline_at: datetime | None = None
+    # A CONFIRMED order's returns, oldest first (docs/returns.md).
+    returns: list[ReturnView] = Field(default_factory=list)
 
 
 class OrderSummary(BaseModel):

@@ -100,6 +100,60 @@ _ORDER_CHECKS: dict[str, str] = {
     """,
 }
 
+# Returns (docs/returns.md): never more back than was bought; a CLOSED return's
+# every line restocked once and its value refunded once, card and wallet; a
+# CANCELLED return leaves nothing on the shelf and nothing refunded.
+_RETURN_CHECKS: dict[str, str] = {
+    "return-exceeds-order": f"""
+        SELECT o.order_id, 'returned ' || sum(l.quantity) || ' x ' || l.sku || ', bought '
+               || coalesce((SELECT sum(b.quantity) FROM orders.order_lines b
+                            WHERE b.order_id = o.order_id AND b.sku = l.sku), 0)
+        FROM orders.orders o
+        JOIN orders.returns t ON t.order_id = o.order_id AND t.status <> 'CANCELLED'
+        JOIN orders.return_lines l ON l.return_id = t.return_id
+        WHERE {_IN_SCOPE}
+        GROUP BY o.order_id, l.sku
+        HAVING sum(l.quantity) > coalesce((SELECT sum(b.quantity) FROM orders.order_lines b
+                                           WHERE b.order_id = o.order_id AND b.sku = l.sku), 0)
+    """,
+    "return-restock": f"""
+        SELECT o.order_id, 'return ' || t.return_id || ' is ' || t.status || ': line '
+               || coalesce(l.sku, s.sku) || ' x' || coalesce(l.quantity, 0) || ' restocked '
+               || coalesce(s.status || ' x' || s.quantity, 'never')
+        FROM orders.orders o
+        JOIN orders.returns t ON t.order_id = o.order_id AND t.status <> 'OPEN'
+        JOIN orders.return_lines l ON l.return_id = t.return_id
+        FULL JOIN inventory.restocks s ON s.return_id = l.return_id AND s.sku = l.sku
+        WHERE {_IN_SCOPE}
+          AND CASE t.status
+                WHEN 'CLOSED' THEN s.status IS DISTINCT FROM 'RESTOCKED'
+                                   OR s.quantity IS DISTINCT FROM l.quantity
+                ELSE s.status = 'RESTOCKED' END
+    """,
+    "return-refund": f"""
+        SELECT o.order_id, 'return ' || t.return_id || ' is ' || t.status || ', worth '
+               || t.value || ': refunded ' || coalesce(f.card_amount || ' by card and '
+               || f.store_credit_amount || ' to the wallet', 'nothing')
+               || CASE WHEN f.store_credit_amount > 0 AND e.entry_id IS NULL
+                       THEN ' (no wallet credit found)' ELSE '' END
+        FROM orders.orders o
+        JOIN orders.returns t ON t.order_id = o.order_id AND t.status <> 'OPEN'
+        LEFT JOIN payments.return_refunds f ON f.return_id = t.return_id
+        LEFT JOIN payments.wallet_events e
+               ON e.entry_id = f.wallet_entry_id AND e.event_type = 'Credited'
+              AND e.amount = f.store_credit_amount
+        WHERE {_IN_SCOPE}
+          AND CASE t.status
+                WHEN 'CLOSED' THEN f.return_id IS NULL
+                     OR f.card_amount <> t.card_refunded
+                     OR f.store_credit_amount <> t.store_credit_refunded
+                     OR f.card_amount + f.store_credit_amount <> t.value
+                     OR (f.store_credit_amount > 0 AND e.entry_id IS NULL)
+                ELSE f.return_id IS NOT NULL END
+    """,
+}
+_ORDER_CHECKS.update(_RETURN_CHECKS)
+
 # Every event must reach the broker: none dead-lettered, none left behind. An
 # order's events are named by the order; others (a wallet top-up) by their
 # aggregate, and scoped by their own creation time.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from domain.activities import Act, TwoPhaseAct
+from domain.returns import ReturnAct
 
 
 class Bulkhead(StrEnum):
@@ -49,6 +50,15 @@ BULKHEAD_OF: dict[str, Bulkhead] = {
     TwoPhaseAct.REFUND_STORE_CREDIT: Bulkhead.PAYMENTS,
     Act.CREATE_SHIPMENT: Bulkhead.SHIPPING,
     Act.CANCEL_SHIPMENT: Bulkhead.SHIPPING,
+    ReturnAct.OPEN_RETURN: Bulkhead.ORDERS,
+    ReturnAct.CANCEL_RETURN: Bulkhead.ORDERS,
+    ReturnAct.CLOSE_RETURN: Bulkhead.ORDERS,
+    ReturnAct.RECEIVE_RETURN: Bulkhead.SHIPPING,
+    ReturnAct.REJECT_RETURN_RECEIPT: Bulkhead.SHIPPING,
+    ReturnAct.RESTOCK_RETURN: Bulkhead.INVENTORY,
+    ReturnAct.UNSTOCK_RETURN: Bulkhead.INVENTORY,
+    ReturnAct.REFUND_RETURN_CARD: Bulkhead.PAYMENTS,
+    ReturnAct.CREDIT_RETURN_WALLET: Bulkhead.PAYMENTS,
 }
 
 
@@ -61,6 +71,9 @@ FINISHING: frozenset[str] = frozenset(
         Act.CANCEL_ORDER,
         Act.RELEASE_STOCK,
         Act.CANCEL_SHIPMENT,
+        ReturnAct.CANCEL_RETURN,
+        ReturnAct.REJECT_RETURN_RECEIPT,
+        ReturnAct.UNSTOCK_RETURN,
         TwoPhaseAct.REFUND_STORE_CREDIT,
         TwoPhaseAct.COMMIT_STOCK,
         TwoPhaseAct.ABORT_STOCK,

@@ -24,6 +24,9 @@ class ErrorType(StrEnum):
     ORDER_EXISTS = "OrderExists"
     # A late attempt of a step whose undo already ran (see db.unit_of_work).
     STEP_FENCED = "StepFenced"
+    # Returns: the order takes none (not CONFIRMED), or not that many units.
+    ORDER_NOT_RETURNABLE = "OrderNotReturnable"
+    RETURN_EXCEEDS_ORDER = "ReturnExceedsOrder"
 
 
 # Business refusals are final: retrying cannot turn a declined card into a paid one.

@@ -27,6 +27,7 @@ from domain.activities import Act, CreateShipment, ShipmentCreated, TwoPhaseAct
 from domain.errors import ErrorType
 from domain.order_saga import SagaState
 from domain.orders import OrderLine, PlaceOrder, workflow_id_for
+from domain.returns import ReturnLine, ReturnState, StartReturn, return_workflow_id
 from domain.saga import WORKFLOW_TASK_TIMEOUT, CancelRequest
 from domain.two_phase import coordinator_workflow_id
 
@@ -213,6 +214,35 @@ async def cancelled_while_resolving(stage: Stage) -> Produced:
     return [("order_saga/cancelled_while_resolving", handle)]
 
 
+async def return_closed(stage: Stage) -> Produced:
+    return [("return_saga/return_closed", await _returned(stage))]
+
+
+async def return_refund_refused(stage: Stage) -> Produced:
+    await stage.fault(status=409, count=1, path_contains="/v1/refunds")
+    return [("return_saga/return_refund_refused", await _returned(stage))]
+
+
+async def _returned(stage: Stage) -> WorkflowHandle[Any, Any]:
+    """A confirmed order of two units, and a ReturnSaga taking one back."""
+    order = await stage.order(await stage.product(), quantity=2)
+    placed: SagaState = await order.result()
+    request = StartReturn(
+        return_id=str(uuid.uuid4()),
+        order_id=placed.order_id,
+        customer_id=placed.customer_id,
+        lines=[ReturnLine(sku=placed.items[0].sku, quantity=1)],
+    )
+    return await stage.client.start_workflow(
+        "ReturnSaga",
+        request,
+        id=return_workflow_id(request.return_id),
+        task_queue=stage.queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
+        result_type=ReturnState,
+    )
+
+
 def _coordinator(stage: Stage, saga: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, Any]:
     order_id = saga.id.removeprefix("order-")
     return stage.client.get_workflow_handle(coordinator_workflow_id(order_id))
@@ -233,5 +263,7 @@ CASES: dict[str, Callable[[Stage], Awaitable[Produced]]] = {
         two_phase_committed,
         two_phase_aborted,
         cancelled_while_resolving,
+        return_closed,
+        return_refund_refused,
     )
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from workflows.order_saga import OrderSaga
+from workflows.return_saga import ReturnSaga
 from workflows.two_phase import TwoPhaseCommit
 
-WORKFLOWS: Sequence[type] = (OrderSaga, TwoPhaseCommit)
+WORKFLOWS: Sequence[type] = (OrderSaga, TwoPhaseCommit, ReturnSaga)

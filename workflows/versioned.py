@@ -9,6 +9,8 @@ workers; the code and the workflow names are the same.
   task; changes running sagas would see go behind workflow.patched.
 - TwoPhaseCommit is pinned: a coordinator lives seconds and finishes on the
   code that began it, so its protocol never changes mid-transaction.
+- ReturnSaga is pinned as well: a return lives seconds (or as long as the
+  provider takes to answer its refund), and finishes on the code that began it.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from temporalio.common import VersioningBehavior
 with workflow.unsafe.imports_passed_through():
     from domain.order_saga import SagaState
     from domain.orders import PlaceOrder
+    from domain.returns import ReturnState, StartReturn
     from domain.two_phase import TwoPhaseInput, TwoPhaseOutcome
 
 from workflows.order_saga import OrderSaga
+from workflows.return_saga import ReturnSaga
 from workflows.two_phase import TwoPhaseCommit
 
 
@@ -41,4 +45,15 @@ class PinnedTwoPhaseCommit(TwoPhaseCommit):
         return await super().run(tx)
 
 
-VERSIONED_WORKFLOWS: Sequence[type] = (AutoUpgradingOrderSaga, PinnedTwoPhaseCommit)
+@workflow.defn(name="ReturnSaga", versioning_behavior=VersioningBehavior.PINNED)
+class PinnedReturnSaga(ReturnSaga):
+    @workflow.run
+    async def run(self, request: StartReturn) -> ReturnState:
+        return await super().run(request)
+
+
+VERSIONED_WORKFLOWS: Sequence[type] = (
+    AutoUpgradingOrderSaga,
+    PinnedTwoPhaseCommit,
+    PinnedReturnSaga,
+)

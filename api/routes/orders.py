@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import choreographed, paging, queries, sagas
+from api import choreographed, paging, queries, return_queries, sagas
 from api.catalog import PriceCache
 from api.deps import CatalogDep, EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
 from api.prefer import MAX_WAIT_S
@@ -305,6 +305,13 @@ async def list_orders(
 )
 async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> OrderView:
     _check_order_id(order_id)
+    view = await _order_view(order_id, client, engine)
+    if view.status == OrderStatus.CONFIRMED:  # only a confirmed order takes returns
+        view.returns = await return_queries.returns_of(engine, order_id)
+    return view
+
+
+async def _order_view(order_id: str, client: Client, engine: AsyncEngine) -> OrderView:
     record = await queries.order_record(engine, order_id)
     if record is not None and record.mode is SagaMode.CHOREOGRAPHY:
         return await choreographed.view(engine, record)

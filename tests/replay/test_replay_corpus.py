@@ -50,6 +50,9 @@ def test_the_corpus_holds_every_recorded_path():
         # A cancel while the saga resolves a 2PC itself, before and after the shield.
         "order_saga/cancelled_while_resolving",
         "order_saga/cancelled_while_resolving@shielded-resolution",
+        # The second saga written with the kit (workflows.return_saga).
+        "return_saga/return_closed",
+        "return_saga/return_refund_refused",
     }
     assert expected <= names, f"missing from {CORPUS}: {sorted(expected - names)}"
     recorded_cases = {name.split("/")[1].split("@")[0] for name in names}

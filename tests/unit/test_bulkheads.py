@@ -7,13 +7,14 @@ import pytest
 from activities import all_activities
 from domain.activities import Act, TwoPhaseAct
 from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_for
+from domain.returns import ReturnAct
 from worker import main, parse_bulkheads
 
 
 def test_every_activity_the_workers_register_has_a_bulkhead():
     names = {
         value
-        for holder in (Act, TwoPhaseAct)
+        for holder in (Act, TwoPhaseAct, ReturnAct)
         for key, value in vars(holder).items()
         if key.isupper()
     }
