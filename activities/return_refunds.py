@@ -14,6 +14,8 @@ next, from the provider's record instead of refunding twice.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select, update
 from temporalio import activity
 
@@ -56,6 +58,12 @@ class ReturnRefundActivities:
 
     @activity.defn(name=ReturnAct.REFUND_RETURN_CARD)
     async def refund_return_card(self, cmd: RefundReturnCard) -> ReturnCardRefunded:
+        # Any try but the first may follow a refund whose answer was lost: it asks
+        # the provider what was refunded under the key, since its own share, counted
+        # anew, may differ now (another return of the order committed meanwhile), and
+        # the provider refuses a key reused with another amount.
+        retried = [activity.info().attempt > 1]
+
         async def change(step: Step) -> ReturnCardRefunded:
             # Locked: two returns of one order split their refunds one after the other.
             paid = (
@@ -77,11 +85,17 @@ class ReturnRefundActivities:
             card_paid = paid.amount if paid is not None else 0
             card = card_share(int(before or 0), cmd.value, cmd.order_total, card_paid)
             refund_id = None
-            if card > 0 and paid is not None and paid.provider_authorization_id is not None:
-                refund = await self._provider.refund(
-                    paid.provider_authorization_id, card, key=refund_key(cmd.idempotency_key)
-                )
-                refund_id = str(refund["id"])
+            key = refund_key(cmd.idempotency_key)
+            if paid is not None and paid.provider_authorization_id is not None:
+                done = await self._refunded_under(cmd.order_id, key) if retried[0] else None
+                retried[0] = True
+                if done is not None:
+                    card, refund_id = min(int(done["amount"]), cmd.value), str(done["id"])
+                elif card > 0:
+                    refund = await self._provider.refund(
+                        paid.provider_authorization_id, card, key=key
+                    )
+                    refund_id = str(refund["id"])
             if card > 0 and paid is not None:
                 await step.session.execute(
                     update(payments)
@@ -109,6 +123,11 @@ class ReturnRefundActivities:
         return await self._retry.final(
             lambda: apply_once(self._sessions, context(SERVICE, cmd), change, ReturnCardRefunded)
         )
+
+    async def _refunded_under(self, order_id: str, key: str) -> dict[str, Any] | None:
+        """The refund the provider made under `key`, if it made one."""
+        held = await self._provider.payments_for(order_id)
+        return next((r for r in held["refunds"] if r.get("idempotency_key") == key), None)
 
     @activity.defn(name=ReturnAct.CREDIT_RETURN_WALLET)
     async def credit_return_wallet(self, cmd: CreditReturnWallet) -> ReturnWalletCredited:

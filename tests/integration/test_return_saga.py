@@ -3,12 +3,14 @@ what the payment simulator refunded, and what the wallet was credited."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from db.tables import return_refunds
 from domain.returns import ReturnState
 from tests import factories
 from tests.returns import (
@@ -176,3 +178,46 @@ async def test_a_refused_card_refund_undoes_the_return_in_reverse(
     # Undone, the return no longer counts: the same units may be returned again.
     again = await start_return(client, settings.task_queue, order.order_id, customer, [(sku, 3)])
     assert (await again.result()).status == "CONFIRMED"
+
+
+async def test_a_refund_whose_answer_was_lost_is_recorded_as_the_provider_made_it(
+    saga, client, settings, product, engine, provider_admin
+):
+    """Between the lost answer and the retry another return of the order commits, so the
+    card's share counted anew differs (67, not 66); the provider refuses the key reused
+    with another amount, which must not undo a return whose money already moved."""
+    sku = await product(stock=10, price=100)
+    customer = await factories.insert_wallet(engine, 100)
+    # 300: 100 from the wallet, 200 by card; a return worth 100 is 66 by card first.
+    order = await confirmed_order(saga, [(sku, 3)], customer_id=customer, store_credit=100)
+    lost = {"mode": "lose_answer", "seconds": 2, "count": 1, "path_contains": "/v1/refunds"}
+    assert (await provider_admin.post("/admin/faults", json=lost)).status_code == 201
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    try:
+        handle = await start_return(
+            client, settings.task_queue, order.order_id, customer, [(sku, 1)]
+        )
+        # Refunded at the provider, its answer held: now the other return commits.
+        await factories.eventually(
+            lambda: provider_refunds(provider_admin, order.order_id), lambda r: r == [66]
+        )
+        async with engine.begin() as conn:
+            await conn.execute(
+                return_refunds.insert().values(
+                    return_id=other,
+                    order_id=order.order_id,
+                    customer_id=customer,
+                    value=100,
+                    card_amount=0,
+                    store_credit_amount=100,
+                )
+            )
+        state: ReturnState = await handle.result()
+        row = await return_of(engine, state.return_id)
+        assert (row.status, row.card_refunded, row.store_credit_refunded) == ("CLOSED", 66, 34)
+        assert await provider_refunds(provider_admin, order.order_id) == [66]
+        (payment,) = await factories.payments_of(engine, order.order_id)
+        assert payment.refunded_amount == 66
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(return_refunds.delete().where(return_refunds.c.return_id == other))
