@@ -1,36 +1,40 @@
 """The API registers the saga's search attributes at start, so an API deployed before
-the workers (a rolling upgrade adding one, as OrderSummary was) can start sagas."""
+the workers (a rolling upgrade adding one, as OrderSummary was) can start sagas.
+
+On a dev server of its own, started without them: removing one from the session's
+server would leave it unusable to the tests after this one until its caches refresh.
+"""
 
 from __future__ import annotations
 
 import contextlib
 
-from temporalio.api.operatorservice.v1 import (
-    ListSearchAttributesRequest,
-    RemoveSearchAttributesRequest,
-)
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
-from domain.search_attributes import ORDER_SUMMARY
-from temporal_client import ensure_search_attributes
+from domain.search_attributes import SAGA_SEARCH_ATTRIBUTES
+from stack.ports import free_port
+from stack.temporal import TemporalDevServer
+from temporal_client import connect
 from tests.asgi import serve
 
 
-async def _registered(client, namespace: str) -> set[str]:
-    listed = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
-    return set(listed.custom_attributes)
-
-
-async def test_the_api_registers_a_search_attribute_the_cluster_lacks(settings, client):
-    namespace = settings.temporal_namespace
-    await client.operator_service.remove_search_attributes(
-        RemoveSearchAttributesRequest(namespace=namespace, search_attributes=[ORDER_SUMMARY.name])
-    )
+async def test_the_api_registers_the_search_attributes_a_cluster_lacks(settings, tmp_path):
+    server = TemporalDevServer(free_port(), free_port(), None, tmp_path / "logs", {}, True)
+    await server.start()
     try:
-        assert ORDER_SUMMARY.name not in await _registered(client, namespace)
-        async with contextlib.asynccontextmanager(serve)(settings) as api:
+        own = settings.model_copy(update={"temporal_address": server.address})
+        client = await connect(own)
+
+        async def registered() -> set[str]:
+            listed = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=own.temporal_namespace)
+            )
+            return set(listed.custom_attributes)
+
+        wanted = {key.name for key in SAGA_SEARCH_ATTRIBUTES}
+        assert not wanted & await registered()
+        async with contextlib.asynccontextmanager(serve)(own) as api:
             assert (await api.get("/healthz")).status_code == 200
-        assert ORDER_SUMMARY.name in await _registered(client, namespace)
-    finally:  # the session's other tests start sagas with it
-        await ensure_search_attributes(client, namespace)
+        assert wanted <= await registered()
+    finally:
+        await server.stop()
