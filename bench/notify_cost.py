@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,12 +25,11 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.own_postgres import own_postgres
 from bench.percentiles import percentiles
 from db.engine import asyncpg_dsn, create_engine
 from db.migrate import upgrade
 from db.unit_of_work import OUTBOX_CHANNEL, StepContext, event_row, insert_events
-from stack.ports import free_port
-from stack.postgres import EmbeddedPostgres
 
 PAYLOAD = {"blob": "x" * 200}
 
@@ -59,14 +57,7 @@ async def series(
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="notify-bench-"))
-    postgres = EmbeddedPostgres(
-        data_dir=workdir / "pg",
-        port=free_port(),
-        database="bench",
-        max_prepared_transactions=8,
-        log_dir=workdir / "logs",
-    )
+    postgres, _ = own_postgres("notify-bench-")
     await postgres.start()
     heard = 0
 

@@ -29,7 +29,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +40,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.cpu import sample, spent_ms
+from bench.own_postgres import own_postgres
 from bench.percentiles import percentiles
 from db.engine import asyncpg_dsn, create_engine
 from db.migrate import upgrade
@@ -53,7 +53,6 @@ from relay.stats import RelayStats
 from settings import Settings
 from stack.nats import NatsServer
 from stack.ports import free_port
-from stack.postgres import EmbeddedPostgres
 
 PAYLOAD = {"blob": "x" * 200}  # with the envelope, about 300 bytes on the wire
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,14 +140,7 @@ async def lags_ms(engine: AsyncEngine, kind: str) -> list[float]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    postgres = EmbeddedPostgres(
-        data_dir=workdir / "pg",
-        port=free_port(),
-        database="bench",
-        max_prepared_transactions=8,
-        log_dir=workdir / "logs",
-    )
+    postgres, workdir = own_postgres("relay-bench-")
     broker = NatsServer(port=free_port(), store_dir=workdir / "nats", log_dir=workdir / "logs")
     await asyncio.gather(postgres.start(), broker.start())
     try:
