@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from api.schemas import ID_PATTERN, _fingerprint
+from api.schemas import ID_PATTERN, fingerprint_of
 from domain.orders import MAX_ITEMS, MAX_QUANTITY
 from domain.returns import ReturnLine
 
@@ -39,7 +39,7 @@ class ReturnRequest(BaseModel):
 
     def fingerprint(self) -> str:
         """Same body, same fingerprint: a replayed Idempotency-Key from a reused one."""
-        return _fingerprint(self.model_dump(mode="json"))
+        return fingerprint_of(self.model_dump(mode="json"))
 
 
 class ReturnAccepted(BaseModel):

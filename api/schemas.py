@@ -97,7 +97,7 @@ Rfc3339Time = Annotated[
 QUERY_INTEGER = BeforeValidator(_integer_text)
 
 
-def _fingerprint(data: dict[str, Any]) -> str:
+def fingerprint_of(data: dict[str, Any]) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -161,7 +161,7 @@ class PlaceOrderRequest(BaseModel):
             del data["store_credit"]
         if data["mode"] == SagaMode.ORCHESTRATION:
             del data["mode"]
-        return _fingerprint(data)
+        return fingerprint_of(data)
 
 
 class OrderAccepted(BaseModel):
@@ -269,7 +269,7 @@ class AddCreditRequest(BaseModel):
     amount: StrictInt = Field(ge=1, le=MAX_CREDIT, description="Minor units to add")
 
     def fingerprint(self) -> str:
-        return _fingerprint(self.model_dump(mode="json"))
+        return fingerprint_of(self.model_dump(mode="json"))
 
 
 class CreditAdded(BaseModel):

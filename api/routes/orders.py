@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from temporalio.client import Client
 from api import choreographed, paging, queries, return_queries, sagas
 from api.catalog import PriceCache
 from api.deps import CatalogDep, EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
+from api.order_problems import check_order_id, invalid_field, order_not_found
 from api.prefer import MAX_WAIT_S
 from api.prefer import wait_seconds as prefer_wait
 from api.problems import Problem
@@ -21,7 +21,6 @@ from api.progress import committed_progress
 from api.roles import ORDER_TAKERS, READERS
 from api.schemas import (
     ID_PATTERN,
-    PRINTABLE,
     CancelAcceptedResponse,
     CancelOrderRequest,
     OrderAccepted,
@@ -51,20 +50,8 @@ PreferHeader = Annotated[
     ),
 ]
 
-MAX_ORDER_ID = 64
-_ORDER_ID = re.compile(PRINTABLE)
 # Seconds a client should wait before asking again when the saga did not answer.
 RETRY_AFTER = "2"
-
-
-def _not_found(order_id: str) -> Problem:
-    return Problem(404, "Order not found", f"no order {order_id}", code="order-not-found")
-
-
-def _check_order_id(order_id: str) -> None:
-    # No order has such an id, so it is not found: nothing to query for it.
-    if len(order_id) > MAX_ORDER_ID or not _ORDER_ID.match(order_id):
-        raise _not_found(order_id)
 
 
 def _unavailable(detail: str) -> Problem:
@@ -74,16 +61,6 @@ def _unavailable(detail: str) -> Problem:
         detail,
         code="saga-unavailable",
         headers={"Retry-After": RETRY_AFTER},
-    )
-
-
-def _invalid(field: str, message: str) -> Problem:
-    return Problem(
-        422,
-        "Invalid request",
-        f"invalid: {field}",
-        code="validation",
-        errors=[{"field": field, "message": message}],
     )
 
 
@@ -115,7 +92,7 @@ async def place_order(
     priced = await _priced(catalog, body)
     _check_payment(body, priced.total)
     if body.mode is SagaMode.CHOREOGRAPHY and body.store_credit:
-        raise _invalid(
+        raise invalid_field(
             "mode",
             "choreography settles card-only orders: store credit moves with stock and card "
             "by two-phase commit, which needs the orchestrated saga",
@@ -204,17 +181,19 @@ async def _priced(catalog: PriceCache, body: PlaceOrderRequest) -> PricedOrder:
             errors=[{"field": field, "message": "unknown sku"} for field in unknown],
         ) from None
     except MixedCurrencies as err:
-        raise _invalid("items", str(err)) from None
+        raise invalid_field("items", str(err)) from None
 
 
 def _check_payment(body: PlaceOrderRequest, total: int) -> None:
     # The saga checks the split again against the prices create_order records;
     # this check answers the common mistakes at once, before any saga starts.
     if body.store_credit > total:
-        raise _invalid("store_credit", f"exceeds the order total ({total})")
+        raise invalid_field("store_credit", f"exceeds the order total ({total})")
     card_part = total - body.store_credit
     if card_part > 0 and not body.payment_token:
-        raise _invalid("payment_token", f"required: the card pays {card_part} of the total {total}")
+        raise invalid_field(
+            "payment_token", f"required: the card pays {card_part} of the total {total}"
+        )
 
 
 @dataclass(frozen=True)
@@ -267,7 +246,7 @@ async def _start(
     except choreographed.Refused as err:
         # Nothing was written: the key may be used again with a valid body.
         await queries.release_claim(engine, order.order_id, order.request_hash)
-        raise _invalid("items", str(err)) from err
+        raise invalid_field("items", str(err)) from err
     # A request with this key may have placed the order first (with another
     # body, or in the other mode): the row says which request it was.
     recorded = await queries.request_fingerprint(engine, order.order_id)
@@ -304,7 +283,7 @@ async def list_orders(
     summary="An order and its saga's progress",
 )
 async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> OrderView:
-    _check_order_id(order_id)
+    check_order_id(order_id)
     view = await _order_view(order_id, client, engine)
     if view.status == OrderStatus.CONFIRMED:  # only a confirmed order takes returns
         view.returns = await return_queries.returns_of(engine, order_id)
@@ -330,7 +309,7 @@ async def _order_view(order_id: str, client: Client, engine: AsyncEngine) -> Ord
         raise _unavailable("order state temporarily unavailable") from err
     if live is None:
         if record is None:
-            raise _not_found(order_id)
+            raise order_not_found(order_id)
         return record
     if live.two_phase is not None and live.two_phase.decision is None:
         live.two_phase = await sagas.two_phase_progress(client, engine, live.two_phase)
@@ -368,10 +347,10 @@ async def get_order_events(
     limit: paging.OrderEventsLimit = paging.ORDER_EVENTS_DEFAULT,
     after: paging.OrderEventsAfter = None,
 ) -> list[OrderEvent]:
-    _check_order_id(order_id)
+    check_order_id(order_id)
     events = await queries.order_events(engine, order_id, paging.event_key(after), limit + 1)
     if events is None:
-        raise _not_found(order_id)
+        raise order_not_found(order_id)
     return paging.page(request, response, events, limit, lambda e: (e.occurred_at, e.event_id))
 
 
@@ -388,7 +367,7 @@ async def cancel_order(
     engine: EngineDep,
     body: Annotated[CancelOrderRequest | None, Body()] = None,
 ) -> CancelAcceptedResponse:
-    _check_order_id(order_id)
+    check_order_id(order_id)
     reason = (body or CancelOrderRequest()).reason
     if await queries.saga_mode_of(engine, order_id) is SagaMode.CHOREOGRAPHY:
         return await _cancel_choreographed(engine, order_id, reason)
@@ -411,7 +390,7 @@ async def _cancel_choreographed(
     """Cancelled here and now; the services' undos follow through the events."""
     closed = await choreographed_orders.cancel(engine, order_id, reason)
     if closed is None:
-        raise _not_found(order_id)
+        raise order_not_found(order_id)
     if closed.status != OrderStatus.CANCELLED:
         detail = f"order {order_id} is already {closed.status}"
         raise Problem(409, "Order not cancellable", detail, code="order-not-cancellable")
@@ -429,7 +408,7 @@ async def _closed(client: Client, engine: AsyncEngine, order_id: str) -> Problem
         except sagas.SagaUnavailable as err:
             raise _unavailable("order state temporarily unavailable") from err
         if live is None:
-            return _not_found(order_id)
+            return order_not_found(order_id)
         current = live.status
     else:
         current = record.status

@@ -20,10 +20,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api import return_queries
 from api.deps import EngineDep, SettingsDep, TemporalDep
+from api.order_problems import check_order_id, invalid_field, order_not_found
 from api.problems import Problem
 from api.return_schemas import ReturnAccepted, ReturnRequest
 from api.roles import ORDER_TAKERS, READERS
-from api.routes.orders import _check_order_id, _invalid, _not_found
 from api.schemas import ID_PATTERN, ReturnView
 from domain.orders import OrderStatus
 from domain.returns import ReturnStatus, StartReturn, return_id_for, return_workflow_id
@@ -60,7 +60,7 @@ async def start_return(
     settings: SettingsDep,
     idempotency_key: RequiredKey,
 ) -> ReturnAccepted:
-    _check_order_id(order_id)
+    check_order_id(order_id)
     return_id = return_id_for(order_id, idempotency_key)
     response.headers["Location"] = f"/orders/{order_id}/returns/{return_id}"
     request_hash = body.fingerprint()
@@ -101,13 +101,13 @@ async def _check_returnable(engine: EngineDep, order_id: str, body: ReturnReques
     """The order's customer; a problem naming the field if the order cannot take it back."""
     order = await return_queries.returnable(engine, order_id)
     if order is None:
-        raise _not_found(order_id)
+        raise order_not_found(order_id)
     if order.status != OrderStatus.CONFIRMED:
         detail = f"order {order_id} is {order.status}: only a CONFIRMED order takes returns"
         raise Problem(409, "Order not returnable", detail, code="order-not-returnable")
     for n, line in enumerate(body.items):
         if not order.bought[line.sku]:
-            raise _invalid(f"items[{n}].sku", f"order {order_id} has no line {line.sku}")
+            raise invalid_field(f"items[{n}].sku", f"order {order_id} has no line {line.sku}")
     over = [
         {
             "field": f"items[{n}].quantity",
@@ -154,7 +154,7 @@ async def get_return(
     return_id: Annotated[str, Path(min_length=1, max_length=64)],
     engine: EngineDep,
 ) -> ReturnView:
-    _check_order_id(order_id)
+    check_order_id(order_id)
     found = await return_queries.return_record(engine, order_id, return_id)
     if found is None:
         raise Problem(
