@@ -29,13 +29,13 @@ from bench.own_postgres import own_postgres
 from bench.percentiles import percentiles
 from db.engine import asyncpg_dsn, create_engine
 from db.migrate import upgrade
-from db.unit_of_work import OUTBOX_CHANNEL, StepContext, event_row, insert_events
+from db.unit_of_work import OUTBOX_CHANNEL, StepContext, event_row, insert_events, ring_relay
 
 PAYLOAD = {"blob": "x" * 200}
 
 
 async def series(
-    engine: AsyncEngine, writers: int, seconds: float, notify: bool
+    engine: AsyncEngine, writers: int, seconds: float, wakeup: str
 ) -> tuple[int, list[float]]:
     """Commits made and their latencies (ms) by `writers` writers in `seconds`."""
     latencies: list[float] = []
@@ -48,7 +48,9 @@ async def series(
             row = event_row(context, "bench", str(uuid.uuid4()), "Notified", PAYLOAD, n)
             started = time.perf_counter()
             async with engine.begin() as conn:
-                await insert_events(conn, "orders", [row], notify=notify)
+                await insert_events(conn, "orders", [row], notify=wakeup == "notify")
+            if wakeup == "ring":
+                ring_relay(engine, "orders")
             latencies.append((time.perf_counter() - started) * 1000)
             n += 1
 
@@ -70,13 +72,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         engine = create_engine(postgres.url, pool_size=args.writers)
         listener = await asyncpg.connect(asyncpg_dsn(postgres.url))
         await listener.add_listener(OUTBOX_CHANNEL, count)
-        await series(engine, args.writers, 1.0, notify=True)  # warm the pool and caches
-        runs: dict[str, list[tuple[int, list[float]]]] = {"notify": [], "no_notify": []}
+        await series(engine, args.writers, 1.0, "notify")  # warm the pool and caches
+        runs: dict[str, list[tuple[int, list[float]]]] = {"notify": [], "ring": [], "none": []}
         for _ in range(args.rounds):
             for name in runs:
-                runs[name].append(
-                    await series(engine, args.writers, args.seconds, name == "notify")
-                )
+                runs[name].append(await series(engine, args.writers, args.seconds, name))
         await listener.close()
         await engine.dispose()
     finally:
@@ -90,9 +90,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "p50_ms": pct.get("p50_ms"),
             "p99_ms": pct.get("p99_ms"),
         }
-    report["notify_vs_none_throughput"] = round(
-        report["notify"]["commits_per_s"] / report["no_notify"]["commits_per_s"], 2
-    )
+    for name in ("notify", "ring"):
+        report[f"{name}_vs_none_throughput"] = round(
+            report[name]["commits_per_s"] / report["none"]["commits_per_s"], 2
+        )
     report["notifications_heard"] = heard
     return report
 

@@ -10,17 +10,20 @@ the key included, so nothing of a refused step remains.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from temporalio.exceptions import ApplicationError
 
 from db.engine import SessionFactory
@@ -29,6 +32,7 @@ from domain.errors import ErrorType
 from observability.tracing import inject as inject_trace
 
 R = TypeVar("R", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 # Event ids derive from the step's key, so the same step always yields the same ids.
 EVENT_NAMESPACE = uuid.UUID("5b0f8a0e-4a1c-4f5e-9a57-3d4f0c2b7e11")
@@ -164,6 +168,73 @@ async def apply_once(
 
 
 OUTBOX_CHANNEL = "outbox"
+
+# The wake-up, sent after the step's commit in a transaction of its own: one
+# that notifies takes a database-wide lock from its commit until the WAL flush,
+# so a NOTIFY inside the step queued every step's commit behind every other's.
+# This one commits without waiting for the flush (a lost wake-up is only a poll
+# later), so it holds that lock for microseconds and no step waits on it.
+_RING = select(
+    func.set_config("synchronous_commit", "off", True),
+    func.pg_notify(OUTBOX_CHANNEL, bindparam("service")),
+)
+
+
+class _Doorbell:
+    """One engine's wake-ups, coalesced: a commit asks for a ring; while one is
+    on its way, the asks behind it share the one sent after it, so a ring always
+    follows every commit, and a busy process sends one per round trip at most."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._asked: set[str] = set()
+        self._ringing: asyncio.Task[None] | None = None
+
+    def ask(self, service: str) -> None:
+        self._asked.add(service)
+        if self._ringing is None or self._ringing.done():
+            self._ringing = asyncio.get_running_loop().create_task(self._ring())
+
+    async def _ring(self) -> None:
+        while self._asked:
+            asked, self._asked = self._asked, set()
+            for service in sorted(asked):
+                await self._send(service)
+
+    async def _send(self, service: str) -> None:
+        try:
+            async with self._engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(_RING, {"service": service})
+        except Exception as err:  # PostgreSQL away: the poll finds the rows
+            log.warning("could not wake the relay for %s: %s", service, err)
+
+    async def rung(self) -> None:
+        """Wait until every ring asked for so far is sent (tests, shutdown)."""
+        while self._ringing is not None and not self._ringing.done():
+            await asyncio.shield(self._ringing)
+
+
+_doorbells: weakref.WeakKeyDictionary[AsyncEngine, _Doorbell] = weakref.WeakKeyDictionary()
+
+
+def ring_relay(engine: AsyncEngine, service: str) -> None:
+    """Wake a hybrid relay for `service`'s outbox, now that rows in it are committed.
+
+    Returns at once; the ring goes out in the background. Best effort: the
+    step's effect is committed whatever happens to it, and the relay's poll
+    publishes what no wake-up announced."""
+    bell = _doorbells.get(engine)
+    if bell is None:
+        bell = _doorbells[engine] = _Doorbell(engine)
+    bell.ask(service)
+
+
+async def rung(engine: AsyncEngine) -> None:
+    """Wait until every ring asked for on `engine` so far is sent (tests, shutdown)."""
+    bell = _doorbells.get(engine)
+    if bell is not None:
+        await bell.rung()
 
 
 async def insert_events(

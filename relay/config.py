@@ -14,6 +14,9 @@ class RelayConfig:
     max_attempts: int = 10
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 60.0
+    # How long a pass's claim keeps its rows from other passes: past any pass
+    # that publishes (a few publish timeouts) and past the claimer's lease.
+    claim_ttl_s: float = 15.0
 
 
 def config_from(settings: Settings) -> RelayConfig:

@@ -18,13 +18,14 @@ from typing import Any
 from sqlalchemy import (
     Exists,
     Integer,
+    Interval,
     Row,
-    Select,
     Table,
     Update,
     and_,
     any_,
     bindparam,
+    case,
     delete,
     func,
     or_,
@@ -64,31 +65,42 @@ async def claim(
     batch_size: int,
     partitions: Sequence[int] | None,
     *,
+    claim_ttl_s: float,
     retrying_only: bool,
     owner: str | None = None,
 ) -> Sequence[Row[Any]]:
-    """Lock a batch of due PENDING rows in `seq` order (SKIP LOCKED), each with the
-    count of PENDING rows of its aggregate before it (`pending_before`).
+    """Claim a batch of due PENDING rows for `claim_ttl_s`, in one statement that
+    commits on its own; the rows in `seq` order.
 
-    With `owner` (a relay under leases): only rows of partitions whose lease that
-    instance holds unexpired, each with its lease's epoch (`lease_epoch`), and those
-    leases locked against takeover until the pass commits (the same round trip)."""
+    A claim sets the row's next attempt to its expiry (`claimed_until`), which
+    makes it what every relay already steps around: not due, and nothing of its
+    aggregate overtakes it. So the pass holds no transaction open across its
+    publishes, and a relay that dies mid-pass leaves its rows to the next claim
+    after the expiry. Each row comes with the count of PENDING rows of its
+    aggregate before it (`pending_before`) and whether it had a next attempt set
+    before (`was_retrying`). With `owner` (a relay under leases): only rows of
+    partitions whose lease that instance holds unexpired, each with the lease's
+    epoch (`lease_epoch`)."""
     fenced = owner is not None
     query = _claim(schema, batch_size, partitions is not None, retrying_only, fenced)
-    params: dict[str, Any] = {"partitions": list(partitions)} if partitions is not None else {}
+    params: dict[str, Any] = {"ttl": timedelta(seconds=claim_ttl_s)}
+    if partitions is not None:
+        params["partitions"] = list(partitions)
     if fenced:
         params["owner"] = owner
-    rows: Sequence[Row[Any]] = (await conn.execute(query, params)).all()
-    return rows
+    rows = (await conn.execute(query, params)).all()
+    # UPDATE ... RETURNING keeps no order: the chains are cut in seq order.
+    return sorted(rows, key=lambda row: int(row.seq))
 
 
 @cache
 def _claim(
     schema: str, batch_size: int, partitioned: bool, retrying_only: bool, fenced: bool
-) -> Select[Any]:
+) -> Update:
     outbox = service_tables[schema].outbox
-    # Neither a row still waiting to retry nor anything queued behind one in
-    # its aggregate: a stuck aggregate must not fill every batch.
+    # Neither a row still waiting to retry (or claimed by a pass in flight) nor
+    # anything queued behind one in its aggregate: a stuck aggregate must not
+    # fill every batch, and an aggregate is published by one pass at a time.
     waiting_ahead = retrying_ahead(outbox, including_itself=False, only_not_due=True)
     # How many PENDING rows of its aggregate stand before each claimed row,
     # claimable or not: where this batch holds fewer, one is held elsewhere.
@@ -103,8 +115,12 @@ def _claim(
         )
         .scalar_subquery()
     )
-    query = (
-        select(outbox, pending_before.label("pending_before"))
+    picked = (
+        select(
+            outbox.c.event_id,
+            pending_before.label("pending_before"),
+            outbox.c.next_attempt_at.is_not(None).label("was_retrying"),
+        )
         .where(
             outbox.c.status == "PENDING",
             or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= func.now()),
@@ -117,25 +133,97 @@ def _claim(
     if partitioned:
         # An array, not an expanding IN: the statement's text stays the same
         # whatever the partitions, so nothing is rendered per pass.
-        query = query.where(
+        picked = picked.where(
             outbox.c.partition == any_(bindparam("partitions", type_=ARRAY(Integer)))
         )
     if retrying_only:  # what ix_<service>_outbox_retrying holds
-        query = query.where(outbox.c.next_attempt_at.is_not(None))
+        picked = picked.where(outbox.c.next_attempt_at.is_not(None))
     if fenced:
         ours = and_(
             relay_leases.c.partition == outbox.c.partition,
             relay_leases.c.owner == bindparam("owner"),
             relay_leases.c.expires_at > func.now(),
         )
-        query = (
-            query.add_columns(relay_leases.c.epoch.label("lease_epoch"))
-            .join(relay_leases, ours)
-            # A second locking clause, which with_for_update cannot say: the leases
-            # of the rows taken, shared, so no takeover commits during the pass.
-            .suffix_with(f"FOR SHARE OF {relay_leases.name}")
+        picked = picked.add_columns(relay_leases.c.epoch.label("lease_epoch")).join(
+            relay_leases, ours
         )
-    return query
+    chosen = picked.cte("picked")
+    returned = [
+        *outbox.c,
+        chosen.c.pending_before,
+        chosen.c.was_retrying,
+        outbox.c.next_attempt_at.label("claimed_until"),
+    ]
+    if fenced:
+        returned.append(chosen.c.lease_epoch)
+    return (
+        update(outbox)
+        .where(outbox.c.event_id == chosen.c.event_id)
+        .values(next_attempt_at=func.now() + bindparam("ttl", type_=Interval))
+        .returning(*returned)
+    )
+
+
+async def settle(
+    conn: AsyncConnection,
+    schema: str,
+    claimed: Sequence[Row[Any]],
+    published: Sequence[str],
+    kept: Sequence[str] = (),
+) -> list[float]:
+    """End a claim in one statement: mark the acknowledged events PUBLISHED (their
+    last attempt counted) and release the rest of the claim, but `kept` (failures,
+    which record_failure backs off), due again at once; the published ones' lags in ms.
+
+    Only rows still under this claim are touched: a row whose claim expired and
+    that another pass claimed since is that pass's to settle."""
+    settled = {*published, *kept}
+    released = [r for r in claimed if str(r.event_id) not in settled]
+    ids = [*published, *(str(r.event_id) for r in released)]
+    if not ids:
+        return []
+    retrying = [str(r.event_id) for r in released if r.was_retrying]
+    lags = await conn.execute(
+        _settle(schema),
+        {
+            "ids": ids,
+            "published": list(published),
+            "retrying": retrying,
+            "claimed_until": claimed[0].claimed_until,
+        },
+    )
+    return [float(lag) for lag in lags.scalars() if lag is not None]
+
+
+@cache
+def _settle(schema: str) -> Update:
+    outbox = service_tables[schema].outbox
+    ids = ARRAY(outbox.c.event_id.type)
+    published = outbox.c.event_id == any_(bindparam("published", type_=ids))
+    # A released row that had a next attempt set keeps one, due now: the CDC
+    # relay's sweep takes exactly those rows, and must not lose them.
+    retrying = outbox.c.event_id == any_(bindparam("retrying", type_=ids))
+    return (
+        update(outbox)
+        .where(
+            outbox.c.event_id == any_(bindparam("ids", type_=ids)),
+            outbox.c.status == "PENDING",
+            outbox.c.next_attempt_at == bindparam("claimed_until"),
+        )
+        .values(
+            status=case((published, "PUBLISHED"), else_=outbox.c.status),
+            published_at=case((published, func.now()), else_=outbox.c.published_at),
+            attempts=case((published, outbox.c.attempts + 1), else_=outbox.c.attempts),
+            next_attempt_at=case((retrying, func.now()), else_=None),
+        )
+        # The database's clock on both sides: the one created_at is written with.
+        .returning(
+            case(
+                (published, func.extract("epoch", func.now() - outbox.c.created_at) * 1000),
+                else_=None,
+            )
+        )
+    )
 
 
 async def mark_published(conn: AsyncConnection, schema: str, event_ids: list[str]) -> list[float]:

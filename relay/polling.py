@@ -1,13 +1,15 @@
 """One pass of the polling relay over one service's outbox.
 
-Claim a batch of PENDING rows (FOR UPDATE SKIP LOCKED, so two relays never
-hold the same row), group them by aggregate in `seq` order — which is commit
-order, see db.unit_of_work.insert_events — publish each aggregate's chain in
-order while the chains go concurrently, and mark what JetStream acknowledged
-in one statement. A failed publish stops its aggregate's chain (later events
-of that aggregate wait), counts an attempt and backs off; after the last
-attempt the row is FAILED and copied to the dead-letter subject, and its
-aggregate moves on.
+Claim a batch of PENDING rows for a while (one statement, SKIP LOCKED, so
+two relays never claim the same row), group them by aggregate in `seq` order —
+which is commit order, see db.unit_of_work.insert_events — publish each
+aggregate's chain in order while the chains go concurrently, and settle the
+claim in one statement: what JetStream acknowledged is PUBLISHED, the rest is
+released. A failed publish stops its aggregate's chain (later events of that
+aggregate wait), counts an attempt and backs off; after the last attempt the
+row is FAILED and copied to the dead-letter subject, and its aggregate moves
+on. Both statements commit on their own: a pass is three round trips (claim,
+publish, settle), and a relay that dies mid-pass leaves its claim to expire.
 
 Rows are chosen by status, never by a "highest seq seen" watermark, so a row
 whose transaction committed after a later-numbered one is still published.
@@ -55,17 +57,26 @@ async def relay_pass(
     `retrying_only`: only rows with a next attempt set — those that failed, were
     re-driven or were queued behind one by the CDC relay (its retry sweep)."""
     result = PassResult()
-    async with engine.connect() as conn, conn.begin():
-        owner = fence.instance_id if fence is not None else None
+    owner = fence.instance_id if fence is not None else None
+    # Autocommit: the claim and the settling commit on their own, so no
+    # transaction (no BEGIN, no COMMIT: two round trips) is open across the publishes.
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         rows = await outbox.claim(
-            conn, schema, config.batch_size, partitions, retrying_only=retrying_only, owner=owner
+            conn,
+            schema,
+            config.batch_size,
+            partitions,
+            claim_ttl_s=config.claim_ttl_s,
+            retrying_only=retrying_only,
+            owner=owner,
         )
         result.claimed = len(rows)
         if not rows:
             return result
-        # Under leases (locked by the claim): still the ones we were granted, or stand down.
+        # Under leases: still the ones we were granted, or stand down.
         if fence is not None and not fence.confirm({r.partition: r.lease_epoch for r in rows}):
-            await conn.rollback()
+            await outbox.settle(conn, schema, rows, published=[])
             return PassResult()
         deadline = fence.deadline() if fence is not None else None
         chains = _ready_chains(rows)
@@ -77,11 +88,14 @@ async def relay_pass(
         result.duplicates = sum(o.duplicates for o in outcomes)
         result.broker_error = next((o.broker_error for o in outcomes if o.broker_error), None)
         result.published = len(published)
-        result.lag_ms = await outbox.mark_published(conn, schema, published)
-        for row, error in failures:
-            dead = await record_failure(conn, js, schema, str(row.event_id), error, config)
-            result.failed += 1
-            result.dead_lettered += int(dead)
+        failed = [str(row.event_id) for row, _ in failures]
+        result.lag_ms = await outbox.settle(conn, schema, rows, published, kept=failed)
+    if failures:
+        async with engine.begin() as tx:
+            for row, error in failures:
+                dead = await record_failure(tx, js, schema, str(row.event_id), error, config)
+                result.failed += 1
+                result.dead_lettered += int(dead)
     return result
 
 

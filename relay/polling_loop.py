@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -62,10 +63,11 @@ async def run_polling(
     """Run until `stop`. With `partitions` given, work on exactly those and take no
     leases (one instance alone); by default share all partitions with the other
     instances by leases."""
-    config = config_from(settings)
     # Long enough for a pass that waits on slow acks, short enough that a
-    # process paused inside a pass frees its partitions soon.
+    # process paused inside a pass frees its partitions soon; a claim outlives
+    # the claimer's lease, so a takeover never claims rows still in flight.
     ttl_ms = int(max(settings.relay_lease_ttl_s, 3 * settings.relay_publish_timeout_s) * 1000)
+    config = replace(config_from(settings), claim_ttl_s=ttl_ms / 1000)
     engine = create_engine(
         settings.database_target, pool_size=4, idle_in_transaction_timeout_ms=ttl_ms
     )
