@@ -36,7 +36,7 @@ from activities.provider_client import PaymentProviderClient, ProviderRefused
 from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
 from db.tables import card_holds, payments
-from db.unit_of_work import StepContext, event_row, insert_events
+from db.unit_of_work import StepContext, engine_of, event_row, insert_events, ring_relay
 from db.xa import ProtocolViolation
 from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType
@@ -261,6 +261,7 @@ class CardHoldParticipant:
                 },
             )
             await insert_events(session, "payments", [event])
+        ring_relay(engine_of(self._sessions), "payments")
 
     async def _record_cancel(self, call: BranchCall) -> tuple[str, str | None, str]:
         """TRYING or HELD becomes VOIDED; a tombstone when cancel came first.

@@ -49,7 +49,7 @@ class StockParticipant:
             context = StepContext("inventory", call.gid, call.tx_id)
             payload = {"order_id": order_id, "lines": dict(sorted(lines.items()))}
             event = event_row(context, "reservation", order_id, "StockReserved", payload)
-            await insert_events(conn, "inventory", [event], notify=False)
+            await insert_events(conn, "inventory", [event])
             return None
 
         return await self._branches.prepare(call, take)

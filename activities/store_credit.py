@@ -63,7 +63,7 @@ class StoreCreditParticipant:
                 "StoreCreditDebited",
                 {"order_id": order_id, "customer_id": customer_id, "amount": amount},
             )
-            await insert_events(conn, "payments", [event], notify=False)
+            await insert_events(conn, "payments", [event])
             return None
 
         return await self._branches.prepare(call, debit)

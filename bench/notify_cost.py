@@ -5,11 +5,13 @@
 Starts its own PostgreSQL on a free port, a listener on the outbox channel (as
 the hybrid relay is), and `--writers` connections committing step-like
 transactions as the activities do (db.unit_of_work.insert_events: the
-aggregate's advisory lock, an outbox row): with the NOTIFY, and without it
-(what an XA branch or the CDC relay's writers commit), alternating round by
-round. PostgreSQL takes one global lock at the commit of every transaction that
-notified, so notifying commits queue behind each other; this prints commits/s
-and commit latency p50/p99 of each series, and the ratio.
+aggregate's advisory lock, an outbox row), alternating round by round: with a
+NOTIFY inside the transaction (how steps woke the relay until 2026-12), with
+the coalesced ring after the commit (db.unit_of_work.ring_relay, how they do
+now), and with no wake-up at all. PostgreSQL takes one global lock at the
+commit of every transaction that notified, so notifying commits queue behind
+each other; this prints commits/s and commit latency p50/p99 of each series,
+and the ratios.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.own_postgres import own_postgres
@@ -48,7 +51,9 @@ async def series(
             row = event_row(context, "bench", str(uuid.uuid4()), "Notified", PAYLOAD, n)
             started = time.perf_counter()
             async with engine.begin() as conn:
-                await insert_events(conn, "orders", [row], notify=wakeup == "notify")
+                await insert_events(conn, "orders", [row])
+                if wakeup == "notify":  # the old way: inside the step's transaction
+                    await conn.execute(select(func.pg_notify(OUTBOX_CHANNEL, "orders")))
             if wakeup == "ring":
                 ring_relay(engine, "orders")
             latencies.append((time.perf_counter() - started) * 1000)

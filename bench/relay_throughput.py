@@ -45,7 +45,7 @@ from bench.percentiles import percentiles
 from db.engine import asyncpg_dsn, create_engine
 from db.migrate import upgrade
 from db.tables import service_tables
-from db.unit_of_work import StepContext, event_row, insert_events
+from db.unit_of_work import StepContext, event_row, insert_events, ring_relay
 from messaging.stream import ensure_stream
 from relay.service import run_relay
 from relay.slot import SLOT, ensure_slot
@@ -88,7 +88,7 @@ async def insert_backlog(engine: AsyncEngine, count: int) -> None:
             for n in range(start, min(start + 500, count))
         ]
         async with engine.begin() as conn:
-            await insert_events(conn, "orders", rows, notify=False)
+            await insert_events(conn, "orders", rows)
 
 
 async def pending(engine: AsyncEngine) -> int:
@@ -119,6 +119,7 @@ async def offered_load(
             row = event_row(context, "bench", str(uuid.uuid4()), kind, PAYLOAD, mine)
             async with engine.begin() as conn:
                 await insert_events(conn, "orders", [row])
+            ring_relay(engine, "orders")
             mine += 1
             await asyncio.sleep(max(0.0, started + mine * interval - time.perf_counter()))
         sent += mine

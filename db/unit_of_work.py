@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from temporalio.exceptions import ApplicationError
@@ -134,37 +134,60 @@ async def apply_once(
     """
     tables = service_tables[context.service]
     idem = tables.idempotency
-    async with sessions() as session, session.begin():
-        if fence is not None:
-            await session.execute(
-                insert(idem)
-                .values(key=fence, result=FENCED)
-                .on_conflict_do_nothing(index_elements=[idem.c.key])
-            )
-        # Inserting the key first serialises concurrent attempts of one step: the
-        # second blocks on the key until the first commits, then sees its result.
-        claimed = await session.execute(
-            insert(idem)
-            .values(key=context.idempotency_key)
-            .on_conflict_do_nothing(index_elements=[idem.c.key])
-            .returning(idem.c.key)
-        )
-        if claimed.first() is None:
-            stored = await session.scalar(
-                select(idem.c.result).where(idem.c.key == context.idempotency_key)
-            )
-            if stored == FENCED:
-                raise StepFenced(context.idempotency_key)
-            return result_type.model_validate(stored)
-        step = Step(session=session, context=context)
-        result = await change(step)
-        await insert_events(session, context.service, step.events)
-        await session.execute(
-            update(idem)
-            .where(idem.c.key == context.idempotency_key)
-            .values(result=result.model_dump(mode="json"))
-        )
+    async with sessions() as session:
+        async with session.begin():
+            result, wrote = await _apply(session, idem, context, change, result_type, fence)
+        if wrote:
+            ring_relay(engine_of(sessions), context.service)
         return result
+
+
+def engine_of(sessions: SessionFactory) -> AsyncEngine:
+    """The engine a session factory is bound to (where a ring goes out)."""
+    bind = sessions.kw.get("bind")
+    assert isinstance(bind, AsyncEngine), "session factories are bound to an engine"
+    return bind
+
+
+async def _apply(
+    session: AsyncSession,
+    idem: Table,
+    context: StepContext,
+    change: Callable[[Step], Awaitable[R]],
+    result_type: type[R],
+    fence: str | None,
+) -> tuple[R, bool]:
+    """The step's transaction; says whether it wrote outbox rows to announce."""
+    if fence is not None:
+        await session.execute(
+            insert(idem)
+            .values(key=fence, result=FENCED)
+            .on_conflict_do_nothing(index_elements=[idem.c.key])
+        )
+    # Inserting the key first serialises concurrent attempts of one step: the
+    # second blocks on the key until the first commits, then sees its result.
+    claimed = await session.execute(
+        insert(idem)
+        .values(key=context.idempotency_key)
+        .on_conflict_do_nothing(index_elements=[idem.c.key])
+        .returning(idem.c.key)
+    )
+    if claimed.first() is None:
+        stored = await session.scalar(
+            select(idem.c.result).where(idem.c.key == context.idempotency_key)
+        )
+        if stored == FENCED:
+            raise StepFenced(context.idempotency_key)
+        return result_type.model_validate(stored), False
+    step = Step(session=session, context=context)
+    result = await change(step)
+    await insert_events(session, context.service, step.events)
+    await session.execute(
+        update(idem)
+        .where(idem.c.key == context.idempotency_key)
+        .values(result=result.model_dump(mode="json"))
+    )
+    return result, bool(step.events)
 
 
 OUTBOX_CHANNEL = "outbox"
@@ -241,8 +264,6 @@ async def insert_events(
     db: AsyncSession | AsyncConnection,
     service: str,
     events: list[dict[str, Any]],
-    *,
-    notify: bool = True,
 ) -> None:
     """Write outbox rows in the caller's transaction, in commit order per aggregate.
 
@@ -251,14 +272,13 @@ async def insert_events(
     aggregate is never inserted while an earlier one is still uncommitted:
     insert order is commit order, and the relay may publish by `seq`.
 
-    The NOTIFY is delivered at commit and wakes the relay within milliseconds.
-    PostgreSQL refuses NOTIFY in a transaction that will be PREPAREd, so XA
-    branches pass notify=False and notify after COMMIT PREPARED instead.
+    Nothing here wakes the relay: the caller rings it after its commit
+    (`ring_relay`), because a NOTIFY in this transaction would serialise its
+    commit behind every other notifying one (and PostgreSQL refuses NOTIFY in
+    a transaction that will be PREPAREd).
     """
     if not events:
         return
     for aggregate in sorted({f"{e['aggregate_type']}:{e['aggregate_id']}" for e in events}):
         await db.execute(select(func.pg_advisory_xact_lock(func.hashtext(aggregate))))
     await db.execute(service_tables[service].outbox.insert(), events)
-    if notify:
-        await db.execute(select(func.pg_notify(OUTBOX_CHANNEL, service)))

@@ -40,7 +40,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import xa_branches
-from db.unit_of_work import OUTBOX_CHANNEL
+from db.unit_of_work import ring_relay
 from domain.two_phase import BranchCall, Vote, VoteReply
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class XaBranches:
                     await conn.exec_driver_sql(f"SET ROLE {quote(owner)}")
                 await conn.exec_driver_sql(statement)
                 # The branch's outbox rows are visible now: wake the relay.
-                await conn.execute(select(func.pg_notify(OUTBOX_CHANNEL, self._schema)))
+                ring_relay(self._engine, self._schema)
             except DBAPIError as err:
                 # A concurrent duplicate finished it first, or this login may
                 # not become its owner; the caller re-reads the state.

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import products
-from db.unit_of_work import insert_events
+from db.unit_of_work import insert_events, ring_relay
 from relay.publisher import envelope_of
 
 EVENT_TYPE = "StockReceived"
@@ -63,6 +63,7 @@ async def restock(
         async with engine.begin() as conn:
             await _raise_stock(conn, sku, quantity)
             await insert_events(conn, "inventory", [event])
+        ring_relay(engine, "inventory")
         crash()  # the relay publishes it, whenever it runs next
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.tables import SERVICES, relay_leases
-from db.unit_of_work import OUTBOX_CHANNEL
+from db.unit_of_work import ring_relay, rung
 from relay import outbox
 from relay.slot import SlotStatus, slot_status
 
@@ -83,15 +83,18 @@ async def redrive(engine: AsyncEngine, event_ids: list[str] | None) -> int:
 
     Each gets a fresh count of attempts and is due at once: the polling claim
     takes it, and in CDC mode so does the retry sweep (a re-drive is an UPDATE,
-    which the slot does not carry). The NOTIFY wakes a hybrid relay at commit.
+    which the slot does not carry). A ring after the commit wakes a hybrid relay.
     A re-driven event is published after events of its aggregate that went
     out meanwhile: order within the aggregate is not restored.
     """
-    moved = 0
+    moved, woken = 0, []
     async with engine.begin() as conn:
         for service in SERVICES:
             found = await outbox.requeue_failed(conn, service, event_ids)
             if found:
-                await conn.execute(select(func.pg_notify(OUTBOX_CHANNEL, service)))
+                woken.append(service)
             moved += found
+    for service in woken:
+        ring_relay(engine, service)
+    await rung(engine)  # the CLI exits next
     return moved

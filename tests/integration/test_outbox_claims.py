@@ -7,12 +7,23 @@ import uuid
 
 import asyncpg
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from db.engine import asyncpg_dsn
 from db.tables import service_tables
-from db.unit_of_work import OUTBOX_CHANNEL, ring_relay, rung
+from db.unit_of_work import (
+    OUTBOX_CHANNEL,
+    Step,
+    StepContext,
+    apply_once,
+    event_row,
+    insert_events,
+    ring_relay,
+    rung,
+)
 from relay import outbox
+from tests.factories import eventually
 from tests.integration.test_relay import write_events
 
 pytestmark = pytest.mark.asyncio
@@ -86,3 +97,44 @@ async def test_a_ring_after_commit_is_heard_and_coalesces(engine, settings):
         await listener.close()
     assert "orders" in heard and "payments" in heard
     assert len(heard) < 21  # asks behind a ring in flight share the next one
+
+
+class _Done(BaseModel):
+    ok: bool
+
+
+async def test_a_step_wakes_the_relay_after_its_commit_and_not_from_inside_it(
+    engine, sessions, settings
+):
+    """A NOTIFY inside the step's transaction would serialise its commit behind
+    every other notifying commit; the wake-up comes after, from apply_once."""
+    heard: list[str] = []
+    listener = await asyncpg.connect(asyncpg_dsn(settings.database_target))
+    await listener.add_listener(OUTBOX_CHANNEL, lambda *args: heard.append(args[-1]))
+    aggregate = f"ring-{uuid.uuid4()}"
+    context = StepContext("inventory", f"test:{uuid.uuid4()}", "c")
+
+    async def change(step: Step) -> _Done:
+        step.record("stock", aggregate, "Rung", {})
+        return _Done(ok=True)
+
+    try:
+        async with engine.begin() as conn:  # what a step's transaction writes
+            await insert_events(conn, "orders", [event_row(context, "x", aggregate, "Quiet", {})])
+        await asyncio.sleep(0.3)
+        assert heard == []  # committed, and no wake-up from inside it
+
+        await apply_once(sessions, context, change, _Done)
+        await rung(engine)
+        await eventually(lambda: _copy(heard), lambda h: h == ["inventory"])
+
+        await apply_once(sessions, context, change, _Done)  # a repeat writes nothing
+        await rung(engine)
+        await asyncio.sleep(0.3)
+        assert heard == ["inventory"]
+    finally:
+        await listener.close()
+
+
+async def _copy(items: list[str]) -> list[str]:
+    return list(items)

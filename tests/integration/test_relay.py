@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db.tables import RELAY_PARTITIONS, SERVICES, order_history, service_tables
-from db.unit_of_work import StepContext, event_row, insert_events
+from db.unit_of_work import StepContext, event_row, insert_events, ring_relay
 from messaging import wire
 from relay.service import run_relay
 from relay.stats import RelayStats
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def write_events(engine, aggregate_id: str, kinds: list[str], **payload: Any) -> list[str]:
-    """Commit events the way activities do (one transaction, insert_events)."""
+    """Commit events the way activities do (one transaction, insert_events, a ring after)."""
     context = StepContext("orders", f"test:{uuid.uuid4()}", f"order-{aggregate_id}")
     rows = [
         event_row(context, "order", aggregate_id, kind, {"order_id": aggregate_id, **payload}, n)
@@ -38,6 +38,7 @@ async def write_events(engine, aggregate_id: str, kinds: list[str], **payload: A
     ]
     async with engine.begin() as conn:
         await insert_events(conn, "orders", rows)
+    ring_relay(engine, "orders")
     return [r["event_id"] for r in rows]
 
 
@@ -424,16 +425,16 @@ async def test_a_notify_drains_the_outbox_it_names_and_the_poll_drains_the_rest(
         before = stats.passes
         quiet = str(uuid.uuid4())
         context = StepContext("orders", f"test:{uuid.uuid4()}", f"order-{quiet}")
-        async with engine.begin() as conn:  # committed without a NOTIFY, as an XA branch is
+        async with engine.begin() as conn:  # committed with no ring after it
             row = event_row(context, "order", quiet, "Quiet", {"order_id": quiet}, 0)
-            await insert_events(conn, "orders", [row], notify=False)
+            await insert_events(conn, "orders", [row])
         [loud] = await _write_inventory_event(engine)
         await eventually(lambda: _statuses_in(engine, "inventory", [loud]), _published)
         await eventually(lambda: _value(stats.passes), lambda n: n > before)  # counted
-        # One NOTIFY, one pass: over inventory's outbox, not every service's.
+        # One ring, one pass: over inventory's outbox, not every service's.
         assert stats.passes - before == 1
         assert await statuses(engine, [row["event_id"]]) == ["PENDING"]
-        # The poll drains every outbox, and so what no NOTIFY named.
+        # The poll drains every outbox, and so what no ring named.
         await eventually(lambda: statuses(engine, [row["event_id"]]), _published, deadline_s=10)
     finally:
         stop.set()
@@ -454,6 +455,7 @@ async def _write_inventory_event(engine) -> list[str]:
     row = event_row(context, "stock", sku, "Loud", {"sku": sku}, 0)
     async with engine.begin() as conn:
         await insert_events(conn, "inventory", [row])
+    ring_relay(engine, "inventory")
     return [row["event_id"]]
 
 
