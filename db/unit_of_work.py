@@ -6,6 +6,9 @@ inserts the outbox events and stores the result under the key. A repeat of the
 key (an activity retry, a duplicate delivery) returns the stored result and
 changes nothing. A business refusal raised by the change rolls everything back,
 the key included, so nothing of a refused step remains.
+
+The step's context carries the service's tables (db.kit_tables.ServiceTables):
+this module serves whatever service it is handed, and knows none by name.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from temporalio.exceptions import ApplicationError
 
 from db.engine import SessionFactory
-from db.tables import service_tables
+from db.kit_tables import ServiceTables
 from domain.errors import ErrorType
 from observability.tracing import inject as inject_trace
 
@@ -40,9 +43,13 @@ EVENT_NAMESPACE = uuid.UUID("5b0f8a0e-4a1c-4f5e-9a57-3d4f0c2b7e11")
 
 @dataclass(frozen=True)
 class StepContext:
-    service: str
+    tables: ServiceTables  # the service's outbox and idempotency keys
     idempotency_key: str
     correlation_id: str
+
+    @property
+    def service(self) -> str:
+        return self.tables.service
 
 
 @dataclass
@@ -132,8 +139,7 @@ async def apply_once(
     until it commits or rolls back), so the undo sees its effect; and it stops
     any later attempt of the step from applying at all.
     """
-    tables = service_tables[context.service]
-    idem = tables.idempotency
+    idem = context.tables.idempotency
     async with sessions() as session, session.begin():
         if fence is not None:
             await session.execute(
@@ -158,7 +164,7 @@ async def apply_once(
             return result_type.model_validate(stored)
         step = Step(session=session, context=context)
         result = await change(step)
-        await insert_events(session, context.service, step.events)
+        await insert_events(session, context.tables.outbox, step.events)
         await session.execute(
             update(idem)
             .where(idem.c.key == context.idempotency_key)
@@ -239,12 +245,12 @@ async def rung(engine: AsyncEngine) -> None:
 
 async def insert_events(
     db: AsyncSession | AsyncConnection,
-    service: str,
+    outbox: Table,
     events: list[dict[str, Any]],
     *,
     notify: bool = True,
 ) -> None:
-    """Write outbox rows in the caller's transaction, in commit order per aggregate.
+    """Write `events` into `outbox` in the caller's transaction, in commit order per aggregate.
 
     The transaction-scoped lock on each aggregate makes writers of one
     aggregate take turns from here to their commit, so a later row of an
@@ -259,6 +265,6 @@ async def insert_events(
         return
     for aggregate in sorted({f"{e['aggregate_type']}:{e['aggregate_id']}" for e in events}):
         await db.execute(select(func.pg_advisory_xact_lock(func.hashtext(aggregate))))
-    await db.execute(service_tables[service].outbox.insert(), events)
+    await db.execute(outbox.insert(), events)
     if notify:
-        await db.execute(select(func.pg_notify(OUTBOX_CHANNEL, service)))
+        await db.execute(select(func.pg_notify(OUTBOX_CHANNEL, outbox.schema)))

@@ -22,7 +22,7 @@ OUTBOX = service_tables["orders"].outbox
 async def _claim(engine, ttl_s: float = 30.0):
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        return await outbox.claim(conn, "orders", 500, None, claim_ttl_s=ttl_s, retrying_only=False)
+        return await outbox.claim(conn, OUTBOX, 500, None, claim_ttl_s=ttl_s, retrying_only=False)
 
 
 async def test_a_claimed_aggregate_is_not_claimed_again_until_its_claim_is_settled(engine):
@@ -34,7 +34,7 @@ async def test_a_claimed_aggregate_is_not_claimed_again_until_its_claim_is_settl
     assert not [r for r in await _claim(engine) if r.aggregate_id == aggregate]
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        lags = await outbox.settle(conn, "orders", claimed, published=[first])
+        lags = await outbox.settle(conn, OUTBOX, claimed, published=[first])
     assert len(lags) == 1
     async with engine.connect() as conn:
         rows = (
@@ -62,7 +62,7 @@ async def test_an_expired_claim_is_claimed_again_and_the_first_claimer_cannot_se
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         # The paused claimer releases what it holds no more: nothing changes.
-        assert await outbox.settle(conn, "orders", stale, published=[]) == []
+        assert await outbox.settle(conn, OUTBOX, stale, published=[]) == []
         status, due = (
             await conn.execute(
                 select(OUTBOX.c.status, OUTBOX.c.next_attempt_at).where(OUTBOX.c.event_id == event)

@@ -29,7 +29,7 @@ class Counted(BaseModel):
 
 
 async def test_a_repeated_key_answers_the_stored_result_and_changes_nothing(sessions, engine):
-    context = StepContext("orders", f"test:{uuid.uuid4()}", "c")
+    context = StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", "c")
     ran: list[int] = []
     aggregate = str(uuid.uuid4())
 
@@ -92,7 +92,13 @@ async def waits_on_a_lock(engine, pid: int) -> bool:
 async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(engine, js, relay):
     aggregate = str(uuid.uuid4())
     first, second = (
-        event_row(StepContext("orders", f"test:{uuid.uuid4()}", "c"), "order", aggregate, kind, {})
+        event_row(
+            StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", "c"),
+            "order",
+            aggregate,
+            kind,
+            {},
+        )
         for kind in ("First", "Second")
     )
 
@@ -101,11 +107,13 @@ async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(e
     async def write_second() -> None:
         async with engine.begin() as conn:
             writer["pid"] = int(await conn.scalar(select(func.pg_backend_pid())) or 0)
-            await insert_events(conn, "orders", [second])
+            await insert_events(conn, service_tables["orders"].outbox, [second])
 
     async with engine.connect() as holder:
         await holder.begin()
-        await insert_events(holder, "orders", [first])  # numbered first, not yet committed
+        await insert_events(
+            holder, service_tables["orders"].outbox, [first]
+        )  # numbered first, not yet committed
         writing = asyncio.create_task(write_second())
 
         # Either the second writer waits for the first's commit (the aggregate's
