@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import MetaData, Table
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from db import kit_tables
@@ -13,7 +13,7 @@ from db.tables import decisions, inbox, relay_leases, relay_members, service_tab
 
 def ddl(table: Table) -> list[str]:
     """The table's CREATE TABLE and CREATE INDEX statements, its schema's name neutral."""
-    dialect = postgresql.dialect()
+    dialect = PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it unannotated
     statements = [str(CreateTable(table).compile(dialect=dialect))]
     statements += sorted(str(CreateIndex(i).compile(dialect=dialect)) for i in table.indexes)
     return [s.replace(f"{table.schema}", "<schema>") for s in statements]
