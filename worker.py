@@ -41,6 +41,7 @@ from resilience.local_bulkheads import LocalBulkheads
 from settings import Settings
 from startup import load_settings, require
 from temporal_client import WORKER_INTERCEPTORS, connect, ensure_search_attributes
+from wiring.order_hooks import order_log_fields
 from workflows.registry import WORKFLOWS
 from workflows.versioned import VERSIONED_WORKFLOWS
 
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     if Bulkhead.PAYMENTS in bulkheads:
         require(settings, "worker.py", "payments")
-    configure_logging(settings, "worker")
+    configure_logging(settings, "worker", correlate=order_log_fields)
     configure_tracing(settings, "worker")
     asyncio.run(serve(settings, bulkheads))
     logging.shutdown()

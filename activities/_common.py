@@ -6,6 +6,7 @@ import uuid
 
 from temporalio.exceptions import ApplicationError
 
+from db.tables import service_tables
 from db.unit_of_work import EVENT_NAMESPACE, StepContext
 from domain.activities import StepInput
 from domain.errors import ErrorType
@@ -14,7 +15,7 @@ from security.sealed import Sealer
 
 def context(service: str, step: StepInput) -> StepContext:
     return StepContext(
-        service=service,
+        tables=service_tables[service],
         idempotency_key=step.idempotency_key,
         correlation_id=step.correlation_id,
     )

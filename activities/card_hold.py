@@ -35,7 +35,7 @@ from activities._common import opened_token, stable_id
 from activities.provider_client import PaymentProviderClient, ProviderRefused
 from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
-from db.tables import card_holds, payments
+from db.tables import card_holds, payments, service_tables
 from db.unit_of_work import StepContext, engine_of, event_row, insert_events, ring_relay
 from db.xa import ProtocolViolation
 from domain.activities import TwoPhaseAct
@@ -249,7 +249,7 @@ class CardHoldParticipant:
                 )
             )
             event = event_row(
-                StepContext("payments", call.gid, call.tx_id),
+                StepContext(service_tables["payments"], call.gid, call.tx_id),
                 "payment",
                 captured.order_id,
                 "PaymentCaptured",
@@ -260,7 +260,7 @@ class CardHoldParticipant:
                     "currency": captured.currency,
                 },
             )
-            await insert_events(session, "payments", [event])
+            await insert_events(session, service_tables["payments"].outbox, [event])
         ring_relay(engine_of(self._sessions), "payments")
 
     async def _record_cancel(self, call: BranchCall) -> tuple[str, str | None, str]:

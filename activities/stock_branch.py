@@ -11,17 +11,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
 from activities._common import stable_id
-from db.tables import products, reservations
+from db.tables import products, reservations, service_tables, xa_branches
 from db.unit_of_work import StepContext, event_row, insert_events
 from db.xa import XaBranches
 from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType
 from domain.two_phase import BranchAck, BranchCall, Vote, VoteReply
+from wiring.services import XA_SCHEMAS
+
+SCHEMA = XA_SCHEMAS["stock"]
 
 
 class StockParticipant:
     def __init__(self, engine: AsyncEngine, lock_timeout_ms: int = 5000) -> None:
-        self._branches = XaBranches(engine, "inventory", lock_timeout_ms)
+        self._branches = XaBranches(engine, xa_branches[SCHEMA], lock_timeout_ms)
 
     @activity.defn(name=TwoPhaseAct.PREPARE_STOCK)
     async def prepare_stock(self, call: BranchCall) -> VoteReply:
@@ -46,10 +49,10 @@ class StockParticipant:
                     for sku, qty in sorted(lines.items())
                 ],
             )
-            context = StepContext("inventory", call.gid, call.tx_id)
+            context = StepContext(service_tables[SCHEMA], call.gid, call.tx_id)
             payload = {"order_id": order_id, "lines": dict(sorted(lines.items()))}
             event = event_row(context, "reservation", order_id, "StockReserved", payload)
-            await insert_events(conn, "inventory", [event])
+            await insert_events(conn, service_tables[SCHEMA].outbox, [event])
             return None
 
         return await self._branches.prepare(call, take)

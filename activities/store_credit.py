@@ -14,7 +14,7 @@ from temporalio import activity
 
 from activities._common import context
 from db.engine import SessionFactory
-from db.tables import wallet_entries
+from db.tables import service_tables, wallet_entries, xa_branches
 from db.unit_of_work import Step, StepContext, apply_once, event_row, insert_events
 from db.wallet_store import DEFAULT_CURRENCY, WalletStore
 from db.xa import XaBranches
@@ -22,6 +22,10 @@ from domain import wallet
 from domain.activities import RefundStoreCredit, StoreCreditRefunded, TwoPhaseAct
 from domain.errors import ErrorType
 from domain.two_phase import BranchAck, BranchCall, Vote, VoteReply
+from wiring.services import XA_SCHEMAS
+
+# The wallet's schema: the store-credit participant's branches and events.
+SCHEMA = XA_SCHEMAS["store_credit"]
 
 
 class WalletCredited(BaseModel):
@@ -36,7 +40,7 @@ class StoreCreditParticipant:
     def __init__(
         self, engine: AsyncEngine, lock_timeout_ms: int = 5000, store: WalletStore | None = None
     ) -> None:
-        self._branches = XaBranches(engine, "payments", lock_timeout_ms)
+        self._branches = XaBranches(engine, xa_branches[SCHEMA], lock_timeout_ms)
         self._store = store or WalletStore()
 
     @activity.defn(name=TwoPhaseAct.PREPARE_STORE_CREDIT)
@@ -57,13 +61,13 @@ class StoreCreditParticipant:
                     vote=Vote.NO, reason=str(refused), refusal=ErrorType.INSUFFICIENT_CREDIT
                 )
             event = event_row(
-                StepContext("payments", call.gid, call.tx_id),
+                StepContext(service_tables[SCHEMA], call.gid, call.tx_id),
                 "wallet",
                 customer_id,
                 "StoreCreditDebited",
                 {"order_id": order_id, "customer_id": customer_id, "amount": amount},
             )
-            await insert_events(conn, "payments", [event])
+            await insert_events(conn, service_tables[SCHEMA].outbox, [event])
             return None
 
         return await self._branches.prepare(call, debit)
@@ -145,5 +149,7 @@ async def top_up(
             request_hash=request_hash,
         )
 
-    ctx = StepContext("payments", f"wallet-credit:{customer_id}:{key}", f"wallet-{customer_id}")
+    ctx = StepContext(
+        service_tables[SCHEMA], f"wallet-credit:{customer_id}:{key}", f"wallet-{customer_id}"
+    )
     return await apply_once(sessions, ctx, change, WalletCredited)

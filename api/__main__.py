@@ -8,11 +8,12 @@ from api.app import create_app
 from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
 from startup import load_settings
+from wiring.order_hooks import order_log_fields
 
 
 def main() -> None:
     settings = load_settings("python -m api", needs="api")
-    configure_logging(settings, "api")
+    configure_logging(settings, "api", correlate=order_log_fields)
     configure_tracing(settings, "api")
     uvicorn.run(
         create_app(settings),

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wiring.services import SERVICES
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -168,7 +170,7 @@ _OUTBOX_CHECK = " UNION ALL ".join(
           AND (e.status = 'FAILED'
                OR (e.status = 'PENDING' AND e.created_at < now() - CAST(:grace AS interval)))
     """
-    for schema in ("orders", "inventory", "payments", "shipping")
+    for schema in SERVICES
 )
 _ORDER_CHECKS["unpublished-event"] = _OUTBOX_CHECK
 
@@ -185,7 +187,7 @@ _READ_MODEL_CHECK = " UNION ALL ".join(
           AND NOT EXISTS (SELECT 1 FROM readmodels.order_history h
                           WHERE h.event_id = e.event_id)
     """
-    for schema in ("orders", "inventory", "payments", "shipping")
+    for schema in SERVICES
 )
 
 _GLOBAL_CHECKS: dict[str, str] = {

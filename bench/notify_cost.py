@@ -32,6 +32,7 @@ from bench.own_postgres import own_postgres
 from bench.percentiles import percentiles
 from db.engine import asyncpg_dsn, create_engine
 from db.migrate import upgrade
+from db.tables import service_tables
 from db.unit_of_work import OUTBOX_CHANNEL, StepContext, event_row, insert_events, ring_relay
 
 PAYLOAD = {"blob": "x" * 200}
@@ -44,14 +45,14 @@ async def series(
     latencies: list[float] = []
 
     async def writer() -> None:
-        context = StepContext("orders", f"bench:{uuid.uuid4()}", "bench")
+        context = StepContext(service_tables["orders"], f"bench:{uuid.uuid4()}", "bench")
         until = time.perf_counter() + seconds
         n = 0
         while time.perf_counter() < until:
             row = event_row(context, "bench", str(uuid.uuid4()), "Notified", PAYLOAD, n)
             started = time.perf_counter()
             async with engine.begin() as conn:
-                await insert_events(conn, "orders", [row])
+                await insert_events(conn, service_tables["orders"].outbox, [row])
                 if wakeup == "notify":  # the old way: inside the step's transaction
                     await conn.execute(select(func.pg_notify(OUTBOX_CHANNEL, "orders")))
             if wakeup == "ring":

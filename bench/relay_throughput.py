@@ -53,6 +53,7 @@ from relay.stats import RelayStats
 from settings import Settings
 from stack.nats import NatsServer
 from stack.ports import free_port
+from wiring.served import RELAYED
 
 PAYLOAD = {"blob": "x" * 200}  # with the envelope, about 300 bytes on the wire
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,14 +82,14 @@ async def raw_publish(js: Any, count: int, pipelined: bool) -> float:
 
 
 async def insert_backlog(engine: AsyncEngine, count: int) -> None:
-    context = StepContext("orders", f"bench:{uuid.uuid4()}", "bench")
+    context = StepContext(service_tables["orders"], f"bench:{uuid.uuid4()}", "bench")
     for start in range(0, count, 500):
         rows = [
             event_row(context, "bench", str(uuid.uuid4()), "Backlog", PAYLOAD, n)
             for n in range(start, min(start + 500, count))
         ]
         async with engine.begin() as conn:
-            await insert_events(conn, "orders", rows)
+            await insert_events(conn, service_tables["orders"].outbox, rows)
 
 
 async def pending(engine: AsyncEngine) -> int:
@@ -113,12 +114,12 @@ async def offered_load(
 
     async def writer() -> None:
         nonlocal sent
-        context = StepContext("orders", f"bench:{uuid.uuid4()}", "bench")
+        context = StepContext(service_tables["orders"], f"bench:{uuid.uuid4()}", "bench")
         started, mine = time.perf_counter(), 0
         while time.perf_counter() - started < seconds:
             row = event_row(context, "bench", str(uuid.uuid4()), kind, PAYLOAD, mine)
             async with engine.begin() as conn:
-                await insert_events(conn, "orders", [row])
+                await insert_events(conn, service_tables["orders"].outbox, [row])
             ring_relay(engine, "orders")
             mine += 1
             await asyncio.sleep(max(0.0, started + mine * interval - time.perf_counter()))
@@ -167,7 +168,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await insert_backlog(engine, args.events)
         stop, stats = asyncio.Event(), RelayStats()
         started, cpu = time.perf_counter(), time.process_time()
-        relay = asyncio.create_task(run_relay(settings, stop, stats=stats))
+        relay = asyncio.create_task(run_relay(settings, stop, tables=RELAYED, stats=stats))
         while await pending(engine) > 0:  # noqa: ASYNC110 - polls the database
             await asyncio.sleep(0.05)
         drain = args.events / (time.perf_counter() - started)

@@ -11,6 +11,7 @@ from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
 from settings import Settings
 from startup import load_settings, require
+from wiring.order_hooks import order_log_fields
 
 
 async def _run(settings: Settings, services: list[str]) -> None:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"python -m choreography: {err}\n")
     if "payments" in services:  # its handlers open card tokens to charge
         require(settings, "python -m choreography", "payments")
-    configure_logging(settings, "choreography")
+    configure_logging(settings, "choreography", correlate=order_log_fields)
     configure_tracing(settings, "choreography")
     asyncio.run(_run(settings, services))
 

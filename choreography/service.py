@@ -23,10 +23,12 @@ from choreography.timeouts import TimeoutStats, run_periodically
 from consumers.metrics import MetricsEndpoint
 from consumers.runner import Consumer, RunnerOptions
 from consumers.service import Background, serve
-from domain.choreography import REACTIONS, SERVICES
+from domain.choreography import REACTIONS
 from messaging.wire import subject_for
 from security.sealed import Sealer
 from settings import Settings
+from wiring.served import INBOX, OWNERS
+from wiring.services import SERVICES
 
 CONSUMER_PREFIX = "choreography"
 OPTIONS = RunnerOptions(max_deliver=0)
@@ -59,6 +61,8 @@ def service_consumers(
             handler=reactions.handler(service),
             deliver_policy=deliver_policy,
             wants=is_choreographed,
+            inbox=INBOX,
+            owners=OWNERS,
         )
         for service in services
     ]

@@ -12,6 +12,7 @@ from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
 from settings import Settings
 from startup import load_settings
+from wiring.order_hooks import order_log_fields
 
 
 async def _run(settings: Settings) -> None:
@@ -25,7 +26,7 @@ async def _run(settings: Settings) -> None:
 
 def main() -> None:
     settings = load_settings("python -m consumers")
-    configure_logging(settings, "consumers")
+    configure_logging(settings, "consumers", correlate=order_log_fields)
     configure_tracing(settings, "consumers")
     asyncio.run(_run(settings))
 

@@ -8,14 +8,14 @@ claims it itself). So a handler's effect commits once per event.
 
 from __future__ import annotations
 
+from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.tables import inbox
 
-
-async def claim(conn: AsyncConnection, consumer: str, event_id: str) -> bool:
-    """Record `event_id` as applied by `consumer`; False if it already was."""
+async def claim(conn: AsyncConnection, inbox: Table, consumer: str, event_id: str) -> bool:
+    """Record `event_id` in `inbox` (db.kit_tables.inbox) as applied by `consumer`;
+    False if it already was."""
     result = await conn.execute(
         insert(inbox)
         .values(consumer=consumer, event_id=event_id)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumers.runner import Consumer
 from db.tables import order_history
 from messaging.wire import SUBJECT_PREFIX, Envelope
+from wiring.served import INBOX, OWNERS
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,20 @@ CONSUMER_NAME = "order-history"
 FILTER_SUBJECT = f"{SUBJECT_PREFIX}.>"
 _MAX_ORDER_ID = 64  # orders.orders.order_id
 
+# Aggregates whose id is the order id.
+ORDER_AGGREGATES = frozenset({"order", "reservation", "payment", "shipment"})
+
+
+def order_id_of(envelope: Envelope) -> str | None:
+    """The order an event belongs to (wallet events name it in their payload)."""
+    value = envelope.payload.get("order_id")
+    if isinstance(value, str) and value:
+        return value
+    return envelope.aggregate_id if envelope.aggregate_type in ORDER_AGGREGATES else None
+
 
 async def project(conn: AsyncConnection, envelope: Envelope) -> None:
-    order_id = envelope.order_id
+    order_id = order_id_of(envelope)
     if order_id is None:
         return
     if len(order_id) > _MAX_ORDER_ID:
@@ -58,5 +70,10 @@ def order_history_consumer(
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
 ) -> Consumer:
     return Consumer(
-        name=name, filter_subject=filter_subject, handler=project, deliver_policy=deliver_policy
+        name=name,
+        filter_subject=filter_subject,
+        handler=project,
+        deliver_policy=deliver_policy,
+        inbox=INBOX,
+        owners=OWNERS,
     )

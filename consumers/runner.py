@@ -26,8 +26,8 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import nats.errors
@@ -36,9 +36,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers import inbox
+from db.unit_of_work import ringing_after_commit
 from messaging.wire import STREAM, Envelope, misrouting
 from observability.tracing import TRACER
 from observability.tracing import extract as extract_trace
@@ -50,11 +52,16 @@ Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Consumer:
-    """A durable consumer: its name (also its key in the inbox), subjects and handler."""
+    """A durable consumer: its name (also its key in the inbox), subjects and handler;
+    the inbox it claims events in, and whose events may come from where."""
 
     name: str
     filter_subject: str | tuple[str, ...]
     handler: Handler
+    # The application's: its inbox table (db.kit_tables.inbox), and the service
+    # each aggregate's events must come from (messaging.wire.misrouting).
+    inbox: Table = field(kw_only=True)
+    owners: Mapping[str, str] = field(kw_only=True)
     # Where a new durable starts: ALL replays what the stream retains (how a
     # read model is built, or rebuilt under a new name); NEW skips history.
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
@@ -221,7 +228,7 @@ class ConsumerRunner:
             )
             await msg.term()
             return Outcome.POISON
-        refusal = misrouting(msg.subject, envelope)
+        refusal = misrouting(msg.subject, envelope, self.consumer.owners)
         if refusal is not None:
             # Forged or misdirected: never applied, whatever its body says.
             log.error(
@@ -291,8 +298,11 @@ class ConsumerRunner:
 
     async def _apply(self, envelope: Envelope) -> bool:
         """Claim and apply in one transaction; False if this consumer already applied it."""
-        async with self._engine.begin() as conn:
-            if not await inbox.claim(conn, self.consumer.name, envelope.event_id):
+        # Steps the handler runs join this transaction: their rings wait for its commit.
+        async with ringing_after_commit(self._engine), self._engine.begin() as conn:
+            if not await inbox.claim(
+                conn, self.consumer.inbox, self.consumer.name, envelope.event_id
+            ):
                 return False
             await self.consumer.handler(conn, envelope)
         return True

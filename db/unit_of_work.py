@@ -6,6 +6,9 @@ inserts the outbox events and stores the result under the key. A repeat of the
 key (an activity retry, a duplicate delivery) returns the stored result and
 changes nothing. A business refusal raised by the change rolls everything back,
 the key included, so nothing of a refused step remains.
+
+The step's context carries the service's tables (db.kit_tables.ServiceTables):
+this module serves whatever service it is handed, and knows none by name.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import logging
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from temporalio.exceptions import ApplicationError
 
 from db.engine import SessionFactory
-from db.tables import service_tables
+from db.kit_tables import ServiceTables
 from domain.errors import ErrorType
 from observability.tracing import inject as inject_trace
 
@@ -40,9 +43,13 @@ EVENT_NAMESPACE = uuid.UUID("5b0f8a0e-4a1c-4f5e-9a57-3d4f0c2b7e11")
 
 @dataclass(frozen=True)
 class StepContext:
-    service: str
+    tables: ServiceTables  # the service's outbox and idempotency keys
     idempotency_key: str
     correlation_id: str
+
+    @property
+    def service(self) -> str:
+        return self.tables.service
 
 
 @dataclass
@@ -132,21 +139,56 @@ async def apply_once(
     until it commits or rolls back), so the undo sees its effect; and it stops
     any later attempt of the step from applying at all.
     """
-    tables = service_tables[context.service]
-    idem = tables.idempotency
+    idem = context.tables.idempotency
     async with sessions() as session:
         async with session.begin():
             result, wrote = await _apply(session, idem, context, change, result_type, fence)
         if wrote:
-            ring_relay(engine_of(sessions), context.service)
+            _ring_when_committed(sessions, context.service)
         return result
 
 
 def engine_of(sessions: SessionFactory) -> AsyncEngine:
     """The engine a session factory is bound to (where a ring goes out)."""
     bind = sessions.kw.get("bind")
-    assert isinstance(bind, AsyncEngine), "session factories are bound to an engine"
+    assert isinstance(bind, AsyncEngine), "this session factory is bound to an engine"
     return bind
+
+
+# Services whose outbox a step wrote inside a transaction that a caller further
+# up owns (a consumer's inbox transaction, the step in a savepoint of it): their
+# rings wait for that transaction's commit.
+_ring_after: ContextVar[set[str] | None] = ContextVar("ring_after", default=None)
+
+
+@contextlib.asynccontextmanager
+async def ringing_after_commit(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Around a transaction that steps join (`db.engine.sessions_on`): ring the
+    relay for what they wrote once it has committed, and not if it fails."""
+    services: set[str] = set()
+    token = _ring_after.set(services)
+    try:
+        yield
+    finally:
+        _ring_after.reset(token)
+    for service in sorted(services):
+        ring_relay(engine, service)
+
+
+def _ring_when_committed(sessions: SessionFactory, service: str) -> None:
+    if isinstance(sessions.kw.get("bind"), AsyncEngine):
+        ring_relay(engine_of(sessions), service)  # the step's own transaction: committed
+        return
+    pending = _ring_after.get()
+    if pending is None:
+        log.warning(
+            "a step wrote %s's outbox in a transaction it does not own and nothing rings "
+            "the relay after its commit (db.unit_of_work.ringing_after_commit): the poll "
+            "will publish it",
+            service,
+        )
+        return
+    pending.add(service)
 
 
 async def _apply(
@@ -181,7 +223,7 @@ async def _apply(
         return result_type.model_validate(stored), False
     step = Step(session=session, context=context)
     result = await change(step)
-    await insert_events(session, context.service, step.events)
+    await insert_events(session, context.tables.outbox, step.events)
     await session.execute(
         update(idem)
         .where(idem.c.key == context.idempotency_key)
@@ -262,10 +304,10 @@ async def rung(engine: AsyncEngine) -> None:
 
 async def insert_events(
     db: AsyncSession | AsyncConnection,
-    service: str,
+    outbox: Table,
     events: list[dict[str, Any]],
 ) -> None:
-    """Write outbox rows in the caller's transaction, in commit order per aggregate.
+    """Write `events` into `outbox` in the caller's transaction, in commit order per aggregate.
 
     The transaction-scoped lock on each aggregate makes writers of one
     aggregate take turns from here to their commit, so a later row of an
@@ -281,4 +323,4 @@ async def insert_events(
         return
     for aggregate in sorted({f"{e['aggregate_type']}:{e['aggregate_id']}" for e in events}):
         await db.execute(select(func.pg_advisory_xact_lock(func.hashtext(aggregate))))
-    await db.execute(service_tables[service].outbox.insert(), events)
+    await db.execute(outbox.insert(), events)

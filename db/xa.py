@@ -1,6 +1,7 @@
 """An XA participant's branch as a real PostgreSQL prepared transaction.
 
-prepare: BEGIN, the business change, a row in `<schema>.xa_branches` saying
+prepare: BEGIN, the business change, a row in `<schema>.xa_branches` (the
+table the participant is handed, made by db.kit_tables.xa_branches) saying
 COMMITTED, then PREPARE TRANSACTION. The change and the row survive a crash
 of this process, hold their locks, and become visible together on COMMIT
 PREPARED, or vanish on ROLLBACK PREPARED.
@@ -39,7 +40,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.tables import xa_branches
+from db.kit_tables import schema_of
 from db.unit_of_work import ring_relay
 from domain.two_phase import BranchCall, Vote, VoteReply
 
@@ -88,10 +89,10 @@ def _quoted(gid: str) -> str:
 
 
 class XaBranches:
-    def __init__(self, engine: AsyncEngine, schema: str, lock_timeout_ms: int = 5000) -> None:
+    def __init__(self, engine: AsyncEngine, branches: Table, lock_timeout_ms: int = 5000) -> None:
         self._engine = engine
-        self._table: Table = xa_branches[schema]
-        self._schema = schema
+        self._table = branches
+        self._schema = schema_of(branches)
         self._lock_timeout_ms = lock_timeout_ms
 
     async def state(self, gid: str) -> BranchState | None:

@@ -91,7 +91,6 @@ REACTIONS: tuple[Reaction, ...] = (
     Reaction("payments", "order", "OrderCancelled", Act.REFUND_PAYMENT),
     Reaction("shipping", "order", "OrderCancelled", Act.CANCEL_SHIPMENT),
 )
-SERVICES = ("orders", "inventory", "payments", "shipping")
 
 # What the order-history read model says was done and undone, for GET /orders/{id}.
 STEP_OF_EVENT = {

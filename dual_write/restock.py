@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.tables import products
+from db.tables import products, service_tables
 from db.unit_of_work import insert_events, ring_relay
 from relay.publisher import envelope_of
 
@@ -62,7 +62,7 @@ async def restock(
     else:
         async with engine.begin() as conn:
             await _raise_stock(conn, sku, quantity)
-            await insert_events(conn, "inventory", [event])
+            await insert_events(conn, service_tables["inventory"].outbox, [event])
         ring_relay(engine, "inventory")
         crash()  # the relay publishes it, whenever it runs next
 

@@ -6,6 +6,7 @@ Both sides agree through this module only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -44,43 +45,22 @@ class Envelope(BaseModel):
     headers: dict[str, Any]
     occurred_at: datetime
 
-    @property
-    def order_id(self) -> str | None:
-        """The order an event belongs to (wallet events name it in their payload)."""
-        value = self.payload.get("order_id")
-        if isinstance(value, str) and value:
-            return value
-        return self.aggregate_id if self.aggregate_type in ORDER_AGGREGATES else None
 
-
-# Aggregates whose id is the order id.
-ORDER_AGGREGATES = frozenset({"order", "reservation", "payment", "shipment"})
-
-
-# The service whose outbox each aggregate's events come from: the relay names
-# that service as an envelope's `source` (the schema it read the row from), so
-# a row written to another service's outbox arrives with the wrong source.
-OWNER_OF_AGGREGATE = {
-    "order": "orders",
-    "reservation": "inventory",
-    "product": "inventory",
-    "payment": "payments",
-    "wallet": "payments",
-    "shipment": "shipping",
-}
-
-
-def misrouting(subject: str, envelope: Envelope) -> str | None:
+def misrouting(subject: str, envelope: Envelope, owners: Mapping[str, str]) -> str | None:
     """Why an event must not be acted on, or None: it came on another event's
     subject, or from a service that does not own its aggregate.
 
     Consumers dispatch on the envelope, while the broker's permissions are on
     subjects; the two must name the same event, from the service that owns it.
+    `owners` (the application's, aggregate type -> service) names that service:
+    the relay sets an envelope's `source` to the schema it read the row from,
+    so a row written to another service's outbox arrives with the wrong source.
+    An aggregate `owners` does not name may come from any service.
     """
     kind = (envelope.aggregate_type, envelope.event_type)
     if subject not in (subject_for(*kind), dead_letter_subject_for(*kind)):
         return f"{envelope.aggregate_type}.{envelope.event_type} came on {subject}"
-    owner = OWNER_OF_AGGREGATE.get(envelope.aggregate_type)
+    owner = owners.get(envelope.aggregate_type)
     if owner is not None and envelope.source != owner:
         return f"{envelope.aggregate_type} events come from {owner}, not {envelope.source!r}"
     return None

@@ -1,11 +1,14 @@
-"""Logs: one JSON object a line, carrying the workflow and order they are about.
+"""Logs: one JSON object a line, carrying the workflow (and what it is about) they concern.
 
-`configure(settings, service)` is what every entrypoint calls. With
+`configure(settings, service, correlate=...)` is what every entrypoint calls. With
 `SAGA_LOG_FORMAT=json` each record is a line of JSON with time, level, logger,
 message, the service, and whatever `log_context` holds where it was logged:
-activities set `workflow_id`, `order_id` and `activity` for their attempt
-(observability.temporal_metrics' interceptor), the API sets `order_id` for a
-request about one, the relay sets them for the event it is handling.
+activities set `workflow_id` and `activity` for their attempt
+(observability.temporal_metrics' interceptor), the relay `workflow_id` and
+`event_id` for the event it is handling. What a workflow id says beyond itself
+is the application's to tell: `correlate` (its hook, say wiring.order_hooks)
+turns one into more fields (`order_id`), and every line naming a workflow
+carries them. The API sets `order_id` itself for a request about one.
 
 Every line, in either format, passes a redaction filter: payment tokens and
 the values of secret-looking fields never reach a log. Then every control
@@ -24,7 +27,7 @@ import contextvars
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -96,13 +99,20 @@ def log_context(**fields: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
-def order_id_of(workflow_id: str) -> str | None:
-    """The order a saga, its 2PC coordinator or a choreographed order's events are about,
-    from its workflow id or correlation id."""
-    for prefix in ("order-", "tpc-", "choreography-"):
-        if workflow_id.startswith(prefix):
-            return workflow_id[len(prefix) :]
-    return None
+# The application's hook: the fields a workflow (or correlation) id stands for.
+Correlate = Callable[[str], Mapping[str, str]]
+
+
+def _uncorrelated(_workflow_id: str) -> Mapping[str, str]:
+    return _NOTHING
+
+
+_correlate: Correlate = _uncorrelated
+
+
+def correlated(workflow_id: str) -> Mapping[str, str]:
+    """The fields the process's hook (given to `configure`) finds in a workflow id."""
+    return _correlate(workflow_id) if workflow_id else _NOTHING
 
 
 class _Enrich(logging.Filter):
@@ -164,9 +174,9 @@ class JsonLines(logging.Formatter):
         if isinstance(temporal, dict) and "workflow_id" in temporal:
             workflow_id = escape(str(temporal["workflow_id"]))
             line.setdefault("workflow_id", workflow_id)
-            order_id = order_id_of(workflow_id)
-            if order_id:
-                line.setdefault("order_id", order_id)
+            for key, value in correlated(workflow_id).items():
+                if value:
+                    line.setdefault(key, value)
         if record.exc_text:
             line["exception"] = escape_traceback(record.exc_text)
         if record.stack_info:
@@ -174,8 +184,11 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(settings: Settings, service: str) -> None:
-    """Root logging for a process: level, format (text or JSON lines), redaction."""
+def configure(settings: Settings, service: str, *, correlate: Correlate | None = None) -> None:
+    """Root logging for a process: level, format (text or JSON lines), redaction, and
+    the hook that finds what a workflow id is about (none: the id alone)."""
+    global _correlate
+    _correlate = correlate or _uncorrelated
     handler = logging.StreamHandler()
     handler.addFilter(_Enrich())
     handler.setFormatter(JsonLines(service) if settings.log_format == "json" else TextLines())

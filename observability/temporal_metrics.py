@@ -20,7 +20,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from observability.logs import log_context, order_id_of
+from observability.logs import correlated, log_context
 from resilience.breaker import BreakerState
 
 BREAKER_LEVELS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -41,7 +41,8 @@ def prometheus_runtime(host: str, port: int) -> Runtime:
 
 class StepTelemetry(Interceptor):
     """Every activity attempt: `saga_step_duration_seconds{activity_type, outcome}`, and
-    its workflow, order and activity in the log context of whatever it logs."""
+    its workflow (with what the logs' hook finds in it) and activity in the log
+    context of whatever it logs."""
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _TimedActivity(next)
@@ -54,8 +55,8 @@ class _TimedActivity(ActivityInboundInterceptor):
         info = activity.info()
         context = log_context(
             workflow_id=info.workflow_id,
-            order_id=order_id_of(info.workflow_id or ""),
             activity=info.activity_type,
+            **correlated(info.workflow_id or ""),
         )
         try:
             with context:

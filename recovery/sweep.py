@@ -25,14 +25,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.card_hold import OPEN, CardHoldParticipant
 from activities.coordinator_log import completion
-from db.tables import card_holds, decisions
+from db.tables import card_holds, decisions, xa_branches
 from db.xa import PG_PREPARED_XACTS, XaBranches
 from domain.two_phase import BranchCall, Decision, branch_gid, coordinator_workflow_id, tx_id_of
+from wiring.services import XA_SCHEMAS
 
 log = logging.getLogger(__name__)
 
-# Which schema holds each XA participant's branches.
-XA_SCHEMAS = {"stock": "inventory", "store_credit": "payments"}
 CARD = "card"
 
 
@@ -191,7 +190,7 @@ async def resolve_branch(
         else:
             await card.cancel_card_hold(call)
         return
-    branches = XaBranches(engine, XA_SCHEMAS[participant])
+    branches = XaBranches(engine, xa_branches[XA_SCHEMAS[participant]])
     if decision is Decision.COMMIT:
         await branches.commit(call)
     else:

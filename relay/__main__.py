@@ -1,4 +1,5 @@
-"""`python -m relay`: run the outbox relay until SIGTERM/SIGINT."""
+"""`python -m relay`: run the outbox relay over the application's outboxes (wiring.served)
+until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from observability.tracing import configure as configure_tracing
 from relay.service import run_relay
 from settings import Settings
 from startup import load_settings
+from wiring.order_hooks import order_log_fields
+from wiring.served import RELAYED
 
 
 async def _main(settings: Settings) -> None:
@@ -17,12 +20,12 @@ async def _main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_relay(settings, stop)
+    await run_relay(settings, stop, tables=RELAYED)
 
 
 def main() -> None:
     settings = load_settings("python -m relay")
-    configure_logging(settings, "relay")
+    configure_logging(settings, "relay", correlate=order_log_fields)
     configure_tracing(settings, "relay")
     asyncio.run(_main(settings))
 

@@ -1,4 +1,7 @@
-"""What operators ask of the relay: its lag, its dead letters, and a re-drive."""
+"""What operators ask of the relay: its lag, its dead letters, and a re-drive.
+
+Each answers for the tables the relay serves (db.kit_tables.RelayTables).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.tables import SERVICES, relay_leases
+from db.kit_tables import RelayTables, schema_of
 from db.unit_of_work import ring_relay, rung
 from relay import outbox
 from relay.slot import SlotStatus, slot_status
@@ -35,9 +38,12 @@ class DeadLetter:
     created_at: datetime
 
 
-async def status(engine: AsyncEngine) -> list[OutboxStatus]:
+async def status(engine: AsyncEngine, tables: RelayTables) -> list[OutboxStatus]:
     async with engine.connect() as conn:
-        return [OutboxStatus(s, *await outbox.counts(conn, s)) for s in SERVICES]
+        return [
+            OutboxStatus(schema_of(table), *await outbox.counts(conn, table))
+            for table in tables.outboxes
+        ]
 
 
 async def cdc_slot(engine: AsyncEngine) -> SlotStatus | None:
@@ -45,13 +51,14 @@ async def cdc_slot(engine: AsyncEngine) -> SlotStatus | None:
         return await slot_status(conn)
 
 
-async def partitions_held(engine: AsyncEngine) -> dict[str, list[int]]:
+async def partitions_held(engine: AsyncEngine, tables: RelayTables) -> dict[str, list[int]]:
     """Live leases by owner: which instance publishes which partitions now."""
+    leases = tables.leases
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(relay_leases.c.owner, relay_leases.c.partition)
-            .where(relay_leases.c.owner.is_not(None), relay_leases.c.expires_at > func.now())
-            .order_by(relay_leases.c.partition)
+            select(leases.c.owner, leases.c.partition)
+            .where(leases.c.owner.is_not(None), leases.c.expires_at > func.now())
+            .order_by(leases.c.partition)
         )
         held: dict[str, list[int]] = {}
         for owner, partition in rows:
@@ -59,13 +66,13 @@ async def partitions_held(engine: AsyncEngine) -> dict[str, list[int]]:
         return held
 
 
-async def dead_letters(engine: AsyncEngine) -> list[DeadLetter]:
+async def dead_letters(engine: AsyncEngine, tables: RelayTables) -> list[DeadLetter]:
     found = []
     async with engine.connect() as conn:
-        for service in SERVICES:
+        for table in tables.outboxes:
             found += [
                 DeadLetter(
-                    service,
+                    schema_of(table),
                     str(r.event_id),
                     f"{r.aggregate_type}:{r.aggregate_id}",
                     r.event_type,
@@ -73,12 +80,12 @@ async def dead_letters(engine: AsyncEngine) -> list[DeadLetter]:
                     r.last_error,
                     r.created_at,
                 )
-                for r in await outbox.failed_rows(conn, service)
+                for r in await outbox.failed_rows(conn, table)
             ]
     return found
 
 
-async def redrive(engine: AsyncEngine, event_ids: list[str] | None) -> int:
+async def redrive(engine: AsyncEngine, tables: RelayTables, event_ids: list[str] | None) -> int:
     """Put dead letters back in the queue (all of them when `event_ids` is None).
 
     Each gets a fresh count of attempts and is due at once: the polling claim
@@ -89,10 +96,10 @@ async def redrive(engine: AsyncEngine, event_ids: list[str] | None) -> int:
     """
     moved, woken = 0, []
     async with engine.begin() as conn:
-        for service in SERVICES:
-            found = await outbox.requeue_failed(conn, service, event_ids)
+        for table in tables.outboxes:
+            found = await outbox.requeue_failed(conn, table, event_ids)
             if found:
-                woken.append(service)
+                woken.append(schema_of(table))
             moved += found
     for service in woken:
         ring_relay(engine, service)

@@ -1,7 +1,7 @@
 """CDC relay mode: the outbox read from PostgreSQL's WAL by logical decoding.
 
 The seed's Debezium outbox router, without Kafka Connect: the publication
-`saga_outbox` (migration 0008) publishes inserts into the four outbox tables,
+`saga_outbox` (migration 0008) publishes inserts into the outbox tables,
 and a logical replication slot of the same name (pgoutput) keeps the WAL
 from the first change not yet delivered. Each pass peeks the slot's next
 committed transactions (up to the WAL flushed when it began), publishes every
@@ -39,15 +39,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.tables import SERVICES
+from db.kit_tables import schema_of
 from relay import outbox, slot
 from relay.config import RelayConfig
 from relay.pgoutput import ProtocolError, Reader, Transaction
@@ -69,12 +71,19 @@ class CdcRelay:
     """The slot's reader; `pass_once` delivers what the slot holds, up to a batch.
 
     The slot is read on `conn` (which holds the reader lock); the outbox rows are
-    read and written through `engine`, with the polling relay's own statements."""
+    read and written through `engine`, with the polling relay's own statements,
+    in the `outboxes` it serves: a row of any other table stops the pass."""
 
     def __init__(
-        self, conn: asyncpg.Connection, engine: AsyncEngine, js: Any, config: RelayConfig
+        self,
+        conn: asyncpg.Connection,
+        engine: AsyncEngine,
+        js: Any,
+        config: RelayConfig,
+        outboxes: Sequence[Table],
     ) -> None:
         self._conn, self._engine, self._js, self._config = conn, engine, js, config
+        self._outboxes = {schema_of(table): table for table in outboxes}
 
     async def pass_once(self) -> PassResult:
         """One peek: `claimed` rows settled; with a `broker_error`, the slot stayed put."""
@@ -89,7 +98,8 @@ class CdcRelay:
         if not done:
             await self._advance(flushed)
             return PassResult()
-        plans = {schema: await self._plan(schema, rows) for schema, rows in _by_service(done)}
+        served = _by_service(done, set(self._outboxes))
+        plans = {schema: await self._plan(schema, rows) for schema, rows in served}
         jobs = [(schema, chain) for schema, plan in plans.items() for chain in plan.chains]
         outcomes = await asyncio.gather(
             *(publish_chain(self._js, schema, chain, self._config, None) for schema, chain in jobs)
@@ -119,7 +129,8 @@ class CdcRelay:
         and so is every later row of its aggregate: publishing one of those here
         would overtake the row retrying. Rows no longer PENDING are done with."""
         async with self._engine.connect() as conn:
-            pending = await outbox.pending_among(conn, schema, [r.event_id for r in rows])
+            table = self._outboxes[schema]
+            pending = await outbox.pending_among(conn, table, [r.event_id for r in rows])
         plan = _Plan()
         chains: dict[tuple[str, str], list[Any]] = {}
         for row in rows:
@@ -134,27 +145,28 @@ class CdcRelay:
 
     async def _settle(self, schema: str, plan: _Plan, result: PassResult) -> None:
         """Mark, fail and hand on a service's rows of the pass, before the slot moves."""
+        table = self._outboxes[schema]
         async with self._engine.begin() as conn:
             result.published += len(plan.published)
-            result.lag_ms += await outbox.mark_published(conn, schema, plan.published)
+            result.lag_ms += await outbox.mark_published(conn, table, plan.published)
             for row, error in plan.failures:
                 dead = await record_failure(
-                    conn, self._js, schema, row.event_id, error, self._config
+                    conn, self._js, table, row.event_id, error, self._config
                 )
                 result.failed += 1
                 result.dead_lettered += int(dead)
-            await outbox.hand_to_sweep(conn, schema, plan.handed)
+            await outbox.hand_to_sweep(conn, table, plan.handed)
 
     async def _advance(self, lsn: int) -> None:
         await slot.advance(self._conn, lsn)
 
 
-def _by_service(done: list[Transaction]) -> list[tuple[str, list[Any]]]:
-    """The committed rows of each service, in WAL order."""
+def _by_service(done: list[Transaction], served: set[str]) -> list[tuple[str, list[Any]]]:
+    """The committed rows of each service in `served`, in WAL order."""
     rows: dict[str, list[Any]] = {}
     for tx in done:
         for relation, row in tx.rows:
-            if relation.schema not in SERVICES:  # names a table in relay.outbox's statements
+            if relation.schema not in served:  # names a table in relay.outbox's statements
                 raise ProtocolError(f"an insert into {relation.schema}.outbox")
             rows.setdefault(relation.schema, []).append(_as_outbox_row(row))
     return list(rows.items())

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import asyncpg_dsn, create_engine
-from db.tables import RELAY_PARTITIONS, SERVICES
+from db.kit_tables import RelayTables
 from messaging.stream import ensure_stream
 from relay import metrics, slot
 from relay.cdc import CdcRelay
@@ -36,13 +36,19 @@ class _Reader:
     """The slot's reader and the polling chores it does beside its passes."""
 
     def __init__(
-        self, engine: AsyncEngine, js: Any, config: RelayConfig, stats: RelayStats
+        self,
+        engine: AsyncEngine,
+        js: Any,
+        config: RelayConfig,
+        stats: RelayStats,
+        tables: RelayTables,
     ) -> None:
         self.engine, self.js, self.config, self.stats = engine, js, config, stats
+        self.outboxes = tables.outboxes
 
     async def drain_pending(self) -> None:
         """Every PENDING row: what committed before the slot existed, or while it was lost."""
-        while await drain(self.engine, self.js, None, self.config, self.stats, schemas=SERVICES):
+        while await drain(self.engine, self.js, self.outboxes, None, self.config, self.stats):
             pass  # full batches: more is waiting
 
     async def sweep(self) -> None:
@@ -50,18 +56,21 @@ class _Reader:
         await drain(
             self.engine,
             self.js,
+            self.outboxes,
             None,
             self.config,
             self.stats,
-            schemas=SERVICES,
             retrying_only=True,
         )
 
 
-async def run_cdc(settings: Settings, stop: asyncio.Event, stats: RelayStats) -> None:
-    """Deliver from the slot until `stop`; stand by while another relay reads it."""
+async def run_cdc(
+    settings: Settings, stop: asyncio.Event, stats: RelayStats, tables: RelayTables
+) -> None:
+    """Deliver from the slot into `tables`' outboxes until `stop`; stand by while
+    another relay reads it."""
     engine = create_engine(settings.database_target, pool_size=2)
-    exporter = await metrics.export(settings, engine, stats, lambda: RELAY_PARTITIONS)
+    exporter = await metrics.export(settings, engine, tables, stats, lambda: tables.partitions)
     try:
         client = await connect_broker(settings, stop)
         if client is None:
@@ -69,7 +78,7 @@ async def run_cdc(settings: Settings, stop: asyncio.Event, stats: RelayStats) ->
         try:
             js = client.jetstream()
             await ensure_stream(js)
-            await _read(settings, stop, _Reader(engine, js, config_from(settings), stats))
+            await _read(settings, stop, _Reader(engine, js, config_from(settings), stats, tables))
         finally:
             with contextlib.suppress(Exception):
                 await client.drain()
@@ -97,7 +106,7 @@ async def _read(settings: Settings, stop: asyncio.Event, reader: _Reader) -> Non
                     conn = candidate
                     await slot.ensure_slot(conn)
                     await reader.drain_pending()  # before the slot, or while it was down
-                    relay = CdcRelay(conn, reader.engine, reader.js, reader.config)
+                    relay = CdcRelay(conn, reader.engine, reader.js, reader.config, reader.outboxes)
                 assert relay is not None
                 if time.monotonic() >= next_sweep:
                     await reader.sweep()
@@ -105,7 +114,7 @@ async def _read(settings: Settings, stop: asyncio.Event, reader: _Reader) -> Non
                 result = await relay.pass_once()
                 reader.stats.add(result)
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                    await prune(reader.engine, settings.relay_retention_s)
+                    await prune(reader.engine, reader.outboxes, settings.relay_retention_s)
                     last_prune = time.monotonic()
                 if result.broker_error is not None:
                     log.info("broker unavailable (%s); the slot stays put", result.broker_error)

@@ -1,5 +1,7 @@
 """What both relay loops do between waits: connect to the broker, drain, prune.
 
+Each works on the outboxes it is handed (db.kit_tables.RelayTables.outboxes).
+
 A pass over one service that fails (PostgreSQL or NATS away) is logged and
 retried next round; a broker fault ends the round, since every other service
 would only fail the same way.
@@ -13,9 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.tables import SERVICES
+from db.kit_tables import schema_of
 from messaging.connection import connect
 from relay import outbox
 from relay.config import RelayConfig
@@ -36,20 +39,21 @@ async def connect_broker(settings: Settings, stop: asyncio.Event) -> NatsClient 
 async def drain(
     engine: AsyncEngine,
     js: Any,
+    outboxes: Sequence[Table],
     partitions: Sequence[int] | None,
     config: RelayConfig,
     stats: RelayStats,
     fence: Fence | None = None,
-    schemas: Sequence[str] = SERVICES,
     *,
     retrying_only: bool = False,
 ) -> set[str]:
-    """One pass per service in `schemas`; those that published a full batch."""
+    """One pass per outbox in `outboxes`; the services of those that published a full batch."""
     busy = set()
-    for schema in schemas:
+    for table in outboxes:
+        schema = schema_of(table)
         try:
             result = await relay_pass(
-                engine, js, schema, partitions, config, fence, retrying_only=retrying_only
+                engine, js, table, partitions, config, fence, retrying_only=retrying_only
             )
         except Exception:  # PostgreSQL or NATS away: the next round retries
             log.exception("relay pass over %s failed", schema)
@@ -63,17 +67,17 @@ async def drain(
     return busy
 
 
-async def prune_published(engine: AsyncEngine, retention_s: int) -> int:
+async def prune_published(engine: AsyncEngine, outboxes: Sequence[Table], retention_s: int) -> int:
     """Delete published rows older than the retention; failed and pending rows stay."""
     removed = 0
     async with engine.begin() as conn:
-        for service in SERVICES:
-            removed += await outbox.delete_published(conn, service, retention_s)
+        for table in outboxes:
+            removed += await outbox.delete_published(conn, table, retention_s)
     return removed
 
 
-async def prune(engine: AsyncEngine, retention_s: int) -> None:
+async def prune(engine: AsyncEngine, outboxes: Sequence[Table], retention_s: int) -> None:
     try:
-        await prune_published(engine, retention_s)
+        await prune_published(engine, outboxes, retention_s)
     except Exception:  # PostgreSQL away: prune next time
         log.exception("pruning published outbox rows failed")

@@ -2,7 +2,8 @@
 
 Every instance heartbeats into `relay.members`; from the live members each one
 computes the same consistent-hash assignment (relay.ring) and takes, renews or
-releases leases in `relay.leases` to match it — so when an instance joins or
+releases leases in `relay.leases` to match it (the tables it is handed,
+db.kit_tables.RelayTables) — so when an instance joins or
 leaves, only the partitions that must move, move.
 
 A lease has a TTL and an epoch. Taking a lease bumps its epoch (the fencing
@@ -26,11 +27,11 @@ import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.tables import RELAY_PARTITIONS, relay_leases, relay_members
+from db.kit_tables import RelayTables
 from relay.ring import owned_by
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,13 @@ def new_instance_id() -> str:
 
 
 class PartitionLeases:
-    def __init__(self, engine: AsyncEngine, instance_id: str, ttl_s: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, tables: RelayTables, instance_id: str, ttl_s: float
+    ) -> None:
         self._engine = engine
+        self.lease_table: Table = tables.leases
+        self._members = tables.members
+        self._partitions = tables.partitions
         self.instance_id = instance_id
         self._ttl = timedelta(seconds=ttl_s)
         self._ttl_s = ttl_s
@@ -75,25 +81,25 @@ class PartitionLeases:
         # this instance lose what it already has.
         async with self._engine.begin() as conn:
             await conn.execute(
-                insert(relay_members)
+                insert(self._members)
                 .values(instance_id=self.instance_id)
                 .on_conflict_do_update(
-                    index_elements=[relay_members.c.instance_id], set_={"heartbeat_at": func.now()}
+                    index_elements=[self._members.c.instance_id], set_={"heartbeat_at": func.now()}
                 )
             )
             await self._renew(conn)
             # Forget members long gone, so the table does not grow with restarts.
             await conn.execute(
-                delete(relay_members).where(
-                    relay_members.c.heartbeat_at < func.now() - self._ttl * 10
+                delete(self._members).where(
+                    self._members.c.heartbeat_at < func.now() - self._ttl * 10
                 )
             )
             live = await conn.scalars(
-                select(relay_members.c.instance_id).where(
-                    relay_members.c.heartbeat_at > func.now() - self._ttl
+                select(self._members.c.instance_id).where(
+                    self._members.c.heartbeat_at > func.now() - self._ttl
                 )
             )
-            wanted = owned_by(self.instance_id, list(live), RELAY_PARTITIONS)
+            wanted = owned_by(self.instance_id, list(live), self._partitions)
             await self._release(conn, set(self.held) - wanted)
         # Measured from before the renewal: the database's TTL started no later.
         self._valid_until = started + self._ttl_s * 0.8
@@ -106,7 +112,7 @@ class PartitionLeases:
         async with self._engine.begin() as conn:
             await self._release(conn, set(self.held))
             await conn.execute(
-                delete(relay_members).where(relay_members.c.instance_id == self.instance_id)
+                delete(self._members).where(self._members.c.instance_id == self.instance_id)
             )
         self._valid_until = 0.0
 
@@ -126,10 +132,10 @@ class PartitionLeases:
         if not partitions:
             return
         await conn.execute(
-            update(relay_leases)
+            update(self.lease_table)
             .where(
-                relay_leases.c.partition.in_(partitions),
-                relay_leases.c.owner == self.instance_id,
+                self.lease_table.c.partition.in_(partitions),
+                self.lease_table.c.owner == self.instance_id,
             )
             .values(owner=None, expires_at=func.to_timestamp(0))
         )
@@ -141,14 +147,14 @@ class PartitionLeases:
         if not self.held:
             return
         rows = await conn.execute(
-            update(relay_leases)
+            update(self.lease_table)
             .where(
-                relay_leases.c.partition.in_(list(self.held)),
-                relay_leases.c.owner == self.instance_id,
-                relay_leases.c.expires_at > func.now(),
+                self.lease_table.c.partition.in_(list(self.held)),
+                self.lease_table.c.owner == self.instance_id,
+                self.lease_table.c.expires_at > func.now(),
             )
             .values(expires_at=func.now() + self._ttl)
-            .returning(relay_leases.c.partition, relay_leases.c.epoch)
+            .returning(self.lease_table.c.partition, self.lease_table.c.epoch)
         )
         renewed = {p: e for p, e in rows}
         lost = [p for p in self.held if renewed.get(p) != self.held[p]]
@@ -162,23 +168,24 @@ class PartitionLeases:
         # SKIP LOCKED: a lease a lapsed owner still holds in an open pass is
         # taken on a later heartbeat, not waited for.
         free = (
-            select(relay_leases.c.partition)
+            select(self.lease_table.c.partition)
             .where(
-                relay_leases.c.partition.in_(partitions),
-                (relay_leases.c.owner.is_(None)) | (relay_leases.c.expires_at <= func.now()),
+                self.lease_table.c.partition.in_(partitions),
+                (self.lease_table.c.owner.is_(None))
+                | (self.lease_table.c.expires_at <= func.now()),
             )
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
         rows = await conn.execute(
-            update(relay_leases)
-            .where(relay_leases.c.partition.in_(free))
+            update(self.lease_table)
+            .where(self.lease_table.c.partition.in_(free))
             .values(
                 owner=self.instance_id,
-                epoch=relay_leases.c.epoch + 1,
+                epoch=self.lease_table.c.epoch + 1,
                 expires_at=func.now() + self._ttl,
             )
-            .returning(relay_leases.c.partition, relay_leases.c.epoch)
+            .returning(self.lease_table.c.partition, self.lease_table.c.epoch)
         )
         taken = {p: e for p, e in rows}
         self.held.update(taken)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.kit_tables import RelayTables
 from observability.endpoint import serve as serve_metrics
 from relay.admin import cdc_slot, status
 from relay.stats import RelayStats
@@ -19,21 +20,26 @@ from settings import Settings
 
 
 async def export(
-    settings: Settings, engine: AsyncEngine, stats: RelayStats, held: Callable[[], int]
+    settings: Settings,
+    engine: AsyncEngine,
+    tables: RelayTables,
+    stats: RelayStats,
+    held: Callable[[], int],
 ) -> asyncio.Server | None:
-    """Serve the figures while the relay runs (None: no port configured).
-
-    `held`: how many partitions this instance publishes now."""
+    """Serve the figures of `tables`' outboxes while the relay runs (None: no port
+    configured). `held`: how many partitions this instance publishes now."""
     if not settings.relay_metrics_port:
         return None
 
     def body() -> Awaitable[str]:
-        return render(engine, stats.counters(), held())
+        return render(engine, tables, stats.counters(), held())
 
     return await serve_metrics(settings.relay_metrics_host, settings.relay_metrics_port, body)
 
 
-async def render(engine: AsyncEngine, counters: dict[str, int], partitions_held: int) -> str:
+async def render(
+    engine: AsyncEngine, tables: RelayTables, counters: dict[str, int], partitions_held: int
+) -> str:
     lines = [
         "# HELP saga_relay_partitions_held Outbox partitions this instance publishes.",
         "# TYPE saga_relay_partitions_held gauge",
@@ -41,7 +47,7 @@ async def render(engine: AsyncEngine, counters: dict[str, int], partitions_held:
     ]
     for name, value in counters.items():
         lines += [f"# TYPE saga_relay_{name}_total counter", f"saga_relay_{name}_total {value}"]
-    rows = await status(engine)
+    rows = await status(engine, tables)
     lines += [
         "# HELP saga_relay_lag_seconds Age of the oldest unpublished outbox row.",
         "# TYPE saga_relay_lag_seconds gauge",

@@ -2,6 +2,8 @@
 
 Both relay modes, the operators' commands and the metrics read and settle
 outbox rows only through these, so a row means the same to all of them.
+Each takes the outbox it works on (db.kit_tables.outbox): the relay serves
+the outboxes it is handed, and names none.
 The statements a pass runs many times are built once per shape
 (`functools.cache`, lists bound as arrays): building and
 keying them anew on every pass was most of an idle relay's CPU.
@@ -35,8 +37,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.tables import relay_leases, service_tables
-
 
 def retrying_ahead(outbox: Table, *, including_itself: bool, only_not_due: bool) -> Exists:
     """Whether a PENDING row of the outbox row's aggregate with a next attempt set
@@ -61,13 +61,14 @@ def retrying_ahead(outbox: Table, *, including_itself: bool, only_not_due: bool)
 
 async def claim(
     conn: AsyncConnection,
-    schema: str,
+    outbox: Table,
     batch_size: int,
     partitions: Sequence[int] | None,
     *,
     claim_ttl_s: float,
     retrying_only: bool,
     owner: str | None = None,
+    leases: Table | None = None,
 ) -> Sequence[Row[Any]]:
     """Claim a batch of due PENDING rows for `claim_ttl_s`, in one statement that
     commits on its own; the rows in `seq` order.
@@ -79,10 +80,14 @@ async def claim(
     after the expiry. Each row comes with the count of PENDING rows of its
     aggregate before it (`pending_before`) and whether it had a next attempt set
     before (`was_retrying`). With `owner` (a relay under leases): only rows of
-    partitions whose lease that instance holds unexpired, each with the lease's
-    epoch (`lease_epoch`)."""
+    partitions whose lease that instance holds unexpired in `leases`, each with
+    the lease's epoch (`lease_epoch`)."""
     fenced = owner is not None
-    query = _claim(schema, batch_size, partitions is not None, retrying_only, fenced)
+    if fenced and leases is None:
+        raise ValueError("a claim for an owner needs the leases it holds")
+    query = _claim(
+        outbox, batch_size, partitions is not None, retrying_only, leases if fenced else None
+    )
     params: dict[str, Any] = {"ttl": timedelta(seconds=claim_ttl_s)}
     if partitions is not None:
         params["partitions"] = list(partitions)
@@ -95,9 +100,8 @@ async def claim(
 
 @cache
 def _claim(
-    schema: str, batch_size: int, partitioned: bool, retrying_only: bool, fenced: bool
+    outbox: Table, batch_size: int, partitioned: bool, retrying_only: bool, leases: Table | None
 ) -> Update:
-    outbox = service_tables[schema].outbox
     # Neither a row still waiting to retry (or claimed by a pass in flight) nor
     # anything queued behind one in its aggregate: a stuck aggregate must not
     # fill every batch, and an aggregate is published by one pass at a time.
@@ -138,15 +142,13 @@ def _claim(
         )
     if retrying_only:  # what ix_<service>_outbox_retrying holds
         picked = picked.where(outbox.c.next_attempt_at.is_not(None))
-    if fenced:
+    if leases is not None:
         ours = and_(
-            relay_leases.c.partition == outbox.c.partition,
-            relay_leases.c.owner == bindparam("owner"),
-            relay_leases.c.expires_at > func.now(),
+            leases.c.partition == outbox.c.partition,
+            leases.c.owner == bindparam("owner"),
+            leases.c.expires_at > func.now(),
         )
-        picked = picked.add_columns(relay_leases.c.epoch.label("lease_epoch")).join(
-            relay_leases, ours
-        )
+        picked = picked.add_columns(leases.c.epoch.label("lease_epoch")).join(leases, ours)
     chosen = picked.cte("picked")
     returned = [
         *outbox.c,
@@ -154,7 +156,7 @@ def _claim(
         chosen.c.was_retrying,
         outbox.c.next_attempt_at.label("claimed_until"),
     ]
-    if fenced:
+    if leases is not None:
         returned.append(chosen.c.lease_epoch)
     return (
         update(outbox)
@@ -166,7 +168,7 @@ def _claim(
 
 async def settle(
     conn: AsyncConnection,
-    schema: str,
+    outbox: Table,
     claimed: Sequence[Row[Any]],
     published: Sequence[str],
     kept: Sequence[str] = (),
@@ -184,7 +186,7 @@ async def settle(
         return []
     retrying = [str(r.event_id) for r in released if r.was_retrying]
     lags = await conn.execute(
-        _settle(schema),
+        _settle(outbox),
         {
             "ids": ids,
             "published": list(published),
@@ -196,8 +198,7 @@ async def settle(
 
 
 @cache
-def _settle(schema: str) -> Update:
-    outbox = service_tables[schema].outbox
+def _settle(outbox: Table) -> Update:
     ids = ARRAY(outbox.c.event_id.type)
     published = outbox.c.event_id == any_(bindparam("published", type_=ids))
     # A released row that had a next attempt set keeps one, due now: the CDC
@@ -226,17 +227,16 @@ def _settle(schema: str) -> Update:
     )
 
 
-async def mark_published(conn: AsyncConnection, schema: str, event_ids: list[str]) -> list[float]:
+async def mark_published(conn: AsyncConnection, outbox: Table, event_ids: list[str]) -> list[float]:
     """Mark acknowledged events PUBLISHED (their last attempt counted); their lags in ms."""
     if not event_ids:
         return []
-    lags = await conn.execute(_mark_published(schema), {"event_ids": event_ids})
+    lags = await conn.execute(_mark_published(outbox), {"event_ids": event_ids})
     return [float(lag) for (lag,) in lags]
 
 
 @cache
-def _mark_published(schema: str) -> Update:
-    outbox = service_tables[schema].outbox
+def _mark_published(outbox: Table) -> Update:
     return (
         update(outbox)
         .where(
@@ -249,9 +249,8 @@ def _mark_published(schema: str) -> Update:
     )
 
 
-async def lock_pending(conn: AsyncConnection, schema: str, event_id: str) -> Row[Any] | None:
+async def lock_pending(conn: AsyncConnection, outbox: Table, event_id: str) -> Row[Any] | None:
     """The event's row under its lock while it is PENDING; None once settled."""
-    outbox = service_tables[schema].outbox
     query = (
         select(outbox)
         .where(outbox.c.event_id == event_id, outbox.c.status == "PENDING")
@@ -271,10 +270,9 @@ class Attempt:
 
 
 async def record_attempt(
-    conn: AsyncConnection, schema: str, event_id: str, attempt: Attempt
+    conn: AsyncConnection, outbox: Table, event_id: str, attempt: Attempt
 ) -> None:
     """Count a failed attempt in the row: due again after `retry_in_s`, PENDING until the last."""
-    outbox = service_tables[schema].outbox
     await conn.execute(
         update(outbox)
         .where(outbox.c.event_id == event_id)
@@ -288,11 +286,10 @@ async def record_attempt(
 
 
 async def pending_among(
-    conn: AsyncConnection, schema: str, event_ids: list[str]
+    conn: AsyncConnection, outbox: Table, event_ids: list[str]
 ) -> dict[str, bool]:
     """Which of these events are still PENDING → whether the retry sweep has each
     (it, or an earlier row of its aggregate, has a next attempt set)."""
-    outbox = service_tables[schema].outbox
     swept = retrying_ahead(outbox, including_itself=True, only_not_due=False)
     found = await conn.execute(
         select(outbox.c.event_id, swept).where(
@@ -302,11 +299,10 @@ async def pending_among(
     return {str(event_id): bool(is_swept) for event_id, is_swept in found}
 
 
-async def hand_to_sweep(conn: AsyncConnection, schema: str, event_ids: list[str]) -> None:
+async def hand_to_sweep(conn: AsyncConnection, outbox: Table, event_ids: list[str]) -> None:
     """Due at once, so the sweep takes them, in order, behind the row they wait for."""
     if not event_ids:
         return
-    outbox = service_tables[schema].outbox
     await conn.execute(
         update(outbox)
         .where(
@@ -318,9 +314,8 @@ async def hand_to_sweep(conn: AsyncConnection, schema: str, event_ids: list[str]
     )
 
 
-async def counts(conn: AsyncConnection, schema: str) -> tuple[int, int, int, float | None]:
+async def counts(conn: AsyncConnection, o: Table) -> tuple[int, int, int, float | None]:
     """Pending, failed, published in the last minute, and the oldest pending row's age (s)."""
-    o = service_tables[schema].outbox
     last_minute = func.now() - func.make_interval(0, 0, 0, 0, 0, 1)
     oldest = func.now() - func.min(o.c.created_at).filter(o.c.status == "PENDING")
     row = (
@@ -339,15 +334,13 @@ async def counts(conn: AsyncConnection, schema: str) -> tuple[int, int, int, flo
     return pending, failed, recent, float(lag) if lag is not None else None
 
 
-async def failed_rows(conn: AsyncConnection, schema: str) -> Sequence[Row[Any]]:
+async def failed_rows(conn: AsyncConnection, o: Table) -> Sequence[Row[Any]]:
     """The dead letters: rows FAILED after their last attempt, in `seq` order."""
-    o = service_tables[schema].outbox
     return (await conn.execute(select(o).where(o.c.status == "FAILED").order_by(o.c.seq))).all()
 
 
-async def requeue_failed(conn: AsyncConnection, schema: str, event_ids: list[str] | None) -> int:
+async def requeue_failed(conn: AsyncConnection, o: Table, event_ids: list[str] | None) -> int:
     """FAILED rows (these, or all) PENDING again with a fresh count, due at once."""
-    o = service_tables[schema].outbox
     query = (
         update(o)
         .where(o.c.status == "FAILED")
@@ -358,9 +351,8 @@ async def requeue_failed(conn: AsyncConnection, schema: str, event_ids: list[str
     return (await conn.execute(query)).rowcount
 
 
-async def delete_published(conn: AsyncConnection, schema: str, retention_s: int) -> int:
+async def delete_published(conn: AsyncConnection, o: Table, retention_s: int) -> int:
     """Delete published rows older than the retention; failed and pending rows stay."""
-    o = service_tables[schema].outbox
     result = await conn.execute(
         delete(o).where(
             o.c.status == "PUBLISHED",

@@ -1,4 +1,4 @@
-"""One pass of the polling relay over one service's outbox.
+"""One pass of the polling relay over one service's outbox (the table it is handed).
 
 Claim a batch of PENDING rows for a while (one statement, SKIP LOCKED, so
 two relays never claim the same row), group them by aggregate in `seq` order —
@@ -23,9 +23,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Row
+from sqlalchemy import Row, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.kit_tables import schema_of
 from relay import outbox
 from relay.config import RelayConfig
 from relay.publisher import publish_chain, record_failure
@@ -36,6 +37,7 @@ class Fence(Protocol):
     """The leases a pass works under (relay.leases.PartitionLeases)."""
 
     instance_id: str
+    lease_table: Table  # where the leases it holds are written
 
     def confirm(self, epochs: Mapping[int, int]) -> bool: ...
 
@@ -45,38 +47,41 @@ class Fence(Protocol):
 async def relay_pass(
     engine: AsyncEngine,
     js: Any,
-    schema: str,
+    table: Table,
     partitions: Sequence[int] | None,
     config: RelayConfig,
     fence: Fence | None = None,
     *,
     retrying_only: bool = False,
 ) -> PassResult:
-    """One claim-publish-mark round over `partitions` (all when None).
+    """One claim-publish-mark round over `partitions` (all when None) of the outbox `table`.
 
     `retrying_only`: only rows with a next attempt set — those that failed, were
     re-driven or were queued behind one by the CDC relay (its retry sweep)."""
     result = PassResult()
+    schema = schema_of(table)
     owner = fence.instance_id if fence is not None else None
+    leases = fence.lease_table if fence is not None else None
     # Autocommit: the claim and the settling commit on their own, so no
     # transaction (no BEGIN, no COMMIT: two round trips) is open across the publishes.
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         rows = await outbox.claim(
             conn,
-            schema,
+            table,
             config.batch_size,
             partitions,
             claim_ttl_s=config.claim_ttl_s,
             retrying_only=retrying_only,
             owner=owner,
+            leases=leases,
         )
         result.claimed = len(rows)
         if not rows:
             return result
         # Under leases: still the ones we were granted, or stand down.
         if fence is not None and not fence.confirm({r.partition: r.lease_epoch for r in rows}):
-            await outbox.settle(conn, schema, rows, published=[])
+            await outbox.settle(conn, table, rows, published=[])
             return PassResult()
         deadline = fence.deadline() if fence is not None else None
         chains = _ready_chains(rows)
@@ -89,11 +94,11 @@ async def relay_pass(
         result.broker_error = next((o.broker_error for o in outcomes if o.broker_error), None)
         result.published = len(published)
         failed = [str(row.event_id) for row, _ in failures]
-        result.lag_ms = await outbox.settle(conn, schema, rows, published, kept=failed)
+        result.lag_ms = await outbox.settle(conn, table, rows, published, kept=failed)
     if failures:
         async with engine.begin() as tx:
             for row, error in failures:
-                dead = await record_failure(tx, js, schema, str(row.event_id), error, config)
+                dead = await record_failure(tx, js, table, str(row.event_id), error, config)
                 result.failed += 1
                 result.dead_lettered += int(dead)
     return result

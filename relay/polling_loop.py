@@ -1,4 +1,4 @@
-"""The polling relay's loop: wake on NOTIFY or on the poll, drain every service's outbox.
+"""The polling relay's loop: wake on NOTIFY or on the poll, drain every outbox it serves.
 
 Hybrid wake-up (`SAGA_RELAY_MODE=hybrid`): a NOTIFY sent in each
 outbox-writing transaction reaches the relay at commit (sub-millisecond on one
@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from db.engine import asyncpg_dsn, create_engine
-from db.tables import RELAY_PARTITIONS, SERVICES
+from db.kit_tables import RelayTables
 from db.unit_of_work import OUTBOX_CHANNEL
 from messaging.stream import ensure_stream
 from relay import metrics
@@ -59,10 +59,11 @@ async def run_polling(
     stats: RelayStats,
     partitions: Sequence[int] | None,
     instance_id: str | None,
+    tables: RelayTables,
 ) -> None:
-    """Run until `stop`. With `partitions` given, work on exactly those and take no
-    leases (one instance alone); by default share all partitions with the other
-    instances by leases."""
+    """Publish `tables`' outboxes until `stop`. With `partitions` given, work on
+    exactly those and take no leases (one instance alone); by default share all
+    partitions with the other instances by leases."""
     # Long enough for a pass that waits on slow acks, short enough that a
     # process paused inside a pass frees its partitions soon; a claim outlives
     # the claimer's lease, so a takeover never claims rows still in flight.
@@ -72,7 +73,9 @@ async def run_polling(
         settings.database_target, pool_size=4, idle_in_transaction_timeout_ms=ttl_ms
     )
     leases = (
-        PartitionLeases(engine, instance_id or new_instance_id(), settings.relay_lease_ttl_s)
+        PartitionLeases(
+            engine, tables, instance_id or new_instance_id(), settings.relay_lease_ttl_s
+        )
         if partitions is None
         else None
     )
@@ -82,15 +85,15 @@ async def run_polling(
         return
     wake = Wakeup()
     listener: asyncpg.Connection | None = None
-    held = (lambda: len(leases.partitions())) if leases is not None else (lambda: RELAY_PARTITIONS)
-    exporter = await metrics.export(settings, engine, stats, held)
+    held = (lambda: len(leases.partitions())) if leases is not None else (lambda: tables.partitions)
+    exporter = await metrics.export(settings, engine, tables, stats, held)
     try:
         js = client.jetstream()
         await ensure_stream(js)
         log.info(
             "relay %s publishing %s to %s",
             leases.instance_id if leases else "(all partitions)",
-            ", ".join(SERVICES),
+            ", ".join(tables.services),
             connection_name(client, settings),
         )
         last_prune = 0.0
@@ -113,10 +116,14 @@ async def run_polling(
             held_before = mine
             if polled and mine:
                 last_poll = time.monotonic()
-            schemas = [s for s in SERVICES if polled or s in named or s in busy]
-            busy = await drain(engine, js, mine, config, stats, leases, schemas) if mine else set()
+            outboxes = [
+                table
+                for table in tables.outboxes
+                if polled or table.schema in named or table.schema in busy
+            ]
+            busy = await drain(engine, js, outboxes, mine, config, stats, leases) if mine else set()
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                await prune(engine, settings.relay_retention_s)
+                await prune(engine, tables.outboxes, settings.relay_retention_s)
                 last_prune = time.monotonic()
             if busy:
                 continue  # a full batch went out: more is waiting

@@ -23,11 +23,12 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Row
+from sqlalchemy import Row, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.kit_tables import schema_of
 from messaging import wire
-from observability.logs import log_context, order_id_of
+from observability.logs import correlated, log_context
 from observability.tracing import TRACER
 from observability.tracing import extract as extract_trace
 from observability.tracing import inject as inject_trace
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def envelope_of(schema: str, row: Any) -> tuple[str, bytes, dict[str, str]]:
-    """Subject, body and headers of an outbox row (a Row, or its columns as attributes)."""
+    """Subject, body and headers of a row of `schema`'s outbox (a Row, or its columns
+    as attributes); the schema is the envelope's `source`."""
     headers = dict(row.headers or {})
     body = wire.Envelope(
         event_id=str(row.event_id),
@@ -81,12 +83,11 @@ EVENT_FAULTS: tuple[type[BaseException], ...] = (
 
 
 def event_log_context(row: Row[Any]) -> contextlib.AbstractContextManager[None]:
-    """What a line about this event is about: the event, its saga, its order."""
+    """What a line about this event is about: the event, its saga, and what the
+    application's hook finds in its id (observability.logs.correlated)."""
     workflow_id = str((row.headers or {}).get("correlation_id") or "")
     return log_context(
-        event_id=str(row.event_id),
-        workflow_id=workflow_id,
-        order_id=order_id_of(workflow_id),
+        event_id=str(row.event_id), workflow_id=workflow_id, **correlated(workflow_id)
     )
 
 
@@ -130,12 +131,13 @@ _RETRYING = "event %s failed, attempt %d of %d (next in %.1f s): %s"
 async def record_failure(
     conn: AsyncConnection,
     js: Any,
-    schema: str,
+    table: Table,
     event_id: str,
     error: BaseException,
     config: RelayConfig,
 ) -> bool:
-    """Count a failed attempt of an event the broker refuses; True when it was the last.
+    """Count a failed attempt of an event the broker refuses in its outbox `table`;
+    True when it was the last.
 
     Both relay modes fail an event here. The count is the row's, read under the
     row's lock (a polling pass holds it already), so a restarted relay, or the
@@ -144,7 +146,7 @@ async def record_failure(
     the event to the dead-letter subject. A row settled meanwhile (no longer
     PENDING) is left as it is.
     """
-    row = await outbox.lock_pending(conn, schema, event_id)
+    row = await outbox.lock_pending(conn, table, event_id)
     if row is None:
         return False
     attempts = int(row.attempts) + 1
@@ -154,12 +156,12 @@ async def record_failure(
     delay = random.uniform(0, min(config.backoff_cap_s, config.backoff_base_s * 2**attempts))
     with event_log_context(row):
         if dead:
-            await dead_letter(js, schema, row, message, config)
+            await dead_letter(js, schema_of(table), row, message, config)
             log.error("event %s dead-lettered after %d attempts: %s", event_id, attempts, message)
         else:
             log.warning(_RETRYING, event_id, attempts, config.max_attempts, delay, message)
     await outbox.record_attempt(
-        conn, schema, event_id, outbox.Attempt(attempts, message, dead, delay)
+        conn, table, event_id, outbox.Attempt(attempts, message, dead, delay)
     )
     return dead
 

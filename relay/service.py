@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from db.kit_tables import RelayTables
 from relay.cdc_loop import run_cdc
 from relay.polling_loop import run_polling
 from relay.stats import RelayStats
@@ -20,15 +21,18 @@ async def run_relay(
     settings: Settings,
     stop: asyncio.Event,
     *,
+    tables: RelayTables,
     partitions: Sequence[int] | None = None,
     stats: RelayStats | None = None,
     instance_id: str | None = None,
 ) -> None:
-    """Run until `stop`. With `partitions` given (polling modes), work on exactly
-    those and take no leases (one instance alone); by default share all
-    partitions with the other instances by leases."""
+    """Publish the outboxes of `tables` (what the application serves) until `stop`.
+
+    With `partitions` given (polling modes), work on exactly those and take no
+    leases (one instance alone); by default share all partitions with the other
+    instances by leases."""
     stats = stats if stats is not None else RelayStats()
     if settings.relay_mode == "cdc":
-        await run_cdc(settings, stop, stats)
+        await run_cdc(settings, stop, stats, tables)
     else:
-        await run_polling(settings, stop, stats, partitions, instance_id)
+        await run_polling(settings, stop, stats, partitions, instance_id, tables)

@@ -96,12 +96,13 @@ def _relay(settings: Settings, args: argparse.Namespace) -> int:
 def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
     from db.engine import create_engine
     from relay.admin import cdc_slot, partitions_held, status
+    from wiring.served import RELAYED
 
     async def once() -> int:
         engine = create_engine(settings.database_target, pool_size=1)
         try:
-            rows = await status(engine)
-            held = await partitions_held(engine)
+            rows = await status(engine, RELAYED)
+            held = await partitions_held(engine, RELAYED)
             slot = await cdc_slot(engine)
         finally:
             await engine.dispose()
@@ -134,15 +135,16 @@ def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     from db.engine import create_engine
     from relay.admin import dead_letters, redrive
+    from wiring.served import RELAYED
 
     async def once() -> int:
         engine = create_engine(settings.database_target, pool_size=1)
         try:
             if args.redrive is not None:
-                moved = await redrive(engine, args.redrive or None)
+                moved = await redrive(engine, RELAYED, args.redrive or None)
                 print(f"re-driven: {moved} event(s)")
                 return 0
-            letters = await dead_letters(engine)
+            letters = await dead_letters(engine, RELAYED)
         finally:
             await engine.dispose()
         for d in letters:

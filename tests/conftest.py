@@ -46,6 +46,7 @@ from stack.postgres import EmbeddedPostgres
 from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
 from temporal_client import connect
 from tests import factories
+from wiring.served import RELAYED
 from worker import build_workers, open_bulkheads, running
 
 _exit_status = 0
@@ -270,7 +271,7 @@ def relay_settings(settings: Settings, nats: NatsServer) -> Settings:
 async def relay(relay_settings: Settings) -> AsyncIterator[RelayStats]:
     """The relay, in this process, for the test's duration."""
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(relay_settings, stop, stats=stats))
+    task = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED, stats=stats))
     yield stats
     stop.set()
     await asyncio.wait_for(task, 30)

@@ -13,7 +13,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.tables import (
-    SERVICES,
     card_holds,
     decisions,
     payments,
@@ -24,6 +23,7 @@ from db.tables import (
     wallets,
 )
 from db.wallet_store import WalletStore
+from wiring.services import SERVICES
 
 T = TypeVar("T")
 

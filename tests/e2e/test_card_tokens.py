@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from api.schemas import PlaceOrderRequest
-from db.tables import SERVICES, service_tables
+from db.tables import service_tables
 from domain.order_saga import SagaState
 from domain.two_phase import branch_gid, coordinator_workflow_id
 from payment_provider.embedded import EmbeddedProvider
@@ -33,6 +33,7 @@ from security.sealed import Sealer
 from stack.ports import free_port
 from tests import factories
 from tests.asgi import serve
+from wiring.services import SERVICES
 
 pytestmark = pytest.mark.timeout(120)
 

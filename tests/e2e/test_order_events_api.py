@@ -13,11 +13,12 @@ from nats.js import JetStreamContext
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.tables import SERVICES, orders, service_tables
+from db.tables import orders, service_tables
 from domain.orders import workflow_id_for
 from messaging import wire
 from tests import factories
 from tests.factories import eventually
+from wiring.services import SERVICES
 
 pytestmark = pytest.mark.asyncio
 

@@ -27,6 +27,7 @@ from tests.integration.test_relay import (
     statuses,
     write_events,
 )
+from wiring.served import RELAYED
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ async def test_committed_events_reach_jetstream_from_the_wal_in_order_with_heade
     engine, js, slot, cdc_settings, monkeypatch, capsys
 ):
     stop, stats = asyncio.Event(), RelayStats()
-    relaying = asyncio.create_task(run_relay(cdc_settings, stop, stats=stats))
+    relaying = asyncio.create_task(run_relay(cdc_settings, stop, tables=RELAYED, stats=stats))
     try:
         await wait_until_reading(engine, relaying, stats)
         before = stats.published
@@ -112,10 +113,10 @@ async def test_a_relay_dying_between_the_ack_and_the_mark_republishes_and_jetstr
             raise Died
 
     with pytest.raises(Died):
-        await DiesBeforeMarking(slot, engine, js, config).pass_once()
+        await DiesBeforeMarking(slot, engine, js, config, RELAYED.outboxes).pass_once()
     assert set(await statuses(engine, ids)) == {"PENDING"}  # published, never marked
 
-    survivor, totals = CdcRelay(slot, engine, js, config), RelayStats()
+    survivor, totals = CdcRelay(slot, engine, js, config, RELAYED.outboxes), RelayStats()
     while True:
         result = await survivor.pass_once()
         totals.add(result)

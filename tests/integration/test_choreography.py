@@ -38,7 +38,7 @@ from choreography.timeouts import TimeoutStats
 from consumers.runner import ConsumerRunner
 from db.tables import orders, products, service_tables
 from db.unit_of_work import StepContext, event_row, insert_events
-from domain.choreography import CARRIED_HEADER, SERVICES, correlation_id_for
+from domain.choreography import CARRIED_HEADER, correlation_id_for
 from domain.orders import OrderLine, PlaceOrder
 from messaging import wire
 from relay.publisher import envelope_of
@@ -51,6 +51,7 @@ from tests.conftest import start_saga
 from tests.factories import eventually
 from tests.prometheus import labels_of, samples
 from tests.spans import ancestors, captured_spans
+from wiring.services import SERVICES
 
 pytestmark = pytest.mark.asyncio
 
@@ -431,11 +432,13 @@ async def test_an_order_cancel_forged_by_another_service_or_on_another_subject_i
     carried = {CARRIED_HEADER: created.headers[CARRIED_HEADER]}
     cancel = {"order_id": order_id, "reason": "forged"}
 
-    context = StepContext("payments", f"forged-{uuid.uuid4()}", correlation_id_for(order_id))
+    context = StepContext(
+        service_tables["payments"], f"forged-{uuid.uuid4()}", correlation_id_for(order_id)
+    )
     from_payments = event_row(context, "order", order_id, "OrderCancelled", cancel)
     from_payments["headers"].update(carried)
     async with engine.begin() as conn:
-        await insert_events(conn, "payments", [from_payments])
+        await insert_events(conn, service_tables["payments"].outbox, [from_payments])
     on_another_subject = wire.Envelope(
         event_id=str(uuid.uuid4()),
         source="orders",

@@ -28,6 +28,7 @@ from messaging import wire
 from messaging.stream import DUPLICATE_WINDOW_S, MAX_AGE_S, SUBJECTS, ensure_stream, stream_config
 from messaging.wire import Envelope
 from tests.factories import eventually
+from wiring.served import INBOX, OWNERS
 
 pytestmark = pytest.mark.asyncio
 
@@ -199,7 +200,7 @@ async def test_a_message_published_twice_with_one_msg_id_is_stored_once(js, engi
     topic, order_id = Topic(), new_order_id()
     envelope = topic.envelope("CreditDebited", order_id)
     recorder = Recorder()
-    consumer = Consumer(topic.consumer_name(), topic.filter, recorder)
+    consumer = Consumer(topic.consumer_name(), topic.filter, recorder, inbox=INBOX, owners=OWNERS)
     await consume(consumer)
 
     first = await publish(js, envelope)
@@ -217,7 +218,7 @@ async def test_an_event_delivered_twice_is_applied_once(js, engine, consume):
     topic, order_id = Topic(), new_order_id()
     envelope = topic.envelope("CreditDebited", order_id)
     recorder = Recorder()
-    consumer = Consumer(topic.consumer_name(), topic.filter, recorder)
+    consumer = Consumer(topic.consumer_name(), topic.filter, recorder, inbox=INBOX, owners=OWNERS)
     await consume(consumer)
 
     # Two messages with one event id: a relay repeat outside the dedupe window.
@@ -235,7 +236,7 @@ async def test_a_failing_handler_is_redelivered_with_backoff_then_applied_once(j
     topic, order_id = Topic(), new_order_id()
     envelope = topic.envelope("CreditDebited", order_id)
     recorder = Recorder(fail_times=2)
-    consumer = Consumer(topic.consumer_name(), topic.filter, recorder)
+    consumer = Consumer(topic.consumer_name(), topic.filter, recorder, inbox=INBOX, owners=OWNERS)
     await consume(consumer)
 
     ack = await publish(js, envelope)
@@ -254,7 +255,7 @@ async def test_a_handler_that_always_fails_is_given_up_after_max_deliver(js, eng
     topic, order_id = Topic(), new_order_id()
     envelope = topic.envelope("CreditDebited", order_id)
     recorder = Recorder(fail_times=1_000)
-    consumer = Consumer(topic.consumer_name(), topic.filter, recorder)
+    consumer = Consumer(topic.consumer_name(), topic.filter, recorder, inbox=INBOX, owners=OWNERS)
     options = RunnerOptions(fetch_timeout_s=0.5, backoff_base_s=0.05, max_deliver=3)
     await consume(consumer, options)
 
@@ -269,7 +270,7 @@ async def test_a_handler_that_always_fails_is_given_up_after_max_deliver(js, eng
 async def test_a_poison_message_is_terminated_and_does_not_block_the_next(js, engine, consume):
     topic, order_id = Topic(), new_order_id()
     recorder = Recorder()
-    consumer = Consumer(topic.consumer_name(), topic.filter, recorder)
+    consumer = Consumer(topic.consumer_name(), topic.filter, recorder, inbox=INBOX, owners=OWNERS)
     await consume(consumer)
     garbage = wire.subject_for(topic.aggregate_type, "Garbage")
     not_a_uuid = topic.envelope("CreditDebited", order_id).model_copy(update={"event_id": "x-1"})

@@ -23,6 +23,7 @@ from db.tables import products, service_tables
 from dual_write.restock import AGGREGATE, EVENT_TYPE, event_id_for
 from messaging import wire
 from relay.service import run_relay
+from wiring.served import RELAYED
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +115,7 @@ async def test_the_outbox_loses_nothing_in_the_same_crash(settings, nats, js, en
         update={"nats_url": nats.url, "relay_poll_interval_s": 0.2, "relay_metrics_port": 0}
     )
     stop = asyncio.Event()
-    relaying = asyncio.create_task(run_relay(relay_settings, stop))
+    relaying = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED))
     try:
         for _ in range(100):
             async with engine.connect() as conn:

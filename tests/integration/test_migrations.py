@@ -15,7 +15,8 @@ from sqlalchemy import text
 
 from db.engine import create_engine
 from db.migrate import alembic_config, upgrade
-from db.tables import SERVICES, metadata
+from db.tables import metadata
+from wiring.services import SERVICES
 
 pytestmark = pytest.mark.asyncio
 

@@ -40,10 +40,9 @@ from consumers.metrics import MetricsEndpoint
 from consumers.order_history import order_history_consumer
 from consumers.runner import Consumer, ConsumerRunner, RunnerOptions
 from db.tables import order_history
-from domain.choreography import SERVICES
 from messaging import connection, wire
 from messaging.stream import ensure_stream, stream_config
-from messaging.wire import OWNER_OF_AGGREGATE, Envelope
+from messaging.wire import Envelope
 from relay.drain import connect_broker
 from security.sealed import Sealer
 from settings import Settings
@@ -51,6 +50,8 @@ from stack.nats import NatsAuth, NatsServer
 from stack.ports import LOOPBACK, free_port
 from tests.factories import eventually
 from tests.prometheus import samples
+from wiring.served import INBOX, OWNERS
+from wiring.services import OWNER_OF_AGGREGATE, SERVICES
 
 pytestmark = pytest.mark.asyncio
 
@@ -270,7 +271,13 @@ async def test_the_choreography_process_binds_and_acks_each_services_durable(
 )
 async def test_a_consumer_process_cannot_take_anothers_durable(as_user, engine, user, owner, other):
     js, owners = await as_user(user), await as_user(owner)
-    taken = Consumer(other, wire.subject_for("order", "OrderCancelled"), _never)
+    taken = Consumer(
+        other,
+        wire.subject_for("order", "OrderCancelled"),
+        _never,
+        inbox=INBOX,
+        owners=OWNERS,
+    )
 
     with pytest.raises((TimeoutError, nats.errors.Error)):
         await asyncio.wait_for(ConsumerRunner(js, engine, taken).bind(), 10)

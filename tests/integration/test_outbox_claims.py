@@ -33,7 +33,7 @@ OUTBOX = service_tables["orders"].outbox
 async def _claim(engine, ttl_s: float = 30.0):
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        return await outbox.claim(conn, "orders", 500, None, claim_ttl_s=ttl_s, retrying_only=False)
+        return await outbox.claim(conn, OUTBOX, 500, None, claim_ttl_s=ttl_s, retrying_only=False)
 
 
 async def test_a_claimed_aggregate_is_not_claimed_again_until_its_claim_is_settled(engine):
@@ -45,7 +45,7 @@ async def test_a_claimed_aggregate_is_not_claimed_again_until_its_claim_is_settl
     assert not [r for r in await _claim(engine) if r.aggregate_id == aggregate]
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        lags = await outbox.settle(conn, "orders", claimed, published=[first])
+        lags = await outbox.settle(conn, OUTBOX, claimed, published=[first])
     assert len(lags) == 1
     async with engine.connect() as conn:
         rows = (
@@ -73,7 +73,7 @@ async def test_an_expired_claim_is_claimed_again_and_the_first_claimer_cannot_se
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         # The paused claimer releases what it holds no more: nothing changes.
-        assert await outbox.settle(conn, "orders", stale, published=[]) == []
+        assert await outbox.settle(conn, OUTBOX, stale, published=[]) == []
         status, due = (
             await conn.execute(
                 select(OUTBOX.c.status, OUTBOX.c.next_attempt_at).where(OUTBOX.c.event_id == event)
@@ -112,7 +112,7 @@ async def test_a_step_wakes_the_relay_after_its_commit_and_not_from_inside_it(
     listener = await asyncpg.connect(asyncpg_dsn(settings.database_target))
     await listener.add_listener(OUTBOX_CHANNEL, lambda *args: heard.append(args[-1]))
     aggregate = f"ring-{uuid.uuid4()}"
-    context = StepContext("inventory", f"test:{uuid.uuid4()}", "c")
+    context = StepContext(service_tables["inventory"], f"test:{uuid.uuid4()}", "c")
 
     async def change(step: Step) -> _Done:
         step.record("stock", aggregate, "Rung", {})
@@ -120,7 +120,7 @@ async def test_a_step_wakes_the_relay_after_its_commit_and_not_from_inside_it(
 
     try:
         async with engine.begin() as conn:  # what a step's transaction writes
-            await insert_events(conn, "orders", [event_row(context, "x", aggregate, "Quiet", {})])
+            await insert_events(conn, OUTBOX, [event_row(context, "x", aggregate, "Quiet", {})])
         await asyncio.sleep(0.3)
         assert heard == []  # committed, and no wake-up from inside it
 

@@ -17,13 +17,15 @@ import nats as natsio
 import pytest
 from sqlalchemy import func, select
 
-from db.tables import RELAY_PARTITIONS, SERVICES, order_history, service_tables
+from db.tables import order_history, service_tables
 from db.unit_of_work import StepContext, event_row, insert_events, ring_relay
 from messaging import wire
 from relay.service import run_relay
 from relay.stats import RelayStats
 from settings import Settings
 from tests.factories import eventually
+from wiring.served import RELAYED
+from wiring.services import RELAY_PARTITIONS, SERVICES
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,13 +33,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def write_events(engine, aggregate_id: str, kinds: list[str], **payload: Any) -> list[str]:
     """Commit events the way activities do (one transaction, insert_events, a ring after)."""
-    context = StepContext("orders", f"test:{uuid.uuid4()}", f"order-{aggregate_id}")
+    context = StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", f"order-{aggregate_id}")
     rows = [
         event_row(context, "order", aggregate_id, kind, {"order_id": aggregate_id, **payload}, n)
         for n, kind in enumerate(kinds)
     ]
     async with engine.begin() as conn:
-        await insert_events(conn, "orders", rows)
+        await insert_events(conn, service_tables["orders"].outbox, rows)
     ring_relay(engine, "orders")
     return [r["event_id"] for r in rows]
 
@@ -130,11 +132,13 @@ async def test_a_transaction_committing_after_a_later_numbered_one_is_not_skippe
     engine, js, relay
 ):
     early, late = str(uuid.uuid4()), str(uuid.uuid4())
-    context = StepContext("orders", f"test:{uuid.uuid4()}", "c")
+    context = StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", "c")
     async with engine.connect() as slow:
         await slow.begin()
         # Takes the lower seq, then stays uncommitted while a later row commits.
-        await insert_events(slow, "orders", [event_row(context, "order", early, "Slow", {})])
+        await insert_events(
+            slow, service_tables["orders"].outbox, [event_row(context, "order", early, "Slow", {})]
+        )
         later_ids = await write_events(engine, late, ["Fast"])
         await messages_for(js, late, 1)
         await slow.commit()
@@ -151,7 +155,7 @@ async def test_each_aggregate_is_published_in_commit_order_under_concurrent_writ
     aggregates = [str(uuid.uuid4()) for _ in range(3)]
 
     async def writer(aggregate_id: str) -> None:
-        context = StepContext("orders", f"test:{uuid.uuid4()}", "c")
+        context = StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", "c")
         async with engine.begin() as conn:
             # Count under the aggregate's lock: n is this event's place in commit order.
             await conn.execute(
@@ -164,7 +168,7 @@ async def test_each_aggregate_is_published_in_commit_order_under_concurrent_writ
                 .where(outbox.c.aggregate_id == aggregate_id)
             )
             row = event_row(context, "order", aggregate_id, "Step", {"n": int(n or 0) + 1})
-            await insert_events(conn, "orders", [row])
+            await insert_events(conn, service_tables["orders"].outbox, [row])
 
     await asyncio.gather(*(writer(a) for a in aggregates for _ in range(15)))
 
@@ -267,9 +271,9 @@ async def test_dead_letters_are_listed_and_redriven(engine, js, relay):
     [poison] = await write_events(engine, order_id, ["Huge"], blob="x" * 1_100_000)
     await eventually(lambda: statuses(engine, [poison]), lambda s: s == ["FAILED"], deadline_s=30)
 
-    listed = [d.event_id for d in await dead_letters(engine)]
+    listed = [d.event_id for d in await dead_letters(engine, RELAYED)]
     failures_before = relay.failed
-    moved = await redrive(engine, [poison])
+    moved = await redrive(engine, RELAYED, [poison])
 
     assert poison in listed
     assert moved == 1
@@ -288,7 +292,7 @@ async def test_metrics_report_published_events_lag_and_partitions(engine, relay_
     port = free_port()
     settings = relay_settings.model_copy(update={"relay_metrics_port": port})
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(settings, stop, stats=stats))
+    task = asyncio.create_task(run_relay(settings, stop, tables=RELAYED, stats=stats))
     try:
         ids = await write_events(engine, str(uuid.uuid4()), ["A", "B"])
         await eventually(lambda: statuses(engine, ids), lambda s: s == ["PUBLISHED"] * 2)
@@ -317,12 +321,12 @@ async def test_published_rows_are_pruned_after_the_retention_and_dead_letters_ke
 
     published = await write_events(engine, str(uuid.uuid4()), ["Old"])
     await eventually(lambda: statuses(engine, published), lambda s: s == ["PUBLISHED"])
-    context = StepContext("orders", f"test:{uuid.uuid4()}", "c")
+    context = StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", "c")
     dead = event_row(context, "order", str(uuid.uuid4()), "Dead", {})
     async with engine.begin() as conn:
         await conn.execute(service_tables["orders"].outbox.insert(), [{**dead, "status": "FAILED"}])
 
-    removed = await prune_published(engine, retention_s=0)
+    removed = await prune_published(engine, RELAYED.outboxes, retention_s=0)
 
     assert removed >= 1
     assert await statuses(engine, published) == []
@@ -333,7 +337,7 @@ async def test_a_broker_outage_delays_events_without_counting_against_them(
     engine, js, relay_settings, nats
 ):
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(relay_settings, stop, stats=stats))
+    task = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED, stats=stats))
     try:
         await eventually(lambda: asyncio.sleep(0, stats.passes), lambda n: n > 0)
         await nats.stop()
@@ -371,7 +375,7 @@ async def test_a_stuck_aggregate_does_not_hold_up_the_others(engine, relay_setti
     behind = [i for _ in range(10) for i in await write_events(engine, stuck, ["Behind"])]
     [other] = await write_events(engine, free, ["Free"])
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(settings, stop, stats=stats))
+    task = asyncio.create_task(run_relay(settings, stop, tables=RELAYED, stats=stats))
     try:
         await eventually(lambda: statuses(engine, [other]), lambda s: s == ["PUBLISHED"])
         held_back = await statuses(engine, [poison, *behind])
@@ -397,7 +401,7 @@ async def test_an_event_held_by_another_transaction_is_not_overtaken(engine, js,
         await holder.execute(
             select(outbox.c.seq).where(outbox.c.event_id == second).with_for_update()
         )
-        task = asyncio.create_task(run_relay(relay_settings, stop))
+        task = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED))
         try:
             await eventually(lambda: statuses(engine, [first]), lambda s: s == ["PUBLISHED"])
             await asyncio.sleep(0.5)  # several more passes, each finding E2 locked
@@ -418,16 +422,18 @@ async def test_a_notify_drains_the_outbox_it_names_and_the_poll_drains_the_rest(
     stop, stats = asyncio.Event(), RelayStats()
     # Every partition, no leases: a lease changing hands would drain every outbox.
     every = list(range(RELAY_PARTITIONS))
-    task = asyncio.create_task(run_relay(settings, stop, partitions=every, stats=stats))
+    task = asyncio.create_task(
+        run_relay(settings, stop, tables=RELAYED, partitions=every, stats=stats)
+    )
     try:
         # The first round is a poll of every outbox; then the relay sleeps.
         await eventually(lambda: _value(stats.passes), lambda n: n >= len(SERVICES))
         before = stats.passes
         quiet = str(uuid.uuid4())
-        context = StepContext("orders", f"test:{uuid.uuid4()}", f"order-{quiet}")
+        context = StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", f"order-{quiet}")
         async with engine.begin() as conn:  # committed with no ring after it
             row = event_row(context, "order", quiet, "Quiet", {"order_id": quiet}, 0)
-            await insert_events(conn, "orders", [row])
+            await insert_events(conn, service_tables["orders"].outbox, [row])
         [loud] = await _write_inventory_event(engine)
         await eventually(lambda: _statuses_in(engine, "inventory", [loud]), _published)
         await eventually(lambda: _value(stats.passes), lambda n: n > before)  # counted
@@ -451,10 +457,10 @@ def _published(statuses: list[str]) -> bool:
 
 async def _write_inventory_event(engine) -> list[str]:
     sku = f"sku-{uuid.uuid4().hex[:8]}"
-    context = StepContext("inventory", f"test:{uuid.uuid4()}", f"order-{sku}")
+    context = StepContext(service_tables["inventory"], f"test:{uuid.uuid4()}", f"order-{sku}")
     row = event_row(context, "stock", sku, "Loud", {"sku": sku}, 0)
     async with engine.begin() as conn:
-        await insert_events(conn, "inventory", [row])
+        await insert_events(conn, service_tables["inventory"].outbox, [row])
     ring_relay(engine, "inventory")
     return [row["event_id"]]
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from db.tables import RELAY_PARTITIONS, service_tables
+from db.tables import service_tables
 from messaging import wire
 from relay.service import run_relay
 from relay.stats import RelayStats
@@ -25,6 +25,8 @@ from stack.cli import main
 from tests.factories import eventually
 from tests.integration.test_cdc_relay import wait_until_reading
 from tests.integration.test_relay import messages_for, statuses, write_events
+from wiring.served import RELAYED
+from wiring.services import RELAY_PARTITIONS
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
 OUTBOX = service_tables["orders"].outbox
@@ -47,7 +49,7 @@ async def relaying(engine, settings: Settings) -> AsyncIterator[RelayStats]:
     stop, stats = asyncio.Event(), RelayStats()
     # All partitions and no leases: alone, it need not wait for a dead instance's to lapse.
     task = asyncio.create_task(
-        run_relay(settings, stop, partitions=range(RELAY_PARTITIONS), stats=stats)
+        run_relay(settings, stop, tables=RELAYED, partitions=range(RELAY_PARTITIONS), stats=stats)
     )
     try:
         if settings.relay_mode == "cdc":

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from db.tables import RELAY_PARTITIONS, relay_leases, service_tables
+from db.tables import relay_leases, service_tables
 from relay.ring import assign
 from relay.service import run_relay
 from relay.stats import RelayStats
 from tests.factories import eventually
 from tests.integration.test_relay import messages_of, statuses, write_events
+from wiring.served import RELAYED
+from wiring.services import RELAY_PARTITIONS
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +35,9 @@ class Relays:
 
     def start(self, name: str) -> RelayStats:
         stop, stats = asyncio.Event(), RelayStats()
-        task = asyncio.create_task(run_relay(self.settings, stop, stats=stats, instance_id=name))
+        task = asyncio.create_task(
+            run_relay(self.settings, stop, tables=RELAYED, stats=stats, instance_id=name)
+        )
         self.running[name] = (stop, task, stats)
         return stats
 

@@ -38,7 +38,6 @@ from db.engine import create_engine
 from db.migrate import upgrade
 from db.tables import decisions, order_history, reservations, service_tables
 from domain.bulkheads import Bulkhead
-from domain.choreography import SERVICES as CHOREOGRAPHED
 from domain.two_phase import BranchCall, Decision, Vote, branch_gid
 from messaging.wire import STREAM
 from recovery.sweep import sweep
@@ -51,6 +50,8 @@ from stack.ports import free_port
 from stack.postgres import EmbeddedPostgres
 from tests import factories
 from tests.asgi import serve
+from wiring.served import RELAYED
+from wiring.services import SERVICES as CHOREOGRAPHED
 from worker import open_bulkheads, running
 
 pytestmark = pytest.mark.asyncio
@@ -230,7 +231,7 @@ async def relay(cluster: RolesCluster, own_settings: Settings) -> AsyncIterator[
     """The relay, as the relay's login."""
     relay_settings = own_settings.model_copy(update={"database_url": cluster.url("app_relay")})
     stop = asyncio.Event()
-    task = asyncio.create_task(run_relay(relay_settings, stop, stats=RelayStats()))
+    task = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED, stats=RelayStats()))
     yield
     stop.set()
     await asyncio.wait_for(task, 30)

@@ -1,6 +1,7 @@
 """The unit of work's promises, each asserted as behaviour rather than left to a
 constraint that happens to fire: a repeated key answers from storage, a refusal
-is typed, and writers of one aggregate commit in the order they were numbered."""
+is typed, writers of one aggregate commit in the order they were numbered, and
+all of it for whatever schema's tables the step is handed."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import uuid
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.schema import CreateSchema
 from temporalio.exceptions import ApplicationError
 
 from activities.inventory import InventoryActivities
+from db import kit_tables
 from db.tables import service_tables
 from db.unit_of_work import Step, StepContext, apply_once, event_row, insert_events
 from domain.activities import ReserveStock
@@ -29,7 +33,7 @@ class Counted(BaseModel):
 
 
 async def test_a_repeated_key_answers_the_stored_result_and_changes_nothing(sessions, engine):
-    context = StepContext("orders", f"test:{uuid.uuid4()}", "c")
+    context = StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", "c")
     ran: list[int] = []
     aggregate = str(uuid.uuid4())
 
@@ -92,7 +96,13 @@ async def waits_on_a_lock(engine, pid: int) -> bool:
 async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(engine, js, relay):
     aggregate = str(uuid.uuid4())
     first, second = (
-        event_row(StepContext("orders", f"test:{uuid.uuid4()}", "c"), "order", aggregate, kind, {})
+        event_row(
+            StepContext(service_tables["orders"], f"test:{uuid.uuid4()}", "c"),
+            "order",
+            aggregate,
+            kind,
+            {},
+        )
         for kind in ("First", "Second")
     )
 
@@ -101,11 +111,13 @@ async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(e
     async def write_second() -> None:
         async with engine.begin() as conn:
             writer["pid"] = int(await conn.scalar(select(func.pg_backend_pid())) or 0)
-            await insert_events(conn, "orders", [second])
+            await insert_events(conn, service_tables["orders"].outbox, [second])
 
     async with engine.connect() as holder:
         await holder.begin()
-        await insert_events(holder, "orders", [first])  # numbered first, not yet committed
+        await insert_events(
+            holder, service_tables["orders"].outbox, [first]
+        )  # numbered first, not yet committed
         writing = asyncio.create_task(write_second())
 
         # Either the second writer waits for the first's commit (the aggregate's
@@ -121,3 +133,48 @@ async def test_a_later_event_of_an_aggregate_waits_for_the_earlier_ones_commit(e
 
     messages = await messages_for(js, aggregate, 2)
     assert [m.subject for m in messages] == ["events.order.First", "events.order.Second"]
+
+
+async def test_a_step_applies_once_in_a_schema_the_application_never_named(engine, sessions):
+    schema = f"kit_{uuid.uuid4().hex[:8]}"
+    metadata = MetaData()
+    tables = kit_tables.service_tables(metadata, schema, partitions=4)
+    tallies = Table(
+        "tallies",
+        metadata,
+        Column("name", String(20), primary_key=True),
+        Column("count", Integer, nullable=False),
+        schema=schema,
+    )
+    async with engine.begin() as conn:
+        await conn.execute(CreateSchema(schema))
+        await conn.run_sync(metadata.create_all)
+    context = StepContext(tables, f"test:{uuid.uuid4()}", "c")
+
+    async def tally(step: Step) -> Counted:
+        await step.session.execute(
+            insert(tallies)
+            .values(name="visits", count=1)
+            .on_conflict_do_update(
+                index_elements=[tallies.c.name], set_={"count": tallies.c.count + 1}
+            )
+        )
+        step.record("tally", "visits", "Tallied", {"by": 1})
+        return Counted(value=1)
+
+    try:
+        first = await apply_once(sessions, context, tally, Counted)
+        repeat = await apply_once(sessions, context, tally, Counted)
+        async with engine.connect() as conn:
+            count = await conn.scalar(select(tallies.c.count))
+            events = (await conn.execute(select(tables.outbox))).all()
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+
+    assert (first, repeat) == (Counted(value=1), Counted(value=1))
+    assert count == 1
+    assert [(e.aggregate_id, e.event_type, e.status) for e in events] == [
+        ("visits", "Tallied", "PENDING")
+    ]
+    assert events[0].partition in range(4)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from messaging.wire import Envelope, dead_letter_subject_for, misrouting, subject_for
+from wiring.services import OWNER_OF_AGGREGATE as OWNERS
 
 
 def event(source: str, aggregate: str, event_type: str) -> Envelope:
@@ -35,18 +36,18 @@ def event(source: str, aggregate: str, event_type: str) -> Envelope:
 )
 def test_an_event_on_its_own_subject_from_its_owner_is_accepted(source, aggregate, event_type):
     sent = event(source, aggregate, event_type)
-    assert misrouting(subject_for(aggregate, event_type), sent) is None
-    assert misrouting(dead_letter_subject_for(aggregate, event_type), sent) is None
+    assert misrouting(subject_for(aggregate, event_type), sent, OWNERS) is None
+    assert misrouting(dead_letter_subject_for(aggregate, event_type), sent, OWNERS) is None
 
 
 def test_an_event_on_another_events_subject_is_refused():
     sent = event("orders", "order", "OrderCancelled")
-    reason = misrouting(subject_for("order", "OrderCreated"), sent)
+    reason = misrouting(subject_for("order", "OrderCreated"), sent, OWNERS)
     assert reason == "order.OrderCancelled came on events.order.OrderCreated"
 
 
 @pytest.mark.parametrize("source", ["payments", "inventory", "shipping", ""])
 def test_an_event_of_an_aggregate_its_source_does_not_own_is_refused(source):
     sent = event(source, "order", "OrderCancelled")
-    reason = misrouting(subject_for("order", "OrderCancelled"), sent)
+    reason = misrouting(subject_for("order", "OrderCancelled"), sent, OWNERS)
     assert reason == f"order events come from orders, not {source!r}"

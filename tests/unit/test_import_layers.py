@@ -1,8 +1,12 @@
-"""The project's modules form layers: no import circle, and relay and consumers apart.
+"""The project's modules form layers: no import circle, relay and consumers apart,
+and the saga kit below the application.
 
 Every `ast` import of every project .py file counts, the ones inside functions
 too: a function-level import hides a circle from the interpreter, not from a
-reader. The relay and the consumers meet only below them, in `messaging`.
+reader. The relay and the consumers meet only below them, in `messaging`. The
+kit (unit of work, XA branches, relay, messaging, the consumers' machinery,
+resilience, observability, the sagas' compensation skeleton) imports nothing of
+the application: it is handed the tables and hooks it serves (wiring).
 """
 
 from __future__ import annotations
@@ -13,6 +17,48 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SKIPPED = {".venv", "build", "node_modules", "site-packages", "__pycache__"}
 APART = ("relay", "consumers")
+
+# The kit: whole packages, and the kit's modules in packages shared with the
+# application. Entrypoints (`__main__`) are the application's composition roots.
+KIT_PACKAGES = ("relay", "messaging", "resilience", "observability")
+KIT_MODULES = {
+    "db.engine",
+    "db.kit_tables",
+    "db.metadata",
+    "db.unit_of_work",
+    "db.xa",
+    "consumers",
+    "consumers.inbox",
+    "consumers.metrics",
+    "consumers.runner",
+    "consumers.service",
+    "workflows.compensation",
+    "workflows.metrics",
+    "workflows.saga",
+}
+# Below kit and application alike: settings, the NATS login, and the shared
+# vocabulary of steps, errors and 2PC messages.
+SHARED = {"settings", "security.nats_login", "domain.errors", "domain.saga", "domain.two_phase"}
+# What the kit must never reach, named so that the check is seen to cover them.
+APPLICATION = (
+    "db.tables",
+    "db.order_tables",
+    "db.wallet_tables",
+    "db.return_tables",
+    "wiring",
+    "wiring.services",
+    "wiring.served",
+    "wiring.order_hooks",
+    "domain.orders",
+    "domain.activities",
+    "domain.choreography",
+    "activities",
+    "workflows.order_saga",
+    "workflows.return_saga",
+    "api",
+    "consumers.order_history",
+    "choreography",
+)
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -100,6 +146,23 @@ def crossings(graph: dict[str, set[str]]) -> list[str]:
     )
 
 
+def in_kit(name: str) -> bool:
+    if name.rpartition(".")[2] == "__main__":
+        return False
+    return name in KIT_MODULES or name.split(".")[0] in KIT_PACKAGES
+
+
+def kit_reaching_out(graph: dict[str, set[str]]) -> list[str]:
+    """Imports from a kit module of anything but the kit and what is below it."""
+    return sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if in_kit(m)
+        for t in targets
+        if not in_kit(t) and t not in SHARED
+    )
+
+
 def test_no_module_imports_itself_through_others():
     found = circles(imports(ROOT))
     assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
@@ -108,6 +171,20 @@ def test_no_module_imports_itself_through_others():
 def test_relay_and_consumers_import_nothing_of_each_other():
     found = crossings(imports(ROOT))
     assert found == [], f"relay and consumers meet only in messaging: {found}"
+
+
+def test_the_kit_imports_nothing_of_the_application():
+    graph = imports(ROOT)
+    found = kit_reaching_out(graph)
+    assert found == [], f"the kit is handed what it serves, never imports it: {found}"
+
+
+def test_the_kit_and_the_application_modules_named_exist():
+    # A module renamed away would pass the check above for nothing.
+    graph = imports(ROOT)
+    assert set(APPLICATION).issubset(graph)
+    assert KIT_MODULES.issubset(graph)
+    assert not any(in_kit(name) for name in APPLICATION)
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -142,3 +219,19 @@ def test_the_check_sees_relay_importing_consumers_in_a_function(tmp_path):
         },
     )
     assert crossings(imports(root)) == ["relay.service -> consumers.stream"]
+
+
+def test_the_check_sees_the_kit_importing_the_application_in_a_function(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "db/__init__.py": "",
+            "db/unit_of_work.py": "def apply():\n    from db.tables import service_tables\n",
+            "db/tables.py": "from wiring.services import SERVICES\n",
+            "wiring/__init__.py": "",
+            "wiring/services.py": "",
+            "relay/__init__.py": "",
+            "relay/__main__.py": "from wiring.services import SERVICES\n",
+        },
+    )
+    assert kit_reaching_out(imports(root)) == ["db.unit_of_work -> db.tables"]

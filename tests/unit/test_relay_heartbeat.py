@@ -7,11 +7,12 @@ from db.engine import create_engine
 from relay.leases import PartitionLeases
 from relay.polling_loop import _heartbeat
 from stack.ports import free_port
+from wiring.served import RELAYED
 
 
 async def test_a_failed_heartbeat_is_retried_after_the_poll_interval_not_at_once():
     nowhere = create_engine(f"postgresql+asyncpg://relay:x@127.0.0.1:{free_port()}/none")
-    leases = PartitionLeases(nowhere, "relay-test", ttl_s=2.0)
+    leases = PartitionLeases(nowhere, RELAYED, "relay-test", ttl_s=2.0)
     try:
         assert leases.due()
         await _heartbeat(leases, retry_in_s=1.0)  # nothing listens there: it fails
