@@ -35,8 +35,9 @@ from activities._common import opened_token, stable_id
 from activities.provider_client import PaymentProviderClient, ProviderRefused
 from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
+from db.relay_ring import engine_of, ring_relay
 from db.tables import card_holds, payments, service_tables
-from db.unit_of_work import StepContext, engine_of, event_row, insert_events, ring_relay
+from db.unit_of_work import StepContext, event_row, insert_events
 from db.xa import ProtocolViolation
 from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType

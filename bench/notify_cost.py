@@ -32,8 +32,9 @@ from bench.own_postgres import own_postgres
 from bench.percentiles import percentiles
 from db.engine import asyncpg_dsn, create_engine
 from db.migrate import upgrade
+from db.relay_ring import OUTBOX_CHANNEL, ring_relay
 from db.tables import service_tables
-from db.unit_of_work import OUTBOX_CHANNEL, StepContext, event_row, insert_events, ring_relay
+from db.unit_of_work import StepContext, event_row, insert_events
 
 PAYLOAD = {"blob": "x" * 200}
 

@@ -40,7 +40,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers import inbox
-from db.unit_of_work import ringing_after_commit
+from db.relay_ring import ringing_after_commit
 from messaging.wire import STREAM, Envelope, misrouting
 from observability.tracing import TRACER
 from observability.tracing import extract as extract_trace

@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.kit_tables import schema_of
-from db.unit_of_work import ring_relay
+from db.relay_ring import ring_relay
 from domain.two_phase import BranchCall, Vote, VoteReply
 
 log = logging.getLogger(__name__)

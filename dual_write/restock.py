@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.relay_ring import ring_relay
 from db.tables import products, service_tables
-from db.unit_of_work import insert_events, ring_relay
+from db.unit_of_work import insert_events
 from relay.publisher import envelope_of
 
 EVENT_TYPE = "StockReceived"

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.kit_tables import RelayTables, schema_of
-from db.unit_of_work import ring_relay, rung
+from db.relay_ring import ring_relay, rung
 from relay import outbox
 from relay.slot import SlotStatus, slot_status
 

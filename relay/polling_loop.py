@@ -22,7 +22,7 @@ import asyncpg
 
 from db.engine import asyncpg_dsn, create_engine
 from db.kit_tables import RelayTables
-from db.unit_of_work import OUTBOX_CHANNEL
+from db.relay_ring import OUTBOX_CHANNEL
 from messaging.stream import ensure_stream
 from relay import metrics
 from relay.config import config_from

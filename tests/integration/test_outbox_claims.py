@@ -11,17 +11,9 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from db.engine import asyncpg_dsn
+from db.relay_ring import OUTBOX_CHANNEL, ring_relay, rung
 from db.tables import service_tables
-from db.unit_of_work import (
-    OUTBOX_CHANNEL,
-    Step,
-    StepContext,
-    apply_once,
-    event_row,
-    insert_events,
-    ring_relay,
-    rung,
-)
+from db.unit_of_work import Step, StepContext, apply_once, event_row, insert_events
 from relay import outbox
 from tests.factories import eventually
 from tests.integration.test_relay import write_events

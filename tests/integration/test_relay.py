@@ -17,8 +17,9 @@ import nats as natsio
 import pytest
 from sqlalchemy import func, select
 
+from db.relay_ring import ring_relay
 from db.tables import order_history, service_tables
-from db.unit_of_work import StepContext, event_row, insert_events, ring_relay
+from db.unit_of_work import StepContext, event_row, insert_events
 from messaging import wire
 from relay.service import run_relay
 from relay.stats import RelayStats

@@ -25,6 +25,7 @@ KIT_MODULES = {
     "db.engine",
     "db.kit_tables",
     "db.metadata",
+    "db.relay_ring",
     "db.unit_of_work",
     "db.xa",
     "consumers",
