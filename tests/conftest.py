@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -47,6 +49,18 @@ from tests import factories
 from worker import build_workers, open_bulkheads, running
 
 _exit_status = 0
+_own_basetemp: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every pytest that starts makes the shared root (/tmp/pytest-of-<user>)
+    # private again: a second session on the machine locked the embedded
+    # PostgreSQL's system user out of the first one's data dir mid-run (its next
+    # checkpoint PANICs). So a session keeps its tmp dirs in a root of its own.
+    global _own_basetemp
+    if config.option.basetemp is None:
+        _own_basetemp = Path(tempfile.mkdtemp(prefix="saga-pytest-"))
+        config.option.basetemp = str(_own_basetemp)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -55,6 +69,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _own_basetemp is not None and _exit_status == 0:  # a failed run's dirs are evidence
+        shutil.rmtree(_own_basetemp, ignore_errors=True)
     # The Temporal SDK's native runtime sometimes aborts the interpreter at exit
     # after every test has run (see LIMITS.md); report pytest's verdict, not that.
     if os.environ.get("SAGA_TEST_HARD_EXIT", "1") == "1":
