@@ -257,9 +257,14 @@ class Settings(BaseSettings):
     card_hold_ttl_s: int = 7 * 24 * 3600
     """How long a card authorisation hold lasts."""
     recovery_interval_s: float = 30.0
-    """How often the worker sweeps for 2PC branches and holds whose coordinator is gone."""
+    """How often the worker sweeps for 2PC branches and holds whose coordinator is gone, and
+    counts stuck sagas."""
     recovery_grace_s: float = 60.0
     """How old a branch must be before that sweep resolves it."""
+    # Past a step's ten retries and the payment step's deadline: silence that long is no retry.
+    stuck_saga_grace_s: float = Field(default=600.0, gt=0)
+    """An open saga with no history event for this long counts as stuck
+    (`saga_stuck_sagas`, the `SagaStuck` alert)."""
 
     # NOTIFY wakes the relay at commit; the poll catches what a notification
     # missed (a dropped listener connection, a relay restart).

@@ -26,15 +26,18 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 
 from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
+from audit.watch import StuckSagaGauge, watch_stuck_sagas
 from db.engine import create_engine
 from domain.bulkheads import BULKHEAD_OF, FINISHING, Bulkhead, queue_name
 from observability.logs import configure as configure_logging
 from observability.temporal_metrics import prometheus_runtime
 from observability.tracing import configure as configure_tracing
+from recovery.metrics import RecoveryMetrics
 from recovery.sweep import run_periodically
 from resilience.concurrency import ConcurrencyLimit
 from resilience.local_bulkheads import LocalBulkheads
@@ -259,17 +262,27 @@ async def _background(
     engines: Mapping[Bulkhead, AsyncEngine],
     provider: PaymentProviderClient,
 ) -> list[asyncio.Task[Any]]:
-    """The recovery sweep, beside the orders bulkhead."""
+    """The recovery sweep and the stuck-saga check, beside the orders bulkhead: one
+    process asks, and its metrics endpoint answers for the whole system."""
     tasks: list[asyncio.Task[Any]] = []
     if Bulkhead.ORDERS in engines:
+        runtime = client.service_client.config.runtime or Runtime.default()
+        every = timedelta(seconds=settings.recovery_interval_s)
         sweep = run_periodically(
             engines[Bulkhead.ORDERS],
             client,
-            every=timedelta(seconds=settings.recovery_interval_s),
+            every=every,
             grace=timedelta(seconds=settings.recovery_grace_s),
             card=card_participant(engines[Bulkhead.ORDERS], settings, provider),
+            metrics=RecoveryMetrics(runtime.metric_meter),
         )
-        tasks.append(asyncio.create_task(sweep))
+        stuck = watch_stuck_sagas(
+            client,
+            StuckSagaGauge(runtime.metric_meter),
+            every=every,
+            grace=timedelta(seconds=settings.stuck_saga_grace_s),
+        )
+        tasks += [asyncio.create_task(sweep), asyncio.create_task(stuck)]
     return tasks
 
 

@@ -7,6 +7,7 @@ failing past every deadline. Each is reported with what it waits on.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from temporalio.api.common.v1 import WorkflowExecution as ProtoExecution
@@ -16,28 +17,35 @@ from temporalio.client import Client, WorkflowExecution
 
 from audit.checks import Scope, Violation
 
-_QUERY = (
-    "WorkflowType IN ('OrderSaga', 'TwoPhaseCommit') AND ExecutionStatus = 'Running'"
-    " AND StartTime < '{cutoff}'"
-)
+SAGA_TYPES = ("OrderSaga", "TwoPhaseCommit")
+_TYPES = ", ".join(f"'{t}'" for t in SAGA_TYPES)
+_QUERY = f"WorkflowType IN ({_TYPES}) AND ExecutionStatus = 'Running' AND StartTime < '{{cutoff}}'"
 
 
 async def stuck_sagas(client: Client, scope: Scope) -> list[Violation]:
-    now = datetime.now(UTC)
-    cutoff = (now - scope.grace).isoformat()
     found: list[Violation] = []
-    async for execution in client.list_workflows(_QUERY.format(cutoff=cutoff)):
-        if scope.since is not None and execution.start_time < scope.since:
-            continue
-        last = await _last_event_time(client, execution)
-        if last is not None and now - last < scope.grace:
-            continue  # slow but moving
+    async for execution, last in silent_sagas(client, scope):
         detail = f"{execution.workflow_type} open since {execution.start_time:%Y-%m-%d %H:%M:%S}"
         detail += f", last event {last:%Y-%m-%d %H:%M:%S}" if last else ", no events"
         if pending := await _pending(client, execution):
             detail += f"; waits on {pending}"
         found.append(Violation("stuck-saga", execution.id, detail))
     return found
+
+
+async def silent_sagas(
+    client: Client, scope: Scope
+) -> AsyncIterator[tuple[WorkflowExecution, datetime | None]]:
+    """Each open saga whose newest history event (when it has one) is older than the grace."""
+    now = datetime.now(UTC)
+    cutoff = (now - scope.grace).isoformat()
+    async for execution in client.list_workflows(_QUERY.format(cutoff=cutoff)):
+        if scope.since is not None and execution.start_time < scope.since:
+            continue
+        last = await _last_event_time(client, execution)
+        if last is not None and now - last < scope.grace:
+            continue  # slow but moving
+        yield execution, last
 
 
 async def _last_event_time(client: Client, execution: WorkflowExecution) -> datetime | None:

@@ -28,6 +28,7 @@ from activities.coordinator_log import completion
 from db.tables import card_holds, decisions, xa_branches
 from db.xa import PG_PREPARED_XACTS, XaBranches
 from domain.two_phase import BranchCall, Decision, branch_gid, coordinator_workflow_id, tx_id_of
+from recovery.metrics import RecoveryMetrics
 from wiring.services import XA_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ class SweepReport:
 
     def __bool__(self) -> bool:
         return bool(self.committed or self.aborted or self.left_to_coordinator)
+
+    @property
+    def left_open(self) -> int:
+        """Transactions still open past the grace after this round."""
+        return len(self.left_to_coordinator) + len(self.failed)
 
 
 async def sweep(
@@ -75,14 +81,20 @@ async def run_periodically(
     every: timedelta,
     grace: timedelta,
     card: CardHoldParticipant,
+    metrics: RecoveryMetrics | None = None,
 ) -> None:
     """The worker's background sweep; a failed round is logged and the next one tries."""
     while True:
         await asyncio.sleep(every.total_seconds())
         try:
-            await sweep(engine, client, grace, card)
+            report = await sweep(engine, client, grace, card)
         except Exception:  # one bad round must not stop recovery for good
             log.exception("recovery sweep failed; retrying in %s", every)
+            if metrics is not None:
+                metrics.sweep_failed()
+            continue
+        if metrics is not None:
+            metrics.swept(report.left_open)
 
 
 async def _open_branches(engine: AsyncEngine, grace: timedelta) -> dict[str, set[str]]:

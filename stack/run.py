@@ -222,7 +222,7 @@ class Supervisor:
     def _metrics_lines(self) -> list[str]:
         urls = [
             f"http://{host}:{port}/metrics ({name})"
-            for name, host, port in _metrics_endpoints(self._settings)
+            for name, host, port in metrics_endpoints(self._settings)
         ]
         return [f"  {'Metrics' if n == 0 else '':<12} {url}" for n, url in enumerate(urls)]
 
@@ -292,7 +292,7 @@ class Supervisor:
         return process
 
 
-def _metrics_endpoints(s: Settings) -> list[tuple[str, str, int]]:
+def metrics_endpoints(s: Settings) -> list[tuple[str, str, int]]:
     """(process, host, port) of each metrics page `make run` serves; a port of 0 is off."""
     endpoints = [
         ("worker", s.worker_metrics_host, s.worker_metrics_port),
@@ -318,7 +318,7 @@ def _check_ports(s: Settings) -> None:
         wanted.append((LOOPBACK, s.payment_provider_port, hint))
     # A page that cannot bind is only logged by its process: the banner would
     # advertise another process's page.
-    for name, host, port in _metrics_endpoints(s):
+    for name, host, port in metrics_endpoints(s):
         wanted.append((host, port, f"SAGA_{name.upper()}_METRICS_PORT (0: off)"))
     taken = [
         f"port {port} is in use: set {hint}"

@@ -19,10 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from db.engine import create_engine
 from stack.ports import free_port, port_in_use
 from tests import factories
+from tests.alert_rules import watched_metrics
 from tests.factories import eventually
 from tests.prometheus import samples
 
@@ -350,3 +352,27 @@ async def test_the_worker_is_handed_over_to_an_operator_and_back(running, tmp_pa
     assert started.stdout.strip() == f"worker back under `sagactl run` as pid {back}"
     await eventually(lambda: asyncio.sleep(0, run.output.count(SERVING)), lambda n: n > serving)
     assert (await place_and_confirm(run.api))["status"] == "CONFIRMED"
+
+
+async def test_every_metric_an_alert_watches_is_on_a_page_of_the_run(running):
+    """deploy/prometheus/alerts.yml reads only what the processes really export."""
+    pages = [
+        f"http://127.0.0.1:{running.ports[f'SAGA_{name.upper()}_METRICS_PORT']}/metrics"
+        for name in ("worker", "relay", "consumers", "choreography")
+    ]
+    pages.append(f"{running.api}/metrics")
+    watched = watched_metrics()
+
+    async def unexported() -> set[str]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            texts = [(await http.get(page)).text for page in pages]
+        exported = {
+            sample.name
+            for text in texts
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        return watched - exported
+
+    # The consumers' backlog figures come once their durables are bound.
+    assert await eventually(unexported, lambda missing: not missing, 60) == set()

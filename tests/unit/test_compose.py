@@ -109,6 +109,7 @@ def test_compose_has_the_whole_stack(compose):
         "temporal-ui",
         "nats",
         "payment-provider",
+        "prometheus",
         *APP_SERVICES,
     } <= set(compose["services"])
 
@@ -258,20 +259,24 @@ def test_the_image_copies_every_package_the_project_installs():
     assert {f"{m}.py" for m in modules} <= copied
 
 
+# Where each app service serves its metrics page (the API's is on its own port).
+METRICS_PORTS = {
+    "relay": "9101",
+    **{name: "9102" for name in WORKERS},
+    "consumers": "9103",
+    **{name: "9104" for name in CHOREOGRAPHY},
+    "api": "8000",
+}
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+
+
 def test_every_long_running_service_has_a_health_check_on_a_port_it_serves(compose):
-    ports = {
-        "relay": "9101",
-        **{name: "9102" for name in WORKERS},
-        "consumers": "9103",
-        **{name: "9104" for name in CHOREOGRAPHY},
-        "api": "8000",
-    }
     for name, service in compose["services"].items():
         if name in ("migrate", "temporal-ui"):
             continue  # one-shot; the UI is only looked at
         test = " ".join(service["healthcheck"]["test"])
-        if name in ports:
-            assert f"localhost:{ports[name]}/" in test, name
+        if name in METRICS_PORTS:
+            assert f"localhost:{METRICS_PORTS[name]}/" in test, name
     # Reachable from Prometheus in another container.
     for name, variable in [
         ("relay", "SAGA_RELAY_METRICS_HOST"),
@@ -335,8 +340,60 @@ def test_temporal_is_reached_from_the_network_only_and_the_ui_from_this_host(com
     assert "ports" not in services["temporal"]
     for mapping in services["temporal-ui"].get("ports", []):
         assert str(mapping).startswith("127.0.0.1:"), mapping
+    for mapping in services["prometheus"].get("ports", []):
+        assert str(mapping).startswith("127.0.0.1:"), mapping
     published = {n for n, s in services.items() if s.get("ports")}
-    assert published <= {"api", "temporal-ui"}
+    assert published <= {"api", "temporal-ui", "prometheus"}
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path → the host path mounted there read-only."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        target, _, mode = rest.partition(":")
+        if mode == "ro":
+            found[target] = source
+    return found
+
+
+def prometheus_config() -> dict[str, Any]:
+    return dict(yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text()))
+
+
+def test_prometheus_runs_the_repositorys_config_and_alert_rules(compose):
+    service = compose["services"]["prometheus"]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in service["command"])
+    config_path = Path(flags["config.file"])
+    mounted = mounts(service)
+    assert mounted[str(config_path)] == "./deploy/prometheus/prometheus.yml"
+    # Rule files resolve against the configuration's directory.
+    for rules in prometheus_config()["rule_files"]:
+        source = mounted[str(config_path.parent / rules)]
+        assert (ROOT / source).resolve() == (PROMETHEUS_DIR / rules).resolve()
+        assert (PROMETHEUS_DIR / rules).is_file()
+
+
+def scrape_targets() -> dict[str, tuple[str, str]]:
+    """Compose service → (job, port) for every name the scrape config resolves."""
+    found = {}
+    for job in prometheus_config()["scrape_configs"]:
+        for lookup in job["dns_sd_configs"]:
+            for name in lookup["names"]:
+                found[name] = (job["job_name"], str(lookup["port"]))
+    return found
+
+
+def test_prometheus_scrapes_every_metrics_page_by_its_service_name_and_port(compose):
+    targets = scrape_targets()
+    assert set(targets) == set(METRICS_PORTS)
+    assert set(targets) <= set(compose["services"])
+    for name, (job, port) in targets.items():
+        assert port == METRICS_PORTS[name], name
+        # One job per kind of process, as stack.prometheus_config names them locally.
+        kind = "worker" if name in WORKERS else "choreography" if name in CHOREOGRAPHY else name
+        assert job == kind, name
+    assert compose["services"]["api"]["environment"]["SAGA_API_HOST"] == "0.0.0.0"
 
 
 # Who each app service connects to PostgreSQL as (docs/security.md): a
