@@ -24,6 +24,7 @@ COPY observability ./observability
 COPY history_corpus ./history_corpus
 COPY security ./security
 COPY audit ./audit
+COPY wiring ./wiring
 # The sandbox executes workflow modules anew for every workflow run: ship their
 # bytecode, which PYTHONDONTWRITEBYTECODE keeps Python from writing at run time.
 RUN pip install . && python -m compileall -q workflows && useradd --create-home --uid 10001 saga

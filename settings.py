@@ -266,8 +266,8 @@ class Settings(BaseSettings):
     """An open saga with no history event for this long counts as stuck
     (`saga_stuck_sagas`, the `SagaStuck` alert)."""
 
-    # NOTIFY wakes the relay at commit; the poll catches what a notification
-    # missed (a dropped listener connection, a relay restart).
+    # A ring after each commit wakes the relay (db.relay_ring); the poll catches
+    # what no ring announced (a dropped listener connection, a relay restart).
     relay_mode: Literal["hybrid", "poll", "cdc"] = "hybrid"
     """`hybrid` (NOTIFY + poll), `poll` (the poll alone) or `cdc` (the outbox read from the
     WAL)."""

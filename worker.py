@@ -33,6 +33,7 @@ from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
 from audit.watch import StuckSagaGauge, watch_stuck_sagas
 from db.engine import create_engine
+from db.relay_ring import close_engine
 from domain.bulkheads import BULKHEAD_OF, FINISHING, Bulkhead, queue_name
 from observability.logs import configure as configure_logging
 from observability.temporal_metrics import prometheus_runtime
@@ -221,7 +222,7 @@ async def serve(settings: Settings, bulkheads: list[Bulkhead]) -> None:
     finally:
         await provider.aclose()
         for engine in engines.values():
-            await engine.dispose()
+            await close_engine(engine)
     log.info("worker stopped")
 
 

@@ -14,6 +14,7 @@ from api.catalog import PriceCache
 from api.deps import declared_query_only
 from api.routes import codec, health, orders, products, returns, wallets
 from db.engine import create_engine, create_session_factory
+from db.relay_ring import close_engine
 from security.sealed import Sealer
 from settings import Settings
 from startup import ConfigError, open_api_exposed, production_gaps
@@ -41,7 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await app.state.engine.dispose()
+            await close_engine(app.state.engine)
 
     app = FastAPI(
         title="Saga orchestrator",

@@ -1,6 +1,6 @@
 """Sagas that stopped moving, as Temporal sees them.
 
-An open OrderSaga or TwoPhaseCommit whose newest history event is older than
+An open OrderSaga, ReturnSaga or TwoPhaseCommit whose newest history event is older than
 the grace period has made no progress: its worker is gone, or an activity is
 failing past every deadline. Each is reported with what it waits on.
 """
@@ -17,7 +17,7 @@ from temporalio.client import Client, WorkflowExecution
 
 from audit.checks import Scope, Violation
 
-SAGA_TYPES = ("OrderSaga", "TwoPhaseCommit")
+SAGA_TYPES = ("OrderSaga", "ReturnSaga", "TwoPhaseCommit")
 _TYPES = ", ".join(f"'{t}'" for t in SAGA_TYPES)
 _QUERY = f"WorkflowType IN ({_TYPES}) AND ExecutionStatus = 'Running' AND StartTime < '{{cutoff}}'"
 

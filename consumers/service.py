@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumers.metrics import MetricsEndpoint
 from consumers.runner import Consumer, ConsumerRunner, ConsumerStats, RunnerOptions
 from db.engine import create_engine
+from db.relay_ring import close_engine
 from messaging.connection import connect
 from messaging.stream import wait_for_stream
 from security.nats_login import connection_name
@@ -64,4 +65,4 @@ async def serve(
         if exporter is not None:
             exporter.close()
         await client.close()
-        await engine.dispose()
+        await close_engine(engine)

@@ -44,14 +44,19 @@ class _Doorbell:
     follows every commit, and a busy process sends one per round trip at most."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        # Weakly: the registry below is keyed weakly by the engine, and a value
+        # holding its key strongly would keep every engine that ever rang alive.
+        self._engine = weakref.ref(engine)
         self._asked: set[str] = set()
         self._ringing: asyncio.Task[None] | None = None
 
     def ask(self, service: str) -> None:
         self._asked.add(service)
-        if self._ringing is None or self._ringing.done():
-            self._ringing = asyncio.get_running_loop().create_task(self._ring())
+        loop = asyncio.get_running_loop()
+        ringing = self._ringing
+        # A task left on a loop that has ended would never finish: start afresh.
+        if ringing is None or ringing.done() or ringing.get_loop() is not loop:
+            self._ringing = loop.create_task(self._ring())
 
     async def _ring(self) -> None:
         while self._asked:
@@ -60,8 +65,11 @@ class _Doorbell:
                 await self._send(service)
 
     async def _send(self, service: str) -> None:
+        engine = self._engine()
+        if engine is None:  # disposed of and gone: the poll finds the rows
+            return
         try:
-            async with self._engine.connect() as conn:
+            async with engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(_RING, {"service": service})
         except Exception as err:  # PostgreSQL away: the poll finds the rows
@@ -69,7 +77,12 @@ class _Doorbell:
 
     async def rung(self) -> None:
         """Wait until every ring asked for so far is sent (tests, shutdown)."""
-        while self._ringing is not None and not self._ringing.done():
+        loop = asyncio.get_running_loop()
+        while (
+            self._ringing is not None
+            and not self._ringing.done()
+            and self._ringing.get_loop() is loop
+        ):
             await asyncio.shield(self._ringing)
 
 
@@ -130,9 +143,16 @@ def ring_when_committed(sessions: SessionFactory, service: str) -> None:
     if pending is None:
         log.warning(
             "a step wrote %s's outbox in a transaction it does not own and nothing rings "
-            "the relay after its commit (db.unit_of_work.ringing_after_commit): the poll "
+            "the relay after its commit (db.relay_ring.ringing_after_commit): the poll "
             "will publish it",
             service,
         )
         return
     pending.add(service)
+
+
+async def close_engine(engine: AsyncEngine) -> None:
+    """A process's last word on an engine: send the rings still owed, then close
+    the pool (disposing of it first would drop a ring for committed rows)."""
+    await rung(engine)
+    await engine.dispose()

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from db.engine import create_engine
+from db.relay_ring import close_engine
 from dual_write.restock import Mode, restock
 from messaging.connection import connect
 from startup import load_settings
@@ -31,7 +32,7 @@ async def _run(args: argparse.Namespace) -> None:
         )
     finally:
         await nc.close()
-        await engine.dispose()
+        await close_engine(engine)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The polling relay's loop: wake on NOTIFY or on the poll, drain every outbox it serves.
 
-Hybrid wake-up (`SAGA_RELAY_MODE=hybrid`): a NOTIFY sent in each
-outbox-writing transaction reaches the relay at commit (sub-millisecond on one
-machine), and a poll every `relay_poll_interval_s` catches whatever a
+Hybrid wake-up (`SAGA_RELAY_MODE=hybrid`): the NOTIFY a writer rings right
+after its commit (db.relay_ring) reaches the relay within a millisecond on one
+machine, and a poll every `relay_poll_interval_s` catches whatever a
 notification missed — a listener reconnecting after a PostgreSQL restart, rows
 of XA branches committed while the relay was down. `poll` mode is the poll
 alone. Published rows older than the retention are pruned.

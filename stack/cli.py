@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from db.relay_ring import close_engine
 from settings import Settings
 from stack.errors import StackError
 from startup import ConfigError, checked_settings, describe
@@ -71,7 +72,7 @@ def _recover(settings: Settings, args: argparse.Namespace) -> int:
             report = await sweep(engine, client, grace, card)
         finally:
             await provider.aclose()
-            await engine.dispose()
+            await close_engine(engine)
         for label, txs in (
             ("committed", report.committed),
             ("aborted", report.aborted),
@@ -105,7 +106,7 @@ def _relay_status(settings: Settings, args: argparse.Namespace) -> int:
             held = await partitions_held(engine, RELAYED)
             slot = await cdc_slot(engine)
         finally:
-            await engine.dispose()
+            await close_engine(engine)
         print(f"{'service':<10}{'pending':>9}{'failed':>8}{'published/min':>15}{'lag':>10}")
         for r in rows:
             lag = f"{r.lag_s:.1f}s" if r.lag_s is not None else "-"
@@ -146,7 +147,7 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
                 return 0
             letters = await dead_letters(engine, RELAYED)
         finally:
-            await engine.dispose()
+            await close_engine(engine)
         for d in letters:
             print(
                 f"{d.service}\t{d.event_id}\t{d.aggregate}\t{d.event_type}\t"
@@ -223,7 +224,7 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
                 engine, scope, provider, temporal, read_model=not args.no_read_model
             )
         finally:
-            await engine.dispose()
+            await close_engine(engine)
             if provider is not None:
                 await provider.aclose()
         for violation in found:

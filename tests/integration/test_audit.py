@@ -24,6 +24,7 @@ from choreography import orders as choreographed
 from domain.activities import Act, CreateShipment, ShipmentCreated
 from domain.errors import ErrorType
 from domain.orders import OrderLine, PlaceOrder
+from domain.returns import ReturnLine, StartReturn
 from domain.two_phase import BranchCall, branch_gid
 from stack.cli import main
 from tests import card_stand_ins, factories
@@ -227,6 +228,32 @@ async def test_a_saga_silent_past_the_grace_is_stuck(client, engine):
         patient = Scope(since=since, grace=timedelta(minutes=1))
         found = await run_audit(engine, patient, temporal=client, read_model=False)
         assert [v for v in found if v.check == "stuck-saga"] == []
+    finally:
+        await orphan.terminate("test over")
+
+
+async def test_a_return_saga_silent_past_the_grace_is_stuck(client, engine):
+    """A refund left hanging is as much an operator's business as an order."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    request = StartReturn(
+        return_id=str(uuid.uuid4()),
+        order_id=str(uuid.uuid4()),
+        customer_id="c",
+        lines=[ReturnLine(sku="sku", quantity=1)],
+    )
+    orphan = await client.start_workflow(
+        "ReturnSaga",
+        request,
+        id=f"return-{request.return_id}",
+        task_queue=f"nobody-{uuid.uuid4().hex[:8]}",  # no worker: it never moves
+    )
+    try:
+        await asyncio.sleep(3)
+        scope = Scope(since=since, grace=timedelta(seconds=2))
+        found = await run_audit(engine, scope, temporal=client, read_model=False)
+        stuck = [v for v in found if v.check == "stuck-saga"]
+        assert [v.subject for v in stuck] == [orphan.id]
+        assert "ReturnSaga open since" in stuck[0].detail
     finally:
         await orphan.terminate("test over")
 

@@ -527,3 +527,22 @@ def test_the_workflow_worker_has_each_services_pool_under_its_login(compose):
             continue
         url = make_url(interpolate(env[f"SAGA_{bulkhead.name}_DATABASE_URL"], operator_env()))
         assert url.username == f"app_{bulkhead.value}", bulkhead
+
+
+# Run from a checkout only (benches, chaos drills, the dual-write demo, the tests),
+# never by an installed command or an image's service.
+CHECKOUT_ONLY = {"bench", "chaos", "dual_write", "tests"}
+
+
+def test_every_package_the_services_import_is_installed():
+    """An installed command (sagactl) does not see the checkout: a package left out
+    of pyproject is a ModuleNotFoundError at its first import, in the image too."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    installed = {
+        p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    packages = {init.parent.name for init in ROOT.glob("*/__init__.py")}
+
+    assert packages - CHECKOUT_ONLY <= installed, "add them to pyproject.toml (and the Dockerfile)"
