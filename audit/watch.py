@@ -2,8 +2,10 @@
 
 The audit finds them when someone runs it (audit.temporal); this asks
 Temporal the same question on the worker beside the orders bulkhead, every
-SAGA_RECOVERY_INTERVAL_S: how many open OrderSaga and TwoPhaseCommit runs have
-had no history event for SAGA_STUCK_SAGA_GRACE_S. A run retrying one step
+SAGA_RECOVERY_INTERVAL_S: how many open sagas (SAGA_TYPES) have had no history
+event for SAGA_STUCK_SAGA_GRACE_S. A check that fails (Temporal's visibility
+away) leaves the gauge as it was and counts in `saga_stuck_checks_failed_total`,
+so a blind check is an alert of its own rather than a quiet zero. A run retrying one step
 writes no event until the step ends, so the grace must outlast the longest
 legitimate retry (a step's ten attempts, the payment step's deadline); the
 audit's own default, ten minutes, does.
@@ -36,7 +38,14 @@ class StuckSagaGauge:
             )
             for saga_type in SAGA_TYPES
         }
+        self._failed = meter.create_counter(
+            "saga_stuck_checks_failed", "Stuck-saga checks that could not ask Temporal"
+        )
         self.set({})
+        self._failed.add(0)  # listed from the start: a rate needs its zero
+
+    def check_failed(self) -> None:
+        self._failed.add(1)
 
     def set(self, counts: Mapping[str, int]) -> None:
         for saga_type, gauge in self._by_type.items():
@@ -54,10 +63,16 @@ async def check_once(client: Client, gauge: StuckSagaGauge, scope: Scope) -> Cou
 async def watch_stuck_sagas(
     client: Client, gauge: StuckSagaGauge, every: timedelta, grace: timedelta
 ) -> None:
-    """The worker's background check; a failed one is logged and leaves the gauge as it was."""
+    """The worker's background check, every `every`."""
     while True:
-        try:
-            await check_once(client, gauge, Scope(grace=grace))
-        except Exception:  # Temporal away for a while: the next round asks again
-            log.exception("stuck-saga check failed; retrying in %s", every)
+        await check_or_count(client, gauge, Scope(grace=grace))
         await asyncio.sleep(every.total_seconds())
+
+
+async def check_or_count(client: Client, gauge: StuckSagaGauge, scope: Scope) -> None:
+    """One round; a failed one is logged, counted and leaves the gauge as it was."""
+    try:
+        await check_once(client, gauge, scope)
+    except Exception:  # Temporal away for a while: the next round asks again
+        log.exception("stuck-saga check failed")
+        gauge.check_failed()

@@ -7,7 +7,7 @@ the hybrid relay is), and `--writers` connections committing step-like
 transactions as the activities do (db.unit_of_work.insert_events: the
 aggregate's advisory lock, an outbox row), alternating round by round: with a
 NOTIFY inside the transaction (how steps woke the relay until 2026-12), with
-the coalesced ring after the commit (db.unit_of_work.ring_relay, how they do
+the coalesced ring after the commit (db.relay_ring.ring_relay, how they do
 now), and with no wake-up at all. PostgreSQL takes one global lock at the
 commit of every transaction that notified, so notifying commits queue behind
 each other; this prints commits/s and commit latency p50/p99 of each series,

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from temporalio.client import Client
 
 from audit.checks import Scope
-from audit.watch import StuckSagaGauge, check_once
+from audit.watch import StuckSagaGauge, check_once, check_or_count
 from db.engine import create_engine
 from domain.two_phase import TwoPhaseInput, coordinator_workflow_id
 from observability.temporal_metrics import prometheus_runtime
@@ -126,3 +127,18 @@ async def test_a_sweep_that_cannot_reach_the_database_is_counted_failed(client, 
         await gone.dispose()
     # Nothing new is known: the gauge keeps what the last good round said.
     assert await endpoint.value("saga_2pc_open_past_grace") == [3]
+
+
+async def test_a_stuck_saga_check_that_cannot_ask_temporal_is_counted(client):
+    endpoint = Endpoint()
+    gauge = StuckSagaGauge(endpoint.runtime.metric_meter)
+    await endpoint.becomes("saga_stuck_checks_failed_total", [0])
+    # A namespace Temporal does not know: the visibility query fails as when it is away.
+    blind = Client(client.service_client, namespace=f"nowhere-{uuid.uuid4().hex[:8]}")
+
+    await check_or_count(blind, gauge, Scope(grace=timedelta(seconds=1)))
+    await check_or_count(blind, gauge, Scope(grace=timedelta(seconds=1)))
+
+    await endpoint.becomes("saga_stuck_checks_failed_total", [2])
+    await check_or_count(client, gauge, Scope(grace=timedelta(minutes=1)))
+    await endpoint.becomes("saga_stuck_checks_failed_total", [2])  # a good round adds nothing
