@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from audit import Scope, Violation, run_audit
@@ -213,47 +213,44 @@ async def test_a_published_event_missing_from_the_read_model_is_found(endings, e
     assert about(await run_audit(engine, scope), {order}) == set()
 
 
-async def test_a_saga_silent_past_the_grace_is_stuck(client, engine):
-    since = datetime.now(UTC) - timedelta(seconds=1)
-    orphan = await start_saga(client, f"nobody-{uuid.uuid4().hex[:8]}", [("NONE", 1)])
-    try:
-        await asyncio.sleep(3)
-        scope = Scope(since=since, grace=timedelta(seconds=2))
-        found = await run_audit(engine, scope, temporal=client, read_model=False)
-        stuck = [v for v in found if v.check == "stuck-saga"]
-        assert [v.subject for v in stuck] == [orphan.id]
-        assert "OrderSaga open since" in stuck[0].detail
-
-        # With a grace longer than its silence it is merely slow.
-        patient = Scope(since=since, grace=timedelta(minutes=1))
-        found = await run_audit(engine, patient, temporal=client, read_model=False)
-        assert [v for v in found if v.check == "stuck-saga"] == []
-    finally:
-        await orphan.terminate("test over")
+async def _orphan_order(client) -> WorkflowHandle:
+    return await start_saga(client, f"nobody-{uuid.uuid4().hex[:8]}", [("NONE", 1)])
 
 
-async def test_a_return_saga_silent_past_the_grace_is_stuck(client, engine):
+async def _orphan_return(client) -> WorkflowHandle:
     """A refund left hanging is as much an operator's business as an order."""
-    since = datetime.now(UTC) - timedelta(seconds=1)
     request = StartReturn(
         return_id=str(uuid.uuid4()),
         order_id=str(uuid.uuid4()),
         customer_id="c",
         lines=[ReturnLine(sku="sku", quantity=1)],
     )
-    orphan = await client.start_workflow(
+    return await client.start_workflow(
         "ReturnSaga",
         request,
         id=f"return-{request.return_id}",
         task_queue=f"nobody-{uuid.uuid4().hex[:8]}",  # no worker: it never moves
     )
+
+
+@pytest.mark.parametrize(
+    ("saga_type", "orphan_of"), [("OrderSaga", _orphan_order), ("ReturnSaga", _orphan_return)]
+)
+async def test_a_saga_silent_past_the_grace_is_stuck(client, engine, saga_type, orphan_of):
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    orphan = await orphan_of(client)
     try:
         await asyncio.sleep(3)
         scope = Scope(since=since, grace=timedelta(seconds=2))
         found = await run_audit(engine, scope, temporal=client, read_model=False)
         stuck = [v for v in found if v.check == "stuck-saga"]
         assert [v.subject for v in stuck] == [orphan.id]
-        assert "ReturnSaga open since" in stuck[0].detail
+        assert f"{saga_type} open since" in stuck[0].detail
+
+        # With a grace longer than its silence it is merely slow.
+        patient = Scope(since=since, grace=timedelta(minutes=1))
+        found = await run_audit(engine, patient, temporal=client, read_model=False)
+        assert [v for v in found if v.check == "stuck-saga"] == []
     finally:
         await orphan.terminate("test over")
 
