@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -213,11 +214,14 @@ async def test_a_published_event_missing_from_the_read_model_is_found(endings, e
     assert about(await run_audit(engine, scope), {order}) == set()
 
 
-async def _orphan_order(client) -> WorkflowHandle:
-    return await start_saga(client, f"nobody-{uuid.uuid4().hex[:8]}", [("NONE", 1)])
+async def _orphan_order(client) -> WorkflowHandle[Any, Any]:
+    handle: WorkflowHandle[Any, Any] = await start_saga(
+        client, f"nobody-{uuid.uuid4().hex[:8]}", [("NONE", 1)]
+    )
+    return handle
 
 
-async def _orphan_return(client) -> WorkflowHandle:
+async def _orphan_return(client) -> WorkflowHandle[Any, Any]:
     """A refund left hanging is as much an operator's business as an order."""
     request = StartReturn(
         return_id=str(uuid.uuid4()),
@@ -225,12 +229,13 @@ async def _orphan_return(client) -> WorkflowHandle:
         customer_id="c",
         lines=[ReturnLine(sku="sku", quantity=1)],
     )
-    return await client.start_workflow(
+    handle: WorkflowHandle[Any, Any] = await client.start_workflow(
         "ReturnSaga",
         request,
         id=f"return-{request.return_id}",
         task_queue=f"nobody-{uuid.uuid4().hex[:8]}",  # no worker: it never moves
     )
+    return handle
 
 
 @pytest.mark.parametrize(
