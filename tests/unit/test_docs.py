@@ -49,3 +49,14 @@ def test_every_docs_page_is_linked_from_the_readme():
     readme = (ROOT / "README.md").read_text()
     for page in (ROOT / "docs").glob("*.md"):
         assert f"docs/{page.name}" in readme, page.name
+
+
+def test_the_readme_layout_names_every_top_level_package():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1]
+    missing = [
+        init.parent.name
+        for init in sorted(ROOT.glob("*/__init__.py"))
+        if f"{init.parent.name}/" not in layout
+    ]
+    assert not missing, missing
