@@ -1,5 +1,6 @@
-"""Where a saga's cost goes: CPU ms per workflow of each process, history events and
-PostgreSQL transactions per workflow, for the saga and for the floor.
+"""Where a saga's cost goes: CPU ms per workflow of each process, history events,
+PostgreSQL transactions and published events per workflow, for the saga and for the
+floor, and the relay's CPU per event it published.
 
 The meter reads every process's CPU time and the database's transaction count at
 each boundary between phases (after a settle, so work a phase left queued, and
@@ -42,38 +43,42 @@ class Totals:
     cpu_ms: dict[str, float] = field(default_factory=dict)
     restarted: set[str] = field(default_factory=set)
     xacts: int = 0
+    events: int = 0  # the relay published
 
 
 @dataclass
 class Meter:
     pids: Callable[[], Mapping[str, int | None]]
     xacts: Callable[[], Awaitable[int]]
+    events: Callable[[], Awaitable[int]]  # published by the relay so far
     settle_s: float = SETTLE_S
     totals: dict[str, Totals] = field(default_factory=lambda: {s: Totals() for s in SERIES})
     _cpu: dict[str, Reading] = field(default_factory=dict)
     _xacts: int = 0
+    _events: int = 0
 
     async def mark(self) -> None:
         """Where the next phase begins."""
-        self._cpu, self._xacts = await self._read()
+        self._cpu, self._xacts, self._events = await self._read()
 
     async def phase_ended(self, series: str, workflows: int) -> None:
         """Charge everything since the last mark to `series`; `workflows` ended in it."""
-        cpu, xacts = await self._read()
+        cpu, xacts, events = await self._read()
         totals = self.totals[series]
         totals.workflows += workflows
         totals.xacts += xacts - self._xacts
+        totals.events += events - self._events
         for name, ms in spent_ms(self._cpu, cpu).items():
             if ms is None:
                 totals.restarted.add(name)
             else:
                 totals.cpu_ms[name] = totals.cpu_ms.get(name, 0.0) + ms
-        self._cpu, self._xacts = cpu, xacts
+        self._cpu, self._xacts, self._events = cpu, xacts, events
 
-    async def _read(self) -> tuple[dict[str, Reading], int]:
+    async def _read(self) -> tuple[dict[str, Reading], int, int]:
         await asyncio.sleep(self.settle_s)
-        xacts = await self.xacts()
-        return sample(self.pids(), alone=[BENCH]), xacts
+        xacts, events = await self.xacts(), await self.events()
+        return sample(self.pids(), alone=[BENCH]), xacts, events
 
 
 def per_workflow(totals: Totals) -> dict[str, Any]:
@@ -85,11 +90,17 @@ def per_workflow(totals: Totals) -> dict[str, Any]:
         name: None if name in totals.restarted else round(totals.cpu_ms.get(name, 0.0) / n, 1)
         for name in PROCESSES
     }
+    relay = None if "relay" in totals.restarted else totals.cpu_ms.get("relay", 0.0)
     return {
         "workflows": n,
         "cpu_ms": cpu,
         "cpu_ms_total": round(sum(ms for ms in cpu.values() if ms is not None), 1),
         "pg_xacts": round(totals.xacts / n, 1),
+        "events": round(totals.events / n, 1),
+        # Issue 19's figure: what the relay spends on each event it publishes.
+        "relay_cpu_ms_per_event": (
+            round(relay / totals.events, 2) if relay is not None and totals.events else None
+        ),
     }
 
 
@@ -125,6 +136,14 @@ def format_table(breakdown: Mapping[str, Any]) -> str:
     events = [series.get("history", {}).get("events") for series in (saga, floor)]
     lines.append(_row("Temporal history events", *events))
     lines.append(_row("PostgreSQL xacts", saga.get("pg_xacts"), floor.get("pg_xacts")))
+    lines.append(_row("events published", saga.get("events"), floor.get("events")))
+    lines.append(
+        _row(
+            "relay CPU ms per event",
+            saga.get("relay_cpu_ms_per_event"),
+            floor.get("relay_cpu_ms_per_event"),
+        )
+    )
     lines.append(
         f"(per workflow ended: {saga.get('workflows', 0)} sagas, {floor.get('workflows', 0)} "
         "floor workflows; a saga's history includes its 2PC child's; '-': restarted, none, "

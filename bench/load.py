@@ -46,7 +46,7 @@ from bench.breakdown import BENCH, Meter, format_table, per_workflow, ratios
 from bench.history_events import history_summary
 from bench.orders import Kind, Mix, OrderClient, Outcome, drive, outcome_counts, seed_catalog
 from bench.percentiles import percentiles
-from bench.pg_xacts import SETTLE_S, database_xacts
+from bench.pg_xacts import SETTLE_S, database_xacts, published_events
 from bench.plot import write_plot
 from bench.progress import Progress
 from db.engine import create_engine
@@ -57,6 +57,7 @@ from stack.run import Supervisor
 from stack.sandbox import sandbox
 from stack.temporal import DYNAMIC_CONFIG
 from temporal_client import connect
+from wiring.served import RELAYED
 
 WARM_UP = 6
 SQLITE_PRAGMAS: tuple[str, ...] = get_args(SqlitePragma)
@@ -142,7 +143,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         client = await connect(settings)
         engine = create_engine(settings.database_target, pool_size=2)
         catalog = await seed_catalog(engine, args.orders + WARM_UP)
-        meter = Meter(lambda: stack_pids(system), lambda: database_xacts(engine))
+        meter = Meter(
+            lambda: stack_pids(system),
+            lambda: database_xacts(engine),
+            lambda: published_events(engine, RELAYED.outboxes),
+        )
         floor_queue = f"bench-floor-{uuid.uuid4().hex[:6]}"
         floor = Worker(client, task_queue=floor_queue, workflows=[BareSteps], activities=[noop])
         async with httpx.AsyncClient(base_url=system.api_base, timeout=30) as http, floor:

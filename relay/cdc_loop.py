@@ -26,6 +26,7 @@ from relay import metrics, slot
 from relay.cdc import CdcRelay
 from relay.config import RelayConfig, config_from
 from relay.drain import PRUNE_EVERY_S, connect_broker, drain, prune
+from relay.pass_connection import PassConnection
 from relay.stats import RelayStats
 from settings import Settings
 
@@ -44,17 +45,18 @@ class _Reader:
         tables: RelayTables,
     ) -> None:
         self.engine, self.js, self.config, self.stats = engine, js, config, stats
+        self.passes = PassConnection(engine)
         self.outboxes = tables.outboxes
 
     async def drain_pending(self) -> None:
         """Every PENDING row: what committed before the slot existed, or while it was lost."""
-        while await drain(self.engine, self.js, self.outboxes, None, self.config, self.stats):
+        while await drain(self.passes, self.js, self.outboxes, None, self.config, self.stats):
             pass  # full batches: more is waiting
 
     async def sweep(self) -> None:
         """Rows with a next attempt set: failed, re-driven, or queued behind one of those."""
         await drain(
-            self.engine,
+            self.passes,
             self.js,
             self.outboxes,
             None,
@@ -78,7 +80,11 @@ async def run_cdc(
         try:
             js = client.jetstream()
             await ensure_stream(js)
-            await _read(settings, stop, _Reader(engine, js, config_from(settings), stats, tables))
+            reader = _Reader(engine, js, config_from(settings), stats, tables)
+            try:
+                await _read(settings, stop, reader)
+            finally:
+                await reader.passes.close()
         finally:
             with contextlib.suppress(Exception):
                 await client.drain()

@@ -22,6 +22,7 @@ from db.kit_tables import schema_of
 from messaging.connection import connect
 from relay import outbox
 from relay.config import RelayConfig
+from relay.pass_connection import PassConnection
 from relay.polling import Fence, relay_pass
 from relay.stats import RelayStats
 from settings import Settings
@@ -37,7 +38,7 @@ async def connect_broker(settings: Settings, stop: asyncio.Event) -> NatsClient 
 
 
 async def drain(
-    engine: AsyncEngine,
+    passes: PassConnection,
     js: Any,
     outboxes: Sequence[Table],
     partitions: Sequence[int] | None,
@@ -53,7 +54,7 @@ async def drain(
         schema = schema_of(table)
         try:
             result = await relay_pass(
-                engine, js, table, partitions, config, fence, retrying_only=retrying_only
+                passes, js, table, partitions, config, fence, retrying_only=retrying_only
             )
         except Exception:  # PostgreSQL or NATS away: the next round retries
             log.exception("relay pass over %s failed", schema)

@@ -37,6 +37,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.pass_connection import PassConnection
+
+# Where a pass's claim and settle run: a relay loop's PassConnection, or any
+# connection in autocommit (the operators' commands, tests).
+PassConn = AsyncConnection | PassConnection
+
 
 def retrying_ahead(outbox: Table, *, including_itself: bool, only_not_due: bool) -> Exists:
     """Whether a PENDING row of the outbox row's aggregate with a next attempt set
@@ -59,8 +65,14 @@ def retrying_ahead(outbox: Table, *, including_itself: bool, only_not_due: bool)
     return select(earlier.c.seq).where(*conditions).exists()
 
 
+async def _returned(conn: PassConn, statement: Update, params: dict[str, Any]) -> Sequence[Any]:
+    if isinstance(conn, PassConnection):
+        return await conn.rows(statement, params)
+    return (await conn.execute(statement, params)).all()
+
+
 async def claim(
-    conn: AsyncConnection,
+    conn: PassConn,
     outbox: Table,
     batch_size: int,
     partitions: Sequence[int] | None,
@@ -69,7 +81,7 @@ async def claim(
     retrying_only: bool,
     owner: str | None = None,
     leases: Table | None = None,
-) -> Sequence[Row[Any]]:
+) -> list[Any]:
     """Claim a batch of due PENDING rows for `claim_ttl_s`, in one statement that
     commits on its own; the rows in `seq` order.
 
@@ -93,7 +105,7 @@ async def claim(
         params["partitions"] = list(partitions)
     if fenced:
         params["owner"] = owner
-    rows = (await conn.execute(query, params)).all()
+    rows = await _returned(conn, query, params)
     # UPDATE ... RETURNING keeps no order: the chains are cut in seq order.
     return sorted(rows, key=lambda row: int(row.seq))
 
@@ -167,9 +179,9 @@ def _claim(
 
 
 async def settle(
-    conn: AsyncConnection,
+    conn: PassConn,
     outbox: Table,
-    claimed: Sequence[Row[Any]],
+    claimed: Sequence[Any],
     published: Sequence[str],
     kept: Sequence[str] = (),
 ) -> list[float]:
@@ -185,7 +197,8 @@ async def settle(
     if not ids:
         return []
     retrying = [str(r.event_id) for r in released if r.was_retrying]
-    lags = await conn.execute(
+    lags = await _returned(
+        conn,
         _settle(outbox),
         {
             "ids": ids,
@@ -194,7 +207,7 @@ async def settle(
             "claimed_until": claimed[0].claimed_until,
         },
     )
-    return [float(lag) for lag in lags.scalars() if lag is not None]
+    return [float(lag) for (lag,) in lags if lag is not None]
 
 
 @cache

@@ -24,11 +24,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Row, Table
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.kit_tables import schema_of
 from relay import outbox
 from relay.config import RelayConfig
+from relay.pass_connection import PassConnection
 from relay.publisher import publish_chain, record_failure
 from relay.stats import PassResult
 
@@ -45,7 +45,7 @@ class Fence(Protocol):
 
 
 async def relay_pass(
-    engine: AsyncEngine,
+    passes: PassConnection,
     js: Any,
     table: Table,
     partitions: Sequence[int] | None,
@@ -62,41 +62,39 @@ async def relay_pass(
     schema = schema_of(table)
     owner = fence.instance_id if fence is not None else None
     leases = fence.lease_table if fence is not None else None
-    # Autocommit: the claim and the settling commit on their own, so no
+    # The claim and the settling commit on their own (autocommit), so no
     # transaction (no BEGIN, no COMMIT: two round trips) is open across the publishes.
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        rows = await outbox.claim(
-            conn,
-            table,
-            config.batch_size,
-            partitions,
-            claim_ttl_s=config.claim_ttl_s,
-            retrying_only=retrying_only,
-            owner=owner,
-            leases=leases,
-        )
-        result.claimed = len(rows)
-        if not rows:
-            return result
-        # Under leases: still the ones we were granted, or stand down.
-        if fence is not None and not fence.confirm({r.partition: r.lease_epoch for r in rows}):
-            await outbox.settle(conn, table, rows, published=[])
-            return PassResult()
-        deadline = fence.deadline() if fence is not None else None
-        chains = _ready_chains(rows)
-        outcomes = await asyncio.gather(
-            *(publish_chain(js, schema, c, config, deadline) for c in chains)
-        )
-        published = [event_id for o in outcomes for event_id in o.published]
-        failures = [o.failure for o in outcomes if o.failure is not None]
-        result.duplicates = sum(o.duplicates for o in outcomes)
-        result.broker_error = next((o.broker_error for o in outcomes if o.broker_error), None)
-        result.published = len(published)
-        failed = [str(row.event_id) for row, _ in failures]
-        result.lag_ms = await outbox.settle(conn, table, rows, published, kept=failed)
+    rows = await outbox.claim(
+        passes,
+        table,
+        config.batch_size,
+        partitions,
+        claim_ttl_s=config.claim_ttl_s,
+        retrying_only=retrying_only,
+        owner=owner,
+        leases=leases,
+    )
+    result.claimed = len(rows)
+    if not rows:
+        return result
+    # Under leases: still the ones we were granted, or stand down.
+    if fence is not None and not fence.confirm({r.partition: r.lease_epoch for r in rows}):
+        await outbox.settle(passes, table, rows, published=[])
+        return PassResult()
+    deadline = fence.deadline() if fence is not None else None
+    chains = _ready_chains(rows)
+    outcomes = await asyncio.gather(
+        *(publish_chain(js, schema, c, config, deadline) for c in chains)
+    )
+    published = [event_id for o in outcomes for event_id in o.published]
+    failures = [o.failure for o in outcomes if o.failure is not None]
+    result.duplicates = sum(o.duplicates for o in outcomes)
+    result.broker_error = next((o.broker_error for o in outcomes if o.broker_error), None)
+    result.published = len(published)
+    failed = [str(row.event_id) for row, _ in failures]
+    result.lag_ms = await outbox.settle(passes, table, rows, published, kept=failed)
     if failures:
-        async with engine.begin() as tx:
+        async with passes.engine.begin() as tx:
             for row, error in failures:
                 dead = await record_failure(tx, js, table, str(row.event_id), error, config)
                 result.failed += 1

@@ -28,6 +28,7 @@ from relay import metrics
 from relay.config import config_from
 from relay.drain import PRUNE_EVERY_S, connect_broker, drain, prune
 from relay.leases import PartitionLeases, new_instance_id
+from relay.pass_connection import PassConnection
 from relay.stats import RelayStats
 from security.nats_login import connection_name
 from settings import Settings
@@ -84,6 +85,7 @@ async def run_polling(
         await engine.dispose()
         return
     wake = Wakeup()
+    passes = PassConnection(engine)
     listener: asyncpg.Connection | None = None
     held = (lambda: len(leases.partitions())) if leases is not None else (lambda: tables.partitions)
     exporter = await metrics.export(settings, engine, tables, stats, held)
@@ -121,7 +123,7 @@ async def run_polling(
                 for table in tables.outboxes
                 if polled or table.schema in named or table.schema in busy
             ]
-            busy = await drain(engine, js, outboxes, mine, config, stats, leases) if mine else set()
+            busy = await drain(passes, js, outboxes, mine, config, stats, leases) if mine else set()
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
                 await prune(engine, tables.outboxes, settings.relay_retention_s)
                 last_prune = time.monotonic()
@@ -148,6 +150,7 @@ async def run_polling(
             await listener.close()
         with contextlib.suppress(Exception):  # a broker already gone cannot be drained
             await client.drain()
+        await passes.close()
         await engine.dispose()
 
 

@@ -75,6 +75,17 @@ def test_per_workflow_divides_by_the_workflows_ended_and_marks_restarts():
     assert per_workflow(Totals()) == {"workflows": 0}
 
 
+def test_the_relay_cpu_per_event_is_its_cpu_over_the_events_it_published():
+    totals = Totals(workflows=4, cpu_ms={"relay": 30.0}, events=24)
+
+    figures = per_workflow(totals)
+
+    assert (figures["events"], figures["relay_cpu_ms_per_event"]) == (6.0, 1.25)
+    totals.restarted.add("relay")
+    assert per_workflow(totals)["relay_cpu_ms_per_event"] is None
+    assert per_workflow(Totals(workflows=1))["relay_cpu_ms_per_event"] is None
+
+
 def test_ratios_are_saga_over_floor_and_none_where_the_floor_only_idled():
     saga = {"cpu_ms": {"temporal": 90.0, "worker": 30.0, "relay": 9.0}, "cpu_ms_total": 129.0}
     floor = {"cpu_ms": {"temporal": 60.0, "worker": 0.1, "relay": 3.0}, "cpu_ms_total": 64.5}
@@ -88,7 +99,8 @@ def test_ratios_are_saga_over_floor_and_none_where_the_floor_only_idled():
 def test_the_table_has_a_row_per_process_and_the_totals():
     saga: dict[str, Any] = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 4.0),
             "cpu_ms_total": 40.0,
-            "pg_xacts": 31.5, "history": {"events": 52.0}}  # fmt: skip
+            "pg_xacts": 31.5, "history": {"events": 52.0},
+            "events": 6.0, "relay_cpu_ms_per_event": 0.9}  # fmt: skip
     floor: dict[str, Any] = {"workflows": 2, "cpu_ms": dict.fromkeys(PROCESSES, 2.0),
              "cpu_ms_total": 20.0,
              "pg_xacts": 0.5, "history": {"events": 40.0}}  # fmt: skip
@@ -105,6 +117,8 @@ def test_the_table_has_a_row_per_process_and_the_totals():
     assert rows["total"] == ["40.0", "20.0", "2.0x"]
     assert rows["Temporal history events"] == ["52.0", "40.0", "-"]
     assert rows["PostgreSQL xacts"] == ["31.5", "0.5", "-"]
+    assert rows["events published"] == ["6.0", "-", "-"]
+    assert rows["relay CPU ms per event"] == ["0.9", "-", "-"]
 
 
 @pytest.mark.parametrize("most", [1, 3, 10])
