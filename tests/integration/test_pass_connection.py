@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.asyncio
 OUTBOX = service_tables["orders"].outbox
 
 
-async def _claim(conn):
+async def _claim(conn: outbox.PassConn) -> list[Any]:
     return await outbox.claim(conn, OUTBOX, 500, None, claim_ttl_s=30.0, retrying_only=False)
 
 
