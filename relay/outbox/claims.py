@@ -1,18 +1,14 @@
-"""Every statement the relay runs on the services' outbox tables, in SQLAlchemy Core.
+"""The statements of a relay pass: claim due rows, settle the claim, mark what was
+acknowledged (the CDC relay's), and the predicate both modes step around.
 
-Both relay modes, the operators' commands and the metrics read and settle
-outbox rows only through these, so a row means the same to all of them.
-Each takes the outbox it works on (db.kit_tables.outbox): the relay serves
-the outboxes it is handed, and names none.
 The statements a pass runs many times are built once per shape
-(`functools.cache`, lists bound as arrays): building and
-keying them anew on every pass was most of an idle relay's CPU.
+(`functools.cache`, lists bound as arrays): building and keying them anew on
+every pass was most of an idle relay's CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -21,14 +17,12 @@ from sqlalchemy import (
     Exists,
     Integer,
     Interval,
-    Row,
     Table,
     Update,
     and_,
     any_,
     bindparam,
     case,
-    delete,
     func,
     or_,
     select,
@@ -260,116 +254,3 @@ def _mark_published(outbox: Table) -> Update:
         # The database's clock on both sides: the one created_at is written with.
         .returning(func.extract("epoch", outbox.c.published_at - outbox.c.created_at) * 1000)
     )
-
-
-async def lock_pending(conn: AsyncConnection, outbox: Table, event_id: str) -> Row[Any] | None:
-    """The event's row under its lock while it is PENDING; None once settled."""
-    query = (
-        select(outbox)
-        .where(outbox.c.event_id == event_id, outbox.c.status == "PENDING")
-        .with_for_update()
-    )
-    return (await conn.execute(query)).first()
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """A failed attempt at publishing an event, as its row records it."""
-
-    attempts: int  # counted so far, this one included
-    error: str
-    dead: bool  # the last one: the row is FAILED, a dead letter
-    retry_in_s: float
-
-
-async def record_attempt(
-    conn: AsyncConnection, outbox: Table, event_id: str, attempt: Attempt
-) -> None:
-    """Count a failed attempt in the row: due again after `retry_in_s`, PENDING until the last."""
-    await conn.execute(
-        update(outbox)
-        .where(outbox.c.event_id == event_id)
-        .values(
-            attempts=attempt.attempts,
-            last_error=attempt.error,
-            status="FAILED" if attempt.dead else "PENDING",
-            next_attempt_at=func.now() + timedelta(seconds=attempt.retry_in_s),
-        )
-    )
-
-
-async def pending_among(
-    conn: AsyncConnection, outbox: Table, event_ids: list[str]
-) -> dict[str, bool]:
-    """Which of these events are still PENDING → whether the retry sweep has each
-    (it, or an earlier row of its aggregate, has a next attempt set)."""
-    swept = retrying_ahead(outbox, including_itself=True, only_not_due=False)
-    found = await conn.execute(
-        select(outbox.c.event_id, swept).where(
-            outbox.c.event_id.in_(event_ids), outbox.c.status == "PENDING"
-        )
-    )
-    return {str(event_id): bool(is_swept) for event_id, is_swept in found}
-
-
-async def hand_to_sweep(conn: AsyncConnection, outbox: Table, event_ids: list[str]) -> None:
-    """Due at once, so the sweep takes them, in order, behind the row they wait for."""
-    if not event_ids:
-        return
-    await conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.event_id.in_(event_ids),
-            outbox.c.status == "PENDING",
-            outbox.c.next_attempt_at.is_(None),  # one already set is a backoff: kept
-        )
-        .values(next_attempt_at=func.now())
-    )
-
-
-async def counts(conn: AsyncConnection, o: Table) -> tuple[int, int, int, float | None]:
-    """Pending, failed, published in the last minute, and the oldest pending row's age (s)."""
-    last_minute = func.now() - func.make_interval(0, 0, 0, 0, 0, 1)
-    oldest = func.now() - func.min(o.c.created_at).filter(o.c.status == "PENDING")
-    row = (
-        await conn.execute(
-            select(
-                func.count().filter(o.c.status == "PENDING"),
-                func.count().filter(o.c.status == "FAILED"),
-                func.count().filter(
-                    and_(o.c.status == "PUBLISHED", o.c.published_at > last_minute)
-                ),
-                func.extract("epoch", oldest),
-            )
-        )
-    ).one()
-    pending, failed, recent, lag = row
-    return pending, failed, recent, float(lag) if lag is not None else None
-
-
-async def failed_rows(conn: AsyncConnection, o: Table) -> Sequence[Row[Any]]:
-    """The dead letters: rows FAILED after their last attempt, in `seq` order."""
-    return (await conn.execute(select(o).where(o.c.status == "FAILED").order_by(o.c.seq))).all()
-
-
-async def requeue_failed(conn: AsyncConnection, o: Table, event_ids: list[str] | None) -> int:
-    """FAILED rows (these, or all) PENDING again with a fresh count, due at once."""
-    query = (
-        update(o)
-        .where(o.c.status == "FAILED")
-        .values(status="PENDING", attempts=0, next_attempt_at=func.now())
-    )
-    if event_ids is not None:
-        query = query.where(o.c.event_id.in_(event_ids))
-    return (await conn.execute(query)).rowcount
-
-
-async def delete_published(conn: AsyncConnection, o: Table, retention_s: int) -> int:
-    """Delete published rows older than the retention; failed and pending rows stay."""
-    result = await conn.execute(
-        delete(o).where(
-            o.c.status == "PUBLISHED",
-            o.c.published_at < func.now() - timedelta(seconds=retention_s),
-        )
-    )
-    return result.rowcount
