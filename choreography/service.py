@@ -20,8 +20,8 @@ from activities import payment_provider_client, provider_retry
 from choreography import metrics
 from choreography.handlers import Reactions, is_choreographed
 from choreography.timeouts import TimeoutStats, run_periodically
+from consumers.consumer import Consumer, RunnerOptions
 from consumers.metrics import MetricsEndpoint
-from consumers.runner import Consumer, RunnerOptions
 from consumers.service import Background, serve
 from domain.choreography import REACTIONS
 from messaging.wire import subject_for

@@ -19,7 +19,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.runner import ConsumerStats, Outcome
+from consumers.consumer import ConsumerStats, Outcome
 from messaging.wire import STREAM
 from observability.endpoint import serve
 

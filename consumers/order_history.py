@@ -12,7 +12,7 @@ from nats.js.api import DeliverPolicy
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.runner import Consumer
+from consumers.consumer import Consumer
 from db.tables import order_history
 from messaging.wire import SUBJECT_PREFIX, Envelope
 from wiring.served import INBOX, OWNERS

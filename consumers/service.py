@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumers.consumer import Consumer, ConsumerStats, RunnerOptions
 from consumers.metrics import MetricsEndpoint
-from consumers.runner import Consumer, ConsumerRunner, ConsumerStats, RunnerOptions
+from consumers.runner import ConsumerRunner
 from db.engine import create_engine
 from db.relay_ring import close_engine
 from messaging.connection import connect

@@ -28,8 +28,9 @@ from temporalio.worker import Worker
 from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
 from api.app import create_app
+from consumers.consumer import RunnerOptions
 from consumers.order_history import order_history_consumer
-from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.runner import ConsumerRunner
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from domain.order_saga import SagaState

@@ -21,8 +21,9 @@ from nats.js.api import ConsumerInfo, PubAck, StorageType
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from consumers.consumer import Consumer, RunnerOptions, redelivery_delay
 from consumers.order_history import order_history_consumer, project
-from consumers.runner import Consumer, ConsumerRunner, RunnerOptions, redelivery_delay
+from consumers.runner import ConsumerRunner
 from db.tables import inbox, order_history
 from messaging import wire
 from messaging.stream import DUPLICATE_WINDOW_S, MAX_AGE_S, SUBJECTS, ensure_stream, stream_config

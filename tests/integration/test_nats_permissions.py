@@ -36,9 +36,10 @@ from activities import provider_retry
 from choreography.handlers import Reactions
 from choreography.service import OPTIONS, service_consumers
 from consumers import service as consumer_process
+from consumers.consumer import Consumer, RunnerOptions
 from consumers.metrics import MetricsEndpoint
 from consumers.order_history import order_history_consumer
-from consumers.runner import Consumer, ConsumerRunner, RunnerOptions
+from consumers.runner import ConsumerRunner
 from db.tables import order_history
 from messaging import connection, wire
 from messaging.stream import ensure_stream, stream_config

@@ -32,8 +32,9 @@ from temporalio.client import Client
 from activities import card_participant, payment_provider_client
 from activities.stock_branch import StockParticipant
 from choreography import service as choreography
+from consumers.consumer import RunnerOptions
 from consumers.order_history import order_history_consumer
-from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.runner import ConsumerRunner
 from db.engine import create_engine
 from db.migrate import upgrade
 from db.tables import decisions, order_history, reservations, service_tables

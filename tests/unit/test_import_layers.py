@@ -32,6 +32,7 @@ KIT_MODULES = {
     "consumers.inbox",
     "consumers.metrics",
     "consumers.runner",
+    "consumers.consumer",
     "consumers.service",
     "workflows.compensation",
     "workflows.metrics",
