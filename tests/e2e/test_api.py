@@ -20,8 +20,8 @@ from domain.activities import (
     Act,
     ChargePayment,
     PaymentCharged,
-    ReleaseStock,
-    StockReleased,
+    PaymentRefunded,
+    RefundPayment,
 )
 from domain.order_saga import SagaState
 from domain.orders import order_id_from
@@ -313,13 +313,16 @@ async def test_repeated_cancel_while_compensating_is_accepted_again(
         await charge_may_finish.wait()
         return PaymentCharged(payment_id=str(uuid.uuid4()), amount=cmd.amount)
 
-    @activity.defn(name=Act.RELEASE_STOCK)
-    async def release_stock(cmd: ReleaseStock) -> StockReleased:
+    # The undo held open is the refund, a regular activity: a local one (the
+    # stock's release) holds the workflow task, and an update waits for the
+    # task's heartbeat (8 s) longer than the API does (5 s).
+    @activity.defn(name=Act.REFUND_PAYMENT)
+    async def refund_payment(cmd: RefundPayment) -> PaymentRefunded:
         await undo_may_finish.wait()
-        return StockReleased(released_units=0)
+        return PaymentRefunded(refunded_amount=0)
 
     queue = await custom_worker(
-        {Act.CHARGE_PAYMENT: charge_payment, Act.RELEASE_STOCK: release_stock}
+        {Act.CHARGE_PAYMENT: charge_payment, Act.REFUND_PAYMENT: refund_payment}
     )
     handle = await start_saga(client, queue, [(await product(), 1)])
     order_id = order_id_from(handle.id)
