@@ -45,13 +45,13 @@ bench-api: $(STAMP)
 	$(BIN)/python -m bench.api_cost $(BENCH_ARGS)
 
 bench-2pc: $(STAMP)
-	$(BIN)/python -m bench.two_phase_vs_saga --json bench/two_phase_vs_saga.json
+	$(BIN)/python -m bench.two_phase_vs_saga --json bench/results/two_phase_vs_saga.json
 
 recover: $(STAMP)
 	$(BIN)/sagactl recover
 
 bench-relay: $(STAMP)
-	$(BIN)/python -m bench.relay_throughput --json bench/relay_throughput.json
+	$(BIN)/python -m bench.relay_throughput --json bench/results/relay_throughput.json
 
 # The replay corpus alone: does today's workflow code still replay every recorded saga?
 replay: $(STAMP)
