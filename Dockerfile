@@ -5,7 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
-COPY settings.py startup.py worker.py temporal_client.py alembic.ini ./
+COPY settings_slices.py startup.py worker.py temporal_client.py alembic.ini ./
+COPY settings ./settings
 COPY domain ./domain
 COPY workflows ./workflows
 COPY activities ./activities

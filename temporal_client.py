@@ -28,7 +28,7 @@ from domain.search_attributes import SAGA_SEARCH_ATTRIBUTES
 from observability.temporal_metrics import StepTelemetry
 from observability.tracing import TEMPORAL_TRACING
 from security.codec import AesGcmCodec, parse_key
-from settings import Settings
+from settings_slices import TemporalConfig
 from workflows.registry import WORKFLOWS
 
 log = logging.getLogger(__name__)
@@ -40,33 +40,33 @@ WORKER_INTERCEPTORS: tuple[Interceptor, ...] = (StepTelemetry(),)
 INTERCEPTORS: tuple[Interceptor, ...] = (*WORKER_INTERCEPTORS, TEMPORAL_TRACING)
 
 
-def data_converter(settings: Settings | None = None) -> DataConverter:
+def data_converter(temporal: TemporalConfig | None = None) -> DataConverter:
     """The converter clients and workers use: pydantic, encrypted when a key is set."""
-    if settings is None or settings.payload_codec_key is None:
+    codec = payload_codec(temporal) if temporal is not None else None
+    if codec is None:
         return DATA_CONVERTER
-    return dataclasses.replace(DATA_CONVERTER, payload_codec=payload_codec(settings))
+    return dataclasses.replace(DATA_CONVERTER, payload_codec=codec)
 
 
-def payload_codec(settings: Settings) -> AesGcmCodec | None:
-    if settings.payload_codec_key is None:
+def payload_codec(temporal: TemporalConfig) -> AesGcmCodec | None:
+    if temporal.codec_key is None:
         return None
-    key = parse_key(settings.payload_codec_key.get_secret_value())
-    return AesGcmCodec(key, settings.payload_codec_key_id)
+    return AesGcmCodec(parse_key(temporal.codec_key.get_secret_value()), temporal.codec_key_id)
 
 
-def replayer(settings: Settings | None = None) -> Replayer:
+def replayer(temporal: TemporalConfig | None = None) -> Replayer:
     """A replayer configured exactly as the worker's workflow side.
 
-    With settings that hold a payload key, it reads encrypted histories
+    With a payload key, it reads encrypted histories
     (`sagactl fetch-history` from an encrypting cluster) too.
     """
     return Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter(settings), interceptors=INTERCEPTORS
+        workflows=WORKFLOWS, data_converter=data_converter(temporal), interceptors=INTERCEPTORS
     )
 
 
 async def connect(
-    settings: Settings, wait_seconds: float = 0.0, runtime: Runtime | None = None
+    temporal: TemporalConfig, wait_seconds: float = 0.0, runtime: Runtime | None = None
 ) -> Client:
     """Connect with the pydantic converter, retrying for up to `wait_seconds`."""
     deadline = time.monotonic() + wait_seconds
@@ -74,18 +74,16 @@ async def connect(
     while True:
         try:
             return await Client.connect(
-                settings.temporal_target,
-                namespace=settings.temporal_namespace,
-                data_converter=data_converter(settings),
+                temporal.target,
+                namespace=temporal.namespace,
+                data_converter=data_converter(temporal),
                 interceptors=[TEMPORAL_TRACING],
                 runtime=runtime,
             )
         except RuntimeError as err:  # the SDK's bridge reports connection failures so
             if time.monotonic() >= deadline:
                 raise
-            log.info(
-                "Temporal at %s not reachable yet (%s); retrying", settings.temporal_target, err
-            )
+            log.info("Temporal at %s not reachable yet (%s); retrying", temporal.target, err)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -112,10 +110,10 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         log.warning("could not register search attributes %s: %s", sorted(missing), err)
 
 
-async def register_search_attributes(client: Client, settings: Settings) -> None:
+async def register_search_attributes(client: Client, namespace: str) -> None:
     """`ensure_search_attributes` for the API, which can serve reads without them:
     a cluster that refuses (no operator rights) is logged, not fatal."""
     try:
-        await ensure_search_attributes(client, settings.temporal_namespace)
+        await ensure_search_attributes(client, namespace)
     except RPCError as err:
         log.warning("could not check the saga's search attributes: %s", err)

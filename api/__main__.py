@@ -13,8 +13,8 @@ from wiring.order_hooks import order_log_fields
 
 def main() -> None:
     settings = load_settings("python -m api", needs="api")
-    configure_logging(settings, "api", correlate=order_log_fields)
-    configure_tracing(settings, "api")
+    configure_logging(settings.logs(), "api", correlate=order_log_fields)
+    configure_tracing(settings.tracing(), "api")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

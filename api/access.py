@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import MEDIA_TYPE
 from api.roles import SCOPE_KEY, Role, keys_by_role
-from settings import Settings
+from settings_slices import ApiAccess
 
 # status, title, detail, problem code, extra headers
 Refusal = tuple[int, str, str, str, dict[str, str]]
@@ -31,11 +31,11 @@ OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.js
 class AccessControl:
     """Pure ASGI, outermost: nothing runs for a request it refuses."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, access: ApiAccess) -> None:
         self.app = app
         # Highest role first: a key listed twice counts as its highest.
-        self._keys = sorted(keys_by_role(settings).items(), reverse=True)
-        self._max_body = settings.api_max_body_bytes
+        self._keys = sorted(keys_by_role(access).items(), reverse=True)
+        self._max_body = access.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -29,13 +29,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.codec = payload_codec(settings)
-        app.state.sealer = Sealer.from_settings(settings)
-        app.state.client = await connect(settings, wait_seconds=60)
+        app.state.flows = settings.api_flows()
+        app.state.codec = payload_codec(settings.temporal())
+        app.state.sealer = Sealer.from_keys(settings.card_keys())
+        app.state.client = await connect(settings.temporal(), wait_seconds=60)
         # An API deployed before the workers must not start sagas with an
         # attribute the cluster does not know (every start would be refused).
-        await register_search_attributes(app.state.client, settings)
+        await register_search_attributes(app.state.client, settings.temporal_namespace)
         app.state.engine = create_engine(settings.database_target, settings.db_pool_size)
         app.state.sessions = create_session_factory(app.state.engine)
         app.state.catalog = PriceCache(app.state.engine, settings.api_price_cache_s)
@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Added innermost first: metrics and the access log (outermost) see every
     # request, refusals included; CORS answers the Web UI's preflights before
     # access control, which refuses before any route runs.
-    app.add_middleware(AccessControl, settings=settings)
+    app.add_middleware(AccessControl, access=settings.api_access())
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.codec_cors_origins,

@@ -18,16 +18,16 @@ from choreography import orders as choreographed_orders
 from domain.choreography import progress_of
 from domain.errors import ErrorType
 from domain.orders import OrderStatus, PlaceOrder
-from settings import Settings
 
 
 class Refused(Exception):
     """create_order refused the order (its lines are priced in two currencies)."""
 
 
-async def place(engine: AsyncEngine, settings: Settings, order: PlaceOrder) -> None:
-    """Create the order; if its id is taken, the caller's fingerprint check answers."""
-    deadline = datetime.now(UTC) + timedelta(seconds=settings.choreography_timeout_s)
+async def place(engine: AsyncEngine, timeout_s: float, order: PlaceOrder) -> None:
+    """Create the order, to be cancelled unless confirmed within `timeout_s`; if its id
+    is taken, the caller's fingerprint check answers."""
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
     try:
         await choreographed_orders.place(engine, order, deadline)
     except ApplicationError as err:

@@ -19,7 +19,7 @@ from api.catalog import PriceCache
 from api.schemas import ID_PATTERN
 from db.engine import SessionFactory
 from security.sealed import Sealer
-from settings import Settings
+from settings_slices import ApiFlows
 
 
 async def _client(request: Request) -> Client:
@@ -42,9 +42,9 @@ async def _catalog(request: Request) -> PriceCache:
     return catalog
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+async def _flows(request: Request) -> ApiFlows:
+    flows: ApiFlows = request.app.state.flows
+    return flows
 
 
 async def _sealer(request: Request) -> Sealer:
@@ -55,7 +55,7 @@ async def _sealer(request: Request) -> Sealer:
 TemporalDep = Annotated[Client, Depends(_client)]
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 SessionsDep = Annotated[SessionFactory, Depends(_sessions)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
+FlowsDep = Annotated[ApiFlows, Depends(_flows)]
 SealerDep = Annotated[Sealer, Depends(_sealer)]
 CatalogDep = Annotated[PriceCache, Depends(_catalog)]
 

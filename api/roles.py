@@ -20,7 +20,7 @@ from enum import IntEnum
 from fastapi import Depends, Request
 
 from api.problems import Problem
-from settings import Settings
+from settings_slices import ApiAccess
 
 SCOPE_KEY = "saga.role"
 
@@ -42,11 +42,11 @@ ROLE_VARIABLES = {
 }
 
 
-def keys_by_role(settings: Settings) -> dict[Role, list[bytes]]:
+def keys_by_role(access: ApiAccess) -> dict[Role, list[bytes]]:
     lists = {
-        Role.READ: settings.api_read_keys,
-        Role.ORDERS: settings.api_order_keys,
-        Role.ADMIN: settings.api_admin_keys,
+        Role.READ: access.read_keys,
+        Role.ORDERS: access.order_keys,
+        Role.ADMIN: access.admin_keys,
     }
     return {role: [k.get_secret_value().encode() for k in keys] for role, keys in lists.items()}
 

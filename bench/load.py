@@ -140,7 +140,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     server = {} if args.sqlite_pragmas is None else {"temporal_sqlite_pragmas": args.sqlite_pragmas}
     async with sandbox("bench", db_pool_size=20, **server) as system:
         settings = system.client_settings()
-        client = await connect(settings)
+        client = await connect(settings.temporal())
         engine = create_engine(settings.database_target, pool_size=2)
         catalog = await seed_catalog(engine, args.orders + WARM_UP)
         meter = Meter(

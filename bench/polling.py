@@ -86,7 +86,7 @@ async def measure(args: argparse.Namespace) -> None:
         engine = create_engine(settings.database_target, pool_size=1)
         catalog = await seed_catalog(engine, 4 * args.orders * 2 + 20)
         await engine.dispose()
-        client = await connect(settings)
+        client = await connect(settings.temporal())
         pids = {name: system.apps[name].pid for name in ("api", "worker")}
         totals: dict[str, dict[str, Any]] = {
             s: {"seconds": 0.0, "latencies": [], "cpu": dict.fromkeys(pids, 0.0)}

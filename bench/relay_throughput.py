@@ -173,7 +173,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await insert_backlog(engine, args.events)
         stop, stats = asyncio.Event(), RelayStats()
         started, cpu = time.perf_counter(), time.process_time()
-        relay = asyncio.create_task(run_relay(settings, stop, tables=RELAYED, stats=stats))
+        relay = asyncio.create_task(run_relay(settings.relay(), stop, tables=RELAYED, stats=stats))
         while await pending(engine) > 0:  # noqa: ASYNC110 - polls the database
             await asyncio.sleep(0.05)
         drain = args.events / (time.perf_counter() - started)

@@ -29,7 +29,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities import all_activities, payment_provider_client
 from bench.percentiles import percentiles
 from db.engine import create_engine
 from db.tables import products
@@ -39,7 +38,8 @@ from domain.orders import OrderLine, PlaceOrder, Settlement, workflow_id_for
 from stack.temporal import DYNAMIC_CONFIG
 from stack.throwaway import throwaway_stack
 from temporal_client import connect
-from worker import build_workers, running
+from wiring.activities import all_activities, payment_provider_client
+from wiring.root import build_workers, running
 
 VARIANTS = ("saga", "2pc", "2pc+credit")
 PRICE = 1000
@@ -116,10 +116,10 @@ async def run_batch(client: Any, queue: str, orders: list[PlaceOrder], concurren
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     async with throwaway_stack("bench", max_prepared_transactions=200, db_pool_size=20) as settings:
-        client = await connect(settings)
+        client = await connect(settings.temporal())
         engine = create_engine(settings.database_target, pool_size=20)
         queue = f"bench-{uuid.uuid4().hex[:6]}"
-        provider_client = payment_provider_client(settings)
+        provider_client = payment_provider_client(settings.provider())
         activities = all_activities(engine, settings, provider_client)
         per_round = max(1, args.orders // args.rounds)
         sku, customers = await seed(engine, per_round * args.rounds * len(VARIANTS) + 10)

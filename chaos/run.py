@@ -27,13 +27,13 @@ from sqlalchemy import text
 from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
-from activities import payment_provider_client
 from audit import Scope, Violation, run_audit
 from bench.orders import Kind, Mix, OrderClient, Outcome, outcome_counts, seed_catalog
 from chaos.faults import Fault, Struck, strike
 from db.engine import create_engine
 from stack.sandbox import sandbox
 from temporal_client import connect
+from wiring.activities import payment_provider_client
 
 # The SDK core warns on every retried call while Temporal is down, which is
 # the point of the run: keep its errors only.
@@ -133,9 +133,9 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
     # A killed relay's lease is free sooner; the rest are the production defaults.
     async with sandbox("chaos", keep=plan.keep, relay_lease_ttl_s=5.0) as system:
         settings = system.client_settings()
-        client = await connect(settings, wait_seconds=30, runtime=_QUIET)
+        client = await connect(settings.temporal(), wait_seconds=30, runtime=_QUIET)
         engine = create_engine(settings.database_target, pool_size=2)
-        provider = payment_provider_client(settings)
+        provider = payment_provider_client(settings.provider())
         try:
             catalog = await seed_catalog(engine, 100_000)
             async with httpx.AsyncClient(base_url=system.api_base, timeout=10) as http:

@@ -11,6 +11,7 @@ from observability.logs import configure as configure_logging
 from observability.tracing import configure as configure_tracing
 from settings import Settings
 from startup import load_settings, require
+from wiring.activities import payment_provider_client, reactions
 from wiring.order_hooks import order_log_fields
 
 
@@ -19,7 +20,11 @@ async def _run(settings: Settings, services: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop, services)
+    provider = payment_provider_client(settings.provider())
+    try:
+        await run(settings.choreography(), reactions(settings, provider), stop, services)
+    finally:
+        await provider.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"python -m choreography: {err}\n")
     if "payments" in services:  # its handlers open card tokens to charge
         require(settings, "python -m choreography", "payments")
-    configure_logging(settings, "choreography", correlate=order_log_fields)
-    configure_tracing(settings, "choreography")
+    configure_logging(settings.logs(), "choreography", correlate=order_log_fields)
+    configure_tracing(settings.tracing(), "choreography")
     asyncio.run(_run(settings, services))
 
 

@@ -16,17 +16,15 @@ from collections.abc import Iterable, Sequence
 
 from nats.js.api import DeliverPolicy
 
-from activities import payment_provider_client, provider_retry
 from choreography import metrics
 from choreography.handlers import Reactions, is_choreographed
 from choreography.timeouts import TimeoutStats, run_periodically
 from consumers.consumer import Consumer, RunnerOptions
-from consumers.metrics import MetricsEndpoint
+from consumers.metrics import ConsumerMetrics
 from consumers.service import Background, serve
 from domain.choreography import REACTIONS
 from messaging.wire import subject_for
-from security.sealed import Sealer
-from settings import Settings
+from settings_slices import ChoreographySettings
 from wiring.served import INBOX, OWNERS
 from wiring.services import SERVICES
 
@@ -75,7 +73,8 @@ def subjects_of(service: str) -> tuple[str, ...]:
 
 
 async def run(
-    settings: Settings,
+    choreography: ChoreographySettings,
+    reactions: Reactions,
     stop: asyncio.Event,
     services: Sequence[str],
     *,
@@ -83,30 +82,24 @@ async def run(
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
 ) -> None:
     """Run `services`' handlers (and the timeout sweep with the orders service) until `stop`."""
-    provider = payment_provider_client(settings)
-    reactions = Reactions(provider, provider_retry(settings), Sealer.from_settings(settings))
     background: list[Background] = []
     extra = None
     if "orders" in services:
         timeouts = TimeoutStats()
         background.append(
             functools.partial(
-                run_periodically, interval_s=settings.choreography_sweep_interval_s, stats=timeouts
+                run_periodically, interval_s=choreography.sweep_interval_s, stats=timeouts
             )
         )
         extra = functools.partial(metrics.lines, timeouts=timeouts)
-    endpoint = MetricsEndpoint(
-        settings.choreography_metrics_host, settings.choreography_metrics_port, extra
+    endpoint = ConsumerMetrics(choreography.metrics.host, choreography.metrics.port, extra)
+    await serve(
+        choreography.database_url,
+        choreography.nats,
+        service_consumers(reactions, services, prefix, deliver_policy),
+        stop,
+        OPTIONS,
+        instances=choreography.concurrency,
+        background=background,
+        metrics=endpoint,
     )
-    try:
-        await serve(
-            settings,
-            service_consumers(reactions, services, prefix, deliver_policy),
-            stop,
-            OPTIONS,
-            instances=settings.choreography_concurrency,
-            background=background,
-            metrics=endpoint,
-        )
-    finally:
-        await provider.aclose()

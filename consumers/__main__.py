@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from consumers.metrics import MetricsEndpoint
+from consumers.metrics import ConsumerMetrics
 from consumers.order_history import order_history_consumer
 from consumers.service import serve
 from observability.logs import configure as configure_logging
@@ -20,14 +20,15 @@ async def _run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    metrics = MetricsEndpoint(settings.consumers_metrics_host, settings.consumers_metrics_port)
-    await serve(settings, [order_history_consumer()], stop, metrics=metrics)
+    where = settings.consumers()
+    metrics = ConsumerMetrics(where.metrics.host, where.metrics.port)
+    await serve(where.database_url, where.nats, [order_history_consumer()], stop, metrics=metrics)
 
 
 def main() -> None:
     settings = load_settings("python -m consumers")
-    configure_logging(settings, "consumers", correlate=order_log_fields)
-    configure_tracing(settings, "consumers")
+    configure_logging(settings.logs(), "consumers", correlate=order_log_fields)
+    configure_tracing(settings.tracing(), "consumers")
     asyncio.run(_run(settings))
 
 

@@ -36,7 +36,7 @@ Extra = Callable[[AsyncEngine], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True)
-class MetricsEndpoint:
+class ConsumerMetrics:
     host: str
     port: int  # 0: not served
     extra: Extra | None = None

@@ -10,14 +10,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.consumer import Consumer, ConsumerStats, RunnerOptions
-from consumers.metrics import MetricsEndpoint
+from consumers.metrics import ConsumerMetrics
 from consumers.runner import ConsumerRunner
 from db.engine import create_engine
 from db.relay_ring import close_engine
 from messaging.connection import connect
 from messaging.stream import wait_for_stream
 from security.nats_login import connection_name
-from settings import Settings
+from settings_slices import NatsConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +25,27 @@ Background = Callable[[AsyncEngine, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 async def serve(
-    settings: Settings,
+    database_url: str,
+    nats: NatsConfig,
     consumers: Sequence[Consumer],
     stop: asyncio.Event,
     options: RunnerOptions | None = None,
     *,
     instances: int = 1,
     background: Sequence[Background] = (),
-    metrics: MetricsEndpoint | None = None,
+    metrics: ConsumerMetrics | None = None,
 ) -> None:
     """Run `consumers` until `stop` is set, and `background` tasks beside them.
 
     Each runner applies one message at a time; `instances` runners pull from
     each consumer's durable at once. `metrics` serves what they did.
     """
-    client = await connect(settings, "saga-consumers", stop)
+    client = await connect(nats, "saga-consumers", stop)
     if client is None:
         return
-    log.info("nats connected: %s", connection_name(client, settings))
+    log.info("nats connected: %s", connection_name(client, nats))
     engine = create_engine(
-        settings.database_target, pool_size=max(2, len(consumers) * instances + len(background))
+        database_url, pool_size=max(2, len(consumers) * instances + len(background))
     )
     stats = ConsumerStats()
     exporter: asyncio.Server | None = None

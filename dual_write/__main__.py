@@ -23,7 +23,7 @@ def _crash() -> None:
 async def _run(args: argparse.Namespace) -> None:
     settings = load_settings("python -m dual_write")
     engine = create_engine(settings.database_target, pool_size=1)
-    nc = await connect(settings, "saga-dual-write", asyncio.Event())
+    nc = await connect(settings.nats(), "saga-dual-write", asyncio.Event())
     assert nc is not None  # None only once stopped, and nothing stops it
     try:
         crash = _crash if args.crash else (lambda: None)

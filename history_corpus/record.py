@@ -20,14 +20,14 @@ from typing import Any
 import httpx
 from temporalio.client import Client, WorkflowFailureError
 
-from activities import payment_provider_client
 from history_corpus.cases import CASES, Stage
 from history_corpus.files import CORPUS, save
 from history_corpus.scrub import scrubbed
 from settings import Settings
 from stack.throwaway import throwaway_stack
 from temporal_client import connect
-from worker import open_bulkheads
+from wiring.activities import payment_provider_client
+from wiring.root import open_bulkheads
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,11 @@ async def fetch(client: Client, workflow_id: str, case: str, corpus: Path = CORP
 async def _record_on(
     settings: Settings, cases: Sequence[str], corpus: Path, tag: str | None, overwrite: bool
 ) -> list[Path]:
-    client = await connect(settings)
+    client = await connect(settings.temporal())
     written: list[Path] = []
     engines: list[Any] = []
     async with contextlib.AsyncExitStack() as stack:
-        provider = payment_provider_client(settings)
+        provider = payment_provider_client(settings.provider())
         stack.push_async_callback(provider.aclose)
 
         async def start_workers(stand_ins: dict[str, Callable[..., Any]]) -> str:

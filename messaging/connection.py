@@ -16,7 +16,7 @@ from nats.aio.client import DEFAULT_PENDING_SIZE
 from nats.aio.client import Client as NatsClient
 
 from security.nats_login import login_options
-from settings import Settings
+from settings_slices import NatsConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ RECONNECT_WAIT_S = 1.0
 
 
 async def connect(
-    settings: Settings, name: str, stop: asyncio.Event, *, buffer_while_disconnected: bool = True
+    config: NatsConfig, name: str, stop: asyncio.Event, *, buffer_while_disconnected: bool = True
 ) -> NatsClient | None:
     """Connect as `name`, retrying until the server answers; None if `stop` is set first.
 
@@ -47,8 +47,8 @@ async def connect(
 
     connecting = asyncio.ensure_future(
         nats.connect(
-            settings.nats_target,
-            **login_options(settings),
+            config.url,
+            **login_options(config),
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=RECONNECT_WAIT_S,

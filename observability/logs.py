@@ -1,6 +1,6 @@
 """Logs: one JSON object a line, carrying the workflow (and what it is about) they concern.
 
-`configure(settings, service, correlate=...)` is what every entrypoint calls. With
+`configure(settings.logs(), service, correlate=...)` is what every entrypoint calls. With
 `SAGA_LOG_FORMAT=json` each record is a line of JSON with time, level, logger,
 message, the service, and whatever `log_context` holds where it was logged:
 activities set `workflow_id` and `activity` for their attempt
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from settings import Settings
+from settings_slices import LogConfig
 
 _NOTHING: Mapping[str, str] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
@@ -184,14 +184,14 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(settings: Settings, service: str, *, correlate: Correlate | None = None) -> None:
+def configure(logs: LogConfig, service: str, *, correlate: Correlate | None = None) -> None:
     """Root logging for a process: level, format (text or JSON lines), redaction, and
     the hook that finds what a workflow id is about (none: the id alone)."""
     global _correlate
     _correlate = correlate or _uncorrelated
     handler = logging.StreamHandler()
     handler.addFilter(_Enrich())
-    handler.setFormatter(JsonLines(service) if settings.log_format == "json" else TextLines())
+    handler.setFormatter(JsonLines(service) if logs.format == "json" else TextLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
+    root.setLevel(logs.level)

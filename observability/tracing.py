@@ -19,26 +19,26 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
-from settings import Settings
+from settings_slices import TracingConfig
 
 TRACER = trace.get_tracer("saga")
 # One instance: the client carries it, and workers built from the client inherit it.
 TEMPORAL_TRACING = TracingInterceptor()
 
 
-def configure(settings: Settings, service: str) -> None:
+def configure(tracing: TracingConfig, service: str) -> None:
     """Install the exporter settings choose, for this process; `none` leaves tracing off."""
-    if settings.tracing_exporter == "none":
+    if tracing.exporter == "none":
         return
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
     exporter: SpanExporter
-    if settings.tracing_exporter == "otlp":
+    if tracing.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=settings.tracing_otlp_endpoint)
+        exporter = OTLPSpanExporter(endpoint=tracing.otlp_endpoint)
     else:
         exporter = ConsoleSpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": f"saga-{service}"}))

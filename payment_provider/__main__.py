@@ -9,13 +9,23 @@ import sys
 
 from payment_provider.listeners import Listeners, serve
 from payment_provider.state import ProviderState
+from settings import Settings
 from startup import load_settings
+
+
+def listeners_of(settings: Settings) -> Listeners:
+    return Listeners.checked(
+        settings.payment_provider_host,
+        settings.payment_provider_port,
+        settings.payment_provider_admin_host,
+        settings.payment_provider_admin_port,
+    )
 
 
 def main() -> None:
     settings = load_settings("python -m payment_provider")
     try:
-        listeners = Listeners.from_settings(settings)
+        listeners = listeners_of(settings)
     except ValueError as err:
         sys.exit(f"python -m payment_provider: {err}")
     state = ProviderState(journal=settings.payment_provider_journal)

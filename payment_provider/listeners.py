@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payment_provider.app import create_admin_app, create_app
 from payment_provider.state import ProviderState
-from settings import Settings
 
 
 @dataclass(frozen=True)
@@ -34,14 +33,9 @@ class Listeners:
     admin_port: int | None  # None: the admin API on the main listener
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Listeners:
+    def checked(cls, host: str, port: int, admin_host: str, admin_port: int | None) -> Listeners:
         """The listeners to open; a ValueError names the setting that makes them unsafe."""
-        listeners = cls(
-            settings.payment_provider_host,
-            settings.payment_provider_port,
-            settings.payment_provider_admin_host,
-            settings.payment_provider_admin_port,
-        )
+        listeners = cls(host, port, admin_host, admin_port)
         if listeners.admin_port is None and not is_loopback(listeners.host):
             raise ValueError(
                 f"/admin/faults would listen on {listeners.host} beside /v1: set "

@@ -20,13 +20,13 @@ async def _main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_relay(settings, stop, tables=RELAYED)
+    await run_relay(settings.relay(), stop, tables=RELAYED)
 
 
 def main() -> None:
     settings = load_settings("python -m relay")
-    configure_logging(settings, "relay", correlate=order_log_fields)
-    configure_tracing(settings, "relay")
+    configure_logging(settings.logs(), "relay", correlate=order_log_fields)
+    configure_tracing(settings.tracing(), "relay")
     asyncio.run(_main(settings))
 
 

@@ -28,7 +28,7 @@ from relay.config import RelayConfig, config_from
 from relay.drain import PRUNE_EVERY_S, connect_broker, drain, prune
 from relay.pass_connection import PassConnection
 from relay.stats import RelayStats
-from settings import Settings
+from settings_slices import RelaySettings
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +67,24 @@ class _Reader:
 
 
 async def run_cdc(
-    settings: Settings, stop: asyncio.Event, stats: RelayStats, tables: RelayTables
+    relay_settings: RelaySettings, stop: asyncio.Event, stats: RelayStats, tables: RelayTables
 ) -> None:
     """Deliver from the slot into `tables`' outboxes until `stop`; stand by while
     another relay reads it."""
-    engine = create_engine(settings.database_target, pool_size=2)
-    exporter = await metrics.export(settings, engine, tables, stats, lambda: tables.partitions)
+    engine = create_engine(relay_settings.database_url, pool_size=2)
+    exporter = await metrics.export(
+        relay_settings.metrics, engine, tables, stats, lambda: tables.partitions
+    )
     try:
-        client = await connect_broker(settings, stop)
+        client = await connect_broker(relay_settings.nats, stop)
         if client is None:
             return
         try:
             js = client.jetstream()
             await ensure_stream(js)
-            reader = _Reader(engine, js, config_from(settings), stats, tables)
+            reader = _Reader(engine, js, config_from(relay_settings), stats, tables)
             try:
-                await _read(settings, stop, reader)
+                await _read(relay_settings, stop, reader)
             finally:
                 await reader.passes.close()
         finally:
@@ -94,17 +96,17 @@ async def run_cdc(
         await engine.dispose()
 
 
-async def _read(settings: Settings, stop: asyncio.Event, reader: _Reader) -> None:
+async def _read(relay_settings: RelaySettings, stop: asyncio.Event, reader: _Reader) -> None:
     conn: asyncpg.Connection | None = None
     relay: CdcRelay | None = None
     last_prune = next_sweep = 0.0
-    delay = settings.relay_cdc_poll_s
+    delay = relay_settings.cdc_poll_s
     try:
         while not stop.is_set():
             try:
                 if conn is None or conn.is_closed():
                     conn, relay = None, None
-                    candidate = await asyncpg.connect(asyncpg_dsn(settings.database_target))
+                    candidate = await asyncpg.connect(asyncpg_dsn(relay_settings.database_url))
                     if not await slot.take_reader_lock(candidate):
                         await candidate.close()  # another relay reads the slot: stand by
                         await _wait(stop, 1.0)
@@ -116,17 +118,17 @@ async def _read(settings: Settings, stop: asyncio.Event, reader: _Reader) -> Non
                 assert relay is not None
                 if time.monotonic() >= next_sweep:
                     await reader.sweep()
-                    next_sweep = time.monotonic() + settings.relay_poll_interval_s
+                    next_sweep = time.monotonic() + relay_settings.poll_interval_s
                 result = await relay.pass_once()
                 reader.stats.add(result)
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                    await prune(reader.engine, reader.outboxes, settings.relay_retention_s)
+                    await prune(reader.engine, reader.outboxes, relay_settings.retention_s)
                     last_prune = time.monotonic()
                 if result.broker_error is not None:
                     log.info("broker unavailable (%s); the slot stays put", result.broker_error)
                     delay = _longer(delay)
                 else:
-                    delay = settings.relay_cdc_poll_s
+                    delay = relay_settings.cdc_poll_s
                     if result.claimed:
                         continue
             except asyncpg.PostgresError as err:

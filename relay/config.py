@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from settings import Settings
+from settings_slices import RelaySettings
 
 
 @dataclass(frozen=True)
@@ -19,9 +19,9 @@ class RelayConfig:
     claim_ttl_s: float = 15.0
 
 
-def config_from(settings: Settings) -> RelayConfig:
+def config_from(relay_settings: RelaySettings) -> RelayConfig:
     return RelayConfig(
-        batch_size=settings.relay_batch_size,
-        publish_timeout_s=settings.relay_publish_timeout_s,
-        max_attempts=settings.relay_max_attempts,
+        batch_size=relay_settings.batch_size,
+        publish_timeout_s=relay_settings.publish_timeout_s,
+        max_attempts=relay_settings.max_attempts,
     )

@@ -25,16 +25,16 @@ from relay.config import RelayConfig
 from relay.pass_connection import PassConnection
 from relay.polling import Fence, relay_pass
 from relay.stats import RelayStats
-from settings import Settings
+from settings_slices import NatsConfig
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 60.0
 
 
-async def connect_broker(settings: Settings, stop: asyncio.Event) -> NatsClient | None:
+async def connect_broker(nats: NatsConfig, stop: asyncio.Event) -> NatsClient | None:
     # No buffering while disconnected: a publish the relay saw fail must not be
     # flushed later, behind events published since, as a late duplicate.
-    return await connect(settings, "saga-relay", stop, buffer_while_disconnected=False)
+    return await connect(nats, "saga-relay", stop, buffer_while_disconnected=False)
 
 
 async def drain(

@@ -16,11 +16,11 @@ from db.kit_tables import RelayTables
 from observability.endpoint import serve as serve_metrics
 from relay.admin import cdc_slot, status
 from relay.stats import RelayStats
-from settings import Settings
+from settings_slices import MetricsEndpoint
 
 
 async def export(
-    settings: Settings,
+    endpoint: MetricsEndpoint,
     engine: AsyncEngine,
     tables: RelayTables,
     stats: RelayStats,
@@ -28,13 +28,13 @@ async def export(
 ) -> asyncio.Server | None:
     """Serve the figures of `tables`' outboxes while the relay runs (None: no port
     configured). `held`: how many partitions this instance publishes now."""
-    if not settings.relay_metrics_port:
+    if not endpoint.enabled:
         return None
 
     def body() -> Awaitable[str]:
         return render(engine, tables, stats.counters(), held())
 
-    return await serve_metrics(settings.relay_metrics_host, settings.relay_metrics_port, body)
+    return await serve_metrics(endpoint.host, endpoint.port, body)
 
 
 async def render(

@@ -31,7 +31,7 @@ from relay.leases import PartitionLeases, new_instance_id
 from relay.pass_connection import PassConnection
 from relay.stats import RelayStats
 from security.nats_login import connection_name
-from settings import Settings
+from settings_slices import RelaySettings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Wakeup:
 
 
 async def run_polling(
-    settings: Settings,
+    relay_settings: RelaySettings,
     stop: asyncio.Event,
     stats: RelayStats,
     partitions: Sequence[int] | None,
@@ -68,19 +68,19 @@ async def run_polling(
     # Long enough for a pass that waits on slow acks, short enough that a
     # process paused inside a pass frees its partitions soon; a claim outlives
     # the claimer's lease, so a takeover never claims rows still in flight.
-    ttl_ms = int(max(settings.relay_lease_ttl_s, 3 * settings.relay_publish_timeout_s) * 1000)
-    config = replace(config_from(settings), claim_ttl_s=ttl_ms / 1000)
+    ttl_ms = int(max(relay_settings.lease_ttl_s, 3 * relay_settings.publish_timeout_s) * 1000)
+    config = replace(config_from(relay_settings), claim_ttl_s=ttl_ms / 1000)
     engine = create_engine(
-        settings.database_target, pool_size=4, idle_in_transaction_timeout_ms=ttl_ms
+        relay_settings.database_url, pool_size=4, idle_in_transaction_timeout_ms=ttl_ms
     )
     leases = (
         PartitionLeases(
-            engine, tables, instance_id or new_instance_id(), settings.relay_lease_ttl_s
+            engine, tables, instance_id or new_instance_id(), relay_settings.lease_ttl_s
         )
         if partitions is None
         else None
     )
-    client = await connect_broker(settings, stop)
+    client = await connect_broker(relay_settings.nats, stop)
     if client is None:
         await engine.dispose()
         return
@@ -88,7 +88,7 @@ async def run_polling(
     passes = PassConnection(engine)
     listener: asyncpg.Connection | None = None
     held = (lambda: len(leases.partitions())) if leases is not None else (lambda: tables.partitions)
-    exporter = await metrics.export(settings, engine, tables, stats, held)
+    exporter = await metrics.export(relay_settings.metrics, engine, tables, stats, held)
     try:
         js = client.jetstream()
         await ensure_stream(js)
@@ -96,23 +96,23 @@ async def run_polling(
             "relay %s publishing %s to %s",
             leases.instance_id if leases else "(all partitions)",
             ", ".join(tables.services),
-            connection_name(client, settings),
+            connection_name(client, relay_settings.nats),
         )
         last_prune = 0.0
         last_poll = 0.0
         busy: set[str] = set()
         held_before: Sequence[int] | None = None
         while not stop.is_set():
-            if settings.relay_mode == "hybrid" and (listener is None or listener.is_closed()):
-                listener = await _listen(settings.database_target, wake)
+            if relay_settings.mode == "hybrid" and (listener is None or listener.is_closed()):
+                listener = await _listen(relay_settings.database_url, wake)
             if leases is not None and leases.due():
-                await _heartbeat(leases, settings.relay_poll_interval_s)
+                await _heartbeat(leases, relay_settings.poll_interval_s)
             # Taken before draining: a commit during the drain wakes the next round.
             named = wake.take()
             mine = leases.partitions() if leases is not None else partitions
             # Partitions just taken over may hold anything: drain them all at once.
             polled = (
-                time.monotonic() - last_poll >= settings.relay_poll_interval_s
+                time.monotonic() - last_poll >= relay_settings.poll_interval_s
                 or mine != held_before
             )
             held_before = mine
@@ -125,21 +125,21 @@ async def run_polling(
             ]
             busy = await drain(passes, js, outboxes, mine, config, stats, leases) if mine else set()
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                await prune(engine, tables.outboxes, settings.relay_retention_s)
+                await prune(engine, tables.outboxes, relay_settings.retention_s)
                 last_prune = time.monotonic()
             if busy:
                 continue  # a full batch went out: more is waiting
-            asleep = settings.relay_poll_interval_s
+            asleep = relay_settings.poll_interval_s
             if mine:
                 asleep = max(last_poll + asleep - time.monotonic(), 0.0)
             if leases is not None:
                 asleep = min(asleep, leases.renew_in())
             await _sleep_until(wake.event, stop, asleep)
-            if wake.event.is_set() and settings.relay_notify_batch_ms > 0:
+            if wake.event.is_set() and relay_settings.notify_batch_ms > 0:
                 # Woken by a commit: let the commits right behind it join its pass. A
                 # pass costs about 2 ms of CPU whatever it carries (bench.relay_throughput).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), settings.relay_notify_batch_ms / 1000)
+                    await asyncio.wait_for(stop.wait(), relay_settings.notify_batch_ms / 1000)
     finally:
         if exporter is not None:
             exporter.close()

@@ -14,11 +14,11 @@ from db.kit_tables import RelayTables
 from relay.cdc_loop import run_cdc
 from relay.polling_loop import run_polling
 from relay.stats import RelayStats
-from settings import Settings
+from settings_slices import RelaySettings
 
 
 async def run_relay(
-    settings: Settings,
+    relay_settings: RelaySettings,
     stop: asyncio.Event,
     *,
     tables: RelayTables,
@@ -32,7 +32,7 @@ async def run_relay(
     leases (one instance alone); by default share all partitions with the other
     instances by leases."""
     stats = stats if stats is not None else RelayStats()
-    if settings.relay_mode == "cdc":
-        await run_cdc(settings, stop, stats, tables)
+    if relay_settings.mode == "cdc":
+        await run_cdc(relay_settings, stop, stats, tables)
     else:
-        await run_polling(settings, stop, stats, partitions, instance_id, tables)
+        await run_polling(relay_settings, stop, stats, partitions, instance_id, tables)

@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import inspect
 import os
 import stat
 from pathlib import Path
 
 from security.codec import parse_key
-from settings import Settings
+from settings_slices import CardKeys
 
 KEY_FILE = "card-token.key"
 
 
-def card_token_key(settings: Settings) -> bytes:
+def card_token_key(keys: CardKeys) -> bytes:
     """The configured key, or in dev the data directory's; outside dev it must be configured."""
-    if settings.card_token_key is not None:
-        return parse_key(settings.card_token_key.get_secret_value())
-    if settings.environment != "dev":  # startup refuses this already; never fall back to a file
+    if keys.card_token_key is not None:
+        return parse_key(keys.card_token_key.get_secret_value())
+    if keys.environment != "dev":  # startup refuses this already; never fall back to a file
         raise ValueError("SAGA_CARD_TOKEN_KEY must be set outside dev mode (SAGA_ENVIRONMENT)")
-    return dev_key(_data_dir(settings))
+    return dev_key(keys.data_dir)
 
 
 def dev_key(directory: Path) -> bytes:
@@ -70,9 +69,3 @@ def _read(path: Path) -> bytes:
         return parse_key(path.read_text().strip())
     except ValueError as err:
         raise ValueError(f"{path}: the card token key {err}") from None
-
-
-def _data_dir(settings: Settings) -> Path:
-    # Relative to the project, as `make run` resolves it for its children.
-    root = Path(inspect.getfile(Settings)).resolve().parent
-    return settings.data_dir if settings.data_dir.is_absolute() else root / settings.data_dir

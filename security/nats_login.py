@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from settings import Settings
+from settings_slices import NatsConfig
 
 INBOX_ROOT = "_INBOX"
 
@@ -22,22 +22,22 @@ def inbox_prefix(user: str) -> str:
     return f"{INBOX_ROOT}.{user}"
 
 
-def login_options(settings: Settings) -> dict[str, Any]:
+def login_options(nats: NatsConfig) -> dict[str, Any]:
     """`nats.connect` keyword arguments for this process's user; none without one."""
-    if settings.nats_user is None or settings.nats_password is None:
+    if nats.user is None or nats.password is None:
         return {}
     return {
-        "user": settings.nats_user,
-        "password": settings.nats_password.get_secret_value(),
-        "inbox_prefix": inbox_prefix(settings.nats_user),
+        "user": nats.user,
+        "password": nats.password.get_secret_value(),
+        "inbox_prefix": inbox_prefix(nats.user),
     }
 
 
-def connection_name(client: Any, settings: Settings) -> str:
+def connection_name(client: Any, nats: NatsConfig) -> str:
     """`host:port as <user>`: where the client is connected and who it is, never a password.
 
     From the live connection, not the configured URL, which may carry credentials.
     """
     url = client.connected_url
     where = f"{url.hostname}:{url.port}" if url is not None else "(not connected)"
-    return f"{where} as {settings.nats_user or 'no user'}"
+    return f"{where} as {nats.user or 'no user'}"

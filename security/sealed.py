@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from security.card_key import card_token_key
 from security.codec import NONCE_BYTES, parse_key
-from settings import Settings
+from settings_slices import CardKeys
 
 PREFIX = "sealed:"
 
@@ -62,14 +62,13 @@ class Sealer:
         return self._held
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Sealer:
+    def from_keys(cls, keys: CardKeys) -> Sealer:
         older = {}
-        codec_key = settings.payload_codec_key
-        if codec_key is not None:
+        if keys.codec_key is not None:
             # Choreographed orders' tokens were sealed with the codec key before
             # tokens had a key of their own: those still in flight must open.
-            older[settings.payload_codec_key_id] = parse_key(codec_key.get_secret_value())
-        return cls(lambda: card_token_key(settings), settings.card_token_key_id, older)
+            older[keys.codec_key_id] = parse_key(keys.codec_key.get_secret_value())
+        return cls(lambda: card_token_key(keys), keys.card_token_key_id, older)
 
     def seal(self, secret: str, bound_to: str) -> str:
         """`bound_to` (the order id) is authenticated too: the text opens for that order only."""

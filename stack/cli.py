@@ -57,15 +57,15 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 def _recover(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from activities import card_participant, payment_provider_client
     from db.engine import create_engine
     from recovery.sweep import sweep
     from temporal_client import connect
+    from wiring.activities import card_participant, payment_provider_client
 
     async def once() -> int:
-        client = await connect(settings)
+        client = await connect(settings.temporal())
         engine = create_engine(settings.database_target, pool_size=2)
-        provider = payment_provider_client(settings)
+        provider = payment_provider_client(settings.provider())
         try:
             card = card_participant(engine, settings, provider)
             grace = timedelta(seconds=settings.recovery_grace_s)
@@ -186,7 +186,7 @@ def _fetch_history(settings: Settings, args: argparse.Namespace) -> int:
     from temporal_client import connect
 
     async def once() -> int:
-        client = await connect(settings)
+        client = await connect(settings.temporal())
         try:
             print(f"wrote {await fetch(client, args.workflow_id, args.name, args.out)}")
         except (FileExistsError, ValueError) as err:  # a file kept; encrypted, no key
@@ -200,9 +200,9 @@ def _fetch_history(settings: Settings, args: argparse.Namespace) -> int:
 def _audit(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from activities import payment_provider_client
     from audit import Scope, run_audit
     from db.engine import create_engine
+    from wiring.activities import payment_provider_client
 
     since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
     scope = Scope(since=since, grace=timedelta(minutes=args.grace_minutes))
@@ -211,14 +211,16 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         from temporal_client import connect
 
         try:
-            temporal = None if args.no_temporal else await connect(settings, wait_seconds=5)
+            temporal = (
+                None if args.no_temporal else await connect(settings.temporal(), wait_seconds=5)
+            )
         except RuntimeError as err:
             raise RuntimeError(
                 f"Temporal at {settings.temporal_target} did not answer ({err}); "
                 "--no-temporal audits without looking for stuck sagas"
             ) from err
         engine = create_engine(settings.database_target, pool_size=2)
-        provider = None if args.no_provider else payment_provider_client(settings)
+        provider = None if args.no_provider else payment_provider_client(settings.provider())
         try:
             found = await run_audit(
                 engine, scope, provider, temporal, read_model=not args.no_read_model

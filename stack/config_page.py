@@ -25,9 +25,12 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 HEADER = """# Configuration
 
-<!-- Written by `python -m stack.config_page` from settings.py; edit the docstrings there. -->
+<!-- Written by `python -m stack.config_page` from settings/; edit the docstrings there. -->
 
-One settings class, [`settings.py`](../settings.py). Every field reads
+One settings class, [`settings/`](../settings/__init__.py), its fields declared in
+groups (servers, api, workers, flows). Components never read it: entry points and
+the composition root ([`wiring/root.py`](../wiring/root.py)) hand each one its typed
+slice ([`settings_slices.py`](../settings_slices.py)). Every field reads
 `SAGA_<FIELD>` from the environment; the three server addresses also read
 the usual unprefixed names (`TEMPORAL_ADDRESS`, `DATABASE_URL`, `NATS_URL`).
 When an address is set, `make run` uses that server and starts no embedded

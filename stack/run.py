@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import os
 import shlex
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from settings import Settings
+from settings import PROJECT_ROOT, Settings
 from stack import control
 from stack.bytecode import compile_workflows
 from stack.errors import StackError
@@ -50,8 +49,8 @@ class Server(Protocol):
 
 
 def project_root() -> Path:
-    """The directory holding settings.py; children run there."""
-    return Path(inspect.getfile(Settings)).resolve().parent
+    """The directory holding the settings package and worker.py; children run there."""
+    return PROJECT_ROOT
 
 
 def data_dir(settings: Settings, root: Path) -> Path:

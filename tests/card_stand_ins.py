@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities import provider_retry
 from activities.card_hold import CardHoldParticipant
 from activities.provider_client import PaymentProviderClient
 from db.engine import create_session_factory
 from domain.two_phase import BranchCall
 from security.sealed import Sealer
 from settings import Settings
+from wiring.activities import provider_retry
 
 P = TypeVar("P", bound=CardHoldParticipant)
 
@@ -59,7 +59,7 @@ def participant(
         create_session_factory(engine),
         timedelta(seconds=settings.card_hold_ttl_s),
         provider,
-        provider_retry(settings),
-        Sealer.from_settings(settings),
+        provider_retry(settings.provider()),
+        Sealer.from_keys(settings.card_keys()),
         **options,
     )

@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities import all_activities, card_participant, payment_provider_client
 from activities.provider_client import PaymentProviderClient
 from api.app import create_app
 from consumers.consumer import RunnerOptions
@@ -47,8 +46,9 @@ from stack.postgres import EmbeddedPostgres
 from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
 from temporal_client import connect
 from tests import factories
+from wiring.activities import all_activities, card_participant, payment_provider_client
+from wiring.root import build_workers, open_bulkheads, running
 from wiring.served import RELAYED
-from worker import build_workers, open_bulkheads, running
 
 _exit_status = 0
 _own_basetemp: Path | None = None
@@ -177,7 +177,7 @@ def settings(
 
 @pytest.fixture(scope="session")
 async def client(settings: Settings) -> Client:
-    return await connect(settings)
+    return await connect(settings.temporal())
 
 
 @pytest.fixture(scope="session")
@@ -194,7 +194,7 @@ def sessions(engine: AsyncEngine) -> SessionFactory:
 
 @pytest.fixture(scope="session")
 async def provider_client(settings: Settings) -> AsyncIterator[PaymentProviderClient]:
-    client = payment_provider_client(settings)
+    client = payment_provider_client(settings.provider())
     yield client
     await client.aclose()
 
@@ -233,7 +233,7 @@ async def custom_worker(client: Client, settings: Settings) -> AsyncIterator[Cal
         ) -> str:
             queue = f"custom-{uuid.uuid4().hex[:8]}"
             own = settings.model_copy(update={"task_queue": queue, **overrides})
-            provider = payment_provider_client(own)
+            provider = payment_provider_client(own.provider())
             stack.push_async_callback(provider.aclose)
             workers, engines = open_bulkheads(client, own, provider, stand_ins=stand_ins)
             for engine in engines.values():
@@ -272,7 +272,7 @@ def relay_settings(settings: Settings, nats: NatsServer) -> Settings:
 async def relay(relay_settings: Settings) -> AsyncIterator[RelayStats]:
     """The relay, in this process, for the test's duration."""
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED, stats=stats))
+    task = asyncio.create_task(run_relay(relay_settings.relay(), stop, tables=RELAYED, stats=stats))
     yield stats
     stop.set()
     await asyncio.wait_for(task, 30)

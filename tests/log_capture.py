@@ -5,17 +5,20 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from typing import Literal
 
 from observability.logs import configure
-from settings import Settings
+from settings_slices import LogConfig
 from wiring.order_hooks import order_log_fields
 
 
-def configured(log_format: str, quiet: tuple[str, ...] = ()) -> Iterator[io.StringIO]:
+def configured(
+    log_format: Literal["text", "json"], quiet: tuple[str, ...] = ()
+) -> Iterator[io.StringIO]:
     """Yields the buffer; restores the handlers after. `quiet` loggers log warnings only."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    configure(Settings(log_format=log_format, log_level="INFO"), "test", correlate=order_log_fields)
+    configure(LogConfig("INFO", log_format), "test", correlate=order_log_fields)
     buffer = io.StringIO()
     handler = root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)

@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from api import choreographed, paging, queries, return_queries, sagas
 from api.catalog import PriceCache
-from api.deps import CatalogDep, EngineDep, IdempotencyKey, SealerDep, SettingsDep, TemporalDep
+from api.deps import CatalogDep, EngineDep, FlowsDep, IdempotencyKey, SealerDep, TemporalDep
 from api.order_problems import check_order_id, invalid_field, order_not_found
 from api.prefer import MAX_WAIT_S
 from api.prefer import wait_seconds as prefer_wait
@@ -36,7 +36,7 @@ from domain.order_summary import order_summary
 from domain.orders import OrderStatus, PlaceOrder, SagaMode, workflow_id_for
 from domain.pricing import MixedCurrencies, UnknownProducts, price_order
 from observability.logs import bind as bind_log_context
-from settings import Settings
+from settings_slices import ApiFlows
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -83,7 +83,7 @@ async def place_order(
     response: Response,
     client: TemporalDep,
     engine: EngineDep,
-    settings: SettingsDep,
+    flows: FlowsDep,
     sealer: SealerDep,
     catalog: CatalogDep,
     idempotency_key: IdempotencyKey = None,
@@ -110,7 +110,7 @@ async def place_order(
         request_hash=body.fingerprint(),
         store_credit=body.store_credit,
         # settlement stays unset: the saga settles by 2PC when store credit is used.
-        prepare_timeout_s=settings.two_phase_prepare_timeout_s,
+        prepare_timeout_s=flows.prepare_timeout_s,
     )
     response.headers["Location"] = f"/orders/{order.order_id}"
     flow_id = (
@@ -121,7 +121,7 @@ async def place_order(
     bind_log_context(order_id=order.order_id, workflow_id=flow_id)
     placing = _Placing(order, body.mode, order_summary(order, priced))
     existing = await _existing_fingerprint(
-        client, engine, settings, placing, keyed=idempotency_key is not None
+        client, engine, flows, placing, keyed=idempotency_key is not None
     )
     wait = prefer_wait(prefer) if body.mode is SagaMode.ORCHESTRATION else None
     if existing is None:
@@ -204,19 +204,19 @@ class _Placing:
 
 
 async def _existing_fingerprint(
-    client: Client, engine: AsyncEngine, settings: Settings, placing: _Placing, keyed: bool
+    client: Client, engine: AsyncEngine, flows: ApiFlows, placing: _Placing, keyed: bool
 ) -> str | None:
     """Start the order; or, if its id is taken, the fingerprint of the request that took it."""
     order, mode = placing.order, placing.mode
     if not keyed:  # an id from no key is a fresh uuid4: nobody else holds it, nothing records it
-        return await _start(client, engine, settings, placing, recorded_known=True)
+        return await _start(client, engine, flows, placing, recorded_known=True)
     claim = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
     if claim.holder != order.request_hash:
         return claim.holder
     if claim.recorded is not None:
         existing: str | None = claim.recorded
     else:
-        existing = await _start(client, engine, settings, placing, recorded_known=claim.claimed)
+        existing = await _start(client, engine, flows, placing, recorded_known=claim.claimed)
     if existing is not None and existing != order.request_hash:
         await queries.settle_claim(engine, order.order_id, order.request_hash, existing)
     return existing
@@ -225,7 +225,7 @@ async def _existing_fingerprint(
 async def _start(
     client: Client,
     engine: AsyncEngine,
-    settings: Settings,
+    flows: ApiFlows,
     placing: _Placing,
     recorded_known: bool = False,
 ) -> str | None:
@@ -240,9 +240,9 @@ async def _start(
         return recorded
     if mode is SagaMode.ORCHESTRATION:
         # A replay after a lost answer, or after a start that failed, starts it (once) now.
-        return await sagas.start_saga(client, settings.task_queue, order, placing.summary)
+        return await sagas.start_saga(client, flows.task_queue, order, placing.summary)
     try:
-        await choreographed.place(engine, settings, order)
+        await choreographed.place(engine, flows.choreography_timeout_s, order)
     except choreographed.Refused as err:
         # Nothing was written: the key may be used again with a valid body.
         await queries.release_claim(engine, order.order_id, order.request_hash)

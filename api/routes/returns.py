@@ -19,7 +19,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api import return_queries
-from api.deps import EngineDep, SettingsDep, TemporalDep
+from api.deps import EngineDep, FlowsDep, TemporalDep
 from api.order_problems import check_order_id, invalid_field, order_not_found
 from api.problems import Problem
 from api.return_schemas import ReturnAccepted, ReturnRequest
@@ -57,7 +57,7 @@ async def start_return(
     response: Response,
     client: TemporalDep,
     engine: EngineDep,
-    settings: SettingsDep,
+    flows: FlowsDep,
     idempotency_key: RequiredKey,
 ) -> ReturnAccepted:
     check_order_id(order_id)
@@ -77,7 +77,7 @@ async def start_return(
         lines=body.lines(),
         request_hash=request_hash,
     )
-    started_with = await _start(client, settings.task_queue, request)
+    started_with = await _start(client, flows.task_queue, request)
     if started_with is not None:
         response.status_code = status.HTTP_200_OK
         return _replayed(accepted, request_hash, started_with, ReturnStatus.OPEN)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from activities.store_credit import top_up
 from api import queries
-from api.deps import EngineDep, IdempotencyKey, SessionsDep, SettingsDep
+from api.deps import EngineDep, FlowsDep, IdempotencyKey, SessionsDep
 from api.problems import Problem
 from api.roles import ADMINS, READERS
 from api.schemas import ID_PATTERN, AddCreditRequest, CreditAdded, Rfc3339Time, Wallet
@@ -66,7 +66,7 @@ async def add_credit(
     body: AddCreditRequest,
     response: Response,
     sessions: SessionsDep,
-    settings: SettingsDep,
+    flows: FlowsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> CreditAdded:
     fingerprint = body.fingerprint()
@@ -80,7 +80,7 @@ async def add_credit(
         body.amount,
         _step_key(idempotency_key),
         f"{fingerprint}:{nonce}",
-        WalletStore(settings.wallet_snapshot_every),
+        WalletStore(flows.wallet_snapshot_every),
     )
     first_fingerprint, _, first_nonce = credited.request_hash.partition(":")
     if first_fingerprint != fingerprint:

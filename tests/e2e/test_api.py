@@ -14,7 +14,6 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities import all_activities
 from db.tables import order_requests, orders
 from domain.activities import (
     Act,
@@ -29,7 +28,8 @@ from tests import factories
 from tests.conftest import start_saga
 from tests.factories import eventually
 from tests.pages import walk
-from worker import build_workers, running
+from wiring.activities import all_activities
+from wiring.root import build_workers, running
 
 pytestmark = pytest.mark.asyncio
 

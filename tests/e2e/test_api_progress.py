@@ -9,12 +9,12 @@ import uuid
 import pytest
 from temporalio import activity
 
-from activities import all_activities
 from domain.activities import Act
 from domain.orders import order_id_from
 from tests.conftest import start_saga
 from tests.e2e.test_api import order_body
-from worker import build_workers, running
+from wiring.activities import all_activities
+from wiring.root import build_workers, running
 
 pytestmark = pytest.mark.asyncio
 

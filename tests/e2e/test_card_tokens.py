@@ -139,7 +139,7 @@ async def test_a_token_sealed_for_another_order_is_refused_and_never_sent(
 ):
     sku = await product(stock=5)
     order_id = str(uuid.uuid4())
-    stolen = Sealer.from_settings(settings).seal("tok_visa", "another-order")
+    stolen = Sealer.from_keys(settings.card_keys()).seal("tok_visa", "another-order")
 
     handle = await saga([(sku, 1)], payment_token=stolen, order_id=order_id)
     with pytest.raises(WorkflowFailureError) as failed:

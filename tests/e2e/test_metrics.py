@@ -10,7 +10,6 @@ import httpx
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from activities import payment_provider_client
 from db.tables import orders
 from observability.temporal_metrics import prometheus_runtime
 from stack.ports import LOOPBACK, free_port
@@ -18,7 +17,8 @@ from temporal_client import connect
 from tests import factories
 from tests.conftest import start_saga
 from tests.prometheus import samples, series
-from worker import open_bulkheads, running
+from wiring.activities import payment_provider_client
+from wiring.root import open_bulkheads, running
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,10 +28,10 @@ async def test_the_worker_endpoint_counts_sagas_steps_decisions_and_the_breaker(
 ):
     port = free_port()
     runtime = prometheus_runtime(LOOPBACK, port)
-    client = await connect(settings, runtime=runtime)
+    client = await connect(settings.temporal(), runtime=runtime)
     queue = f"metrics-{uuid.uuid4().hex[:8]}"
     own = settings.model_copy(update={"task_queue": queue})
-    provider = payment_provider_client(own, runtime.metric_meter)
+    provider = payment_provider_client(own.provider(), runtime.metric_meter)
     workers, engines = open_bulkheads(client, own, provider)
     sku = await product(stock=20, price=1000)
     customer = await factories.insert_wallet(engine, balance=500)

@@ -23,7 +23,7 @@ async def test_the_api_registers_the_search_attributes_a_cluster_lacks(settings,
     await server.start()
     try:
         own = settings.model_copy(update={"temporal_address": server.address})
-        client = await connect(own)
+        client = await connect(own.temporal())
 
         async def registered() -> set[str]:
             listed = await client.operator_service.list_search_attributes(

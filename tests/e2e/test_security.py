@@ -14,7 +14,6 @@ from fastapi.routing import APIRoute
 from google.protobuf.json_format import MessageToDict
 from starlette.routing import BaseRoute
 
-from activities import payment_provider_client
 from api.access import OPEN_PATHS
 from api.app import create_app
 from api.roles import Role, required_role
@@ -26,7 +25,8 @@ from temporal_client import connect, replayer
 from tests import factories
 from tests.asgi import serve
 from tests.conftest import start_saga
-from worker import open_bulkheads, running
+from wiring.activities import payment_provider_client
+from wiring.root import open_bulkheads, running
 
 pytestmark = pytest.mark.timeout(120)
 ADMIN, ORDERS, READ = "admin-key-c04e", "order-key-7f3a", "read-key-19c2"
@@ -229,8 +229,8 @@ async def test_payloads_are_encrypted_at_rest_and_the_codec_server_decodes_them(
         task_queue=f"sealed-{uuid.uuid4().hex[:8]}",
         api_admin_keys=[ADMIN],
     )
-    client = await connect(secret)
-    provider = payment_provider_client(secret)
+    client = await connect(secret.temporal())
+    provider = payment_provider_client(secret.provider())
     workers, engines = open_bulkheads(client, secret, provider)
     try:
         async with running(workers):
@@ -251,7 +251,9 @@ async def test_payloads_are_encrypted_at_rest_and_the_codec_server_decodes_them(
     # Inputs, results and failures are ciphertext; the workflow id and the
     # search attributes stay readable by design (they are how sagas are found).
     assert b"tok_sealed" not in raw and b"payment_token" not in raw and b"idempotency" not in raw
-    result = await replayer(secret).replay_workflow(history, raise_on_replay_failure=False)
+    result = await replayer(secret.temporal()).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
     assert result.replay_failure is None
 
     async for http in serve(secret):

@@ -21,7 +21,6 @@ from urllib.parse import quote
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from activities import payment_provider_client
 from domain.order_saga import SagaState
 from domain.order_summary import TIMES
 from domain.orders import workflow_id_for
@@ -32,7 +31,8 @@ from temporal_client import connect
 from tests import factories
 from tests.asgi import serve
 from tests.conftest import start_saga
-from worker import open_bulkheads, running
+from wiring.activities import payment_provider_client
+from wiring.root import open_bulkheads, running
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "temporal-ui"
@@ -123,8 +123,8 @@ async def test_the_ui_lists_sagas_by_status_and_shows_a_sagas_steps(
                 "task_queue": f"ui-{uuid.uuid4().hex[:6]}",
             }
         )
-        client = await connect(own)
-        provider = payment_provider_client(own)
+        client = await connect(own.temporal())
+        provider = payment_provider_client(own.provider())
         workers, engines = open_bulkheads(client, own, provider)
         sku = await product(stock=10, price=1200)
         customer = await factories.insert_wallet(engine, balance=500)

@@ -19,14 +19,14 @@ from temporalio import activity
 from temporalio.api.enums.v1 import VersioningBehavior
 from temporalio.client import Client, WorkflowHandle
 
-from activities import payment_provider_client
 from domain.activities import Act, CreateShipment, ShipmentCreated
 from domain.order_saga import SagaState
 from domain.two_phase import coordinator_workflow_id
 from stack.binaries import temporal_cli as temporal_cli_path
 from tests import factories
 from tests.conftest import start_saga
-from worker import open_bulkheads, running
+from wiring.activities import payment_provider_client
+from wiring.root import open_bulkheads, running
 
 pytestmark = pytest.mark.timeout(180)
 TEMPORAL_CLI = str(temporal_cli_path())
@@ -85,7 +85,7 @@ async def test_a_new_version_takes_new_and_auto_upgrade_sagas_while_pinned_ones_
         update={"task_queue": queue, "worker_deployment_name": deployment, "worker_build_id": "v1"}
     )
     v2 = v1.model_copy(update={"worker_build_id": "v2"})
-    provider = payment_provider_client(settings)
+    provider = payment_provider_client(settings.provider())
     v1_workers, v1_engines = open_bulkheads(
         client, v1, provider, stand_ins={Act.CREATE_SHIPMENT: slow_shipment}
     )

@@ -57,7 +57,9 @@ async def test_committed_events_reach_jetstream_from_the_wal_in_order_with_heade
     engine, js, slot, cdc_settings, monkeypatch, capsys
 ):
     stop, stats = asyncio.Event(), RelayStats()
-    relaying = asyncio.create_task(run_relay(cdc_settings, stop, tables=RELAYED, stats=stats))
+    relaying = asyncio.create_task(
+        run_relay(cdc_settings.relay(), stop, tables=RELAYED, stats=stats)
+    )
     try:
         await wait_until_reading(engine, relaying, stats)
         before = stats.published
@@ -106,7 +108,7 @@ async def test_a_relay_dying_between_the_ack_and_the_mark_republishes_and_jetstr
 ):
     order_ids = [str(uuid.uuid4()) for _ in range(6)]
     ids = [i for o in order_ids for i in await write_events(engine, o, ["A", "B", "C"])]
-    config = config_from(cdc_settings)
+    config = config_from(cdc_settings.relay())
 
     class DiesBeforeMarking(CdcRelay):
         async def _settle(self, *_: Any) -> None:

@@ -27,7 +27,6 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from activities import provider_retry
 from activities.provider_client import PaymentProviderClient
 from audit import Scope, run_audit
 from choreography import metrics as choreography_metrics
@@ -51,6 +50,7 @@ from tests.conftest import start_saga
 from tests.factories import eventually
 from tests.prometheus import labels_of, samples
 from tests.spans import ancestors, captured_spans
+from wiring.activities import provider_retry
 from wiring.services import SERVICES
 
 pytestmark = pytest.mark.asyncio
@@ -85,8 +85,8 @@ async def services(
     events it missed waiting for it.
     """
     prefix = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    sealer = Sealer.from_settings(choreo_settings)
-    reactions = Reactions(provider_client, provider_retry(choreo_settings), sealer)
+    sealer = Sealer.from_keys(choreo_settings.card_keys())
+    reactions = Reactions(provider_client, provider_retry(choreo_settings.provider()), sealer)
     for consumer in service_consumers(reactions, SERVICES, prefix, DeliverPolicy.NEW):
         await ConsumerRunner(js, engine, consumer, OPTIONS).bind()
     stop = asyncio.Event()
@@ -97,7 +97,8 @@ async def services(
         running.append(
             asyncio.create_task(
                 run(
-                    own,
+                    own.choreography(),
+                    reactions,
                     stop,
                     list(names),
                     prefix=prefix,
@@ -123,7 +124,7 @@ def place(engine: AsyncEngine, choreo_settings: Settings) -> Callable[..., Await
         items: list[tuple[str, int]], token: str = "tok_visa", timeout_s: float = 60.0
     ) -> str:
         return await place_order(
-            engine, items, token, timeout_s, Sealer.from_settings(choreo_settings)
+            engine, items, token, timeout_s, Sealer.from_keys(choreo_settings.card_keys())
         )
 
     return place_one

@@ -115,7 +115,7 @@ async def test_the_outbox_loses_nothing_in_the_same_crash(settings, nats, js, en
         update={"nats_url": nats.url, "relay_poll_interval_s": 0.2, "relay_metrics_port": 0}
     )
     stop = asyncio.Event()
-    relaying = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED))
+    relaying = asyncio.create_task(run_relay(relay_settings.relay(), stop, tables=RELAYED))
     try:
         for _ in range(100):
             async with engine.connect() as conn:

@@ -21,13 +21,13 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities import all_activities
 from domain.activities import Act, ReserveStock, StockReserved
 from domain.order_saga import SagaState
 from history_corpus.steps import step_attempts
 from tests import factories
 from tests.conftest import start_saga
-from worker import build_workers, running
+from wiring.activities import all_activities
+from wiring.root import build_workers, running
 
 INVENTORY_LIMIT = 2
 # More sagas stalled than the worker has local activity slots in all (2 x 6):

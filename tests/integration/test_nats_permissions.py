@@ -32,12 +32,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities import provider_retry
 from choreography.handlers import Reactions
 from choreography.service import OPTIONS, service_consumers
 from consumers import service as consumer_process
 from consumers.consumer import Consumer, RunnerOptions
-from consumers.metrics import MetricsEndpoint
+from consumers.metrics import ConsumerMetrics
 from consumers.order_history import order_history_consumer
 from consumers.runner import ConsumerRunner
 from db.tables import order_history
@@ -51,6 +50,7 @@ from stack.nats import NatsAuth, NatsServer
 from stack.ports import LOOPBACK, free_port
 from tests.factories import eventually
 from tests.prometheus import samples
+from wiring.activities import provider_retry
 from wiring.served import INBOX, OWNERS
 from wiring.services import OWNER_OF_AGGREGATE, SERVICES
 
@@ -92,7 +92,7 @@ async def relay_js(
 ) -> AsyncIterator[JetStreamContext]:
     """The relay's connection, with the stream in place (only the relay may make it)."""
     relay = login(settings, secured, "relay", passwords["relay"])
-    client = await connect_broker(relay, asyncio.Event())
+    client = await connect_broker(relay.nats(), asyncio.Event())
     assert client is not None
     js = client.jetstream()
     await ensure_stream(js)
@@ -109,7 +109,7 @@ async def as_user(
 
     async def connect(user: str) -> JetStreamContext:
         own = login(settings, secured, user, passwords[user])
-        client = await connection.connect(own, "saga-consumers", asyncio.Event())
+        client = await connection.connect(own.nats(), "saga-consumers", asyncio.Event())
         assert client is not None
         clients.append(client)
         return client.jetstream(timeout=2)  # a refusal is a timeout: keep it short
@@ -160,7 +160,7 @@ async def test_a_wrong_password_is_refused_and_said_so(settings, secured, caplog
     stop = asyncio.Event()
 
     with caplog.at_level(logging.WARNING, logger=connection.__name__):
-        connecting = asyncio.create_task(connection.connect(wrong, "saga-consumers", stop))
+        connecting = asyncio.create_task(connection.connect(wrong.nats(), "saga-consumers", stop))
 
         async def refusals() -> list[str]:
             return [
@@ -245,7 +245,9 @@ async def test_the_choreography_process_binds_and_acks_each_services_durable(
     settings, secured, passwords, relay_js, as_user, provider_client
 ):
     own = login(settings, secured, "choreography", passwords["choreography"])
-    reactions = Reactions(provider_client, provider_retry(settings), Sealer(os.urandom(32)))
+    reactions = Reactions(
+        provider_client, provider_retry(settings.provider()), Sealer(os.urandom(32))
+    )
     # One event each service reacts to; none choreographed, so each is acked unapplied.
     sent = {
         "inventory": envelope("order", "OrderCreated", str(uuid.uuid4())),
@@ -300,9 +302,11 @@ async def serving(
     """Run the consumer process (consumers.service.serve) as `settings`' user until each
     durable has nothing left and has acknowledged its `seqs`; its metrics page then."""
     port, stop = free_port(), asyncio.Event()
-    metrics = MetricsEndpoint(LOOPBACK, port)
+    metrics = ConsumerMetrics(LOOPBACK, port)
     task = asyncio.create_task(
-        consumer_process.serve(settings, consumers, stop, options, metrics=metrics)
+        consumer_process.serve(
+            settings.database_target, settings.nats(), consumers, stop, options, metrics=metrics
+        )
     )
 
     async def backlog() -> dict[str, Any]:

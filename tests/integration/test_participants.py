@@ -311,12 +311,12 @@ async def test_a_retried_try_finding_the_tombstone_voids_what_an_earlier_attempt
 async def test_a_refund_of_a_payment_the_provider_does_not_list_is_retried_not_skipped(
     engine, sessions, provider_client, settings
 ):
-    from activities import provider_retry
     from activities.payments import PaymentActivities
     from activities.provider_client import ProviderUnavailable
     from db.tables import payments
     from domain.activities import RefundPayment
     from security.sealed import Sealer
+    from wiring.activities import provider_retry
 
     order_id = str(uuid.uuid4())
     async with engine.begin() as conn:
@@ -332,7 +332,10 @@ async def test_a_refund_of_a_payment_the_provider_does_not_list_is_retried_not_s
             )
         )
     refunds = PaymentActivities(
-        sessions, provider_client, provider_retry(settings), Sealer.from_settings(settings)
+        sessions,
+        provider_client,
+        provider_retry(settings.provider()),
+        Sealer.from_keys(settings.card_keys()),
     )
     command = RefundPayment(
         idempotency_key=f"order-{order_id}:refund_payment",

@@ -19,7 +19,6 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 
-from activities import payment_provider_client
 from api.app import create_app
 from domain.two_phase import coordinator_workflow_id
 from settings import Settings
@@ -27,7 +26,8 @@ from temporal_client import connect
 from tests import factories
 from tests.conftest import start_saga
 from tests.factories import eventually
-from worker import open_bulkheads, running
+from wiring.activities import payment_provider_client
+from wiring.root import open_bulkheads, running
 
 pytestmark = pytest.mark.timeout(120)
 CODEC_KEY = base64.b64encode(os.urandom(32)).decode()
@@ -39,8 +39,8 @@ async def encrypting(settings: Settings) -> AsyncIterator[tuple[Settings, Client
     fields = {k: getattr(settings, k) for k in Settings.model_fields}
     fields |= {"payload_codec_key": CODEC_KEY, "task_queue": f"codec-{uuid.uuid4().hex[:8]}"}
     own = Settings(**fields)  # validated, as a process loads them
-    client = await connect(own)
-    provider = payment_provider_client(own)
+    client = await connect(own.temporal())
+    provider = payment_provider_client(own.provider())
     workers, engines = open_bulkheads(client, own, provider)
     try:
         async with running(workers):

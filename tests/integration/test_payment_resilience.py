@@ -22,7 +22,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from activities import all_activities
 from activities.provider_client import PaymentProviderClient
 from domain.activities import Act
 from domain.order_saga import SagaState
@@ -31,7 +30,8 @@ from resilience.breaker import BreakerState, CircuitBreaker
 from stack.ports import free_port
 from tests import factories
 from tests.conftest import start_saga
-from worker import build_workers, running
+from wiring.activities import all_activities
+from wiring.root import build_workers, running
 
 pytestmark = pytest.mark.timeout(120)
 

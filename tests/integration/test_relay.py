@@ -219,7 +219,11 @@ async def test_relay_killed_mid_batch_loses_nothing_and_the_read_model_gets_each
     consumer = order_history_consumer(
         name=f"history-{uuid.uuid4().hex[:8]}", filter_subject="events.order.>"
     )
-    consuming = asyncio.create_task(serve_consumers(relay_settings, [consumer], stop_consumer))
+    consuming = asyncio.create_task(
+        serve_consumers(
+            relay_settings.database_target, relay_settings.nats(), [consumer], stop_consumer
+        )
+    )
     holder = await engine.connect()
     await holder.begin()
     # The last order's events cannot go out before the kill, however fast the
@@ -293,7 +297,7 @@ async def test_metrics_report_published_events_lag_and_partitions(engine, relay_
     port = free_port()
     settings = relay_settings.model_copy(update={"relay_metrics_port": port})
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(settings, stop, tables=RELAYED, stats=stats))
+    task = asyncio.create_task(run_relay(settings.relay(), stop, tables=RELAYED, stats=stats))
     try:
         ids = await write_events(engine, str(uuid.uuid4()), ["A", "B"])
         await eventually(lambda: statuses(engine, ids), lambda s: s == ["PUBLISHED"] * 2)
@@ -338,7 +342,7 @@ async def test_a_broker_outage_delays_events_without_counting_against_them(
     engine, js, relay_settings, nats
 ):
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED, stats=stats))
+    task = asyncio.create_task(run_relay(relay_settings.relay(), stop, tables=RELAYED, stats=stats))
     try:
         await eventually(lambda: asyncio.sleep(0, stats.passes), lambda n: n > 0)
         await nats.stop()
@@ -376,7 +380,7 @@ async def test_a_stuck_aggregate_does_not_hold_up_the_others(engine, relay_setti
     behind = [i for _ in range(10) for i in await write_events(engine, stuck, ["Behind"])]
     [other] = await write_events(engine, free, ["Free"])
     stop, stats = asyncio.Event(), RelayStats()
-    task = asyncio.create_task(run_relay(settings, stop, tables=RELAYED, stats=stats))
+    task = asyncio.create_task(run_relay(settings.relay(), stop, tables=RELAYED, stats=stats))
     try:
         await eventually(lambda: statuses(engine, [other]), lambda s: s == ["PUBLISHED"])
         held_back = await statuses(engine, [poison, *behind])
@@ -402,7 +406,7 @@ async def test_an_event_held_by_another_transaction_is_not_overtaken(engine, js,
         await holder.execute(
             select(outbox.c.seq).where(outbox.c.event_id == second).with_for_update()
         )
-        task = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED))
+        task = asyncio.create_task(run_relay(relay_settings.relay(), stop, tables=RELAYED))
         try:
             await eventually(lambda: statuses(engine, [first]), lambda s: s == ["PUBLISHED"])
             await asyncio.sleep(0.5)  # several more passes, each finding E2 locked
@@ -424,7 +428,7 @@ async def test_a_notify_drains_the_outbox_it_names_and_the_poll_drains_the_rest(
     # Every partition, no leases: a lease changing hands would drain every outbox.
     every = list(range(RELAY_PARTITIONS))
     task = asyncio.create_task(
-        run_relay(settings, stop, tables=RELAYED, partitions=every, stats=stats)
+        run_relay(settings.relay(), stop, tables=RELAYED, partitions=every, stats=stats)
     )
     try:
         # The first round is a poll of every outbox; then the relay sleeps.

@@ -49,7 +49,9 @@ async def relaying(engine, settings: Settings) -> AsyncIterator[RelayStats]:
     stop, stats = asyncio.Event(), RelayStats()
     # All partitions and no leases: alone, it need not wait for a dead instance's to lapse.
     task = asyncio.create_task(
-        run_relay(settings, stop, tables=RELAYED, partitions=range(RELAY_PARTITIONS), stats=stats)
+        run_relay(
+            settings.relay(), stop, tables=RELAYED, partitions=range(RELAY_PARTITIONS), stats=stats
+        )
     )
     try:
         if settings.relay_mode == "cdc":

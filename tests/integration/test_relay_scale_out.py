@@ -36,7 +36,7 @@ class Relays:
     def start(self, name: str) -> RelayStats:
         stop, stats = asyncio.Event(), RelayStats()
         task = asyncio.create_task(
-            run_relay(self.settings, stop, tables=RELAYED, stats=stats, instance_id=name)
+            run_relay(self.settings.relay(), stop, tables=RELAYED, stats=stats, instance_id=name)
         )
         self.running[name] = (stop, task, stats)
         return stats

@@ -19,7 +19,6 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
-from activities import all_activities
 from domain.activities import Act, ChargePayment, RefundPayment
 from domain.order_saga import SagaState
 from domain.saga import CancelRequest
@@ -27,6 +26,7 @@ from history_corpus.steps import steps_of
 from temporal_client import replayer
 from tests import factories
 from tests.factories import eventually
+from wiring.activities import all_activities
 from workflows.compensation import shielded
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]

@@ -17,7 +17,6 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities import all_activities
 from db.tables import orders
 from domain.activities import (
     Act,
@@ -31,6 +30,7 @@ from domain.order_saga import SagaState
 from domain.saga import CancelRequest
 from tests import factories
 from tests.integration.test_order_saga import order_row
+from wiring.activities import all_activities
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,7 +11,6 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities import all_activities
 from activities.inventory import InventoryActivities
 from db.unit_of_work import StepFenced
 from domain.activities import Act, ReleaseStock, ReserveStock, StockReserved
@@ -20,7 +19,8 @@ from domain.orders import OrderLine
 from domain.saga import CancelRequest
 from tests import factories
 from tests.conftest import start_saga
-from worker import build_workers, running
+from wiring.activities import all_activities
+from wiring.root import build_workers, running
 
 pytestmark = pytest.mark.asyncio
 

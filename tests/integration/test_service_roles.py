@@ -29,7 +29,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from activities import card_participant, payment_provider_client
 from activities.stock_branch import StockParticipant
 from choreography import service as choreography
 from consumers.consumer import RunnerOptions
@@ -51,9 +50,10 @@ from stack.ports import free_port
 from stack.postgres import EmbeddedPostgres
 from tests import factories
 from tests.asgi import serve
+from wiring.activities import card_participant, payment_provider_client, reactions
+from wiring.root import open_bulkheads, running
 from wiring.served import RELAYED
 from wiring.services import SERVICES as CHOREOGRAPHED
-from worker import open_bulkheads, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -232,7 +232,9 @@ async def relay(cluster: RolesCluster, own_settings: Settings) -> AsyncIterator[
     """The relay, as the relay's login."""
     relay_settings = own_settings.model_copy(update={"database_url": cluster.url("app_relay")})
     stop = asyncio.Event()
-    task = asyncio.create_task(run_relay(relay_settings, stop, tables=RELAYED, stats=RelayStats()))
+    task = asyncio.create_task(
+        run_relay(relay_settings.relay(), stop, tables=RELAYED, stats=RelayStats())
+    )
     yield
     stop.set()
     await asyncio.wait_for(task, 30)
@@ -245,7 +247,7 @@ api_as_its_login = contextlib.asynccontextmanager(serve)
 async def test_orders_confirm_and_publish_with_each_process_as_its_own_login(
     client: Client, cluster: RolesCluster, own_settings: Settings, relay: None, projected: None
 ):
-    provider = payment_provider_client(own_settings)
+    provider = payment_provider_client(own_settings.provider())
     workers, engines = open_bulkheads(client, own_settings, provider)
     try:
         assert {b: e.url.username for b, e in engines.items()} == {
@@ -325,10 +327,16 @@ async def test_a_choreographed_order_confirms_with_each_services_handlers_as_its
     """As compose runs them: one handlers process per service, on that service's login."""
     prefix = f"test-roles-choreo-{uuid.uuid4().hex[:8]}"
     stop = asyncio.Event()
+    provider = payment_provider_client(own_settings.provider())
+    logins = {
+        service: own_settings.model_copy(update={"database_url": cluster.url(f"app_{service}")})
+        for service in CHOREOGRAPHED
+    }
     handlers = [
         asyncio.create_task(
             choreography.run(
-                own_settings.model_copy(update={"database_url": cluster.url(f"app_{service}")}),
+                logins[service].choreography(),
+                reactions(logins[service], provider),
                 stop,
                 [service],
                 prefix=prefix,
@@ -345,6 +353,7 @@ async def test_a_choreographed_order_confirms_with_each_services_handlers_as_its
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*handlers), 30)
+        await provider.aclose()
         for service in CHOREOGRAPHED:
             with contextlib.suppress(Exception):
                 await js.delete_consumer(STREAM, f"{prefix}-{service}")
@@ -385,7 +394,7 @@ async def test_recovery_as_the_orders_login_finishes_a_branch_inventory_prepared
                     tx_id=tx_id, decision="COMMIT", participants=["stock"], votes={"stock": "YES"}
                 )
             )
-    provider = payment_provider_client(own_settings)
+    provider = payment_provider_client(own_settings.provider())
     try:
         card = card_participant(orders, own_settings, provider)
         report = await sweep(orders, client, timedelta(0), card)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from activities import all_activities
 from domain.activities import Act, TwoPhaseAct
 from domain.bulkheads import BULKHEAD_OF, Bulkhead, queue_for
 from domain.returns import ReturnAct
-from worker import main, parse_bulkheads
+from wiring.activities import all_activities
+from wiring.root import parse_bulkheads
+from worker import main
 
 
 def test_every_activity_the_workers_register_has_a_bulkhead():
@@ -23,16 +24,16 @@ def test_every_activity_the_workers_register_has_a_bulkhead():
 
 def test_the_registered_activities_are_exactly_the_mapped_ones(tmp_path):
     # all_activities only builds objects; nothing connects until an activity runs.
-    from activities import payment_provider_client
     from db.engine import create_engine
     from settings import Settings
+    from wiring.activities import payment_provider_client
 
     # The data dir holds the dev card token key the payment activities read.
     settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none", data_dir=tmp_path)
     engine = create_engine(settings.database_target)
-    assert set(all_activities(engine, settings, payment_provider_client(settings))) == set(
-        BULKHEAD_OF
-    )
+    assert set(
+        all_activities(engine, settings, payment_provider_client(settings.provider()))
+    ) == set(BULKHEAD_OF)
 
 
 def test_queues_derive_from_the_workflow_queue():
@@ -77,9 +78,11 @@ def test_a_deployment_without_a_build_id_is_a_message(capsys, monkeypatch):
 
 def test_versioned_settings_make_one_deployment_version_for_every_bulkhead():
     from settings import Settings
-    from worker import deployment_config
+    from wiring.root import deployment_config
 
-    assert deployment_config(Settings()) is None
-    config = deployment_config(Settings(worker_deployment_name="saga", worker_build_id="b7"))
+    assert deployment_config(Settings().worker().deployment) is None
+    config = deployment_config(
+        Settings(worker_deployment_name="saga", worker_build_id="b7").worker().deployment
+    )
     assert config is not None and config.use_worker_versioning
     assert (config.version.deployment_name, config.version.build_id) == ("saga", "b7")

@@ -56,7 +56,7 @@ def test_a_key_file_others_can_read_is_refused(tmp_path):
 def test_a_configured_key_wins_and_no_file_is_made(tmp_path):
     settings = Settings(card_token_key=SecretStr(KEY), data_dir=tmp_path)
 
-    assert card_token_key(settings) == base64.b64decode(KEY)
+    assert card_token_key(settings.card_keys()) == base64.b64decode(KEY)
     assert not (tmp_path / KEY_FILE).exists()
 
 
@@ -70,12 +70,12 @@ def test_outside_dev_the_programs_that_seal_or_open_need_the_key(tmp_path):
     # And no process falls back to a key file outside dev.
     bare = Settings(environment="production", data_dir=tmp_path)
     with pytest.raises(ValueError, match="SAGA_CARD_TOKEN_KEY must be set"):
-        card_token_key(bare)
+        card_token_key(bare.card_keys())
     assert not (tmp_path / KEY_FILE).exists()
     keyed = checked_settings(
         "worker", environment="production", payload_codec_key=codec, card_token_key=KEY
     )
-    assert card_token_key(keyed) == base64.b64decode(KEY)
+    assert card_token_key(keyed.card_keys()) == base64.b64decode(KEY)
 
 
 def test_a_malformed_key_is_refused():

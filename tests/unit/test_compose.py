@@ -16,7 +16,7 @@ from choreography.service import parse_services
 from domain.bulkheads import Bulkhead
 from settings import Settings
 from startup import checked_settings, is_secret
-from worker import parse_bulkheads
+from wiring.root import parse_bulkheads
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("worker-orders", "worker-inventory", "worker-payments", "worker-shipping")
@@ -177,12 +177,13 @@ def test_the_payment_provider_simulator_listens_where_the_workers_look(compose, 
 
 
 def test_the_simulators_admin_api_listens_on_loopback_only(compose, monkeypatch):
-    from payment_provider.listeners import Listeners, is_loopback
+    from payment_provider.__main__ import listeners_of
+    from payment_provider.listeners import is_loopback
 
     service = compose["services"]["payment-provider"]
     for key, value in service_env(compose, "payment-provider").items():
         monkeypatch.setenv(key, value)
-    listeners = Listeners.from_settings(Settings())
+    listeners = listeners_of(Settings())
     assert listeners.admin_port is not None and listeners.admin_port != listeners.port
     assert is_loopback(listeners.admin_host)
     assert str(listeners.admin_port) not in str(service.get("ports", []))

@@ -38,9 +38,21 @@ KIT_MODULES = {
     "workflows.metrics",
     "workflows.saga",
 }
-# Below kit and application alike: settings, the NATS login, and the shared
-# vocabulary of steps, errors and 2PC messages.
-SHARED = {"settings", "security.nats_login", "domain.errors", "domain.saga", "domain.two_phase"}
+# Below kit and application alike: the settings' slices, the NATS login, and
+# the shared vocabulary of steps, errors and 2PC messages.
+SHARED = {
+    "settings_slices",
+    "security.nats_login",
+    "domain.errors",
+    "domain.saga",
+    "domain.two_phase",
+}
+# Who reads `Settings`: the entry points (every `__main__`, the worker, the
+# API's app factory, the programs in bench/, chaos/, stack/ and the corpus
+# recorder) and the wiring that composes them. Every other module takes its
+# slice (settings_slices), so it can be built without the environment.
+SETTINGS_READERS = {"wiring", "stack", "bench", "chaos", "tests", "settings"}
+SETTINGS_READER_MODULES = {"worker", "startup", "api.app", "history_corpus.record"}
 # What the kit must never reach, named so that the check is seen to cover them.
 APPLICATION = (
     "db.tables",
@@ -163,6 +175,39 @@ def kit_reaching_out(graph: dict[str, set[str]]) -> list[str]:
         for t in targets
         if not in_kit(t) and t not in SHARED
     )
+
+
+def settings_readers_beyond_the_entry_points(graph: dict[str, set[str]]) -> list[str]:
+    """Modules that import `settings` but are neither an entry point nor the wiring."""
+    return sorted(
+        f"{m} -> settings"
+        for m, targets in graph.items()
+        if any(t == "settings" or t.startswith("settings.") for t in targets)
+        and m.split(".")[0] not in SETTINGS_READERS
+        and m not in SETTINGS_READER_MODULES
+        and m.rpartition(".")[2] != "__main__"
+    )
+
+
+def test_only_entry_points_and_the_wiring_read_settings():
+    found = settings_readers_beyond_the_entry_points(imports(ROOT))
+    assert found == [], f"take a slice (settings_slices) instead: {found}"
+
+
+def test_the_check_sees_a_component_reading_settings(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "settings/__init__.py": "",
+            "relay/__init__.py": "",
+            "relay/polling_loop.py": "def run():\n    from settings import Settings\n",
+            "relay/__main__.py": "from settings import Settings\n",
+            "wiring/__init__.py": "",
+            "wiring/root.py": "from settings import Settings\n",
+        },
+    )
+    found = settings_readers_beyond_the_entry_points(imports(root))
+    assert found == ["relay.polling_loop -> settings"]
 
 
 def test_no_module_imports_itself_through_others():

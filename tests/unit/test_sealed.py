@@ -78,14 +78,14 @@ def test_a_token_opens_only_for_the_order_it_was_sealed_for():
 
 
 def test_sealers_of_one_data_dir_open_each_others_tokens(tmp_path):
-    api, worker = (Sealer.from_settings(Settings(data_dir=tmp_path)) for _ in range(2))
+    api, worker = (Sealer.from_keys(Settings(data_dir=tmp_path).card_keys()) for _ in range(2))
 
     assert worker.open(api.seal("tok_visa", "o-1"), "o-1") == "tok_visa"
 
 
 def test_the_codec_key_does_not_open_a_token(tmp_path):
     settings = Settings(payload_codec_key=SecretStr(KEY), data_dir=tmp_path)
-    sealed = Sealer.from_settings(settings).seal("tok_visa", "o-1")
+    sealed = Sealer.from_keys(settings.card_keys()).seal("tok_visa", "o-1")
 
     with pytest.raises(ValueError):
         Sealer(base64.b64decode(KEY), settings.card_token_key_id).open(sealed, "o-1")
@@ -108,7 +108,7 @@ def test_the_choreography_process_names_an_unknown_service_without_a_traceback()
 def test_a_process_that_never_seals_never_needs_the_key(tmp_path):
     bare = Settings(environment="production", data_dir=tmp_path)
 
-    sealer = Sealer.from_settings(bare)  # built, as every worker builds the payment steps
+    sealer = Sealer.from_keys(bare.card_keys())  # built, as every worker builds the payment steps
 
     with pytest.raises(KeyNotHeld, match="SAGA_CARD_TOKEN_KEY"):
         sealer.seal("tok_visa", "order-1")
