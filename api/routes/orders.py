@@ -1,8 +1,7 @@
-"""Orders: place, read, list and cancel."""
+"""Orders: place (the machinery in api.placing), read, list and cancel."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
@@ -11,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api import choreographed, paging, queries, return_queries, sagas
-from api.catalog import PriceCache
 from api.deps import CatalogDep, EngineDep, FlowsDep, IdempotencyKey, SealerDep, TemporalDep
 from api.order_problems import check_order_id, invalid_field, order_not_found
+from api.placing import Placing, check_payment, ended_order, existing_fingerprint, price_request
 from api.prefer import MAX_WAIT_S
 from api.prefer import wait_seconds as prefer_wait
 from api.problems import Problem
@@ -30,13 +29,10 @@ from api.schemas import (
     PlaceOrderRequest,
 )
 from choreography import orders as choreographed_orders
-from domain.activities import PricedOrder
 from domain.choreography import correlation_id_for
 from domain.order_summary import order_summary
 from domain.orders import OrderStatus, PlaceOrder, SagaMode, workflow_id_for
-from domain.pricing import MixedCurrencies, UnknownProducts, price_order
 from observability.logs import bind as bind_log_context
-from settings_slices import ApiFlows
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -89,8 +85,8 @@ async def place_order(
     idempotency_key: IdempotencyKey = None,
     prefer: PreferHeader = None,
 ) -> OrderAccepted | JSONResponse:
-    priced = await _priced(catalog, body)
-    _check_payment(body, priced.total)
+    priced = await price_request(catalog, body)
+    check_payment(body, priced.total)
     if body.mode is SagaMode.CHOREOGRAPHY and body.store_credit:
         raise invalid_field(
             "mode",
@@ -119,14 +115,14 @@ async def place_order(
         else correlation_id_for(order.order_id)
     )
     bind_log_context(order_id=order.order_id, workflow_id=flow_id)
-    placing = _Placing(order, body.mode, order_summary(order, priced))
-    existing = await _existing_fingerprint(
+    placing = Placing(order, body.mode, order_summary(order, priced))
+    existing = await existing_fingerprint(
         client, engine, flows, placing, keyed=idempotency_key is not None
     )
     wait = prefer_wait(prefer) if body.mode is SagaMode.ORCHESTRATION else None
     if existing is None:
         if wait is not None:
-            ended = await _ended_order(client, engine, order.order_id, wait)
+            ended = await ended_order(client, engine, order.order_id, wait)
             if ended is not None:
                 return ended
         return OrderAccepted(order_id=order.order_id, status=OrderStatus.PENDING)
@@ -139,118 +135,13 @@ async def place_order(
         )
     response.status_code = status.HTTP_200_OK
     if wait is not None:
-        ended = await _ended_order(client, engine, order.order_id, wait)
+        ended = await ended_order(client, engine, order.order_id, wait)
         if ended is not None:
             return ended
     record = await queries.order_record(engine, order.order_id)
     return OrderAccepted(
         order_id=order.order_id, status=record.status if record else OrderStatus.PENDING
     )
-
-
-async def _ended_order(
-    client: Client, engine: AsyncEngine, order_id: str, wait: int
-) -> JSONResponse | None:
-    """The final order (200) once its saga ended within `wait` seconds; None if it did not."""
-    if not await sagas.ended_within(client, order_id, wait):
-        return None
-    final = await queries.order_record(engine, order_id)
-    if final is None or final.status == OrderStatus.PENDING:
-        return None
-    headers = {"Location": f"/orders/{order_id}", "Preference-Applied": f"wait={wait}"}
-    return JSONResponse(final.model_dump(mode="json"), headers=headers)
-
-
-async def _priced(catalog: PriceCache, body: PlaceOrderRequest) -> PricedOrder:
-    """The order at catalogue prices; 422 naming every unknown sku, or lines in two currencies."""
-    items = [line.to_domain() for line in body.items]
-    skus = [line.sku for line in items]
-    # The total decides whether the request is valid only when store credit
-    # pays part of it or no card token came: then it is priced as of now.
-    decides = body.store_credit > 0 or not body.payment_token
-    prices = await (catalog.current(skus) if decides else catalog.prices(skus))
-    try:
-        return price_order("", items, prices)
-    except UnknownProducts:
-        unknown = [f"items[{n}].sku" for n, sku in enumerate(skus) if sku not in prices]
-        raise Problem(
-            422,
-            "Unknown product",
-            f"no product with that sku: {', '.join(unknown)}",
-            code="unknown-product",
-            errors=[{"field": field, "message": "unknown sku"} for field in unknown],
-        ) from None
-    except MixedCurrencies as err:
-        raise invalid_field("items", str(err)) from None
-
-
-def _check_payment(body: PlaceOrderRequest, total: int) -> None:
-    # The saga checks the split again against the prices create_order records;
-    # this check answers the common mistakes at once, before any saga starts.
-    if body.store_credit > total:
-        raise invalid_field("store_credit", f"exceeds the order total ({total})")
-    card_part = total - body.store_credit
-    if card_part > 0 and not body.payment_token:
-        raise invalid_field(
-            "payment_token", f"required: the card pays {card_part} of the total {total}"
-        )
-
-
-@dataclass(frozen=True)
-class _Placing:
-    order: PlaceOrder
-    mode: SagaMode
-    summary: str  # its saga's line in the Web UI's list of workflows
-
-
-async def _existing_fingerprint(
-    client: Client, engine: AsyncEngine, flows: ApiFlows, placing: _Placing, keyed: bool
-) -> str | None:
-    """Start the order; or, if its id is taken, the fingerprint of the request that took it."""
-    order, mode = placing.order, placing.mode
-    if not keyed:  # an id from no key is a fresh uuid4: nobody else holds it, nothing records it
-        return await _start(client, engine, flows, placing, recorded_known=True)
-    claim = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
-    if claim.holder != order.request_hash:
-        return claim.holder
-    if claim.recorded is not None:
-        existing: str | None = claim.recorded
-    else:
-        existing = await _start(client, engine, flows, placing, recorded_known=claim.claimed)
-    if existing is not None and existing != order.request_hash:
-        await queries.settle_claim(engine, order.order_id, order.request_hash, existing)
-    return existing
-
-
-async def _start(
-    client: Client,
-    engine: AsyncEngine,
-    flows: ApiFlows,
-    placing: _Placing,
-    recorded_known: bool = False,
-) -> str | None:
-    """Start the order unless it exists: then the fingerprint it records.
-
-    `recorded_known`: the caller has just read that no order row has this id.
-    """
-    order, mode = placing.order, placing.mode
-    # The database outlives Temporal's retention of closed workflows; ask it first.
-    recorded = None if recorded_known else await queries.request_fingerprint(engine, order.order_id)
-    if recorded is not None:
-        return recorded
-    if mode is SagaMode.ORCHESTRATION:
-        # A replay after a lost answer, or after a start that failed, starts it (once) now.
-        return await sagas.start_saga(client, flows.task_queue, order, placing.summary)
-    try:
-        await choreographed.place(engine, flows.choreography_timeout_s, order)
-    except choreographed.Refused as err:
-        # Nothing was written: the key may be used again with a valid body.
-        await queries.release_claim(engine, order.order_id, order.request_hash)
-        raise invalid_field("items", str(err)) from err
-    # A request with this key may have placed the order first (with another
-    # body, or in the other mode): the row says which request it was.
-    recorded = await queries.request_fingerprint(engine, order.order_id)
-    return None if recorded == order.request_hash else recorded
 
 
 @router.get(
