@@ -63,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.search_attributes import CUSTOMER_ID, ORDER_STATUS, ORDER_TOTAL
     from domain.two_phase import Decision
     from workflows.metrics import count
-    from workflows.saga import Saga, Step, UndoStep
+    from workflows.saga import Saga
     from workflows.settlement import (
         CARD,
         SHIELDED_RESOLUTION,
@@ -71,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         participants_for,
         settle_by_two_phase,
     )
+    from workflows.steps import Step, UndoStep
 
 # Transient faults: exponential backoff, bounded so a dead dependency ends in
 # compensation within minutes instead of holding stock forever.

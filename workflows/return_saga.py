@@ -46,7 +46,8 @@ with workflow.unsafe.imports_passed_through():
         StartReturn,
     )
     from domain.saga import Runs
-    from workflows.saga import Saga, Step, UndoStep
+    from workflows.saga import Saga
+    from workflows.steps import Step, UndoStep
 
 OPEN = Step(
     ReturnStep.OPEN,

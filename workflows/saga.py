@@ -17,7 +17,7 @@ and the README's "Writing a saga"). The kit gives it:
 - progress for the `state` query, and hooks for what the UI and the search
   attributes show (`on_started`, `on_step`, `on_compensating`, `on_ended`).
 
-Only `temporalio`, workflows.compensation and the progress model
+Only `temporalio`, workflows.compensation, workflows.steps and the progress model
 (domain.saga) are imported here: the kit knows nothing of any saga's domain.
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -42,55 +41,11 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from domain.saga import CancelAccepted, CancelRequest, Runs, SagaProgress, SagaStatus
     from workflows.compensation import UNDO_RETRY, Compensations, refusal_type, shielded
+    from workflows.steps import LOCAL_STEPS, STEP_RETRY, STEP_TIMEOUT, Step, UndoStep, run_step
 
 P = TypeVar("P", bound=SagaProgress)
 R = TypeVar("R")
 Undo = tuple[str, Callable[[], Awaitable[Any]]]
-
-STEP_TIMEOUT = timedelta(seconds=30)
-# Transient faults back off exponentially, bounded so a dead dependency ends in
-# compensation within minutes; a saga adds its refusal types (`step_retry`).
-STEP_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=20),
-    maximum_attempts=10,
-)
-# Added while sagas were running: before it every step was a regular activity
-# on its bulkhead's task queue. Sagas that began so replay and finish so (the
-# first step asks, so a saga never mixes the two); new ones run LOCAL steps as
-# local activities.
-LOCAL_STEPS = "local-steps"
-# A local step's retries are the worker's, in memory, while its workflow task
-# stays open; a worker asked to stop waits for them. A backoff longer than
-# this is a durable timer instead: the task ends, a stopping or dying worker
-# neither holds nor loses the wait, and whichever worker is there retries.
-LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
-
-
-@dataclass(frozen=True)
-class UndoStep:
-    """How a step is undone: an activity that fences the step off and reverses it."""
-
-    action: str
-    result: type[Any]
-    # The undo's input; built with the undo's own key and `fences`, the step's key.
-    command: type[Any] | None = None
-    runs: Runs = Runs.LOCAL
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of a saga: its name (with the workflow id, its idempotency key,
-    so never rename one), the activity it runs, its undo, and where it runs."""
-
-    name: str
-    action: str
-    result: type[Any]
-    undo: UndoStep | None = None
-    runs: Runs = Runs.LOCAL
-    retry: RetryPolicy | None = None  # None: the saga's step_retry
-    deadline: timedelta | None = None  # across all attempts
 
 
 class Saga(Generic[P]):
@@ -403,37 +358,6 @@ class Saga(Generic[P]):
         if isinstance(cause, ApplicationError):
             return cause.message
         return f"{getattr(err, 'activity_type', 'step')} failed: {cause or err}"
-
-
-async def run_step(
-    action: str,
-    arg: Any,
-    result: type[R],
-    summary: str,
-    *,
-    local: bool,
-    task_queue: str,
-    **options: Any,
-) -> R:
-    """`action` as a local activity on this worker, or else on `task_queue`.
-
-    `local` is the caller's `runs is Runs.LOCAL and workflow.patched(LOCAL_STEPS)`,
-    in that order: the patch is asked only of a local step.
-    """
-    if local:
-        ran: R = await workflow.execute_local_activity(
-            action,
-            arg,
-            result_type=result,
-            summary=summary,
-            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-            **options,
-        )
-        return ran
-    scheduled: R = await workflow.execute_activity(
-        action, arg, result_type=result, task_queue=task_queue, summary=summary, **options
-    )
-    return scheduled
 
 
 async def _nothing() -> None:

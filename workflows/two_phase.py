@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.compensation import shielded
     from workflows.metrics import count
-    from workflows.saga import LOCAL_STEPS, run_step
+    from workflows.steps import LOCAL_STEPS, run_step
 
 R = TypeVar("R")
 

@@ -21,7 +21,7 @@ from domain.two_phase import TwoPhaseInput, TwoPhaseOutcome
 from temporal_client import DATA_CONVERTER, INTERCEPTORS, replayer
 from tests.replay.histories import activities_of, patch_markers, recorded
 from workflows.order_saga import OrderSaga
-from workflows.saga import LOCAL_STEPS
+from workflows.steps import LOCAL_STEPS
 from workflows.two_phase import TwoPhaseCommit
 
 OLD = ["order_saga/confirmed@fraud-check", "order_saga/payment_declined@fraud-check"]

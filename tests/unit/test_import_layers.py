@@ -37,6 +37,7 @@ KIT_MODULES = {
     "workflows.compensation",
     "workflows.metrics",
     "workflows.saga",
+    "workflows.steps",
 }
 # Below kit and application alike: the settings' slices, the NATS login, and
 # the shared vocabulary of steps, errors and 2PC messages.
