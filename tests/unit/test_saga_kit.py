@@ -2,7 +2,8 @@
 
 workflows/saga.py may import only the standard library, `temporalio`, the
 compensation stack, the step declarations and the generic progress model;
-those import nothing of the project but the progress model. Any other import would weld the kit to a domain.
+those import nothing of the project but the progress model. Any other
+import would weld the kit to a domain.
 """
 
 from __future__ import annotations
