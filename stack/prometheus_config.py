@@ -18,7 +18,7 @@ from pathlib import Path
 
 from settings import Settings
 from stack.ports import LOOPBACK
-from stack.run import metrics_endpoints
+from stack.preflight import metrics_endpoints
 from startup import load_settings
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"

@@ -28,8 +28,9 @@ from stack import control
 from stack.bytecode import compile_workflows
 from stack.errors import StackError
 from stack.nats import NatsServer
-from stack.ports import LOOPBACK, port_in_use
+from stack.ports import LOOPBACK
 from stack.postgres import EmbeddedPostgres
+from stack.preflight import check_ports, metrics_endpoints
 from stack.process import ManagedProcess
 from stack.restarts import RestartPolicy, describe_exit
 from stack.supervision import Child, Supervision
@@ -227,7 +228,7 @@ class Supervisor:
 
     def _plan_servers(self) -> list[Server]:
         s, data, logs = self._settings, self.data_dir, self.log_dir
-        _check_ports(s)
+        check_ports(s)
         servers: list[Server] = []
         if s.database_url is None:
             pg = EmbeddedPostgres(
@@ -289,43 +290,6 @@ class Supervisor:
         self._units.append(Child(process, functools.partial(process.stop, grace_s), restart=True))
         process.start()
         return process
-
-
-def metrics_endpoints(s: Settings) -> list[tuple[str, str, int]]:
-    """(process, host, port) of each metrics page `make run` serves; a port of 0 is off."""
-    endpoints = [
-        ("worker", s.worker_metrics_host, s.worker_metrics_port),
-        ("relay", s.relay_metrics_host, s.relay_metrics_port),
-        ("consumers", s.consumers_metrics_host, s.consumers_metrics_port),
-        ("choreography", s.choreography_metrics_host, s.choreography_metrics_port),
-    ]
-    return [(name, host, port) for name, host, port in endpoints if port]
-
-
-def _check_ports(s: Settings) -> None:
-    """One clear line instead of a server's bind error buried in its log."""
-    wanted: list[tuple[str, int, str]] = [(s.api_host, s.api_port, "SAGA_API_PORT")]
-    if s.database_url is None:
-        wanted.append((LOOPBACK, s.pg_port, "SAGA_PG_PORT or DATABASE_URL"))
-    if s.temporal_address is None:
-        wanted.append((LOOPBACK, s.temporal_port, "SAGA_TEMPORAL_PORT or TEMPORAL_ADDRESS"))
-        wanted.append((LOOPBACK, s.temporal_ui_port, "SAGA_TEMPORAL_UI_PORT"))
-    if s.nats_url is None:
-        wanted.append((LOOPBACK, s.nats_port, "SAGA_NATS_PORT or NATS_URL"))
-    if s.payment_provider_url is None:
-        hint = "SAGA_PAYMENT_PROVIDER_PORT or SAGA_PAYMENT_PROVIDER_URL"
-        wanted.append((LOOPBACK, s.payment_provider_port, hint))
-    # A page that cannot bind is only logged by its process: the banner would
-    # advertise another process's page.
-    for name, host, port in metrics_endpoints(s):
-        wanted.append((host, port, f"SAGA_{name.upper()}_METRICS_PORT (0: off)"))
-    taken = [
-        f"port {port} is in use: set {hint}"
-        for host, port, hint in wanted
-        if port_in_use(port, host)
-    ]
-    if taken:
-        raise StackError("; ".join(taken))
 
 
 async def _prepare_database(url: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from settings import Settings
 from stack.errors import StackError
 from stack.ports import LOOPBACK, free_port
-from stack.run import _check_ports
+from stack.preflight import check_ports
 from stack.sandbox import _PORTS as PORTS
 
 
@@ -40,6 +40,6 @@ def test_a_metrics_port_in_use_stops_the_stack_naming_its_setting():
         settings = Settings(**values)
 
         with pytest.raises(StackError, match=f"port {busy} is in use: set SAGA_CHOREOGRAPHY"):
-            _check_ports(settings)
+            check_ports(settings)
 
-    _check_ports(settings.model_copy(update={"choreography_metrics_port": 0}))
+    check_ports(settings.model_copy(update={"choreography_metrics_port": 0}))
