@@ -67,6 +67,7 @@ def print_report(report: ChaosReport) -> None:
     print(f"apps restarted after dying unasked: {summary['crash_restarts'] or 'none'}")
     if report.open_sagas:
         print(f"sagas still open: {report.open_sagas}")
+    print_alerts(report)
     print(
         f"audit: {len(report.violations)} violation(s)"
         if report.violations
@@ -75,6 +76,21 @@ def print_report(report: ChaosReport) -> None:
     for violation in report.violations:
         print(f"  {violation}")
     print("PASSED" if report.passed else f"FAILED (logs: {report.log_dir})")  # fmt: skip
+
+
+def print_alerts(report: ChaosReport) -> None:
+    if report.alerts_note:
+        print(f"alerts: {report.alerts_note}")
+        return
+    print(f"alerts (the run's Prometheus on deploy/prometheus/alerts.yml): {len(report.alerts)}")
+    for e in report.alerts:
+        fired = "pending only" if e["fired_at_s"] is None else f"fired {e['fired_at_s']}s"
+        cleared = "active" if e["cleared_at_s"] is None else f"cleared {e['cleared_at_s']}s"
+        during = ", ".join(e["during_faults"]) or "no fault"
+        print(f"  {e['alert']} {e['labels']}: from {e['pending_at_s']}s, {fired}, {cleared}")
+        print(f"    during {during}")
+    for still in report.alerts_still_firing:
+        print(f"  still firing after the run settled: {still}")
 
 
 def main(argv: list[str] | None = None) -> int:

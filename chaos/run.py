@@ -14,12 +14,14 @@ sagas) is the verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +31,10 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 
 from audit import Scope, Violation, run_audit
 from bench.orders import Kind, Mix, OrderClient, Outcome, outcome_counts, seed_catalog
+from chaos.alert_watch import AlertLog, prometheus_binary, until_cleared, watching
 from chaos.faults import Fault, Struck, strike
 from db.engine import create_engine
+from stack.prometheus_config import local_targets
 from stack.sandbox import sandbox
 from temporal_client import connect
 from wiring.activities import payment_provider_client
@@ -44,6 +48,7 @@ _QUIET = Runtime(
 )
 _BY_STATUS = text("SELECT status, count(*) FROM orders.orders GROUP BY status ORDER BY status")
 _HELD = text("SELECT order_id, status FROM orders.orders WHERE order_id = ANY(:ids)")
+AFTERMATH_S = 10.0
 _OPEN_SAGAS = "WorkflowType IN ('OrderSaga', 'TwoPhaseCommit') AND ExecutionStatus = 'Running'"
 
 
@@ -74,6 +79,10 @@ class ChaosReport:
     crash_restarts: dict[str, int] = field(default_factory=dict)
     # Orders whose client was told one ending and PostgreSQL holds another (or none).
     told_not_held: list[str] = field(default_factory=list)
+    # What the alert rules did, from the run's own Prometheus (chaos.alert_watch).
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts_still_firing: list[str] = field(default_factory=list)
+    alerts_note: str | None = None  # why there are none: no Prometheus here
 
     @property
     def passed(self) -> bool:
@@ -83,6 +92,7 @@ class ChaosReport:
             and self.open_sagas == 0
             and not unfinished
             and not self.told_not_held
+            and not self.alerts_still_firing
         )
 
     def summary(self) -> dict[str, Any]:
@@ -113,6 +123,9 @@ class ChaosReport:
             "orders_by_status": self.orders_by_status,
             "told_not_held": self.told_not_held,
             "open_sagas": self.open_sagas,
+            "alerts": self.alerts,
+            "alerts_still_firing": self.alerts_still_firing,
+            "alerts_note": self.alerts_note,
             "violations": [str(v) for v in self.violations],
         }  # fmt: skip
 
@@ -136,6 +149,7 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
         client = await connect(settings.temporal(), wait_seconds=30, runtime=_QUIET)
         engine = create_engine(settings.database_target, pool_size=2)
         provider = payment_provider_client(settings.provider())
+        alerting: _Alerting | None = None
         try:
             catalog = await seed_catalog(engine, 100_000)
             async with httpx.AsyncClient(base_url=system.api_base, timeout=10) as http:
@@ -148,6 +162,7 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                     choreography=plan.choreography,
                 )
                 began = time.perf_counter()
+                alerting = await _alerting(settings, str(system.log_dir), began)
                 stop = asyncio.Event()
                 load = _Load(orders, plan.mix, rng)
                 running = asyncio.ensure_future(load.run(plan.concurrency, stop))
@@ -174,13 +189,56 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                     rows = await conn.execute(_BY_STATUS)
                     by_status = {str(status): int(n) for status, n in rows}
                     told_not_held = await _told_not_held(conn, outcomes)
+                alerts = await _alerts_after(alerting, struck)
         finally:
+            if alerting is not None:
+                await alerting.aclose()
             await provider.aclose()
             await engine.dispose()
         return ChaosReport(
             struck, outcomes, open_sagas, violations, by_status, load_s, settle_s,
             str(system.log_dir), dict(system.supervision.crash_restarts), told_not_held,
+            *alerts,
         )  # fmt: skip
+
+
+class _Alerting:
+    """The run's Prometheus and its alert log, until `aclose`."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+        self.log = AlertLog(0.0)
+
+    async def start(self, settings: Any, log_dir: Path, began: float) -> None:
+        watch = watching(local_targets(settings), log_dir / "prometheus", began)
+        self.log = await self._stack.enter_async_context(watch)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+async def _alerting(settings: Any, log_dir: str, began: float) -> _Alerting | None:
+    if prometheus_binary() is None:
+        return None
+    alerting = _Alerting()
+    await alerting.start(settings, Path(log_dir), began)
+    return alerting
+
+
+async def _alerts_after(
+    alerting: _Alerting | None, struck: list[Struck]
+) -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """Each alert episode beside the faults it overlapped; those still firing once the
+    system had settled (given a minute to clear)."""
+    if alerting is None:
+        return [], [], "no alerts watched: prometheus not installed (Debian's package)"
+    await until_cleared(alerting.log, timeout_s=60.0)
+    # A fault's reach outlasts its outage: a restarted app takes seconds to serve
+    # its page again, and a rule sees it a scrape and an evaluation later.
+    windows = [(s.fault.value, s.at_s, s.at_s + s.down_s + AFTERMATH_S) for s in struck]
+    episodes = [e.summary(windows) for e in alerting.log.episodes]
+    firing = [f"{e.alert} {e.labels}" for e in alerting.log.active if e.fired_at_s is not None]
+    return episodes, firing, None
 
 
 class _Load:

@@ -16,6 +16,7 @@ from collections import Counter
 import pytest
 
 from bench.orders import Mix
+from chaos.alert_watch import prometheus_binary
 from chaos.faults import Fault
 from chaos.run import ChaosPlan, run_chaos
 from stack.errors import StackError
@@ -48,6 +49,10 @@ async def test_orders_end_fully_done_or_undone_while_every_part_dies_once():
     assert modes["choreography"] > 0 and modes["orchestration"] > 0
     # What each client was told is what PostgreSQL holds.
     assert report.told_not_held == []
+    # The run's own Prometheus watched the rules, and nothing it fired is still firing.
+    if prometheus_binary() is not None:
+        assert report.alerts_note is None
+        assert report.alerts_still_firing == []
     assert report.orders_by_status == dict(sorted(told.items()))
     assert report.passed
 
