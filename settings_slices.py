@@ -31,9 +31,13 @@ class MetricsEndpoint:
 
 @dataclass(frozen=True)
 class NatsConfig:
-    url: str
+    url: str  # one server, or a cluster's nodes comma-separated
     user: str | None = None
     password: SecretStr | None = None
+
+    @property
+    def servers(self) -> list[str]:
+        return [one.strip() for one in self.url.split(",") if one.strip()]
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class RelaySettings:
     max_attempts: int = 10
     retention_s: int = 7 * 24 * 3600
     lease_ttl_s: float = 10.0
+    stream_replicas: int = 1
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """`python -m chaos` (`make chaos`): see chaos.run; exits 1 unless every order ended clean.
 
-python -m chaos [--faults 8] [--concurrency 6] [--seed N] [--json FILE] [--keep]
+python -m chaos [--faults 8] [--concurrency 6] [--seed N] [--nats-nodes 3] [--json FILE] [--keep]
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="for the same faults in the same order")
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the data and logs")
+    parser.add_argument(
+        "--nats-nodes",
+        type=int,
+        choices=(1, 3, 5),
+        default=3,
+        help="JetStream as a cluster of this many nodes, one killed at a time (1: one server)",
+    )
     args = parser.parse_args(argv)
     if args.faults < 1 or args.concurrency < 1:
         parser.error("--faults and --concurrency must be at least 1")
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         choreography=args.choreography,
         seed=args.seed,
         keep=args.keep,
+        nats_nodes=args.nats_nodes,
     )
     try:
         report = asyncio.run(run_chaos(plan, say=lambda line: print(line, flush=True)))

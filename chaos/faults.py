@@ -33,6 +33,7 @@ class Fault(StrEnum):
     KILL_CHOREOGRAPHY = "kill-choreography"
     CRASH_POSTGRES = "crash-postgres"
     RESTART_TEMPORAL = "restart-temporal"
+    KILL_NATS_NODE = "kill-nats-node"
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,28 @@ async def _restart_temporal(system: Supervisor, outage_s: float) -> str:
     return f"pid {pid} stopped, started again on its SQLite file as pid {server.process.pid}"
 
 
+async def _kill_nats_node(system: Supervisor, outage_s: float) -> str:
+    """SIGKILL one node of the JetStream cluster, each in turn, while its peers go on."""
+    nodes = sorted(name for name in system.servers if name.startswith("nats-"))
+    if not nodes:
+        raise RuntimeError("kill-nats-node needs the NATS cluster (nats_stream_replicas > 1)")
+    # The longest running (the lowest pid): each node in turn, as they come back.
+    name = min(nodes, key=lambda node: system.servers[node].process.pid or 0)
+    server = system.servers[name]
+    pid = server.process.pid
+    async with _held(system, name):
+        server.process.kill()
+        await asyncio.sleep(outage_s)
+        await server.start()  # it catches up on what its peers stored meanwhile
+    peers = len(nodes) - 1
+    return f"{name} pid {pid} SIGKILLed, {peers} peers went on; back as pid {server.process.pid}"
+
+
 _FAULTS: dict[Fault, Callable[[Supervisor, float], Awaitable[str]]] = {
     Fault.KILL_WORKER: functools.partial(_kill_app, "worker"),
     Fault.KILL_RELAY: functools.partial(_kill_app, "relay"),
     Fault.KILL_CHOREOGRAPHY: functools.partial(_kill_app, "choreography"),
     Fault.CRASH_POSTGRES: _crash_postgres,
     Fault.RESTART_TEMPORAL: _restart_temporal,
+    Fault.KILL_NATS_NODE: _kill_nats_node,
 }

@@ -18,18 +18,20 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 from sqlalchemy import text
 from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from audit import Scope, Violation, run_audit
+from audit.stream_order import stream_violations
 from bench.orders import Kind, Mix, OrderClient, Outcome, outcome_counts, seed_catalog
 from chaos.alert_watch import AlertLog, prometheus_binary, until_cleared, watching
 from chaos.faults import Fault, Struck, strike
@@ -38,6 +40,7 @@ from stack.prometheus_config import local_targets
 from stack.sandbox import sandbox
 from temporal_client import connect
 from wiring.activities import payment_provider_client
+from wiring.served import RELAYED
 
 # The SDK core warns on every retried call while Temporal is down, which is
 # the point of the run: keep its errors only.
@@ -63,6 +66,9 @@ class ChaosPlan:
     settle_s: float = 300.0  # for sagas, outbox and read model to finish after the load
     seed: int | None = None
     keep: bool = False  # leave the data and logs for a look
+    # JetStream as a cluster of this many nodes, the events stream on all of
+    # them, one node SIGKILLed at a time as a fault; 1: a single server.
+    nats_nodes: int = 3
 
 
 @dataclass
@@ -130,11 +136,13 @@ class ChaosReport:
         }  # fmt: skip
 
 
-def fault_schedule(count: int, rng: random.Random) -> list[Fault]:
-    """`count` faults: every kind once per cycle of len(Fault), shuffled within the cycle."""
+def fault_schedule(
+    count: int, rng: random.Random, kinds: Sequence[Fault] = tuple(Fault)
+) -> list[Fault]:
+    """`count` faults: every kind once per cycle of len(kinds), shuffled within the cycle."""
     schedule: list[Fault] = []
     while len(schedule) < count:
-        cycle = list(Fault)
+        cycle = list(kinds)
         rng.shuffle(cycle)
         schedule += cycle
     return schedule[:count]
@@ -144,7 +152,10 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
     rng = random.Random(plan.seed)
     say("starting PostgreSQL, Temporal (SQLite), NATS, worker, relay, consumers and API...")
     # A killed relay's lease is free sooner; the rest are the production defaults.
-    async with sandbox("chaos", keep=plan.keep, relay_lease_ttl_s=5.0) as system:
+    kinds = [f for f in Fault if plan.nats_nodes > 1 or f is not Fault.KILL_NATS_NODE]
+    async with sandbox(
+        "chaos", keep=plan.keep, relay_lease_ttl_s=5.0, nats_stream_replicas=plan.nats_nodes
+    ) as system:
         settings = system.client_settings()
         client = await connect(settings.temporal(), wait_seconds=30, runtime=_QUIET)
         engine = create_engine(settings.database_target, pool_size=2)
@@ -168,7 +179,7 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                 running = asyncio.ensure_future(load.run(plan.concurrency, stop))
                 struck = []
                 try:
-                    for fault in fault_schedule(plan.faults, rng):
+                    for fault in fault_schedule(plan.faults, rng, kinds):
                         await asyncio.sleep(rng.uniform(*plan.gap_s))
                         outage = rng.uniform(*plan.outage_s)
                         struck.append(await strike(system, fault, outage, began, load.in_flight))
@@ -184,6 +195,7 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                 say(f"load stopped after {load_s:.0f}s and {len(outcomes)} orders; settling...")
                 open_sagas = await _wait_for_sagas(client, plan.settle_s)
                 violations = await _settled_audit(engine, provider, client, plan.settle_s)
+                violations += await _stream_audit(settings, engine)
                 settle_s = time.perf_counter() - began - load_s
                 async with engine.connect() as conn:
                     rows = await conn.execute(_BY_STATUS)
@@ -282,6 +294,16 @@ async def _wait_for_sagas(client: Client, within_s: float) -> int:
         if still_open == 0 or time.monotonic() > deadline:
             return still_open
         await asyncio.sleep(1.0)
+
+
+async def _stream_audit(settings: Any, engine: Any) -> list[Violation]:
+    """Every published event in JetStream, each aggregate's in order, whichever
+    NATS node died meanwhile (audit.stream_order)."""
+    bus = await nats.connect(settings.nats().servers)
+    try:
+        return await stream_violations(bus.jetstream(), engine, RELAYED.outboxes)
+    finally:
+        await bus.close()
 
 
 async def _settled_audit(

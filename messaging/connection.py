@@ -47,7 +47,7 @@ async def connect(
 
     connecting = asyncio.ensure_future(
         nats.connect(
-            config.url,
+            config.servers,
             **login_options(config),
             name=name,
             max_reconnect_attempts=-1,

@@ -34,8 +34,9 @@ _ATTEMPTS = 3
 _STREAM_POLL_S = 1.0
 
 
-def stream_config(max_age_s: float = MAX_AGE_S) -> StreamConfig:
+def stream_config(max_age_s: float = MAX_AGE_S, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
+        num_replicas=replicas,
         name=STREAM,
         subjects=list(SUBJECTS),
         storage=StorageType.FILE,
@@ -45,15 +46,18 @@ def stream_config(max_age_s: float = MAX_AGE_S) -> StreamConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, max_age_s: float = MAX_AGE_S) -> None:
+async def ensure_stream(
+    js: JetStreamContext, max_age_s: float = MAX_AGE_S, replicas: int = 1
+) -> None:
     """Create the stream, or update it to this configuration if it differs.
 
     Creating a stream that exists with the same configuration succeeds, so two
     processes starting together both succeed; one that finds another
-    configuration updates it. Every caller must pass the same `max_age_s`, or
-    they will keep updating the stream to their own.
+    configuration updates it. Every caller must pass the same `max_age_s` and
+    `replicas` (3 on a JetStream cluster: each event on three nodes before its
+    ack), or they will keep updating the stream to their own.
     """
-    config = stream_config(max_age_s)
+    config = stream_config(max_age_s, replicas)
     for _ in range(_ATTEMPTS):
         try:
             await js.add_stream(config)

@@ -81,7 +81,7 @@ async def run_cdc(
             return
         try:
             js = client.jetstream()
-            await ensure_stream(js)
+            await ensure_stream(js, replicas=relay_settings.stream_replicas)
             reader = _Reader(engine, js, config_from(relay_settings), stats, tables)
             try:
                 await _read(relay_settings, stop, reader)

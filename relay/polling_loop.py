@@ -91,7 +91,7 @@ async def run_polling(
     exporter = await metrics.export(relay_settings.metrics, engine, tables, stats, held)
     try:
         js = client.jetstream()
-        await ensure_stream(js)
+        await ensure_stream(js, replicas=relay_settings.stream_replicas)
         log.info(
             "relay %s publishing %s to %s",
             leases.instance_id if leases else "(all partitions)",

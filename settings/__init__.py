@@ -78,6 +78,13 @@ class Settings(FlowFields, WorkerFields, ApiFields, ServerFields, BaseSettings):
             raise ValueError("SAGA_NATS_USER and SAGA_NATS_PASSWORD: set both or neither")
         return self
 
+    @field_validator("nats_stream_replicas")
+    @classmethod
+    def _a_majority_can_be_had(cls, replicas: int) -> int:
+        if replicas % 2 == 0:
+            raise ValueError("must be odd (1, 3 or 5): a JetStream cluster needs a majority up")
+        return replicas
+
     @model_validator(mode="after")
     def _backoff_grows(self) -> Settings:
         if self.restart_backoff_cap_s < self.restart_backoff_initial_s:
@@ -182,6 +189,7 @@ class Settings(FlowFields, WorkerFields, ApiFields, ServerFields, BaseSettings):
             max_attempts=self.relay_max_attempts,
             retention_s=self.relay_retention_s,
             lease_ttl_s=self.relay_lease_ttl_s,
+            stream_replicas=self.nats_stream_replicas,
         )
 
     def consumers(self) -> ConsumersSettings:

@@ -82,3 +82,8 @@ class ServerFields(BaseModel):
     """The NATS user this process logs in as (with the password; unset: no login)."""
     nats_password: SecretStr | None = None
     """That NATS user's password."""
+    # An odd count: a JetStream cluster needs a majority of its nodes up.
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    """The events stream's replicas. Above 1, `make run` starts that many embedded
+    `nats-server` nodes as one JetStream cluster; an external cluster's nodes go in
+    `NATS_URL`, comma-separated."""

@@ -34,12 +34,37 @@ class NatsAuth:
     probe_password: str = ""
 
 
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """This node's place in a JetStream cluster: its name, the port its peers
+    reach it on, and theirs."""
+
+    name: str
+    port: int
+    peer_ports: tuple[int, ...]
+    cluster: str = "saga"
+
+    def argv(self) -> list[str]:
+        routes = ",".join(f"nats://{LOOPBACK}:{port}" for port in self.peer_ports)
+        return [
+            "--server_name", self.name,
+            "--cluster_name", self.cluster,
+            "--cluster", f"nats://{LOOPBACK}:{self.port}",
+            "--routes", routes,
+        ]  # fmt: skip
+
+
 class NatsServer(ManagedServer):
     """`nats-server -js` on 127.0.0.1, streams stored under `store_dir`; open to
-    anyone unless started with `auth`."""
+    anyone unless started with `auth`; one node of a cluster with `routes`."""
 
     def __init__(
-        self, port: int, store_dir: Path, log_dir: Path, auth: NatsAuth | None = None
+        self,
+        port: int,
+        store_dir: Path,
+        log_dir: Path,
+        auth: NatsAuth | None = None,
+        routes: ClusterRoutes | None = None,
     ) -> None:
         self.port = port
         self.store_dir = store_dir.resolve()
@@ -49,8 +74,10 @@ class NatsServer(ManagedServer):
             argv += ["-c", str(auth.config.resolve())]
         # After -c: the command line's address, port and store win over the file's.
         argv += ["-js", "-a", LOOPBACK, "-p", str(port), "-sd", str(self.store_dir)]
+        argv += routes.argv() if routes is not None else []
         env = None if auth is None else {**os.environ, **auth.env}
-        self.process = ManagedProcess("nats", argv, log_dir=log_dir.resolve(), env=env)
+        name = "nats" if routes is None else routes.name
+        self.process = ManagedProcess(name, argv, log_dir=log_dir.resolve(), env=env)
 
     @property
     def url(self) -> str:
@@ -95,6 +122,24 @@ class NatsServer(ManagedServer):
             "password": self._auth.probe_password,
             "inbox_prefix": inbox_prefix(user),
         }
+
+
+def cluster(
+    client_ports: list[int], route_ports: list[int], store_root: Path, log_dir: Path
+) -> list[NatsServer]:
+    """A JetStream cluster of len(client_ports) nodes, `nats-1`…, each storing under
+    `store_root`/<its name>. Start them together: JetStream answers on none
+    until a majority of them have met."""
+    names = [f"nats-{n}" for n in range(1, len(client_ports) + 1)]
+    return [
+        NatsServer(
+            port,
+            store_root / name,
+            log_dir,
+            routes=ClusterRoutes(name, route, tuple(p for p in route_ports if p != route)),
+        )
+        for name, port, route in zip(names, client_ports, route_ports, strict=True)
+    ]
 
 
 async def _ignore(_error: Exception) -> None:

@@ -28,7 +28,8 @@ from stack import control
 from stack.bytecode import compile_workflows
 from stack.errors import StackError
 from stack.nats import NatsServer
-from stack.ports import LOOPBACK
+from stack.nats import cluster as nats_cluster
+from stack.ports import LOOPBACK, free_port
 from stack.postgres import EmbeddedPostgres
 from stack.preflight import check_ports, metrics_endpoints
 from stack.process import ManagedProcess
@@ -60,7 +61,10 @@ def data_dir(settings: Settings, root: Path) -> Path:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, for banners and messages."""
+    """The URL with its password replaced, for banners and messages; each of a
+    comma-separated list (a cluster's nodes)."""
+    if "," in url:
+        return ",".join(redact_url(one) for one in url.split(","))
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -253,7 +257,14 @@ class Supervisor:
             )
             servers.append(temporal)
             self.temporal_address, self.temporal_ui = temporal.address, temporal.ui_url
-        if s.nats_url is None:
+        if s.nats_url is None and s.nats_stream_replicas > 1:
+            # Node 1 on the configured port, the others and every route on free ones.
+            extra = [free_port() for _ in range(s.nats_stream_replicas - 1)]
+            routes = [free_port() for _ in range(s.nats_stream_replicas)]
+            nodes = nats_cluster([s.nats_port, *extra], routes, data / "nats-cluster", logs)
+            servers += nodes
+            self.nats_url = ",".join(node.url for node in nodes)
+        elif s.nats_url is None:
             nats = NatsServer(s.nats_port, data / "nats", logs)
             servers.append(nats)
             self.nats_url = nats.url
