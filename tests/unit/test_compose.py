@@ -107,7 +107,7 @@ def test_compose_has_the_whole_stack(compose):
         "postgres",
         "temporal",
         "temporal-ui",
-        "nats",
+        *NATS_NODES,
         "payment-provider",
         "prometheus",
         *APP_SERVICES,
@@ -196,8 +196,12 @@ def nats_users() -> dict[str, str]:
     return dict(re.findall(r"\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+)", text))
 
 
-def test_nats_runs_with_the_auth_config_and_the_operators_passwords(compose):
-    nats = compose["services"]["nats"]
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
+
+
+@pytest.mark.parametrize("node", NATS_NODES)
+def test_nats_runs_with_the_auth_config_and_the_operators_passwords(compose, node):
+    nats = compose["services"][node]
     command = nats["command"]
     config = command[command.index("-c") + 1]
     assert f"./deploy/nats/nats-server.conf:{config}:ro" in nats["volumes"]
@@ -207,6 +211,34 @@ def test_nats_runs_with_the_auth_config_and_the_operators_passwords(compose):
         match = REQUIRED.match(nats["environment"][variable])
         assert match is not None and match.group(1) == variable, variable
     assert "no_auth_user" not in NATS_CONFIG.read_text()
+
+
+def _option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_jetstream_is_a_three_node_cluster_the_clients_know_whole(compose, monkeypatch):
+    nodes = [compose["services"][node] for node in NATS_NODES]
+    commands = [node["command"] for node in nodes]
+    assert [_option(c, "--server_name") for c in commands] == list(NATS_NODES)
+    assert {_option(c, "--cluster_name") for c in commands} == {"saga"}
+    routes = {f"nats://{node}:6222" for node in NATS_NODES}
+    assert all(set(_option(c, "--routes").split(",")) == routes for c in commands)
+    stores = {next(v for v in node["volumes"] if v.endswith(":/data")) for node in nodes}
+    assert len(stores) == len(NATS_NODES), "each node its own store"
+    for key, value in service_env(compose, "relay").items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.nats_stream_replicas == 3
+    assert settings.nats().servers == [f"nats://{node}:4222" for node in NATS_NODES]
+    for client in NATS_CLIENTS:
+        depends = compose["services"][client]["depends_on"]
+        assert all(depends[node]["condition"] == "service_healthy" for node in NATS_NODES)
+
+
+def test_more_than_one_relay_and_workflow_worker_run(compose):
+    assert compose["services"]["relay"]["deploy"]["replicas"] >= 2
+    assert compose["services"]["worker-orders"]["deploy"]["replicas"] >= 2
 
 
 @pytest.mark.parametrize("service", sorted(NATS_CLIENTS))
