@@ -67,4 +67,4 @@ audit: $(STAMP)
 
 # Load while the worker, the relay, PostgreSQL and Temporal die; then the audit. Exit 1 on any violation.
 chaos: $(STAMP)
-	$(BIN)/python -m chaos --json bench/results/chaos.json $(CHAOS_ARGS)
+	$(BIN)/python -m chaos --json bench/results/chaos.json --plot bench/results/chaos.png $(CHAOS_ARGS)

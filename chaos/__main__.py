@@ -1,6 +1,7 @@
 """`python -m chaos` (`make chaos`): see chaos.run; exits 1 unless every order ended clean.
 
-python -m chaos [--faults 8] [--concurrency 6] [--seed N] [--nats-nodes 3] [--json FILE] [--keep]
+python -m chaos [--faults 8] [--orders N] [--concurrency 6] [--seed N] [--nats-nodes 3]
+                [--json FILE] [--plot FILE] [--keep]
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import sys
 from pathlib import Path
 
 from bench.orders import Mix
-from chaos.run import ChaosPlan, ChaosReport, run_chaos
+from chaos.plot import write_chaos_plot
+from chaos.run import MAX_GROWTH, ChaosPlan, ChaosReport, run_chaos
 from stack.errors import StackError
 
 
@@ -37,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, help="for the same faults in the same order")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--plot", type=Path, help="and its PNG (throughput, latency, memory)")
+    parser.add_argument(
+        "--orders", type=int, help="run until this many orders, the faults spread over them"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data and logs")
     parser.add_argument(
         "--nats-nodes",
@@ -48,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.faults < 1 or args.concurrency < 1:
         parser.error("--faults and --concurrency must be at least 1")
+    if args.orders is not None and args.orders < 1:
+        parser.error("--orders must be at least 1")
     if not 0 <= args.choreography <= 1:
         parser.error("--choreography must be between 0 and 1")
     if not 0 < args.min_gap <= args.max_gap:
@@ -75,6 +83,12 @@ def print_report(report: ChaosReport) -> None:
     if report.open_sagas:
         print(f"sagas still open: {report.open_sagas}")
     print_alerts(report)
+    if report.samples is not None:
+        growth = report.samples.growth()
+        grown = ", ".join(f"{name} {g:+.0%}" for name, g in sorted(growth.items()))
+        print(f"memory after warm-up, late vs early: {grown or 'too few samples'}")
+        for name, g in report.memory_grew.items():
+            print(f"  {name} grew {g:+.0%}, past {MAX_GROWTH:.0%}")
     print(
         f"audit: {len(report.violations)} violation(s)"
         if report.violations
@@ -113,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         keep=args.keep,
         nats_nodes=args.nats_nodes,
+        orders=args.orders,
     )
     try:
         report = asyncio.run(run_chaos(plan, say=lambda line: print(line, flush=True)))
@@ -123,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.summary(), indent=2) + "\n")
+    if args.plot and report.samples is not None:
+        write_chaos_plot(args.plot, report.outcomes, report.struck, report.samples)
+        print(f"wrote {args.plot}")
     return 0 if report.passed else 1
 
 

@@ -22,11 +22,14 @@ from typing import Any
 
 import httpx
 
+from chaos.faults import Struck
 from stack.ports import LOOPBACK, free_port
 from stack.process import ManagedProcess
-from stack.prometheus_config import ALERTS, render
+from stack.prometheus_config import ALERTS, local_targets, render
 
 _READY_S = 30.0
+# How long past its outage a fault is held to account for an alert.
+AFTERMATH_S = 10.0
 
 
 @dataclass
@@ -158,3 +161,42 @@ def _write_config(workdir: Path, text: str) -> Path:
     config = workdir / "prometheus.yml"
     config.write_text(text)
     return config
+
+
+class RunAlerts:
+    """The run's Prometheus and its alert log, until `aclose`."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+        self.log = AlertLog(0.0)
+
+    async def start(self, settings: Any, log_dir: Path, began: float) -> None:
+        watch = watching(local_targets(settings), log_dir / "prometheus", began)
+        self.log = await self._stack.enter_async_context(watch)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+async def start_alerts(settings: Any, log_dir: str, began: float) -> RunAlerts | None:
+    if prometheus_binary() is None:
+        return None
+    alerting = RunAlerts()
+    await alerting.start(settings, Path(log_dir), began)
+    return alerting
+
+
+async def alerts_after(
+    alerting: RunAlerts | None, struck: list[Struck]
+) -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """Each alert episode beside the faults it overlapped; those still firing once the
+    system had settled (given a minute to clear)."""
+    if alerting is None:
+        return [], [], "no alerts watched: prometheus not installed (Debian's package)"
+    await until_cleared(alerting.log, timeout_s=60.0)
+    # A fault's reach outlasts its outage: a restarted app takes seconds to serve
+    # its page again, and a rule sees it a scrape and an evaluation later.
+    windows = [(s.fault.value, s.at_s, s.at_s + s.down_s + AFTERMATH_S) for s in struck]
+    episodes = [e.summary(windows) for e in alerting.log.episodes]
+    firing = [f"{e.alert} {e.labels}" for e in alerting.log.active if e.fired_at_s is not None]
+    return episodes, firing, None

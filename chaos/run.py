@@ -14,14 +14,12 @@ sagas) is the verdict.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,10 +31,11 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from audit import Scope, Violation, run_audit
 from audit.stream_order import stream_violations
 from bench.orders import Kind, Mix, OrderClient, Outcome, outcome_counts, seed_catalog
-from chaos.alert_watch import AlertLog, prometheus_binary, until_cleared, watching
+from chaos.alert_watch import RunAlerts, alerts_after, start_alerts
 from chaos.faults import Fault, Struck, strike
+from chaos.load import Load
+from chaos.sampling import Samples, sample
 from db.engine import create_engine
-from stack.prometheus_config import local_targets
 from stack.sandbox import sandbox
 from temporal_client import connect
 from wiring.activities import payment_provider_client
@@ -51,7 +50,9 @@ _QUIET = Runtime(
 )
 _BY_STATUS = text("SELECT status, count(*) FROM orders.orders GROUP BY status ORDER BY status")
 _HELD = text("SELECT order_id, status FROM orders.orders WHERE order_id = ANY(:ids)")
-AFTERMATH_S = 10.0
+# A process may grow this much after warm-up; told only of a run this long.
+MAX_GROWTH = 0.2
+LONG_RUN_S = 600.0
 _OPEN_SAGAS = "WorkflowType IN ('OrderSaga', 'TwoPhaseCommit') AND ExecutionStatus = 'Running'"
 
 
@@ -69,6 +70,10 @@ class ChaosPlan:
     # JetStream as a cluster of this many nodes, the events stream on all of
     # them, one node SIGKILLed at a time as a fault; 1: a single server.
     nats_nodes: int = 3
+    # Run until this many orders are placed, the faults spread over them; None:
+    # until the faults are done.
+    orders: int | None = None
+    progress_s: float = 30.0  # how often the run says how far it has got
 
 
 @dataclass
@@ -89,6 +94,15 @@ class ChaosReport:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     alerts_still_firing: list[str] = field(default_factory=list)
     alerts_note: str | None = None  # why there are none: no Prometheus here
+    samples: Samples | None = None  # memory and outbox rows over the run
+
+    @property
+    def memory_grew(self) -> dict[str, float]:
+        """Processes whose memory grew past MAX_GROWTH after warm-up, in a run long
+        enough to tell (LONG_RUN_S); a short run's curves are mostly warm-up."""
+        if self.samples is None or self.load_s < LONG_RUN_S:
+            return {}
+        return {p: g for p, g in self.samples.growth().items() if g > MAX_GROWTH}
 
     @property
     def passed(self) -> bool:
@@ -99,6 +113,7 @@ class ChaosReport:
             and not unfinished
             and not self.told_not_held
             and not self.alerts_still_firing
+            and not self.memory_grew
         )
 
     def summary(self) -> dict[str, Any]:
@@ -133,6 +148,8 @@ class ChaosReport:
             "alerts_still_firing": self.alerts_still_firing,
             "alerts_note": self.alerts_note,
             "violations": [str(v) for v in self.violations],
+            "memory_grew": self.memory_grew,
+            **(self.samples.summary() if self.samples is not None else {}),
         }  # fmt: skip
 
 
@@ -160,7 +177,7 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
         client = await connect(settings.temporal(), wait_seconds=30, runtime=_QUIET)
         engine = create_engine(settings.database_target, pool_size=2)
         provider = payment_provider_client(settings.provider())
-        alerting: _Alerting | None = None
+        alerting: RunAlerts | None = None
         try:
             catalog = await seed_catalog(engine, 100_000)
             async with httpx.AsyncClient(base_url=system.api_base, timeout=10) as http:
@@ -173,24 +190,37 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                     choreography=plan.choreography,
                 )
                 began = time.perf_counter()
-                alerting = await _alerting(settings, str(system.log_dir), began)
+                alerting = await start_alerts(settings, str(system.log_dir), began)
                 stop = asyncio.Event()
-                load = _Load(orders, plan.mix, rng)
+                load = Load(orders, plan.mix, rng, plan.orders)
                 running = asyncio.ensure_future(load.run(plan.concurrency, stop))
-                struck = []
+                struck: list[Struck] = []
+                samples = Samples(began)
+                sampler = asyncio.ensure_future(
+                    sample(
+                        samples, system.pids, engine, RELAYED.outboxes,
+                        lambda: f"{load.progress()}, {len(struck)} of {plan.faults} faults",
+                        say, progress_s=plan.progress_s,
+                    )
+                )  # fmt: skip
                 try:
-                    for fault in fault_schedule(plan.faults, rng, kinds):
-                        await asyncio.sleep(rng.uniform(*plan.gap_s))
+                    schedule = fault_schedule(plan.faults, rng, kinds)
+                    for n, fault in enumerate(schedule):
+                        await asyncio.sleep(_gap(plan, load, began, len(schedule) - n, rng))
                         outage = rng.uniform(*plan.outage_s)
                         struck.append(await strike(system, fault, outage, began, load.in_flight))
                         say(str(struck[-1]))
                     await asyncio.sleep(plan.gap_s[0])  # load on the recovered system, too
+                    if plan.orders is None:
+                        stop.set()
+                    outcomes = await running
                 except BaseException:
                     running.cancel()  # its clients must not outlive the system
                     await asyncio.gather(running, return_exceptions=True)
                     raise
-                stop.set()
-                outcomes = await running
+                finally:
+                    sampler.cancel()
+                    await asyncio.gather(sampler, return_exceptions=True)
                 load_s = time.perf_counter() - began
                 say(f"load stopped after {load_s:.0f}s and {len(outcomes)} orders; settling...")
                 open_sagas = await _wait_for_sagas(client, plan.settle_s)
@@ -201,7 +231,7 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                     rows = await conn.execute(_BY_STATUS)
                     by_status = {str(status): int(n) for status, n in rows}
                     told_not_held = await _told_not_held(conn, outcomes)
-                alerts = await _alerts_after(alerting, struck)
+                alerts = await alerts_after(alerting, struck)
         finally:
             if alerting is not None:
                 await alerting.aclose()
@@ -210,69 +240,20 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
         return ChaosReport(
             struck, outcomes, open_sagas, violations, by_status, load_s, settle_s,
             str(system.log_dir), dict(system.supervision.crash_restarts), told_not_held,
-            *alerts,
+            *alerts, samples,
         )  # fmt: skip
 
 
-class _Alerting:
-    """The run's Prometheus and its alert log, until `aclose`."""
-
-    def __init__(self) -> None:
-        self._stack = contextlib.AsyncExitStack()
-        self.log = AlertLog(0.0)
-
-    async def start(self, settings: Any, log_dir: Path, began: float) -> None:
-        watch = watching(local_targets(settings), log_dir / "prometheus", began)
-        self.log = await self._stack.enter_async_context(watch)
-
-    async def aclose(self) -> None:
-        await self._stack.aclose()
-
-
-async def _alerting(settings: Any, log_dir: str, began: float) -> _Alerting | None:
-    if prometheus_binary() is None:
-        return None
-    alerting = _Alerting()
-    await alerting.start(settings, Path(log_dir), began)
-    return alerting
-
-
-async def _alerts_after(
-    alerting: _Alerting | None, struck: list[Struck]
-) -> tuple[list[dict[str, Any]], list[str], str | None]:
-    """Each alert episode beside the faults it overlapped; those still firing once the
-    system had settled (given a minute to clear)."""
-    if alerting is None:
-        return [], [], "no alerts watched: prometheus not installed (Debian's package)"
-    await until_cleared(alerting.log, timeout_s=60.0)
-    # A fault's reach outlasts its outage: a restarted app takes seconds to serve
-    # its page again, and a rule sees it a scrape and an evaluation later.
-    windows = [(s.fault.value, s.at_s, s.at_s + s.down_s + AFTERMATH_S) for s in struck]
-    episodes = [e.summary(windows) for e in alerting.log.episodes]
-    firing = [f"{e.alert} {e.labels}" for e in alerting.log.active if e.fired_at_s is not None]
-    return episodes, firing, None
-
-
-class _Load:
-    """Clients placing orders one after another until told to stop."""
-
-    def __init__(self, orders: OrderClient, mix: Mix, rng: random.Random) -> None:
-        self._orders, self._mix, self._rng = orders, mix, rng
-        self.outcomes: list[Outcome] = []
-        self.in_flight = 0
-
-    async def run(self, clients: int, stop: asyncio.Event) -> list[Outcome]:
-        await asyncio.gather(*(self._client(stop) for _ in range(clients)))
-        return self.outcomes
-
-    async def _client(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            kind: Kind = self._mix.draw(self._rng)
-            self.in_flight += 1
-            try:
-                self.outcomes.append(await self._orders.run(kind))
-            finally:
-                self.in_flight -= 1
+def _gap(plan: ChaosPlan, load: Load, began: float, faults_left: int, rng: random.Random) -> float:
+    """Load before the next fault: drawn from the plan's range, or, running to a count
+    of orders, the time the rest should take at the rate so far, shared among the
+    faults left (jittered; never below the range's low end)."""
+    if plan.orders is None or not load.outcomes:
+        return rng.uniform(*plan.gap_s)
+    elapsed = time.perf_counter() - began
+    rate = len(load.outcomes) / elapsed
+    rest_s = max(plan.orders - load.begun, 0) / rate if rate > 0 else plan.gap_s[1]
+    return max(plan.gap_s[0], rest_s / faults_left * rng.uniform(0.7, 1.3))
 
 
 async def _told_not_held(conn: Any, outcomes: list[Outcome]) -> list[str]:

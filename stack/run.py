@@ -195,6 +195,11 @@ class Supervisor:
             if unit.process.returncode is not None:
                 logger.info("%s stopped (exit code %s)", name, unit.process.returncode)
 
+    def pids(self) -> dict[str, int | None]:
+        """Each process this supervisor runs, by name: its pid now (None while down)."""
+        return {unit.process.name: unit.process.pid if unit.process.alive else None
+                for unit in self._units}  # fmt: skip
+
     def kill(self) -> None:
         """SIGKILL everything at once (a second Ctrl-C)."""
         for unit in reversed(self._units):
