@@ -44,10 +44,17 @@ async def stream_events(
             except NatsTimeout:
                 batch = []
             for msg in batch:
-                body = json.loads(msg.data)
-                if aggregate_ids is None or body["aggregate_id"] in aggregate_ids:
-                    event_id = (msg.headers or {}).get(MSG_ID, body["event_id"])
-                    found.append((body["source"], body["aggregate_id"], event_id))
+                try:
+                    body = json.loads(msg.data)
+                    source, aggregate, event_id = (
+                        body["source"],
+                        body["aggregate_id"],
+                        body["event_id"],
+                    )
+                except (ValueError, KeyError, TypeError):
+                    continue  # no envelope: not one of the outboxes' events
+                if aggregate_ids is None or aggregate in aggregate_ids:
+                    found.append((source, aggregate, (msg.headers or {}).get(MSG_ID, event_id)))
             if not batch and (await sub.consumer_info()).num_pending == 0:
                 return found
     finally:

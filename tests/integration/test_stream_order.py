@@ -65,3 +65,11 @@ async def test_a_lost_event_and_an_overtaken_one_are_named(engine, js):
     ]
     [order] = [v for v in found if v.check == "event-order"]
     assert first in order.detail and second in order.detail
+
+
+async def test_a_message_that_is_no_envelope_is_passed_over(engine, js):
+    aggregate = str(uuid.uuid4())
+    await js.publish(subject_for("order", "Noise"), b"not an envelope", stream=STREAM)
+    await js.publish(subject_for("order", "Noise"), b'{"no": "fields"}', stream=STREAM)
+
+    assert await stream_violations(js, engine, RELAYED.outboxes, [aggregate]) == []
