@@ -1,7 +1,10 @@
 """`python -m chaos` (`make chaos`): see chaos.run; exits 1 unless every order ended clean.
 
-python -m chaos [--faults 8] [--orders N] [--concurrency 6] [--seed N] [--nats-nodes 3]
-                [--json FILE] [--plot FILE] [--keep]
+python -m chaos [--faults 8] [--orders N] [--concurrency 6] [--partition-s 5 30] [--seed N]
+                [--nats-nodes 3] [--json FILE] [--plot FILE] [--keep]
+
+Ctrl-C and SIGTERM end the run the same way, the fault being struck undone on the
+way out (a partition's nft table deleted, a latency qdisc removed).
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from bench.orders import Mix
+from chaos.netfaults import remove_leftovers
 from chaos.plot import write_chaos_plot
 from chaos.run import MAX_GROWTH, ChaosPlan, ChaosReport, run_chaos
 from stack.errors import StackError
@@ -23,13 +28,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m chaos",
         description="Orders under load while the worker, the relay, the choreography "
-        "handlers, PostgreSQL and Temporal are killed and restarted at random moments; then "
-        "every saga is awaited and audited.",
+        "handlers, PostgreSQL and Temporal are killed and restarted, and PostgreSQL and the "
+        "payment provider partitioned or slowed, at random moments; then every saga is "
+        "awaited and audited.",
     )
     parser.add_argument("--faults", type=int, default=8, help="faults to strike (all kinds)")
     parser.add_argument("--concurrency", type=int, default=6, help="clients placing orders")
     parser.add_argument("--min-gap", type=float, default=3.0, help="seconds of load between")
     parser.add_argument("--max-gap", type=float, default=10.0)
+    parser.add_argument(
+        "--partition-s",
+        type=float,
+        nargs=2,
+        default=(5.0, 30.0),
+        metavar=("MIN", "MAX"),
+        help="seconds a partition (or added latency) lasts, drawn in this range",
+    )
     parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait at the end")
     parser.add_argument(
         "--choreography",
@@ -60,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--choreography must be between 0 and 1")
     if not 0 < args.min_gap <= args.max_gap:
         parser.error("need 0 < --min-gap <= --max-gap")
+    if not 0 < args.partition_s[0] <= args.partition_s[1]:
+        parser.error("need 0 < --partition-s MIN <= MAX")
     return args
 
 
@@ -79,6 +95,8 @@ def print_report(report: ChaosReport) -> None:
     for mismatch in summary["told_not_held"]:
         print(f"  told one thing, PostgreSQL holds another: {mismatch}")
     print(f"requests retried by clients (5xx, dropped connections): {summary['retried_requests']}")
+    for fault, why in summary["skipped"].items():
+        print(f"{fault} skipped: {why}")
     print(f"apps restarted after dying unasked: {summary['crash_restarts'] or 'none'}")
     if report.open_sagas:
         print(f"sagas still open: {report.open_sagas}")
@@ -120,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = ChaosPlan(
         faults=args.faults,
         gap_s=(args.min_gap, args.max_gap),
+        partition_s=(args.partition_s[0], args.partition_s[1]),
         concurrency=args.concurrency,
         mix=Mix(declined=0.05, out_of_stock=0.05, cancelled=0.05, store_credit=0.15),
         settle_s=args.settle,
@@ -130,10 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         orders=args.orders,
     )
     try:
-        report = asyncio.run(run_chaos(plan, say=lambda line: print(line, flush=True)))
+        report = asyncio.run(_until_signalled(plan))
     except StackError as err:  # a part crash-looped or a server died: no verdict to give
         print(f"FAILED: {err.summary}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: every fault undone, the system stopped", file=sys.stderr)
+        return 130
+    finally:
+        # The faults undo themselves as they unwind; this is for what no unwinding reached.
+        for leftover in remove_leftovers(also_own=True):
+            print(f"removed {leftover} on the way out", file=sys.stderr)
     print_report(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +168,19 @@ def main(argv: list[str] | None = None) -> int:
         write_chaos_plot(args.plot, report.outcomes, report.struck, report.samples)
         print(f"wrote {args.plot}")
     return 0 if report.passed else 1
+
+
+async def _until_signalled(plan: ChaosPlan) -> ChaosReport:
+    """The run, cancelled by SIGTERM as asyncio.run cancels it on Ctrl-C: either way the
+    fault being struck and the system unwind through their `finally`s."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run_chaos(plan, say=lambda line: print(line, flush=True))
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 if __name__ == "__main__":

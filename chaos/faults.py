@@ -1,4 +1,4 @@
-"""What the chaos run does to the system: each fault kills or restarts one part, then revives it.
+"""What the chaos run does to the system: each fault kills, restarts or cuts off one part.
 
 The worker, the relay and the choreography handlers are SIGKILLed (no shutdown hook runs: in-flight
 activities and publishes are cut off mid-way). PostgreSQL is SIGKILLed with
@@ -12,6 +12,12 @@ counts towards a crash loop nor stops the system. The supervision starts a
 killed app again when the fault releases it; a server the fault brings back
 itself. Whatever else dies meanwhile is a real crash, restarted (or fatal)
 as under `make run`.
+
+The network faults kill nothing (chaos.netfaults): PostgreSQL or the payment
+provider is partitioned from everything on the machine (its port's packets
+dropped on lo by nftables), or PostgreSQL's packets are delayed (tc netem).
+Each is undone when its block ends, however it ends. unavailable() names
+those this machine cannot make, and why, so the run leaves them out.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
+from chaos.netfaults import Latency, Partition, netem_unusable, nft_unusable
 from stack.run import Supervisor
 
 
@@ -34,6 +42,25 @@ class Fault(StrEnum):
     CRASH_POSTGRES = "crash-postgres"
     RESTART_TEMPORAL = "restart-temporal"
     KILL_NATS_NODE = "kill-nats-node"
+    POSTGRES_PARTITION = "postgres-partition"
+    PROVIDER_PARTITION = "provider-partition"
+    POSTGRES_LATENCY = "postgres-latency"
+
+
+# Their outage is the plan's partition_s (seconds, not the kills' fraction of one).
+NETWORK = frozenset({Fault.POSTGRES_PARTITION, Fault.PROVIDER_PARTITION, Fault.POSTGRES_LATENCY})
+
+
+def unavailable() -> dict[Fault, str]:
+    """The faults this machine cannot make, each with why (a run leaves them out)."""
+    missing: dict[Fault, str] = {}
+    nft = nft_unusable()
+    if nft is not None:
+        missing[Fault.POSTGRES_PARTITION] = missing[Fault.PROVIDER_PARTITION] = nft
+    netem = netem_unusable()
+    if netem is not None:
+        missing[Fault.POSTGRES_LATENCY] = netem
+    return missing
 
 
 @dataclass(frozen=True)
@@ -46,7 +73,7 @@ class Struck:
 
     def __str__(self) -> str:
         return (
-            f"{self.at_s:7.1f}s  {self.fault:<17} down {self.down_s:5.1f}s  "
+            f"{self.at_s:7.1f}s  {self.fault:<18} down {self.down_s:5.1f}s  "
             f"{self.orders_in_flight:>2} orders in flight  {self.detail}"
         )
 
@@ -116,6 +143,26 @@ async def _kill_nats_node(system: Supervisor, outage_s: float) -> str:
     return f"{name} pid {pid} SIGKILLed, {peers} peers went on; back as pid {server.process.pid}"
 
 
+def _postgres_port(system: Supervisor) -> int:
+    return urlsplit(system.database_url).port or 5432
+
+
+def _provider_port(system: Supervisor) -> int:
+    return urlsplit(system.payment_provider_url).port or 80
+
+
+async def _partition(port_of: Callable[[Supervisor], int], system: Supervisor, s: float) -> str:
+    with Partition(port_of(system)) as cut:
+        await asyncio.sleep(s)
+    return cut.detail
+
+
+async def _postgres_latency(system: Supervisor, outage_s: float) -> str:
+    with Latency(_postgres_port(system)) as slow:
+        await asyncio.sleep(outage_s)
+    return slow.detail
+
+
 _FAULTS: dict[Fault, Callable[[Supervisor, float], Awaitable[str]]] = {
     Fault.KILL_WORKER: functools.partial(_kill_app, "worker"),
     Fault.KILL_RELAY: functools.partial(_kill_app, "relay"),
@@ -123,4 +170,7 @@ _FAULTS: dict[Fault, Callable[[Supervisor, float], Awaitable[str]]] = {
     Fault.CRASH_POSTGRES: _crash_postgres,
     Fault.RESTART_TEMPORAL: _restart_temporal,
     Fault.KILL_NATS_NODE: _kill_nats_node,
+    Fault.POSTGRES_PARTITION: functools.partial(_partition, _postgres_port),
+    Fault.PROVIDER_PARTITION: functools.partial(_partition, _provider_port),
+    Fault.POSTGRES_LATENCY: _postgres_latency,
 }

@@ -51,6 +51,14 @@ def test_every_fault_strikes_once_per_cycle():
     assert set(schedule[:kinds]) == set(Fault) == set(schedule[kinds : 2 * kinds])
 
 
+def test_a_fault_the_machine_cannot_make_is_left_out_of_every_cycle():
+    skip = {Fault.POSTGRES_LATENCY}
+    schedule = fault_schedule(3 * len(Fault), random.Random(5), skip)
+
+    assert Fault.POSTGRES_LATENCY not in schedule
+    assert set(schedule[: len(Fault) - 1]) == set(Fault) - skip
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -74,6 +82,14 @@ def test_the_chaos_run_refuses_bad_gaps(capsys):
     with pytest.raises(SystemExit):
         chaos_args(["--min-gap", "5", "--max-gap", "1"])
     assert "--min-gap <= --max-gap" in capsys.readouterr().err
+
+
+def test_the_chaos_run_draws_partitions_in_the_range_given_and_refuses_a_bad_one(capsys):
+    assert chaos_args([]).partition_s == (5.0, 30.0)
+    assert chaos_args(["--partition-s", "2", "4"]).partition_s == [2.0, 4.0]
+    with pytest.raises(SystemExit):
+        chaos_args(["--partition-s", "9", "3"])
+    assert "--partition-s MIN <= MAX" in capsys.readouterr().err
 
 
 def test_the_benchmark_reads_sqlite_pragmas_and_an_empty_list_as_sqlites_own():
