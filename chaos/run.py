@@ -18,26 +18,21 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import nats
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
-from audit import Scope, Violation, run_audit
-from audit.stream_order import stream_violations
+from audit import Violation
 from bench.orders import Kind, Mix, OrderClient, Outcome, outcome_counts, seed_catalog
 from chaos.alert_watch import RunAlerts, alerts_after, start_alerts
 from chaos.faults import NETWORK, Fault, Struck, strike, unavailable
 from chaos.load import Load
 from chaos.netfaults import remove_leftovers
 from chaos.sampling import Samples, sample
+from chaos.verdict import held_orders, retrying, settled_audit, stream_audit, wait_for_sagas
 from db.engine import create_engine
 from stack.sandbox import sandbox
 from temporal_client import connect
@@ -51,13 +46,9 @@ _QUIET = Runtime(
         logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
     )
 )
-_BY_STATUS = text("SELECT status, count(*) FROM orders.orders GROUP BY status ORDER BY status")
-_HELD = text("SELECT order_id, status FROM orders.orders WHERE order_id = ANY(:ids)")
 # A process may grow this much after warm-up; told only of a run this long.
 MAX_GROWTH = 0.2
 LONG_RUN_S = 600.0
-_T = TypeVar("_T")
-_OPEN_SAGAS = "WorkflowType IN ('OrderSaga', 'TwoPhaseCommit') AND ExecutionStatus = 'Running'"
 
 
 @dataclass(frozen=True)
@@ -239,12 +230,12 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
                     await asyncio.gather(sampler, return_exceptions=True)
                 load_s = time.perf_counter() - began
                 say(f"load stopped after {load_s:.0f}s and {len(outcomes)} orders; settling...")
-                open_sagas = await _wait_for_sagas(client, plan.settle_s)
-                violations = await _settled_audit(engine, provider, client, plan.settle_s)
-                violations += await _stream_audit(settings, engine)
+                open_sagas = await wait_for_sagas(client, plan.settle_s)
+                violations = await settled_audit(engine, provider, client, plan.settle_s)
+                violations += await stream_audit(settings, engine)
                 settle_s = time.perf_counter() - began - load_s
-                by_status, told_not_held = await _retrying(
-                    lambda: _held_orders(engine, outcomes), plan.settle_s
+                by_status, told_not_held = await retrying(
+                    lambda: held_orders(engine, outcomes), plan.settle_s
                 )
                 alerts = await alerts_after(alerting, struck)
         finally:
@@ -269,69 +260,3 @@ def _gap(plan: ChaosPlan, load: Load, began: float, faults_left: int, rng: rando
     rate = len(load.outcomes) / elapsed
     rest_s = max(plan.orders - load.begun, 0) / rate if rate > 0 else plan.gap_s[1]
     return max(plan.gap_s[0], rest_s / faults_left * rng.uniform(0.7, 1.3))
-
-
-async def _held_orders(engine: Any, outcomes: list[Outcome]) -> tuple[dict[str, int], list[str]]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(_BY_STATUS)
-        by_status = {str(status): int(n) for status, n in rows}
-        return by_status, await _told_not_held(conn, outcomes)
-
-
-async def _retrying(ask: Callable[[], Awaitable[_T]], within_s: float) -> _T:
-    """The answer, asked again while the connection fails: a connection that hung in a
-    partition may fail its first use after it, and that is no verdict on the system."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            return await asyncio.wait_for(ask(), timeout=60)
-        except (DBAPIError, OSError, httpx.TransportError):
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(1.0)
-
-
-async def _told_not_held(conn: Any, outcomes: list[Outcome]) -> list[str]:
-    """Each order whose client was told an ending PostgreSQL does not hold."""
-    told = {o.order_id: o.status for o in outcomes if o.order_id is not None}
-    held = dict((await conn.execute(_HELD, {"ids": list(told)})).all())
-    return [
-        f"{order_id}: told {status}, held {held.get(order_id, 'no row')}"
-        for order_id, status in told.items()
-        if held.get(order_id) != status
-    ]
-
-
-async def _wait_for_sagas(client: Client, within_s: float) -> int:
-    """Open sagas left after `within_s` (0: all ended)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        still_open = (await client.count_workflows(_OPEN_SAGAS)).count
-        if still_open == 0 or time.monotonic() > deadline:
-            return still_open
-        await asyncio.sleep(1.0)
-
-
-async def _stream_audit(settings: Any, engine: Any) -> list[Violation]:
-    """Every published event in JetStream, each aggregate's in order, whichever
-    NATS node died meanwhile (audit.stream_order)."""
-    bus = await nats.connect(settings.nats().servers)
-    try:
-        return await stream_violations(bus.jetstream(), engine, RELAYED.outboxes)
-    finally:
-        await bus.close()
-
-
-async def _settled_audit(
-    engine: Any, provider: Any, client: Client, within_s: float
-) -> list[Violation]:
-    """The audit with no grace, asked again until clean while the outbox and the read
-    model catch up; what it still finds after `within_s` is the verdict."""
-    deadline = time.monotonic() + within_s
-    while True:
-        found = await _retrying(
-            lambda: run_audit(engine, Scope(grace=timedelta(0)), provider, client), within_s
-        )
-        if not found or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(2.0)
