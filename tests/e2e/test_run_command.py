@@ -154,6 +154,15 @@ async def scrape(http: httpx.AsyncClient, port: int) -> str:
     return (await http.get(f"http://127.0.0.1:{port}/metrics")).text
 
 
+async def scrape_when_up(http: httpx.AsyncClient, port: int) -> str:
+    """The page, or "" while its process has not opened it yet: the consumers serve
+    theirs once NATS and the stream answer, which may be after the API does."""
+    try:
+        return await scrape(http, port)
+    except httpx.ConnectError:
+        return ""
+
+
 async def place_order(
     http: httpx.AsyncClient, sku: str | None = None, quantity: int = 1, customer: str = "run-test"
 ) -> str:
@@ -196,13 +205,15 @@ async def test_run_serves_orders_stops_cleanly_and_keeps_them(tmp_path):
         metrics = await scrape(http, run.ports["SAGA_WORKER_METRICS_PORT"])
         # The read model applied the order's events; the choreography's page answers.
         projected = await eventually(
-            lambda: scrape(http, run.ports["SAGA_CONSUMERS_METRICS_PORT"]),
+            lambda: scrape_when_up(http, run.ports["SAGA_CONSUMERS_METRICS_PORT"]),
             lambda text: (
                 sum(samples(text, "saga_consumer_messages_total", outcome="applied")) >= 5
                 and samples(text, "saga_consumer_pending_messages", consumer="order-history") == [0]
             ),
         )
-        choreography = await scrape(http, run.ports["SAGA_CHOREOGRAPHY_METRICS_PORT"])
+        choreography = await eventually(
+            lambda: scrape_when_up(http, run.ports["SAGA_CHOREOGRAPHY_METRICS_PORT"]), bool
+        )
     exit_code = await run.stop()
 
     assert f"{run.api}/docs" in banner
