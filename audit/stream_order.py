@@ -11,7 +11,8 @@ it). The chaos run asks this after the faults, with the read-model check.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from nats.errors import TimeoutError as NatsTimeout
@@ -66,11 +67,20 @@ async def stream_violations(
     engine: AsyncEngine,
     outboxes: Sequence[Table],
     aggregate_ids: Collection[str] | None = None,
+    witnessed: Mapping[str, tuple[str, str, int]] | None = None,
 ) -> list[Violation]:
     """Published events missing from the stream, and aggregates whose events stand
-    in the stream out of their outbox's order; `aggregate_ids` narrows both."""
+    in the stream out of their outbox's order; `aggregate_ids` narrows both.
+
+    `witnessed` (as published_events gives them) are rows read while they were
+    PUBLISHED and pruned since: checked as if the outbox still held them."""
     in_stream = await stream_events(js, aggregate_ids)
-    published = await _published(engine, outboxes, aggregate_ids)
+    published = {
+        event_id: row
+        for event_id, row in (witnessed or {}).items()
+        if aggregate_ids is None or row[1] in aggregate_ids
+    }
+    published.update(await published_events(engine, outboxes, aggregate_ids))
     seen = {event_id for _, _, event_id in in_stream}
     violations = [
         Violation(
@@ -100,10 +110,14 @@ async def stream_violations(
     return violations
 
 
-async def _published(
-    engine: AsyncEngine, outboxes: Sequence[Table], aggregate_ids: Collection[str] | None
+async def published_events(
+    engine: AsyncEngine,
+    outboxes: Sequence[Table],
+    aggregate_ids: Collection[str] | None = None,
+    since: datetime | None = None,
 ) -> dict[str, tuple[str, str, int]]:
-    """Event id → (source, aggregate id, seq) of every PUBLISHED outbox row."""
+    """Event id → (source, aggregate id, seq) of every PUBLISHED outbox row (of
+    `aggregate_ids`, published after `since`, when given)."""
     rows: dict[str, tuple[str, str, int]] = {}
     async with engine.connect() as conn:
         for outbox in outboxes:
@@ -112,6 +126,8 @@ async def _published(
             )
             if aggregate_ids is not None:
                 query = query.where(outbox.c.aggregate_id.in_(list(aggregate_ids)))
+            if since is not None:
+                query = query.where(outbox.c.published_at > since)
             for event_id, aggregate, seq in await conn.execute(query):
                 rows[str(event_id)] = (str(outbox.schema), str(aggregate), int(seq))
     return rows

@@ -1,7 +1,8 @@
 """`python -m chaos` (`make chaos`): see chaos.run; exits 1 unless every order ended clean.
 
 python -m chaos [--faults 8] [--orders N] [--concurrency 6] [--partition-s 5 30] [--seed N]
-                [--nats-nodes 3] [--json FILE] [--plot FILE] [--keep]
+                [--nats-nodes 3] [--long-s 150] [--outbox-retention-s 300]
+                [--json FILE] [--plot FILE] [--keep]
 
 Ctrl-C and SIGTERM end the run the same way, the fault being struck undone on the
 way out (a partition's nft table deleted, a latency qdisc removed).
@@ -18,9 +19,11 @@ import sys
 from pathlib import Path
 
 from bench.orders import Mix
+from chaos.long_faults import MIN_LONG_S
 from chaos.netfaults import remove_leftovers
 from chaos.plot import write_chaos_plot
-from chaos.run import MAX_GROWTH, ChaosPlan, ChaosReport, run_chaos
+from chaos.report import MAX_GROWTH, ChaosPlan, ChaosReport
+from chaos.run import run_chaos
 from stack.errors import StackError
 
 
@@ -65,7 +68,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=3,
         help="JetStream as a cluster of this many nodes, one killed at a time (1: one server)",
     )
+    parser.add_argument(
+        "--long-s",
+        type=float,
+        help="also partition the provider and kill the relay this long each, past the "
+        f"alert rules' `for:` (at least {MIN_LONG_S:.0f}); their alerts must fire",
+    )
+    parser.add_argument(
+        "--outbox-retention-s",
+        type=int,
+        default=300,
+        help="the relay prunes published outbox rows older than this (production: 7 days)",
+    )
     args = parser.parse_args(argv)
+    if args.long_s is not None and args.long_s < MIN_LONG_S:
+        parser.error(f"--long-s must be at least {MIN_LONG_S:.0f} to outlast the rules' `for:`")
+    if args.outbox_retention_s < 120:
+        parser.error("--outbox-retention-s must be at least 120 (chaos.witness's overlap)")
     if args.faults < 1 or args.concurrency < 1:
         parser.error("--faults and --concurrency must be at least 1")
     if args.orders is not None and args.orders < 1:
@@ -107,6 +126,9 @@ def print_report(report: ChaosReport) -> None:
         print(f"memory after warm-up, late vs early: {grown or 'too few samples'}")
         for name, g in report.memory_grew.items():
             print(f"  {name} grew {g:+.0%}, past {MAX_GROWTH:.0%}")
+        outbox = report.outbox_growth
+        judged = "too short to tell" if outbox is None else f"{outbox:+.0%}"
+        print(f"outbox rows once pruning runs (retention {report.outbox_retention_s}s): {judged}")
     print(
         f"audit: {len(report.violations)} violation(s)"
         if report.violations
@@ -130,6 +152,8 @@ def print_alerts(report: ChaosReport) -> None:
         print(f"    during {during}")
     for still in report.alerts_still_firing:
         print(f"  still firing after the run settled: {still}")
+    for missed in report.alerts_untold:
+        print(f"  never told: {missed}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         keep=args.keep,
         nats_nodes=args.nats_nodes,
         orders=args.orders,
+        outbox_retention_s=args.outbox_retention_s,
+        long_s=args.long_s,
     )
     try:
         report = asyncio.run(_until_signalled(plan))

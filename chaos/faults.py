@@ -70,6 +70,7 @@ class Struck:
     down_s: float  # from the kill until the part answered again
     orders_in_flight: int
     detail: str
+    held_long: bool = False  # to outlast the alert rules' `for:` (chaos.long_faults)
 
     def __str__(self) -> str:
         return (

@@ -54,11 +54,14 @@ class Samples:
             if len(points) < 10:
                 continue
             end = points[-1][0]
-            after = [mb for t, mb in points if t >= end * WARM_UP]
-            fifth = max(1, len(after) // 5)
-            early, late = statistics.median(after[:fifth]), statistics.median(after[-fifth:])
-            grown[name] = round(late / early - 1, 3) if early else 0.0
+            grown[name] = _late_over_early([mb for t, mb in points if t >= end * WARM_UP])
         return grown
+
+    def outbox_growth(self, from_s: float) -> float | None:
+        """The outbox rows as growth() reads memory, from `from_s` on (once pruning has
+        had a full retention to work); None with fewer than ten samples after it."""
+        after = [float(n) for t, n in self.outbox_rows if t >= from_s]
+        return _late_over_early(after) if len(after) >= 10 else None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -69,6 +72,12 @@ class Samples:
             "memory_growth": self.growth(),
             "outbox_rows": self.outbox_rows,
         }
+
+
+def _late_over_early(values: Sequence[float]) -> float:
+    fifth = max(1, len(values) // 5)
+    early, late = statistics.median(values[:fifth]), statistics.median(values[-fifth:])
+    return round(late / early - 1, 3) if early else 0.0
 
 
 async def sample(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -69,12 +69,17 @@ async def wait_for_sagas(client: Client, within_s: float) -> int:
         await asyncio.sleep(1.0)
 
 
-async def stream_audit(settings: Any, engine: Any) -> list[Violation]:
+async def stream_audit(
+    settings: Any, engine: Any, witnessed: Mapping[str, tuple[str, str, int]]
+) -> list[Violation]:
     """Every published event in JetStream, each aggregate's in order, whichever
-    NATS node died meanwhile (audit.stream_order)."""
+    NATS node died meanwhile (audit.stream_order); `witnessed` adds the rows pruned
+    from the outbox since they were published (chaos.witness)."""
     bus = await nats.connect(settings.nats().servers)
     try:
-        return await stream_violations(bus.jetstream(), engine, RELAYED.outboxes)
+        return await stream_violations(
+            bus.jetstream(), engine, RELAYED.outboxes, witnessed=witnessed
+        )
     finally:
         await bus.close()
 

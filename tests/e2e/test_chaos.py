@@ -25,7 +25,8 @@ from bench.orders import Mix
 from chaos.alert_watch import prometheus_binary
 from chaos.faults import Fault, unavailable
 from chaos.netfaults import TABLE_PREFIX, chaos_tables, nft_unusable
-from chaos.run import ChaosPlan, fault_schedule, run_chaos
+from chaos.report import ChaosPlan
+from chaos.run import fault_schedule, run_chaos
 from stack.errors import StackError
 from stack.run import project_root
 from stack.sandbox import sandbox

@@ -7,9 +7,11 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
+from audit import Violation
 from audit.stream_order import stream_violations
+from chaos.witness import OVERLAP, Witnessed, witness_once
 from db.tables import service_tables
 from messaging.wire import MSG_ID, STREAM, subject_for
 from tests.factories import eventually
@@ -73,3 +75,38 @@ async def test_a_message_that_is_no_envelope_is_passed_over(engine, js):
     await js.publish(subject_for("order", "Noise"), b'{"no": "fields"}', stream=STREAM)
 
     assert await stream_violations(js, engine, RELAYED.outboxes, [aggregate]) == []
+
+
+async def test_a_row_pruned_after_the_witness_read_it_is_still_checked(engine, js):
+    """The chaos run's short retention prunes published rows before the audit:
+    what chaos.witness read of them stands in for the outbox."""
+    aggregate = str(uuid.uuid4())
+    [lost] = await write_events(engine, aggregate, ["Lost"])
+    await mark_published(engine, [lost], datetime.now(UTC))
+    seen = Witnessed()
+    await witness_once(seen, engine, RELAYED.outboxes)
+    # The relay's settle stamps its transaction's start: a row can land after a
+    # read with a time before it. The next read's overlap still takes it.
+    [late] = await write_events(engine, aggregate, ["Late"])
+    assert seen.since is not None
+    await mark_published(engine, [late], seen.since - OVERLAP / 2)
+    async with engine.begin() as conn:  # pruned, as the relay would after the retention
+        await conn.execute(delete(OUTBOX).where(OUTBOX.c.event_id == lost))
+
+    await witness_once(seen, engine, RELAYED.outboxes)
+
+    assert {lost, late} <= set(seen.rows)
+    assert await stream_violations(js, engine, RELAYED.outboxes, [aggregate]) == [
+        Violation("lost-event", aggregate, f"orders event {late} is PUBLISHED, not in {STREAM}")
+    ]
+    found = await stream_violations(js, engine, RELAYED.outboxes, [aggregate], seen.rows)
+    assert sorted(v.detail.split()[2] for v in found) == sorted([lost, late])
+
+
+async def mark_published(engine, ids: list[str], at: datetime) -> None:
+    async with engine.begin() as conn:  # as if published: no relay runs in this test
+        await conn.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.event_id.in_(ids))
+            .values(status="PUBLISHED", published_at=at)
+        )
