@@ -3,6 +3,8 @@ outbox judged after warm-up in a long run, long faults placed and held to their 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench.orders import Kind, Outcome
@@ -73,7 +75,7 @@ def test_the_long_faults_go_in_at_the_thirds_of_the_schedule():
     assert with_long_faults(schedule, None) == [(f, False) for f in schedule]
 
 
-def episode(alert: str, fired_at: float | None, **labels: str) -> dict:
+def episode(alert: str, fired_at: float | None, **labels: str) -> dict[str, Any]:
     return {"alert": alert, "labels": labels, "pending_at_s": 100.0, "fired_at_s": fired_at,
             "cleared_at_s": 400.0, "during_faults": []}  # fmt: skip
 
