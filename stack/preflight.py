@@ -10,16 +10,13 @@ from settings import LOOPBACK, Settings
 from stack.errors import StackError
 from stack.ports import port_in_use
 
+METRICS_PAGES = ("worker", "relay", "consumers", "choreography")
+
 
 def metrics_endpoints(s: Settings) -> list[tuple[str, str, int]]:
     """(process, host, port) of each metrics page `make run` serves; a port of 0 is off."""
-    endpoints = [
-        ("worker", s.worker_metrics_host, s.worker_metrics_port),
-        ("relay", s.relay_metrics_host, s.relay_metrics_port),
-        ("consumers", s.consumers_metrics_host, s.consumers_metrics_port),
-        ("choreography", s.choreography_metrics_host, s.choreography_metrics_port),
-    ]
-    return [(name, host, port) for name, host, port in endpoints if port]
+    pages = [(name, s.metrics(name)) for name in METRICS_PAGES]
+    return [(name, page.host, page.port) for name, page in pages if page.port]
 
 
 def check_ports(s: Settings) -> None:
