@@ -20,24 +20,22 @@ request may have landed late), and so does a cancel that leaves a tombstone
 naming the order (a try of the previous release authorized before recording).
 A request the provider applies only after every such look is not seen here:
 that is the residue the payment audit (issue 9) reconciles.
+
+Here: the provider calls and what to do with each status. The row's moves,
+each its own transaction, are activities.card_hold_rows.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
-from activities._common import opened_token, stable_id
+from activities._common import opened_token
+from activities.card_hold_rows import CardHoldRows
 from activities.provider_client import PaymentProviderClient, ProviderRefused
 from activities.provider_retry import ProviderRetry
 from db.engine import SessionFactory
-from db.relay_ring import engine_of, ring_relay
-from db.tables import card_holds, payments, service_tables
-from db.unit_of_work import StepContext, event_row, insert_events
 from db.xa import ProtocolViolation
 from domain.activities import TwoPhaseAct
 from domain.errors import ErrorType
@@ -45,8 +43,6 @@ from domain.two_phase import BranchAck, BranchCall, Vote, VoteReply
 from security.sealed import Sealer
 
 VOTES = {"HELD": Vote.YES, "CAPTURED": Vote.YES, "VOIDED": Vote.NO, "REFUSED": Vote.NO}
-# The statuses under which the provider may hold money for the hold.
-OPEN = ("TRYING", "HELD")
 
 
 def _keys(gid: str) -> tuple[str, str, str]:
@@ -62,8 +58,7 @@ class CardHoldParticipant:
         retry: ProviderRetry,
         sealer: Sealer,
     ) -> None:
-        self._sessions = sessions
-        self._hold_ttl = hold_ttl
+        self._rows = CardHoldRows(sessions, hold_ttl)
         self._provider = provider
         self._retry = retry
         self._sealer = sealer
@@ -71,14 +66,14 @@ class CardHoldParticipant:
     @activity.defn(name=TwoPhaseAct.TRY_CARD_HOLD)
     async def try_card_hold(self, call: BranchCall) -> VoteReply:
         refused: ProviderRefused | None = None
-        status, recorded_auth = await self._start_try(call)
+        status, recorded_auth = await self._rows.start_try(call)
         if status == "TRYING":  # ours, or an earlier attempt's: same key, same authorization
             auth_id: str | None = None
             try:
                 auth_id = await self._authorize(call)
             except ProviderRefused as err:
                 refused = err
-            status, recorded_auth = await self._finish_try(call, auth_id)
+            status, recorded_auth = await self._rows.finish_try(call, auth_id)
         if status == "VOIDED":
             # Cancelled (or lapsed) while, or before, we authorized: release it.
             # An earlier attempt may have authorized and failed before voiding.
@@ -91,7 +86,7 @@ class CardHoldParticipant:
 
     @activity.defn(name=TwoPhaseAct.CONFIRM_CARD_HOLD)
     async def confirm_card_hold(self, call: BranchCall) -> BranchAck:
-        hold = await self._row(call.tx_id)
+        hold = await self._rows.row(call.tx_id)
         status = None if hold is None else hold.status
         if status == "CAPTURED":
             return BranchAck(gid=call.gid, outcome="CAPTURED")
@@ -102,12 +97,12 @@ class CardHoldParticipant:
             await self._retry.undo(
                 lambda: self._provider.capture(hold.provider_authorization_id, key=capture_key)
             )
-        await self._record_capture(call)
+        await self._rows.record_capture(call)
         return BranchAck(gid=call.gid, outcome="CAPTURED")
 
     @activity.defn(name=TwoPhaseAct.CANCEL_CARD_HOLD)
     async def cancel_card_hold(self, call: BranchCall) -> BranchAck:
-        status, auth_id, order_id = await self._record_cancel(call)
+        status, auth_id, order_id = await self._rows.record_cancel(call)
         if status == "CAPTURED":
             raise ProtocolViolation(f"hold {call.tx_id} cannot be voided: it is captured")
         if auth_id is None and order_id:
@@ -150,161 +145,6 @@ class CardHoldParticipant:
         held = await self._retry.undo(lambda: self._provider.payments_for(order_id))
         found = [a["id"] for a in held["authorizations"] if a["idempotency_key"] == authorize_key]
         return str(found[0]) if found else None
-
-    async def _row(self, tx_id: str) -> Any:
-        async with self._sessions() as session:
-            return (
-                await session.execute(select(card_holds).where(card_holds.c.tx_id == tx_id))
-            ).first()
-
-    async def _start_try(self, call: BranchCall) -> tuple[str, str | None]:
-        """Record the intent (TRYING) unless a row exists, committed before any
-        provider call; void an open hold past its expiry; (status, authorization)."""
-        p = call.payload
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                insert(card_holds)
-                .values(
-                    tx_id=call.tx_id,
-                    order_id=str(p["order_id"]),
-                    customer_id=str(p["customer_id"]),
-                    amount=int(p["amount"]),
-                    currency=str(p["currency"]),
-                    status="TRYING",
-                    expires_at=func.now() + self._hold_ttl,
-                )
-                .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
-            )
-            # A hold past its expiry has lapsed: voting YES on it would promise
-            # a capture the card issuer will refuse.
-            await session.execute(
-                update(card_holds)
-                .where(
-                    card_holds.c.tx_id == call.tx_id,
-                    card_holds.c.status.in_(OPEN),
-                    card_holds.c.expires_at <= func.now(),
-                )
-                .values(status="VOIDED", resolved_at=func.now())
-            )
-            row = (
-                await session.execute(
-                    select(card_holds.c.status, card_holds.c.provider_authorization_id).where(
-                        card_holds.c.tx_id == call.tx_id
-                    )
-                )
-            ).one()
-        return str(row.status), row.provider_authorization_id
-
-    async def _finish_try(self, call: BranchCall, auth_id: str | None) -> tuple[str, str | None]:
-        """TRYING becomes HELD (REFUSED without an authorization); a row cancelled
-        meanwhile stays VOIDED but keeps what we authorized, so a retry of this
-        try (if the void that follows fails) still knows what to void."""
-        held = card_holds.c
-        async with self._sessions() as session, session.begin():
-            row = (
-                await session.execute(
-                    update(card_holds)
-                    .where(held.tx_id == call.tx_id)
-                    .values(
-                        status=case(
-                            (held.status == "TRYING", "HELD" if auth_id else "REFUSED"),
-                            else_=held.status,
-                        ),
-                        provider_authorization_id=func.coalesce(
-                            held.provider_authorization_id, auth_id
-                        ),
-                    )
-                    .returning(held.status, held.provider_authorization_id)
-                )
-            ).one()
-        return str(row.status), row.provider_authorization_id
-
-    async def _record_capture(self, call: BranchCall) -> None:
-        async with self._sessions() as session, session.begin():
-            captured = (
-                await session.execute(
-                    update(card_holds)
-                    .where(card_holds.c.tx_id == call.tx_id, card_holds.c.status == "HELD")
-                    .values(status="CAPTURED", resolved_at=func.now())
-                    .returning(card_holds)
-                )
-            ).first()
-            if captured is None:
-                status = await session.scalar(
-                    select(card_holds.c.status).where(card_holds.c.tx_id == call.tx_id)
-                )
-                if status == "CAPTURED":
-                    return  # a concurrent confirm recorded it
-                raise ProtocolViolation(f"hold {call.tx_id} captured at the provider but {status}")
-            # The capture is the payment the saga's refund_payment undoes.
-            payment_id = stable_id(call.gid)
-            await session.execute(
-                payments.insert().values(
-                    payment_id=payment_id,
-                    order_id=captured.order_id,
-                    customer_id=captured.customer_id,
-                    amount=captured.amount,
-                    currency=captured.currency,
-                    status="CAPTURED",
-                    provider_authorization_id=captured.provider_authorization_id,
-                )
-            )
-            event = event_row(
-                StepContext(service_tables["payments"], call.gid, call.tx_id),
-                "payment",
-                captured.order_id,
-                "PaymentCaptured",
-                {
-                    "order_id": captured.order_id,
-                    "payment_id": payment_id,
-                    "amount": captured.amount,
-                    "currency": captured.currency,
-                },
-            )
-            await insert_events(session, service_tables["payments"].outbox, [event])
-        ring_relay(engine_of(self._sessions), "payments")
-
-    async def _record_cancel(self, call: BranchCall) -> tuple[str, str | None, str]:
-        """TRYING or HELD becomes VOIDED; a tombstone when cancel came first.
-        Returns (status, authorization, order): the order is the row's, so a
-        cancel that knows only the transaction id can look the try up."""
-        voided = card_holds.c.status.in_(OPEN)
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(card_holds)
-                .where(card_holds.c.tx_id == call.tx_id, voided)
-                .values(status="VOIDED", resolved_at=func.now())
-            )
-            await session.execute(
-                insert(card_holds)
-                .values(
-                    tx_id=call.tx_id,
-                    order_id=str(call.payload.get("order_id", "")),
-                    customer_id=str(call.payload.get("customer_id", "")),
-                    amount=int(call.payload.get("amount", 0)),
-                    currency=str(call.payload.get("currency", "EUR")),
-                    status="VOIDED",
-                    expires_at=func.now(),
-                    resolved_at=func.now(),
-                )
-                .on_conflict_do_nothing(index_elements=[card_holds.c.tx_id])
-            )
-            # A try that was in flight committed TRYING under our insert: void it now.
-            await session.execute(
-                update(card_holds)
-                .where(card_holds.c.tx_id == call.tx_id, voided)
-                .values(status="VOIDED", resolved_at=func.now())
-            )
-            row = (
-                await session.execute(
-                    select(
-                        card_holds.c.status,
-                        card_holds.c.provider_authorization_id,
-                        card_holds.c.order_id,
-                    ).where(card_holds.c.tx_id == call.tx_id)
-                )
-            ).one()
-        return str(row.status), row.provider_authorization_id, str(row.order_id)
 
 
 def _reply(status: str, refused: ProviderRefused | None) -> VoteReply:

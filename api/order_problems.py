@@ -9,6 +9,8 @@ from api.schemas import PRINTABLE
 
 MAX_ORDER_ID = 64
 _ORDER_ID = re.compile(PRINTABLE)
+# Seconds a client should wait before asking again when the saga did not answer.
+RETRY_AFTER = "2"
 
 
 def order_not_found(order_id: str) -> Problem:
@@ -28,4 +30,14 @@ def invalid_field(field: str, message: str) -> Problem:
         f"invalid: {field}",
         code="validation",
         errors=[{"field": field, "message": message}],
+    )
+
+
+def unavailable(detail: str) -> Problem:
+    return Problem(
+        503,
+        "Service unavailable",
+        detail,
+        code="saga-unavailable",
+        headers={"Retry-After": RETRY_AFTER},
     )

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import choreographed, queries, sagas
+from api import choreographed, order_claims, queries, sagas
 from api.catalog import PriceCache
 from api.order_problems import invalid_field
 from api.problems import Problem
@@ -88,7 +88,7 @@ async def existing_fingerprint(
     order, mode = placing.order, placing.mode
     if not keyed:  # an id from no key is a fresh uuid4: nobody else holds it, nothing records it
         return await start(client, engine, flows, placing, recorded_known=True)
-    claim = await queries.claim_order_id(engine, order.order_id, order.request_hash, mode)
+    claim = await order_claims.claim_order_id(engine, order.order_id, order.request_hash, mode)
     if claim.holder != order.request_hash:
         return claim.holder
     if claim.recorded is not None:
@@ -96,7 +96,7 @@ async def existing_fingerprint(
     else:
         existing = await start(client, engine, flows, placing, recorded_known=claim.claimed)
     if existing is not None and existing != order.request_hash:
-        await queries.settle_claim(engine, order.order_id, order.request_hash, existing)
+        await order_claims.settle_claim(engine, order.order_id, order.request_hash, existing)
     return existing
 
 
@@ -113,7 +113,9 @@ async def start(
     """
     order, mode = placing.order, placing.mode
     # The database outlives Temporal's retention of closed workflows; ask it first.
-    recorded = None if recorded_known else await queries.request_fingerprint(engine, order.order_id)
+    recorded = (
+        None if recorded_known else await order_claims.request_fingerprint(engine, order.order_id)
+    )
     if recorded is not None:
         return recorded
     if mode is SagaMode.ORCHESTRATION:
@@ -123,9 +125,9 @@ async def start(
         await choreographed.place(engine, flows.choreography_timeout_s, order)
     except choreographed.Refused as err:
         # Nothing was written: the key may be used again with a valid body.
-        await queries.release_claim(engine, order.order_id, order.request_hash)
+        await order_claims.release_claim(engine, order.order_id, order.request_hash)
         raise invalid_field("items", str(err)) from err
     # A request with this key may have placed the order first (with another
     # body, or in the other mode): the row says which request it was.
-    recorded = await queries.request_fingerprint(engine, order.order_id)
+    recorded = await order_claims.request_fingerprint(engine, order.order_id)
     return None if recorded == order.request_hash else recorded

@@ -44,7 +44,7 @@ class ParticipantSpec(BaseModel):
     lock_rank: int | None = None
     # LOCAL: its activities are short transactions in a service's database, run
     # as local activities by the coordinator (by one that began after
-    # workflows.saga.LOCAL_STEPS). Absent from older inputs: REMOTE.
+    # workflows.steps.LOCAL_STEPS). Absent from older inputs: REMOTE.
     runs: Runs = Runs.REMOTE
 
 

@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.card_hold import OPEN, CardHoldParticipant
+from activities.card_hold import CardHoldParticipant
+from activities.card_hold_rows import OPEN
 from activities.coordinator_log import completion
 from db.tables import card_holds, decisions, xa_branches
 from db.xa import PG_PREPARED_XACTS, XaBranches

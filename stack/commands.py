@@ -35,7 +35,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def migrate(settings: Settings, args: argparse.Namespace) -> int:
     from db.migrate import upgrade
-    from stack.run import redact_url
+    from stack.redaction import redact_url
 
     upgrade(settings.database_target)
     print(f"migrated {redact_url(settings.database_target)} to head")

@@ -13,41 +13,28 @@ import asyncio
 import functools
 import logging
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from settings import PROJECT_ROOT, Settings
 from stack import control
+from stack.banner import banner
 from stack.bytecode import compile_workflows
-from stack.errors import StackError
-from stack.nats import NatsServer
-from stack.nats import cluster as nats_cluster
-from stack.ports import LOOPBACK, free_port
-from stack.postgres import EmbeddedPostgres
+from stack.embedded_servers import Server, nats_for, postgres_for, start_together, temporal_for
+from stack.hand_over import command_line, stop_or_start
+from stack.ports import LOOPBACK
 from stack.preflight import check_ports, metrics_endpoints
 from stack.process import ManagedProcess
-from stack.restarts import RestartPolicy, describe_exit
+from stack.restarts import RestartPolicy
 from stack.supervision import Child, Supervision
-from stack.temporal import SEARCH_ATTRIBUTES, TemporalDevServer
 
 logger = logging.getLogger(__name__)
 
 _API_READY_S = 60.0  # imports alone take seconds on 2 busy cores
-
-
-class Server(Protocol):
-    process: ManagedProcess
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 def project_root() -> Path:
@@ -58,18 +45,6 @@ def project_root() -> Path:
 def data_dir(settings: Settings, root: Path) -> Path:
     """Where the servers' data, the logs and the control socket live (relative: to root)."""
     return settings.data_dir if settings.data_dir.is_absolute() else root / settings.data_dir
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for banners and messages; each of a
-    comma-separated list (a cluster's nodes)."""
-    if "," in url:
-        return ",".join(redact_url(one) for one in url.split(","))
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Supervisor:
@@ -155,32 +130,12 @@ class Supervisor:
             await simulator.wait_ready(answering, _API_READY_S)
 
     async def hand_over(self, action: str, app: str) -> str:
-        """`sagactl worker stop|start`: hold the worker stopped for an operator, or take it back."""
-        if app != "worker":
-            raise StackError(f"only the worker is handed over, not {app!r}")
-        if action == "start":
-            held = self.supervision.held(app)
-            process = self.supervision.release(app)
-            state = "back under `sagactl run`" if held else "was not stopped; running"
-            return f"{app} {state} as pid {process.pid}"
-        if action != "stop":
-            raise StackError(f"unknown action {action!r}: stop or start")
-        if self.supervision.held(app):
-            return f"{app} is already stopped; `sagactl worker start` hands it back"
-        code = await self.supervision.stop_and_hold(app)
-        logger.warning("%s stopped for an operator; held until `sagactl worker start`", app)
-        return (
-            f"{app} stopped ({describe_exit(code)}); `sagactl run` keeps it stopped until "
-            f"`sagactl worker start`.\nTo run it by hand with the same settings, from "
-            f"{self._root} in this shell:\n  {self.hand_run_command(app)}"
-        )
+        """`sagactl worker stop|start` (stack.hand_over), asked through the control socket."""
+        return await stop_or_start(self.supervision, action, app, self._root, self.hand_run_command)
 
     def hand_run_command(self, app: str) -> str:
         """The command line that runs `app` as this supervisor does, addresses included."""
-        # Only what the caller's environment does not already say: never a secret of theirs.
-        told = {k: v for k, v in self._app_addresses().items() if self._env.get(k) != v}
-        assignments = [f"{k}={shlex.quote(redact_url(v))}" for k, v in told.items()]
-        return " ".join([*assignments, shlex.join(self.apps[app].argv)])
+        return command_line(self.apps[app].argv, self._app_addresses(), self._env)
 
     async def stop(self) -> None:
         """Stop every child in reverse start order, each with its own timeout."""
@@ -206,84 +161,31 @@ class Supervisor:
             unit.process.kill()
 
     def banner(self) -> str:
-        temporal = (
-            f"  Temporal UI  {self.temporal_ui}"
-            if self.temporal_ui
-            else f"  Temporal     {self.temporal_address} (not started here)"
-        )
-        lines = [
-            "",
-            "The saga orchestrator is running.",
-            f"  API docs     {self.api_base}/docs",
-            temporal,
-            f"  PostgreSQL   {redact_url(self.database_url)}",
-            f"  NATS         {redact_url(self.nats_url)}",
-            f"  Payments     {self.payment_provider_url}/docs (simulator: POST /admin/faults)",
-            *self._metrics_lines(),
-            f"  Server logs  {self.log_dir}",
-            "A crashed app is restarted. `sagactl worker stop` hands the worker over to you "
-            "(`sagactl worker start` takes it back).",
-            "Ctrl-C stops everything.",
-            "",
-        ]
-        return "\n".join(lines)
-
-    def _metrics_lines(self) -> list[str]:
-        urls = [
-            f"http://{host}:{port}/metrics ({name})"
-            for name, host, port in metrics_endpoints(self._settings)
-        ]
-        return [f"  {'Metrics' if n == 0 else '':<12} {url}" for n, url in enumerate(urls)]
+        return banner(self, metrics_endpoints(self._settings))
 
     def _plan_servers(self) -> list[Server]:
         s, data, logs = self._settings, self.data_dir, self.log_dir
         check_ports(s)
         servers: list[Server] = []
         if s.database_url is None:
-            pg = EmbeddedPostgres(
-                data / "postgres",
-                s.pg_port,
-                s.pg_database,
-                s.pg_max_prepared_transactions,
-                logs,
-                s.pg_max_slot_wal_keep_mb,
-            )
+            pg = postgres_for(s, data, logs)
             servers.append(pg)
             self.database_url = pg.url
         if s.temporal_address is None:
-            temporal = TemporalDevServer(
-                s.temporal_port,
-                s.temporal_ui_port,
-                data / "temporal.db",
-                logs,
-                SEARCH_ATTRIBUTES,
-                namespace=s.temporal_namespace,
-                sqlite_pragmas=s.temporal_sqlite_pragmas,
-            )
+            temporal = temporal_for(s, data, logs)
             servers.append(temporal)
             self.temporal_address, self.temporal_ui = temporal.address, temporal.ui_url
-        if s.nats_url is None and s.nats_stream_replicas > 1:
-            # Node 1 on the configured port, the others and every route on free ones.
-            extra = [free_port() for _ in range(s.nats_stream_replicas - 1)]
-            routes = [free_port() for _ in range(s.nats_stream_replicas)]
-            nodes = nats_cluster([s.nats_port, *extra], routes, data / "nats-cluster", logs)
+        if s.nats_url is None:
+            nodes = nats_for(s, data, logs)
             servers += nodes
             self.nats_url = ",".join(node.url for node in nodes)
-        elif s.nats_url is None:
-            nats = NatsServer(s.nats_port, data / "nats", logs)
-            servers.append(nats)
-            self.nats_url = nats.url
         return servers
 
     async def _start_servers(self, servers: list[Server]) -> None:
         # Registered before starting, so stop() also covers a start cut short.
         self._units += [Child(server.process, server.stop, restart=False) for server in servers]
         self.servers.update({server.process.name: server for server in servers})
-        # Concurrently: they don't depend on each other, and startup is mostly waiting.
-        results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await start_together(servers)
 
     def _app_addresses(self) -> dict[str, str]:
         # The children then start nothing themselves and all use the same servers.

@@ -4,51 +4,45 @@ A saga is a workflow class deriving from `Saga`, with its steps declared as
 `Step`s and a `forward` that runs them in order (see workflows/order_saga.py,
 and the README's "Writing a saga"). The kit gives it:
 
-- each step's idempotency key, `<workflow id>:<step>`, the same on every
-  attempt and every replay, and the undo's key fencing off the step it undoes;
-- where the step runs: a LOCAL step (a short transaction in one service's
-  database) as a local activity on this worker, a REMOTE one (a call to a
-  system outside ours) on its own task queue (`queue_for`);
+- each step's idempotency key, the undo's key fencing off the step it undoes,
+  and where the step runs, LOCAL or REMOTE (workflows.step_calls);
 - compensation: every undo registered before its step runs, run in reverse on
   a refusal, a step out of retries or a cancel, then the workflow fails with
   the refusal's type (workflows.compensation);
 - the `cancel` update and its validator, and the point of no return
   (`final_step`) after which a cancel is refused;
 - progress for the `state` query, and hooks for what the UI and the search
-  attributes show (`on_started`, `on_step`, `on_compensating`, `on_ended`).
+  attributes show (`on_started`, `on_step`, `on_compensating`, `on_ended`;
+  workflows.saga_hooks).
 
-Only `temporalio`, workflows.compensation, workflows.steps and the progress model
-(domain.saga) are imported here: the kit knows nothing of any saga's domain.
+Only `temporalio`, the kit's own modules (workflows.compensation, .steps,
+.step_calls, .saga_hooks) and the progress model (domain.saga) are imported
+here: the kit knows nothing of any saga's domain.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Awaitable, Coroutine
+from typing import Any, ClassVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     FailureError,
     is_cancelled_exception,
 )
-from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from domain.saga import CancelAccepted, CancelRequest, Runs, SagaProgress, SagaStatus
+    from domain.saga import CancelAccepted, CancelRequest, Runs, SagaStatus
     from workflows.compensation import UNDO_RETRY, Compensations, refusal_type, shielded
-    from workflows.steps import LOCAL_STEPS, STEP_RETRY, STEP_TIMEOUT, Step, UndoStep, run_step
-
-P = TypeVar("P", bound=SagaProgress)
-R = TypeVar("R")
-Undo = tuple[str, Callable[[], Awaitable[Any]]]
+    from workflows.saga_hooks import P
+    from workflows.step_calls import StepCalls, Undo
+    from workflows.steps import Step
 
 
-class Saga(Generic[P]):
+class Saga(StepCalls[P]):
     """Derive, decorate with @workflow.defn, and give it an @workflow.init
     `__init__` that calls `super().__init__(progress)` and an @workflow.run that
     returns `await self.execute(self.forward(...))`."""
@@ -57,7 +51,6 @@ class Saga(Generic[P]):
     # a LOCAL step run by a workflow task that was then lost (a worker died, a
     # cancel arrived) may have committed unseen, and its undo must run all the same.
     steps: ClassVar[tuple[Step, ...]] = ()
-    step_retry: RetryPolicy = STEP_RETRY
     # The failure type of a saga undone by its `cancel` update, and of one whose
     # step failed without a refusal type.
     cancelled_type = "SagaCancelled"
@@ -73,48 +66,6 @@ class Saga(Generic[P]):
         self._cancel_reason: str | None = None
         self._past_no_return = False
         self._started: set[str] = set()
-
-    # -- what a saga overrides -------------------------------------------------
-
-    def describe(self) -> str:
-        """The saga in a failure message."""
-        return f"saga {workflow.info().workflow_id}"
-
-    def command_fields(self) -> dict[str, Any]:
-        """Fields every step's input carries besides its keys (e.g. the order id)."""
-        return {}
-
-    def queue_for(self, action: str) -> str:
-        """The task queue of a REMOTE step's activity."""
-        return workflow.info().task_queue
-
-    def undo_fields(self, step: Step) -> dict[str, Any]:
-        """What `step`'s undo input carries besides its keys, built when it runs."""
-        return {}
-
-    def cancel_accepted(self) -> CancelAccepted:
-        return CancelAccepted()
-
-    def on_started(self) -> None:
-        """The saga began (search attributes, counters)."""
-
-    def on_step(self, action: str, summary: str) -> None:
-        workflow.set_current_details(f"**{action}**: {summary}")
-
-    def on_compensating(self, reason: str) -> None:
-        workflow.set_current_details(
-            f"Compensating: {reason}\n\nUndoing: {', '.join(self._saga.pending_undos)}"
-        )
-
-    def on_undone(self, undo: str) -> None:
-        """An undo reversed something."""
-
-    def on_compensated(self, reason: str) -> None:
-        """The saga ended undone: `reason` is the refusal's type, "cancelled" or "refused"."""
-
-    def on_ended(self, status: SagaStatus, reason: str | None) -> None:
-        ended = "confirmed" if status is SagaStatus.CONFIRMED else f"cancelled: {reason}"
-        workflow.set_current_details(f"{self.describe().capitalize()} {ended}")
 
     # -- running ---------------------------------------------------------------
 
@@ -200,65 +151,6 @@ class Saga(Generic[P]):
         """Record `step` as done when its work happened elsewhere (a child workflow)."""
         return self._saga.step(step, _nothing)
 
-    def undo_of(
-        self, undo: UndoStep, undoes: str, fields: Callable[[], dict[str, Any]] = dict
-    ) -> Undo:
-        """The undo of step `undoes`; `fields` adds to its input what is known only
-        when it runs (what was done, why it is undone)."""
-
-        def run() -> Awaitable[Any]:
-            assert undo.command is not None, f"{undo.action} has no command to build"
-            command = undo.command(**self.keys(undo.action), fences=self.key(undoes), **fields())
-            return self.call(
-                undo.action,
-                command,
-                undo.result,
-                f"Undo {undoes}: {undo.action}",
-                runs=undo.runs,
-                retry=UNDO_RETRY,
-            )
-
-        return undo.action, run
-
-    async def call(
-        self,
-        action: str,
-        arg: Any,
-        result: type[R],
-        summary: str,
-        *,
-        runs: Runs = Runs.LOCAL,
-        retry: RetryPolicy | None = None,
-        deadline: timedelta | None = None,
-    ) -> R:
-        self._progress.current_step = action
-        self.on_step(action, summary)
-        # Wait for a cancelled attempt to finish: undoing a step whose
-        # transaction is still in flight would leave its effect behind.
-        waits = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-        return await run_step(
-            action,
-            arg,
-            result,
-            summary,
-            local=runs is Runs.LOCAL and self._local_steps(),
-            task_queue=self.queue_for(action),
-            start_to_close_timeout=STEP_TIMEOUT,
-            schedule_to_close_timeout=deadline,
-            retry_policy=retry or self.step_retry,
-            cancellation_type=waits,
-        )
-
-    def key(self, step: str) -> str:
-        return f"{workflow.info().workflow_id}:{step}"
-
-    def keys(self, step: str) -> dict[str, Any]:
-        return {
-            "idempotency_key": self.key(step),
-            "correlation_id": workflow.info().workflow_id,
-            **self.command_fields(),
-        }
-
     @property
     def completed(self) -> list[str]:
         return list(self._saga.completed)
@@ -297,11 +189,6 @@ class Saga(Generic[P]):
             )
 
     # -- inside ----------------------------------------------------------------
-
-    def _local_steps(self) -> bool:
-        # Asked first by the first LOCAL step: a saga begun before the patch
-        # replays without it and never mixes the two.
-        return workflow.patched(LOCAL_STEPS)
 
     def _register_unseen_undos(self) -> None:
         """Undos of LOCAL steps not begun in this run: a lost task may have run them.

@@ -1,4 +1,5 @@
-"""Orders: place (the machinery in api.placing), read, list and cancel."""
+"""Orders: place (the machinery in api.placing), read (the view in api.order_view), list
+and cancel."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import choreographed, paging, queries, return_queries, sagas
+from api import paging, queries, return_queries, sagas
 from api.deps import CatalogDep, EngineDep, FlowsDep, IdempotencyKey, SealerDep, TemporalDep
-from api.order_problems import check_order_id, invalid_field, order_not_found
+from api.order_problems import check_order_id, invalid_field, order_not_found, unavailable
+from api.order_view import order_view
 from api.placing import Placing, check_payment, ended_order, existing_fingerprint, price_request
 from api.prefer import MAX_WAIT_S
 from api.prefer import wait_seconds as prefer_wait
 from api.problems import Problem
-from api.progress import committed_progress
 from api.roles import ORDER_TAKERS, READERS
 from api.schemas import (
     ID_PATTERN,
@@ -45,19 +46,6 @@ PreferHeader = Annotated[
         f" (at most {MAX_WAIT_S}); a wait not in digits is ignored",
     ),
 ]
-
-# Seconds a client should wait before asking again when the saga did not answer.
-RETRY_AFTER = "2"
-
-
-def _unavailable(detail: str) -> Problem:
-    return Problem(
-        503,
-        "Service unavailable",
-        detail,
-        code="saga-unavailable",
-        headers={"Retry-After": RETRY_AFTER},
-    )
 
 
 @router.post(
@@ -175,52 +163,10 @@ async def list_orders(
 )
 async def get_order(order_id: str, client: TemporalDep, engine: EngineDep) -> OrderView:
     check_order_id(order_id)
-    view = await _order_view(order_id, client, engine)
+    view = await order_view(order_id, client, engine)
     if view.status == OrderStatus.CONFIRMED:  # only a confirmed order takes returns
         view.returns = await return_queries.returns_of(engine, order_id)
     return view
-
-
-async def _order_view(order_id: str, client: Client, engine: AsyncEngine) -> OrderView:
-    record = await queries.order_record(engine, order_id)
-    if record is not None and record.mode is SagaMode.CHOREOGRAPHY:
-        return await choreographed.view(engine, record)
-    if record is not None and record.status != OrderStatus.PENDING:
-        return record
-    if record is not None:
-        served = await _from_commits(client, engine, record)
-        if served is not None:
-            return served
-    try:
-        live = await sagas.live_state(client, order_id)
-    except sagas.SagaUnavailable as err:
-        # The record is older than the saga's own view, but it is an answer.
-        if record is not None:
-            return record
-        raise _unavailable("order state temporarily unavailable") from err
-    if live is None:
-        if record is None:
-            raise order_not_found(order_id)
-        return record
-    if live.two_phase is not None and live.two_phase.decision is None:
-        live.two_phase = await sagas.two_phase_progress(client, engine, live.two_phase)
-    return OrderView(**live.model_dump(exclude={"compensating"}))
-
-
-async def _from_commits(client: Client, engine: AsyncEngine, record: OrderView) -> OrderView | None:
-    """A running saga's view from what its steps committed (api.progress); None while it
-    undoes them, when only the saga knows why."""
-    two_phase = record.two_phase
-    settled = two_phase is not None and two_phase.decision == "COMMIT" and two_phase.phase == "done"
-    async with engine.connect() as conn:
-        progress = await committed_progress(conn, record.order_id, settled)
-    if progress.undoing:
-        return None
-    record.steps, record.current_step = progress.steps, progress.current_step
-    if two_phase is not None and two_phase.phase != "done":
-        # Phase 2 under way: who has acknowledged, only the coordinator knows yet.
-        record.two_phase = await sagas.two_phase_progress(client, engine, two_phase)
-    return record
 
 
 @router.get(
@@ -267,7 +213,7 @@ async def cancel_order(
     except sagas.NotCancellable as err:
         raise Problem(409, "Order not cancellable", str(err), code="order-not-cancellable") from err
     except sagas.SagaUnavailable as err:
-        raise _unavailable(
+        raise unavailable(
             "the order's saga did not answer in time; the cancellation may still take effect"
         ) from err
     if accepted is not None:
@@ -297,7 +243,7 @@ async def _closed(client: Client, engine: AsyncEngine, order_id: str) -> Problem
         try:
             live = await sagas.live_state(client, order_id)
         except sagas.SagaUnavailable as err:
-            raise _unavailable("order state temporarily unavailable") from err
+            raise unavailable("order state temporarily unavailable") from err
         if live is None:
             return order_not_found(order_id)
         current = live.status

@@ -37,6 +37,8 @@ KIT_MODULES = {
     "workflows.compensation",
     "workflows.metrics",
     "workflows.saga",
+    "workflows.saga_hooks",
+    "workflows.step_calls",
     "workflows.steps",
 }
 # Below kit and application alike: the settings' slices, the NATS login, and
