@@ -1,7 +1,7 @@
 """Bulkheads for local activities: each service's steps within its own concurrency limit.
 
 Local activities all run on the workflow's worker, in its local activity
-slots. Each service's LOCAL steps (workflows.saga.Runs) share one
+slots. Each service's LOCAL steps (domain.saga.Runs) share one
 ConcurrencyLimit, and the worker has as many slots as the limits add up to, so
 a stalled database fills its own service's share and nothing else. A step
 over its limit fails retryably (`BulkheadFull`) and its retry policy backs it off.
