@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from bench.orders import Mix
+from chaos.faults import undo_leftovers
 from chaos.long_faults import MIN_LONG_S
-from chaos.netfaults import remove_leftovers
 from chaos.plot import write_chaos_plot
 from chaos.report import MAX_GROWTH, ChaosPlan, ChaosReport
 from chaos.run import run_chaos
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         # The faults undo themselves as they unwind; this is for what no unwinding reached.
-        for leftover in remove_leftovers(also_own=True):
+        for leftover in undo_leftovers(also_own=True):
             print(f"removed {leftover} on the way out", file=sys.stderr)
     print_report(report)
     if args.json:

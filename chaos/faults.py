@@ -15,8 +15,9 @@ as under `make run`.
 
 The network faults kill nothing (chaos.netfaults): PostgreSQL or the payment
 provider is partitioned from everything on the machine (its port's packets
-dropped on lo by nftables), or PostgreSQL's packets are delayed (tc netem).
-Each is undone when its block ends, however it ends. unavailable() names
+dropped on lo by nftables), or PostgreSQL's packets are delayed (tc netem,
+or where the kernel has no netem, queued by iptables and released late:
+chaos.held_latency). Each is undone when its block ends, however it ends. unavailable() names
 those this machine cannot make, and why, so the run leaves them out.
 """
 
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from chaos.netfaults import Latency, Partition, netem_unusable, nft_unusable
+from chaos.held_latency import HeldLatency, held_latency_unusable, remove_leftover_rules
+from chaos.netfaults import Latency, Partition, netem_unusable, nft_unusable, remove_leftovers
 from stack.run import Supervisor
 
 
@@ -57,10 +59,16 @@ def unavailable() -> dict[Fault, str]:
     nft = nft_unusable()
     if nft is not None:
         missing[Fault.POSTGRES_PARTITION] = missing[Fault.PROVIDER_PARTITION] = nft
-    netem = netem_unusable()
-    if netem is not None:
-        missing[Fault.POSTGRES_LATENCY] = netem
+    netem, held = netem_unusable(), held_latency_unusable()
+    if netem is not None and held is not None:
+        missing[Fault.POSTGRES_LATENCY] = f"{netem}; and {held}"
     return missing
+
+
+def undo_leftovers(also_own: bool = False) -> list[str]:
+    """Remove the network faults runs no longer alive left in place (with `also_own`,
+    this run's too): what each names."""
+    return remove_leftovers(also_own) + remove_leftover_rules(also_own)
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,8 @@ async def _partition(port_of: Callable[[Supervisor], int], system: Supervisor, s
 
 
 async def _postgres_latency(system: Supervisor, outage_s: float) -> str:
-    with Latency(_postgres_port(system)) as slow:
+    slowing = Latency if netem_unusable() is None else HeldLatency
+    with slowing(_postgres_port(system)) as slow:
         await asyncio.sleep(outage_s)
     return slow.detail
 

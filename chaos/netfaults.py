@@ -42,7 +42,7 @@ class NetFaultError(RuntimeError):
     """An nft or tc command failed: the fault could not be applied."""
 
 
-def _run(*argv: str, script: str | None = None) -> str:
+def run_tool(*argv: str, script: str | None = None) -> str:
     done = subprocess.run(argv, input=script, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise NetFaultError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
@@ -54,7 +54,7 @@ def nft_unusable() -> str | None:
     if shutil.which("nft") is None:
         return "nft is not installed (Debian package nftables)"
     try:
-        _run("nft", "list", "tables")
+        run_tool("nft", "list", "tables")
     except NetFaultError as err:
         return f"nft is not permitted (needs root or CAP_NET_ADMIN): {err}"
     return None
@@ -67,17 +67,17 @@ def netem_unusable() -> str | None:
         return "tc or ip is not installed (Debian package iproute2)"
     ns = f"saga_netem_probe_{os.getpid()}"
     try:
-        _run("ip", "netns", "add", ns)
+        run_tool("ip", "netns", "add", ns)
     except NetFaultError as err:
         return f"cannot make a network namespace to probe netem (needs root): {err}"
     try:
-        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        run_tool("ip", "-n", ns, "link", "set", "lo", "up")
         # netem alone first: the one most kernels lack, and the one to name when missing.
         bare = ("sch_netem", ["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
         clear = ("", ["qdisc", "del", "dev", "lo", "root"])
         for kind, argv in [bare, clear, *_latency_commands(port=5433, delay_ms=1, jitter_ms=0)]:
             try:
-                _run("tc", "-n", ns, *argv)
+                run_tool("tc", "-n", ns, *argv)
             except NetFaultError as err:
                 unknown = "unknown" in str(err) or "No such file" in str(err)
                 return f"the kernel has no {kind}" if unknown else str(err)
@@ -100,7 +100,7 @@ def _latency_commands(port: int, delay_ms: int, jitter_ms: int) -> list[tuple[st
     ]  # fmt: skip
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -112,7 +112,7 @@ def _alive(pid: int) -> bool:
 
 def chaos_tables() -> list[str]:
     """The partition tables in the ruleset now, ours or a crashed run's."""
-    listed = json.loads(_run("nft", "-j", "list", "tables"))["nftables"]
+    listed = json.loads(run_tool("nft", "-j", "list", "tables"))["nftables"]
     return [
         t["table"]["name"]
         for t in listed
@@ -128,14 +128,14 @@ def remove_leftovers(also_own: bool = False) -> list[str]:
         match = _TABLE.match(name)
         assert match is not None
         pid = int(match.group(1))
-        if not _alive(pid) or (also_own and pid == os.getpid()):
-            _run("nft", "delete", "table", "inet", name)
+        if not alive(pid) or (also_own and pid == os.getpid()):
+            run_tool("nft", "delete", "table", "inet", name)
             removed.append(f"nft table inet {name}")
     try:
         owner = int(_QDISC_OWNER.read_text())
     except (OSError, ValueError):
         owner = None
-    if owner is not None and (not _alive(owner) or (also_own and owner == os.getpid())):
+    if owner is not None and (not alive(owner) or (also_own and owner == os.getpid())):
         if _remove_qdisc():
             removed.append(f"tc qdisc {_QDISC} on lo")
         _QDISC_OWNER.unlink(missing_ok=True)
@@ -179,7 +179,7 @@ class Partition:
 
     def __enter__(self) -> Partition:
         self._open = established_peers(self.port)
-        _run("nft", "-f", "-", script=f"""
+        run_tool("nft", "-f", "-", script=f"""
             table inet {self.table} {{
               set clients {{ type inet_service; flags dynamic; size 65535; }}
               chain input {{
@@ -197,7 +197,7 @@ class Partition:
         try:
             packets, clients = self._dropped()
         finally:
-            _run("nft", "delete", "table", "inet", self.table)
+            run_tool("nft", "delete", "table", "inet", self.table)
         lasted = time.monotonic() - self._since
         hung, new = len(clients & self._open), len(clients - self._open)
         self.detail = (
@@ -206,7 +206,7 @@ class Partition:
         )
 
     def _dropped(self) -> tuple[int, set[int]]:
-        listed = json.loads(_run("nft", "-j", "list", "table", "inet", self.table))["nftables"]
+        listed = json.loads(run_tool("nft", "-j", "list", "table", "inet", self.table))["nftables"]
         packets, clients = 0, set()
         for item in listed:
             for expr in item.get("rule", {}).get("expr", []):
@@ -229,7 +229,7 @@ class Latency:
         _QDISC_OWNER.write_text(str(os.getpid()))
         try:
             for _, argv in _latency_commands(self.port, self.delay_ms, self.jitter_ms):
-                _run("tc", *argv)
+                run_tool("tc", *argv)
         except BaseException:
             self._undo()
             raise

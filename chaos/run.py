@@ -25,10 +25,9 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 
 from bench.orders import OrderClient, seed_catalog
 from chaos.alert_watch import RunAlerts, alerts_after, start_alerts
-from chaos.faults import NETWORK, Fault, Struck, strike, unavailable
+from chaos.faults import NETWORK, Fault, Struck, strike, unavailable, undo_leftovers
 from chaos.load import Load
 from chaos.long_faults import untold, with_long_faults
-from chaos.netfaults import remove_leftovers
 from chaos.report import ChaosPlan, ChaosReport
 from chaos.sampling import Samples, sample
 from chaos.verdict import held_orders, retrying, settled_audit, stream_audit, wait_for_sagas
@@ -61,7 +60,7 @@ def fault_schedule(count: int, rng: random.Random, skip: Collection[Fault] = ())
 
 async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> ChaosReport:
     rng = random.Random(plan.seed)
-    for leftover in remove_leftovers():
+    for leftover in undo_leftovers():
         say(f"removed {leftover}, left by a run that died without undoing it")
     missing = unavailable()
     skipped = {fault.value: why for fault, why in missing.items()}

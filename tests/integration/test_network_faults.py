@@ -3,8 +3,8 @@
 A partition drops packets rather than refusing them, so a query on an open
 connection hangs and a new connection times out, and both work again once
 the partition ends, however it ends. Needs nft and the right to use it
-(root); latency needs a kernel with sch_netem too. Without, the tests skip
-saying why.
+(root); latency needs a kernel with sch_netem, or iptables and the NFQUEUE
+target (chaos.held_latency). Without, the tests skip saying why.
 """
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ import asyncpg
 import httpx
 import pytest
 
+from chaos.held_latency import (
+    IPTABLES,
+    HeldLatency,
+    held_latency_unusable,
+    queue_rule,
+    remove_leftover_rules,
+)
 from chaos.netfaults import (
     TABLE_PREFIX,
     Latency,
@@ -26,12 +33,14 @@ from chaos.netfaults import (
     netem_unusable,
     nft_unusable,
     remove_leftovers,
+    run_tool,
 )
 from payment_provider.embedded import EmbeddedProvider
 from stack.postgres import EmbeddedPostgres
 
 _NFT = nft_unusable()
 _NETEM = netem_unusable()
+_HELD = held_latency_unusable()
 needs_nft = pytest.mark.skipif(_NFT is not None, reason=f"partitions: {_NFT}")
 
 
@@ -115,21 +124,55 @@ def test_a_dead_runs_partition_table_is_removed_by_the_next_run() -> None:
     assert chaos_tables() == []
 
 
-@pytest.mark.skipif(_NETEM is not None, reason=f"postgres-latency: {_NETEM}")
-@needs_nft
+@pytest.mark.parametrize(
+    "latency",
+    [
+        pytest.param(Latency, marks=pytest.mark.skipif(_NETEM is not None, reason=f"{_NETEM}")),
+        pytest.param(HeldLatency, marks=pytest.mark.skipif(_HELD is not None, reason=f"{_HELD}")),
+    ],
+)
 async def test_added_latency_slows_each_round_trip_to_postgres_then_goes(
-    postgres: EmbeddedPostgres,
+    postgres: EmbeddedPostgres, latency: type[Latency] | type[HeldLatency]
 ) -> None:
     conn = await asyncpg.connect(postgres.dsn())
     try:
-        with Latency(postgres.port, delay_ms=200, jitter_ms=20):
+        with latency(postgres.port, delay_ms=200, jitter_ms=20) as slow:
             began = time.monotonic()
-            await conn.fetchval("SELECT 1")
-            slowed = time.monotonic() - began
+            for _ in range(3):
+                assert await conn.fetchval("SELECT 1") == 1
+            slowed = (time.monotonic() - began) / 3
         began = time.monotonic()
         await conn.fetchval("SELECT 1")
         after = time.monotonic() - began
     finally:
         await conn.close()
-    assert slowed >= 0.15
-    assert after < 0.1
+    assert slowed >= 0.15, slowed
+    assert after < 0.1, after
+    assert f"tcp to port {postgres.port} on lo" in slow.detail
+
+
+@pytest.mark.skipif(_HELD is not None, reason=f"{_HELD}")
+async def test_held_packets_go_through_once_the_holder_is_gone_and_a_dead_runs_rule_goes(
+    postgres: EmbeddedPostgres,
+) -> None:
+    conn = await asyncpg.connect(postgres.dsn())
+    dead = _dead_pid()  # a run SIGKILLed mid-fault: its rule stays, its holder is gone
+    try:
+        with HeldLatency(postgres.port) as slow:
+            assert slow._holder is not None
+            slow._holder.kill()
+            slow._holder.wait()
+            began = time.monotonic()
+            assert await asyncio.wait_for(conn.fetchval("SELECT 1"), 5) == 1
+            assert time.monotonic() - began < 0.1  # --queue-bypass: no one holds them
+            run_tool(IPTABLES, "-w", "-t", "mangle", "-A", *queue_rule(postgres.port, dead))
+            assert remove_leftover_rules() == [f"iptables mangle rule saga_chaos_{dead}"]
+    finally:
+        await conn.close()
+    assert "saga_chaos_" not in run_tool(IPTABLES, "-w", "-t", "mangle", "-S", "OUTPUT")
+
+
+def _dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid now names no process
+    return dead.pid
